@@ -1,0 +1,39 @@
+# `make run` runs Reach on this machine; `make test` sets up and passes the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint format install bench clean
+
+run: $(STAMP)
+	$(VENV)/bin/reach up
+
+test: $(STAMP)
+	./scripts/ensure-postgres
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+install: $(STAMP)
+
+# Dependencies are pinned by requirements.lock (regenerate it with `make lock`).
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable --disable-pip-version-check | grep -v '^-e ' > requirements.lock
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Alembic migrations (`reach db upgrade`); packaged so an installed Reach can migrate itself."""

@@ -1,0 +1,92 @@
+"""Redis connections and the Celery configuration, shared by the worker (consumer) and the receiver
+(which only publishes the inbox wake-up and operator sends by task name, without importing `worker`).
+
+The values follow celery-reliability.md §0-§1: at-least-once delivery (late acks, reject on worker
+loss) with idempotent tasks; short broker countdowns only; abandoned messages restored within ~1 min.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu import Queue
+
+from shared.settings import Settings, get_settings
+
+#: Seconds before a message a worker took but never acknowledged goes back to its queue. Larger than
+#: any task's hard time limit (prefetch is 1 for the slow queues), so a running task is never doubled.
+VISIBILITY_TIMEOUT = 300
+
+QUEUES = ("ingest", "send", "cycle", "celery")
+
+
+def redis_url(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set")
+    return settings.redis_url
+
+
+@functools.cache
+def get_redis() -> redis.Redis:
+    """The process's Redis client for the inbox and caches (a connection pool; fork-safe by pid)."""
+    return redis.Redis.from_url(
+        redis_url(),
+        socket_timeout=5,
+        socket_connect_timeout=3,
+        health_check_interval=25,
+        retry_on_timeout=True,
+    )
+
+
+def celery_config(settings: Settings | None = None) -> dict[str, Any]:
+    url = redis_url(settings)
+    transport = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        # kombu >= 5.7: look for abandoned messages every 15 s instead of every ~100 s.
+        "unacked_restore_interval": 15,
+        "unacked_restore_throttle": 1,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "retry_on_timeout": True,
+        "health_check_interval": 25,
+    }
+    return {
+        "broker_url": url,
+        "broker_transport_options": transport,
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_track_started": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_max_tasks_per_child": 1000,
+        "worker_max_memory_per_child": 250_000,  # KiB
+        "worker_soft_shutdown_timeout": 10,
+        "task_time_limit": 120,
+        "task_soft_time_limit": 110,
+        "task_default_queue": "celery",
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+def make_celery(name: str, settings: Settings | None = None, **extra: Any) -> Celery:
+    """A Celery app whose configuration is read from the settings when first used, not at import."""
+    app = Celery(name)
+    app.add_defaults(lambda: {**celery_config(settings), **extra})
+    return app

@@ -1,0 +1,183 @@
+"""AT's callbacks as frozen dataclasses, parsed from form or JSON fields by one helper.
+
+The receiver parses to validate (a 400 names the field as AT spells it); the drain task parses the same
+fields again to apply them, so both sides share one definition. Every value is bounded here, so nothing
+the receiver accepted can fail to fit a column later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+from shared.phone import InvalidPhone, normalise_phone
+
+
+class BadCallback(ValueError):
+    """A callback that is malformed or incomplete; the message names the problem."""
+
+
+def _at(name: str, *, required: bool = False, max_len: int = 64) -> Any:
+    # Defaults keep the constructor usable from code; `parse` is what enforces `required`.
+    default = "" if required else None
+    return field(default=default, metadata={"at": name, "required": required, "max_len": max_len})
+
+
+T = TypeVar("T")
+
+
+def parse(cls: type[T], fields: Mapping[str, Any]) -> T:
+    """Build `cls` from AT's field names; `BadCallback` for a missing, empty or oversized field."""
+    values: dict[str, str | None] = {}
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        at_name, required, max_len = spec.metadata["at"], spec.metadata["required"], spec.metadata["max_len"]
+        raw = fields.get(at_name)
+        value = _clean(raw, at_name)
+        if required and not value:
+            raise BadCallback(f"missing field: {at_name}")
+        if value is not None and len(value) > max_len:
+            raise BadCallback(f"field too long: {at_name} (at most {max_len} characters)")
+        values[spec.name] = value
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj
+
+
+def _clean(raw: Any, at_name: str) -> str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool | int | float):
+        raw = str(int(raw) if isinstance(raw, bool) else raw)
+    if not isinstance(raw, str):
+        raise BadCallback(f"field must be a string: {at_name}")
+    # Postgres text cannot hold NUL; everything else (emoji, quotes, SQL-looking text) is kept verbatim.
+    return raw.replace("\x00", "\ufffd").strip()
+
+
+def phone_or_raw(raw: str | None) -> str | None:
+    """E.164 when the number parses (AT sends E.164), else the value as sent, for the audit trail."""
+    if not raw:
+        return None
+    try:
+        return normalise_phone(raw, "KE")
+    except InvalidPhone:
+        return raw[:20]
+
+
+def to_int(raw: str | None) -> int | None:
+    if not raw:
+        return None
+    try:
+        return int(Decimal(raw))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def to_decimal(raw: str | None) -> Decimal | None:
+    """AT amounts: `"0"`, `"147.440"`, or `"KES 0.8000"` (currency first)."""
+    if not raw or raw == "None":
+        return None
+    try:
+        value = Decimal(raw.split()[-1])
+    except (InvalidOperation, ValueError):
+        return None
+    return value if value.is_finite() and abs(value) < 10**9 else None
+
+
+@dataclass(frozen=True)
+class Dlr:
+    """SMS delivery report (at-api.md §3)."""
+
+    id: str = _at("id", required=True)
+    status: str = _at("status", required=True, max_len=40)
+    phone_number: str = _at("phoneNumber", required=True, max_len=40)
+    network_code: str | None = _at("networkCode", max_len=10)
+    failure_reason: str | None = _at("failureReason", max_len=60)
+    retry_count: str | None = _at("retryCount", max_len=10)
+
+
+@dataclass(frozen=True)
+class IncomingSms:
+    """Two-way SMS from a customer (at-api.md §4)."""
+
+    from_: str = _at("from", required=True, max_len=40)
+    to: str = _at("to", required=True, max_len=20)
+    id: str = _at("id", required=True, max_len=100)
+    text: str | None = _at("text", max_len=2000)
+    date: str | None = _at("date", max_len=40)
+    link_id: str | None = _at("linkId", max_len=100)
+    network_code: str | None = _at("networkCode", max_len=10)
+
+    def validate(self) -> None:
+        _require_phone(self.from_, "from")
+
+
+@dataclass(frozen=True)
+class VoiceEvent:
+    """A voice callback (at-api.md §5.2): live (`isActive=1`) or final (`isActive=0`)."""
+
+    session_id: str = _at("sessionId", required=True)
+    is_active: str = _at("isActive", required=True, max_len=5)
+    direction: str | None = _at("direction", max_len=10)
+    caller_number: str | None = _at("callerNumber", max_len=40)
+    destination_number: str | None = _at("destinationNumber", max_len=40)
+    dtmf_digits: str | None = _at("dtmfDigits", max_len=40)
+    recording_url: str | None = _at("recordingUrl", max_len=1000)
+    duration_in_seconds: str | None = _at("durationInSeconds", max_len=20)
+    currency_code: str | None = _at("currencyCode", max_len=3)
+    amount: str | None = _at("amount", max_len=30)
+    call_session_state: str | None = _at("callSessionState", max_len=40)
+    status: str | None = _at("status", max_len=40)
+    hangup_cause: str | None = _at("hangupCause", max_len=60)
+
+    def validate(self) -> None:
+        if self.is_active not in {"0", "1", "true", "false"}:
+            raise BadCallback("field isActive must be 0 or 1")
+
+    @property
+    def live(self) -> bool:
+        return self.is_active in {"1", "true"}
+
+    @property
+    def event_key(self) -> str:
+        """One step of one call: the same step posted twice is one event."""
+        parts = ("1" if self.live else "0", self.call_session_state, self.status, self.dtmf_digits)
+        return ":".join(part or "" for part in parts)
+
+
+@dataclass(frozen=True)
+class UssdStep:
+    """One USSD request (at-api.md §6); `text` is every input so far joined by `*`."""
+
+    session_id: str = _at("sessionId", required=True, max_len=100)
+    phone_number: str = _at("phoneNumber", required=True, max_len=40)
+    text: str | None = _at("text", max_len=500)
+    service_code: str | None = _at("serviceCode", max_len=40)
+    network_code: str | None = _at("networkCode", max_len=10)
+
+    def validate(self) -> None:
+        _require_phone(self.phone_number, "phoneNumber")
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """Operator's one-off send through `/communicate` (seed compatibility)."""
+
+    to: str = _at("to", required=True, max_len=40)
+    message: str = _at("message", required=True, max_len=1600)
+
+
+def _require_phone(raw: str, at_name: str) -> None:
+    try:
+        normalise_phone(raw, "KE")
+    except InvalidPhone as exc:
+        raise BadCallback(f"bad phone number in {at_name}: {exc}") from None
+
+
+#: The inbox `kind` of each callback class.
+KINDS: dict[str, type] = {"dlr": Dlr, "sms": IncomingSms, "voice": VoiceEvent, "ussd": UssdStep}

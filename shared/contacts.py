@@ -1,0 +1,150 @@
+"""Contacts: bulk import with per-row reasons, and the channel a contact is reached on."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shared.db import insert_for
+from shared.models import Channel, Contact, ContactStatus
+from shared.phone import InvalidPhone, normalise_phone
+
+MAX_NAME = 200
+#: Rows written per INSERT statement during an import.
+IMPORT_CHUNK = 1000
+
+
+@dataclass
+class ImportReport:
+    received: int = 0
+    created: int = 0
+    updated: int = 0
+    refused: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "created": self.created,
+            "updated": self.updated,
+            "refused_count": len(self.refused),
+            "refused": self.refused,
+        }
+
+
+class BadImport(ValueError):
+    """The upload as a whole cannot be read (not a list, no `phone` column, ...)."""
+
+
+def rows_from_json(doc: Any) -> list[Mapping[str, Any]]:
+    rows = doc.get("contacts") if isinstance(doc, dict) else doc
+    if not isinstance(rows, list):
+        raise BadImport('expected a JSON list of {"phone", "name"} or {"contacts": [...]}')
+    return rows
+
+
+def rows_from_csv(text: str) -> list[Mapping[str, Any]]:
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    headers = [h.strip().lower() for h in reader.fieldnames or []]
+    if "phone" not in headers:
+        raise BadImport("CSV needs a header row with a 'phone' column (and optionally 'name')")
+    reader.fieldnames = headers
+    return list(reader)
+
+
+def import_contacts(session: Session, rows: Iterable[Any], default_country: str) -> ImportReport:
+    """Add new contacts and update names of known ones; statuses are never reset by an import."""
+    report = ImportReport()
+    valid: dict[str, str | None] = {}
+    first_row: dict[str, int] = {}
+    for number, row in enumerate(rows, start=1):
+        report.received += 1
+        try:
+            phone, name = _read_row(row, default_country)
+        except InvalidPhone as exc:
+            raw = row.get("phone") if isinstance(row, Mapping) else row
+            report.refused.append({"row": number, "phone": raw, "reason": str(exc)})
+            continue
+        if phone in first_row:
+            report.refused.append({"row": number, "phone": phone, "reason": f"duplicate of row {first_row[phone]}"})
+            continue
+        first_row[phone] = number
+        valid[phone] = name
+    phones = list(valid)
+    for start in range(0, len(phones), IMPORT_CHUNK):
+        chunk = {p: valid[p] for p in phones[start : start + IMPORT_CHUNK]}
+        created = _upsert_chunk(session, chunk)
+        report.created += created
+        report.updated += len(chunk) - created
+    return report
+
+
+def _read_row(row: Any, default_country: str) -> tuple[str, str | None]:
+    if not isinstance(row, Mapping):
+        raise InvalidPhone('each contact must be an object like {"phone": "+254711000001"}')
+    raw_phone = row.get("phone")
+    if not isinstance(raw_phone, str | int):
+        raise InvalidPhone("missing phone")
+    name = row.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InvalidPhone("name must be text")
+    name = (name or "").strip()[:MAX_NAME] or None
+    return normalise_phone(str(raw_phone), default_country), name
+
+
+def _upsert_chunk(session: Session, chunk: dict[str, str | None]) -> int:
+    """Insert new numbers, update names of known ones; returns how many were new."""
+    known = set(session.scalars(select(Contact.phone).where(Contact.phone.in_(chunk))))
+    rows = [{"phone": phone, "name": name, "status": ContactStatus.NEW.value} for phone, name in chunk.items()]
+    stmt = insert_for(session, Contact).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["phone"],
+        set_={"name": func.coalesce(stmt.excluded.name, Contact.__table__.c.name), "updated_at": func.now()},
+    )
+    session.execute(stmt)
+    return len(chunk) - len(known)
+
+
+def route(contact: Contact) -> Channel:
+    """The channel a cycle uses for a contact: the customer's own choice first, then the SMS outcome."""
+    if contact.channel_preference is not None:
+        return contact.channel_preference
+    if contact.status in {ContactStatus.INACTIVE, ContactStatus.PENDING}:
+        return Channel.VOICE
+    return Channel.SMS
+
+
+def get_or_create(session: Session, phone: str) -> Contact:
+    contact = session.scalars(select(Contact).where(Contact.phone == phone)).one_or_none()
+    if contact is None:
+        session.execute(insert_for(session, Contact).values(phone=phone).on_conflict_do_nothing())
+        contact = session.scalars(select(Contact).where(Contact.phone == phone)).one()
+    return contact
+
+
+def contact_json(contact: Contact) -> dict[str, Any]:
+    def iso(value: Any) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": contact.id,
+        "phone": contact.phone,
+        "name": contact.name,
+        "status": contact.status.value,
+        "channel_preference": contact.channel_preference.value if contact.channel_preference else None,
+        "last_sms_status": contact.last_sms_status,
+        "last_failure_reason": contact.last_failure_reason,
+        "last_network_code": contact.last_network_code,
+        "last_sms_at": iso(contact.last_sms_at),
+        "last_call_status": contact.last_call_status,
+        "last_hangup_cause": contact.last_hangup_cause,
+        "last_call_at": iso(contact.last_call_at),
+        "opted_out_at": iso(contact.opted_out_at),
+        "created_at": iso(contact.created_at),
+        "updated_at": iso(contact.updated_at),
+    }

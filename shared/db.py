@@ -1,0 +1,92 @@
+"""The one module that owns database connections, and the one place dialect differences live.
+
+Callers own their sessions (`with session_scope() as session:`); data functions take the session first.
+Worker processes call `dispose_after_fork()` so no pooled connection crosses a `fork()`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.settings import get_settings
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for plain `postgresql://` URLs (the form operators and Heroku-style hosts give)."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def build_engine(url: str, **kwargs: Any) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 5)
+    connect_args = {"connect_timeout": 5, "application_name": "reach"}
+    return create_engine(url, connect_args=connect_args, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@functools.cache
+def get_engine() -> Engine:
+    return build_engine(get_settings().effective_database_url)
+
+
+@functools.cache
+def _session_factory() -> sessionmaker[Session]:
+    return sessionmaker(get_engine(), expire_on_commit=False)
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on error."""
+    with _session_factory()() as session, session.begin():
+        yield session
+
+
+def dispose_after_fork() -> None:
+    """Drop connections inherited from a parent process without closing the parent's sockets."""
+    if get_engine.cache_info().currsize:
+        get_engine().dispose(close=False)
+
+
+def insert_for(session: Session | Engine, table: Any) -> Any:
+    """`INSERT` with `ON CONFLICT` support for whichever database the session talks to."""
+    bind = session.get_bind() if isinstance(session, Session) else session
+    if bind.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    return postgresql.insert(table)
+
+
+def greatest(session: Session, *values: Any) -> Any:
+    """SQL `GREATEST` (Postgres) or multi-argument `MAX` (SQLite)."""
+    return func.max(*values) if session.get_bind().dialect.name == "sqlite" else func.greatest(*values)
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"

@@ -1,0 +1,277 @@
+"""Reach's tables, as typed SQLAlchemy 2.x models.
+
+Raw AT callbacks are kept verbatim in `raw_callbacks` (one row per callback Reach accepted, keyed by the
+inbox id the receiver gave it); the typed tables hold what Reach understood from them. Status columns
+are plain strings (`native_enum=False`), so a new value never needs an `ALTER TYPE`.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy import (
+    text as sql_text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "pk": "pk_%(table_name)s",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+}
+
+#: JSONB on Postgres, JSON text elsewhere (the embedded SQLite default).
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+#: BIGINT keys on Postgres; SQLite only auto-increments a column declared INTEGER.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JsonDocument,
+        Decimal: Numeric(14, 4),
+    }
+
+
+class ContactStatus(enum.StrEnum):
+    NEW = "new"  # never messaged
+    PENDING = "pending"  # SMS sent, no final report yet
+    ACTIVE = "active"  # last SMS delivered
+    INACTIVE = "inactive"  # last SMS not delivered
+    OPTED_OUT = "opted_out"
+    INVALID = "invalid"  # the number does not exist
+
+
+class Channel(enum.StrEnum):
+    SMS = "sms"
+    VOICE = "voice"
+
+
+def _status_column(enum_type: type[enum.Enum], **kwargs: Any) -> Any:
+    return mapped_column(
+        Enum(enum_type, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]),
+        **kwargs,
+    )
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)  # E.164
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[ContactStatus] = _status_column(ContactStatus, default=ContactStatus.NEW)
+    #: The customer's own choice (USSD); overrides the status-based routing of a cycle.
+    channel_preference: Mapped[Channel | None] = _status_column(Channel, nullable=True)
+    #: The contact's latest SMS: delivery reports move the contact only through this one.
+    last_message_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    last_sms_status: Mapped[str | None] = mapped_column(String(40))
+    last_failure_reason: Mapped[str | None] = mapped_column(String(60))
+    last_network_code: Mapped[str | None] = mapped_column(String(10))
+    last_sms_at: Mapped[datetime | None]
+    last_call_status: Mapped[str | None] = mapped_column(String(40))
+    last_hangup_cause: Mapped[str | None] = mapped_column(String(60))
+    last_call_at: Mapped[datetime | None]
+    opted_out_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=sql_text("CURRENT_TIMESTAMP")
+    )
+
+    __table_args__ = (
+        # Listing by status with a cursor on id, and the cycle's routing by status.
+        Index(None, "status", "id"),
+    )
+
+
+class CycleState(enum.StrEnum):
+    PLANNING = "planning"
+    DISPATCHING = "dispatching"
+    PAUSED = "paused"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Cycle(Base):
+    __tablename__ = "cycles"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    state: Mapped[CycleState] = _status_column(CycleState, default=CycleState.PLANNING)
+    message: Mapped[str] = mapped_column(Text)
+    voice_message: Mapped[str | None] = mapped_column(Text)
+    #: A scheduled cycle's (schedule, period) key: a second beat cannot start the same period twice.
+    period_key: Mapped[str | None] = mapped_column(String(120), unique=True)
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
+    finished_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    """One outbound SMS to one contact."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: AT's messageId (`ATXid_…`); NULL when AT refused the recipient (it answers "None").
+    at_message_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycles.id", ondelete="SET NULL"), index=True)
+    phone: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    #: `queued` → `submitting` (committed before AT is called) → `sent` | `failed`; claimed once.
+    send_state: Mapped[str] = mapped_column(String(20), default="queued", server_default="queued")
+    send_error: Mapped[str | None] = mapped_column(Text)
+    send_status_code: Mapped[int | None]
+    send_status: Mapped[str | None] = mapped_column(String(40))
+    #: Latest delivery status (forward-only by `status_rank`); NULL until the first report.
+    status: Mapped[str | None] = mapped_column(String(40))
+    status_rank: Mapped[int] = mapped_column(default=0, server_default="0")
+    failure_reason: Mapped[str | None] = mapped_column(String(60))
+    network_code: Mapped[str | None] = mapped_column(String(10))
+    cost: Mapped[Decimal | None]
+    currency: Mapped[str | None] = mapped_column(String(3))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
+    status_at: Mapped[datetime | None]
+
+
+class DlrEvent(Base):
+    """Each distinct delivery report, kept even when its message is not (yet) known."""
+
+    __tablename__ = "dlr_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at_message_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(40))
+    failure_reason: Mapped[str | None] = mapped_column(String(60))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    network_code: Mapped[str | None] = mapped_column(String(10))
+    retry_count: Mapped[int | None]
+    received_at: Mapped[datetime]
+    #: NULL while its message row does not exist yet; set once applied.
+    applied_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("at_message_id", "status"),
+        Index("ix_dlr_events_unapplied", "at_message_id", postgresql_where=sql_text("applied_at IS NULL")),
+    )
+
+
+class Call(Base):
+    """One voice call, keyed by AT's sessionId."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    session_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"), index=True)
+    cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycles.id", ondelete="SET NULL"), index=True)
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    direction: Mapped[str] = mapped_column(String(10), default="Outbound")
+    message: Mapped[str | None] = mapped_column(Text)
+    #: `queued` → `submitting` → `sent` | `failed`, as for messages; NULL for calls we did not place.
+    send_state: Mapped[str | None] = mapped_column(String(20))
+    send_error: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(String(40))
+    call_session_state: Mapped[str | None] = mapped_column(String(40))
+    hangup_cause: Mapped[str | None] = mapped_column(String(60))
+    #: What the final callback meant, through the policy table (`answered`, `retry_later`, ...).
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    duration_seconds: Mapped[int | None]
+    amount: Mapped[Decimal | None]
+    currency: Mapped[str | None] = mapped_column(String(3))
+    dtmf_digits: Mapped[str | None] = mapped_column(String(40))
+    acknowledged: Mapped[bool] = mapped_column(default=False, server_default=sql_text("false"))
+    recording_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
+    ended_at: Mapped[datetime | None]
+
+
+class CallEvent(Base):
+    """Each distinct voice callback: stored once per session and state."""
+
+    __tablename__ = "call_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64))
+    #: `isActive:callSessionState:status:dtmfDigits`, the identity of one step of a call.
+    event_key: Mapped[str] = mapped_column(String(200))
+    is_active: Mapped[bool]
+    call_session_state: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str | None] = mapped_column(String(40))
+    hangup_cause: Mapped[str | None] = mapped_column(String(60))
+    dtmf_digits: Mapped[str | None] = mapped_column(String(40))
+    received_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("session_id", "event_key"),)
+
+
+class IncomingSms(Base):
+    __tablename__ = "incoming_sms"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at_id: Mapped[str] = mapped_column(String(100), unique=True)
+    from_phone: Mapped[str] = mapped_column(String(20), index=True)
+    to: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    link_id: Mapped[str | None] = mapped_column(String(100))
+    network_code: Mapped[str | None] = mapped_column(String(10))
+    #: AT's `date` as sent (two formats are seen in the wild).
+    sent_date: Mapped[str | None] = mapped_column(String(40))
+    #: The keyword Reach acted on (`STOP`, `START`), if any.
+    keyword: Mapped[str | None] = mapped_column(String(20))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    received_at: Mapped[datetime]
+
+
+class UssdSession(Base):
+    __tablename__ = "ussd_sessions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(100), unique=True)
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    service_code: Mapped[str | None] = mapped_column(String(40))
+    network_code: Mapped[str | None] = mapped_column(String(10))
+    last_text: Mapped[str] = mapped_column(Text, default="")
+    #: What the session did to the contact (`preference:sms`, `opt_out`, ...), if anything.
+    outcome: Mapped[str | None] = mapped_column(String(40))
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RawCallback(Base):
+    """Every callback Reach accepted, verbatim, for audit."""
+
+    __tablename__ = "raw_callbacks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    #: The id the receiver gave the callback when it queued it: a re-drained batch inserts nothing twice.
+    inbox_id: Mapped[str] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    payload: Mapped[dict[str, Any]]

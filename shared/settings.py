@@ -1,0 +1,160 @@
+"""Every setting Reach reads, in one typed place (design §5).
+
+Values come from the environment, then from a `.env` file in the working directory. `load_settings()`
+validates them once at start-up and raises `SettingsError` with one line per bad variable, named as the
+operator spells it (`DATABASE_URL: ...`). Secrets are `SecretStr`, so they never show in a repr or a log.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import phonenumbers
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+#: Embedded defaults for a machine with nothing configured (design §3): files under var/.
+VAR_DIR = Path("var")
+
+LIVE_SMS_URL = "https://api.africastalking.com/version1"
+LIVE_VOICE_URL = "https://voice.africastalking.com"
+SANDBOX_SMS_URL = "https://api.sandbox.africastalking.com/version1"
+SANDBOX_VOICE_URL = "https://voice.sandbox.africastalking.com"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
+    )
+
+    database_url: str = Field(default="", description="SQLAlchemy URL; Postgres in production")
+    redis_url: str = Field(default="", description="Celery broker and callback inbox; Redis in production")
+
+    at_username: str = ""
+    at_api_key: SecretStr = SecretStr("")
+    at_sender_id: str = ""
+    at_voice_number: str = ""
+    at_sms_url: str = ""
+    at_voice_url: str = ""
+    at_timeout_connect: float = Field(default=3.05, gt=0, le=60)
+    at_timeout_read: float = Field(default=9.05, gt=0, le=120)
+
+    webhook_token: SecretStr = SecretStr("")
+    api_token: SecretStr = SecretStr("")
+    default_country: str = "KE"
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    #: Largest callback or operator body accepted; AT's callbacks are well under 2 KiB.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: Callbacks moved from Redis to Postgres per drain transaction.
+    drain_batch_size: int = Field(default=500, ge=1, le=10_000)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL ({exc})") from None
+        if url.get_backend_name() not in {"postgresql", "sqlite"}:
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("at_sms_url", "at_voice_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("at_voice_number")
+    @classmethod
+    def _voice_number(cls, value: str) -> str:
+        if value and not value.startswith("+"):
+            raise ValueError("must be in E.164 form, starting with +")
+        return value
+
+    @field_validator("default_country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        value = value.upper()
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {value!r}; use a two-letter code such as KE")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value
+
+    # -- derived values -------------------------------------------------------------------------------
+
+    @property
+    def uses_real_at(self) -> bool:
+        """True when AT credentials are configured; otherwise Reach talks to its simulator."""
+        return bool(self.at_username and self.at_api_key.get_secret_value())
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.at_username == "sandbox"
+
+    @property
+    def sms_base_url(self) -> str:
+        if self.at_sms_url:
+            return self.at_sms_url
+        return SANDBOX_SMS_URL if self.is_sandbox else LIVE_SMS_URL
+
+    @property
+    def voice_base_url(self) -> str:
+        if self.at_voice_url:
+            return self.at_voice_url
+        return SANDBOX_VOICE_URL if self.is_sandbox else LIVE_VOICE_URL
+
+    @property
+    def api_tokens(self) -> list[str]:
+        """Operator tokens: several may be valid at once, so one can be rotated without downtime."""
+        return [t.strip() for t in self.api_token.get_secret_value().split(",") if t.strip()]
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{VAR_DIR / 'reach.sqlite3'}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; raise `SettingsError` naming every bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

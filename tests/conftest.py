@@ -1,0 +1,306 @@
+"""Test fixtures: a real Postgres database, a private Redis, the real receiver, simulator and worker.
+
+- Postgres: the machine's server (TEST_DATABASE_URL, default postgres@127.0.0.1:5432), a database of
+  our own created and migrated once per session; tables are emptied between tests.
+- Redis: a private `redis-server` on a free port in a temporary directory, so tests may delete keys
+  and later fault tests may kill it without touching the shared one.
+- The receiver (the real Flask app on a real HTTP server), the AT simulator and a Celery worker
+  subprocess (with embedded beat) are session fixtures, started only by tests that ask for them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from werkzeug.serving import make_server
+
+from shared import at_client, broker, db, migrate
+from shared.models import Base
+from shared.settings import Settings, get_settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+API_TOKEN = "test-operator-token-0123456789"
+SECOND_API_TOKEN = "test-rotated-token-9876543210"
+WEBHOOK_TOKEN = "test-webhook-token-abcdef"
+AT_API_KEY = "test-at-api-key-5f2d9c"
+AT_VOICE_NUMBER = "+254711082000"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+# -- services -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--maxmemory-policy", "noeviction"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    client = redis_lib.Redis(port=port)
+    wait_for(lambda: _pings(client), timeout=10, what="test redis-server")
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+def _pings(client: redis_lib.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis_lib.ConnectionError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database of this run's own (runs on one machine may overlap), dropped at the end."""
+    base = make_url(os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/reach_test"))
+    url = base.set(drivername="postgresql+psycopg", database=f"{base.database}_{os.getpid()}")
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{url.database}"'))
+    rendered = url.render_as_string(hide_password=False)
+    migrate.upgrade(rendered)
+    yield rendered
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def simulator(receiver: str) -> Iterator[Any]:
+    """The AT simulator on the port the settings point the SDK at, posting callbacks to the receiver."""
+    from simulator.app import run_simulator_in_thread
+    from simulator.scenario import Scenario
+
+    handle = run_simulator_in_thread(
+        Scenario.from_dict({}),
+        api_key=AT_API_KEY,
+        username="sandbox",
+        callback_base_url=receiver,
+        webhook_token=WEBHOOK_TOKEN,
+        port=int(os.environ["SIMULATOR_PORT"]),
+    )
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def environment(database_url: str, redis_url: str) -> Iterator[None]:
+    """Settings every process of the test session sees (the worker subprocess inherits them)."""
+    sim_port = free_port()  # the simulator fixture binds it on demand; the worker needs the URL now
+    values = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "API_TOKEN": f"{API_TOKEN},{SECOND_API_TOKEN}",
+        "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "AT_USERNAME": "sandbox",
+        "AT_API_KEY": AT_API_KEY,
+        "AT_VOICE_NUMBER": AT_VOICE_NUMBER,
+        "AT_SMS_URL": f"http://127.0.0.1:{sim_port}/version1",
+        "AT_VOICE_URL": f"http://127.0.0.1:{sim_port}",
+        "AT_TIMEOUT_READ": "3",
+        "SIMULATOR_PORT": str(sim_port),
+        "LOG_LEVEL": "INFO",
+    }
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    _reset_caches()
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _reset_caches()
+
+
+def _reset_caches() -> None:
+    if db.get_engine.cache_info().currsize:
+        db.get_engine().dispose()
+    if broker.get_redis.cache_info().currsize:
+        broker.get_redis().close()
+    get_settings.cache_clear()
+    db.get_engine.cache_clear()
+    db._session_factory.cache_clear()
+    broker.get_redis.cache_clear()
+    at_client.reset_at_client()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+def clean(redis_client: redis_lib.Redis) -> Iterator[None]:
+    """Empty every table and Reach's Redis keys (never Celery's own) before the test."""
+    engine = db.get_engine()
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    keys = list(redis_client.scan_iter("reach:*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+    yield
+
+
+@pytest.fixture
+def session(clean: None) -> Iterator[Any]:
+    """A database session for arranging and checking state (each test's writes are committed)."""
+    factory = db._session_factory()
+    with factory() as session:
+        yield session
+
+
+# -- the app ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_app(clean: None) -> Iterator[Callable[..., Any]]:
+    """Build receiver apps with setting overrides; their connections are closed after the test."""
+    from web import create_app
+
+    apps: list[Any] = []
+
+    def make(**overrides: Any) -> Any:
+        apps.append(create_app(load_settings(**overrides)))
+        return apps[-1]
+
+    yield make
+    for built in apps:
+        built.extensions["reach"].close()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Any]) -> Any:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def operator_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+class _ServerThread(threading.Thread):
+    def __init__(self, wsgi_app: Any, port: int) -> None:
+        super().__init__(daemon=True)
+        self.server = make_server("127.0.0.1", port, wsgi_app, threaded=True)
+
+    def run(self) -> None:
+        self.server.serve_forever()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def receiver(environment: None) -> Iterator[str]:
+    """The real receiver on a real port, as AT (the simulator) and tests reach it over HTTP."""
+    from web import create_app
+
+    port = free_port()
+    app = create_app(load_settings())
+    thread = _ServerThread(app, port)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    thread.stop()
+    app.extensions["reach"].close()
+
+
+@pytest.fixture(scope="session")
+def worker(environment: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker (prefork, 2 processes) with embedded beat, in its own process group."""
+    workdir = tmp_path_factory.mktemp("worker")
+    log_path = workdir / "worker.log"
+    command = [
+        sys.executable, "-m", "celery", "-A", "worker", "worker", "--beat",
+        "--schedule", str(workdir / "beat-schedule"), "--concurrency", "2",
+        "--without-gossip", "--without-mingle", "--loglevel", "INFO", "--hostname", "test@%h",
+    ]  # fmt: skip
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
+    process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: b"ready." in log_path.read_bytes() or process.poll() is not None, timeout=60)
+        if process.poll() is not None:
+            pytest.fail(f"worker exited at start:\n{log_path.read_text()[-4000:]}")
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+        log_file.close()
+        if os.environ.get("REACH_TEST_SHOW_WORKER_LOG"):
+            sys.stderr.write(log_path.read_text())
+
+
+@pytest.fixture
+def live(receiver: str, worker: Any, simulator: Any, clean: None) -> Iterator[Any]:
+    """Everything running: receiver, worker and simulator, with the simulator reset for this test."""
+    simulator.reset()
+    yield simulator
+
+
+@pytest.fixture
+def drain(redis_client: redis_lib.Redis) -> Callable[[], int]:
+    """Run the drain task's function in-process: what the worker does, without the worker."""
+    from shared.inbox import Inbox
+    from worker.tasks import drain_inbox
+
+    def run() -> int:
+        return drain_inbox(Inbox(redis_client), batch_size=500, budget_seconds=30)
+
+    return run

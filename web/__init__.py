@@ -1,0 +1,25 @@
+"""The receiver: `gunicorn 'web:create_app()'`. Thin by design: validate, queue on Redis, answer."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from shared.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app; every piece of wiring happens here, none at import time."""
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["reach.settings"] = settings
+
+    from web import callbacks, errors, health, operator_api, services
+
+    services.init_app(app, settings)
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(callbacks.bp)
+    app.register_blueprint(operator_api.bp)
+    return app

@@ -1,0 +1,35 @@
+"""Callback and operator credentials, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import request
+
+from web.errors import ApiError
+from web.services import services
+
+
+def _matches(given: str, expected: list[str]) -> bool:
+    # Compare against every token (no early exit), so timing says nothing about which one matched.
+    found = False
+    for token in expected:
+        found |= hmac.compare_digest(given.encode(), token.encode())
+    return found
+
+
+def require_webhook_token() -> None:
+    """AT callbacks carry `?token=` when WEBHOOK_TOKEN is set (design §4); otherwise 403."""
+    expected = services().settings.webhook_token.get_secret_value()
+    if expected and not _matches(request.args.get("token", ""), [expected]):
+        raise ApiError(403, "forbidden: missing or wrong token")
+
+
+def require_operator() -> None:
+    """Operator API: `Authorization: Bearer <one of API_TOKEN>`; with no API_TOKEN set, nobody gets in."""
+    tokens = services().settings.api_tokens
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if not tokens:
+        raise ApiError(401, "operator API disabled: set API_TOKEN")
+    if scheme.lower() != "bearer" or not _matches(given.strip(), tokens):
+        raise ApiError(401, "missing or wrong bearer token")

@@ -1,0 +1,122 @@
+"""AT's callbacks (design §4): validate, queue on Redis, answer fast. Views never write Postgres."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from shared import ussd, voice_script
+from shared.callbacks import Dlr, IncomingSms, SendRequest, UssdStep, VoiceEvent, parse, phone_or_raw
+from shared.models import Contact
+from web import operator_api
+from web.auth import require_webhook_token
+from web.errors import ApiError
+from web.forms import read_fields
+from web.services import services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("callbacks", __name__)
+
+
+def queue(kind: str, fields: dict[str, Any]) -> str:
+    """Put a validated callback on the inbox; 503 (AT retries) if Redis could not keep it."""
+    try:
+        return services().inbox.push(kind, {k: str(v) for k, v in fields.items() if v is not None})
+    except redis.RedisError as exc:
+        log.error("could not queue %s callback: %s", kind, exc)
+        raise ApiError(503, "temporarily unable to accept callbacks; retry later") from None
+
+
+def accepted(item_id: str) -> ResponseReturnValue:
+    return {"status": "queued", "id": item_id}, 200
+
+
+@bp.post("/dlr")
+def dlr() -> ResponseReturnValue:
+    """AT delivery report: queue it, answer 200."""
+    require_webhook_token()
+    fields = read_fields(request)
+    parse(Dlr, fields)
+    return accepted(queue("dlr", fields))
+
+
+@bp.post("/receiveSMS")
+def receive_sms() -> ResponseReturnValue:
+    """Incoming SMS from a customer: queue it, answer 200."""
+    require_webhook_token()
+    fields = read_fields(request)
+    parse(IncomingSms, fields)
+    return accepted(queue("sms", fields))
+
+
+@bp.post("/ussd")
+def ussd_step() -> ResponseReturnValue:
+    """USSD step: answer the menu screen now; the choice is applied from the queue."""
+    require_webhook_token()
+    fields = read_fields(request)
+    step = parse(UssdStep, fields)
+    screen = ussd.step(step.text)
+    queue("ussd", fields)
+    text = screen.text
+    if screen.effect is ussd.Effect.SHOW_STATUS:
+        text = _status_screen(phone_or_raw(step.phone_number) or step.phone_number)
+    return Response(text[: ussd.MAX_SCREEN], mimetype="text/plain")
+
+
+def _status_screen(phone: str) -> str:
+    try:
+        with services().sessions() as session:
+            row = session.execute(
+                select(Contact.status, Contact.channel_preference).where(Contact.phone == phone)
+            ).first()
+    except SQLAlchemyError as exc:
+        log.error("USSD status lookup failed: %s", exc)
+        return "END Sorry, we cannot look up your status right now. Please try again later."
+    if row is None:
+        return ussd.status_screen(phone, None, None)
+    status, preference = row
+    return ussd.status_screen(phone, status.value, preference.value if preference else None)
+
+
+@bp.post("/voice")
+def voice() -> ResponseReturnValue:
+    """Voice callback: live (`isActive=1`) gets this call's script as XML; final gets a 200."""
+    require_webhook_token()
+    return _voice(read_fields(request))
+
+
+def _voice(fields: dict[str, Any]) -> ResponseReturnValue:
+    event = parse(VoiceEvent, fields)
+    item_id = queue("voice", fields)
+    if not event.live:
+        return accepted(item_id)
+    if event.dtmf_digits:
+        return Response(voice_script.thank(), mimetype="application/xml")
+    phone = phone_or_raw(event.caller_number)
+    try:
+        message = voice_script.lookup(services().redis, session_id=event.session_id, phone=phone)
+    except redis.RedisError as exc:
+        log.error("voice script lookup failed: %s", exc)
+        message = None
+    if message is None:
+        log.warning("no script for voice session %s; saying the fallback", event.session_id)
+        message = voice_script.FALLBACK_MESSAGE
+    return Response(voice_script.speak(message), mimetype="application/xml")
+
+
+@bp.post("/communicate")
+def communicate() -> ResponseReturnValue:
+    """Seed compatibility: a voice callback (has sessionId/isActive) or an operator send (to, message)."""
+    fields = read_fields(request)
+    if "sessionId" in fields or "isActive" in fields:
+        require_webhook_token()
+        return _voice(fields)
+    if "to" in fields or "message" in fields:
+        return operator_api.send_one(parse(SendRequest, fields))
+    raise ApiError(400, "expected a voice callback (sessionId, isActive) or a send request (to, message)")

@@ -1,0 +1,51 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Blueprint
+from flask.typing import ResponseReturnValue
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from web.services import services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """Ready when both the database and the broker answer; 503 naming what is down otherwise."""
+    checks = {"database": _database_ok(), "broker": _broker_ok()}
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "not ready", **{k: "ok" if v else "down" for k, v in checks.items()}}
+    if ready:
+        body["inbox_depth"] = services().inbox.depth()
+    return body, 200 if ready else 503
+
+
+def _database_ok() -> bool:
+    try:
+        with services().engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return True
+    except SQLAlchemyError as exc:
+        log.warning("readiness: database down: %s", exc.__class__.__name__)
+        return False
+
+
+def _broker_ok() -> bool:
+    try:
+        return bool(services().redis.ping())
+    except redis.RedisError as exc:
+        log.warning("readiness: broker down: %s", exc.__class__.__name__)
+        return False

@@ -1,0 +1,184 @@
+"""The operator's JSON API (design §4): bearer-token auth on every route."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.callbacks import SendRequest
+from shared.contacts import (
+    BadImport,
+    contact_json,
+    get_or_create,
+    import_contacts,
+    route,
+    rows_from_csv,
+    rows_from_json,
+)
+from shared.models import Call, Channel, Contact, ContactStatus, Message
+from shared.phone import InvalidPhone, normalise_phone
+from web.auth import require_operator
+from web.errors import ApiError
+from web.services import services
+
+bp = Blueprint("operator_api", __name__, url_prefix="/api")
+
+#: Operator uploads (CSV imports) may be far larger than an AT callback.
+MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+PAGE_DEFAULT, PAGE_MAX = 100, 1000
+
+
+@bp.before_request
+def _authenticate() -> None:
+    require_operator()
+    request.max_content_length = MAX_UPLOAD_BYTES
+
+
+def _phone(raw: str) -> str:
+    try:
+        return normalise_phone(raw, services().settings.default_country)
+    except InvalidPhone as exc:
+        raise ApiError(400, f"bad phone number {raw!r}: {exc}") from None
+
+
+@bp.post("/contacts")
+def add_contacts() -> ResponseReturnValue:
+    """Add or update contacts from a JSON list or a CSV body; refused rows come back with why."""
+    try:
+        if request.mimetype in {"text/csv", "application/csv"}:
+            text = request.get_data().decode("utf-8-sig", errors="replace")
+            rows = rows_from_csv(text)
+        else:
+            doc = request.get_json(force=True, silent=True)
+            if doc is None:
+                raise ApiError(400, "body is not valid JSON (or send text/csv with a phone,name header)")
+            rows = rows_from_json(doc)
+    except BadImport as exc:
+        raise ApiError(400, str(exc)) from None
+    with services().sessions() as session, session.begin():
+        report = import_contacts(session, rows, services().settings.default_country)
+    return report.as_dict(), 200
+
+
+@bp.get("/contacts/<path:phone>")
+def show_contact(phone: str) -> ResponseReturnValue:
+    """One contact by phone number, with or without `+`, URL-encoded or not."""
+    e164 = _phone(phone)
+    with services().sessions() as session:
+        contact = session.scalars(select(Contact).where(Contact.phone == e164)).one_or_none()
+        if contact is None:
+            raise ApiError(404, f"no contact {e164}")
+        return {**contact_json(contact), **_history(session, contact.id)}
+
+
+def _history(session: Session, contact_id: int, limit: int = 20) -> dict[str, Any]:
+    messages = session.scalars(
+        select(Message).where(Message.contact_id == contact_id).order_by(Message.id.desc()).limit(limit)
+    )
+    calls = session.scalars(select(Call).where(Call.contact_id == contact_id).order_by(Call.id.desc()).limit(limit))
+    return {
+        "messages": [
+            {
+                "id": m.id,
+                "at_message_id": m.at_message_id,
+                "cycle_id": m.cycle_id,
+                "send_state": m.send_state,
+                "send_status_code": m.send_status_code,
+                "status": m.status,
+                "failure_reason": m.failure_reason,
+                "created_at": m.created_at.isoformat(),
+            }
+            for m in messages
+        ],
+        "calls": [
+            {
+                "id": c.id,
+                "session_id": c.session_id,
+                "cycle_id": c.cycle_id,
+                "send_state": c.send_state,
+                "status": c.status,
+                "hangup_cause": c.hangup_cause,
+                "outcome": c.outcome,
+                "acknowledged": c.acknowledged,
+                "duration_seconds": c.duration_seconds,
+                "created_at": c.created_at.isoformat(),
+            }
+            for c in calls
+        ],
+    }
+
+
+@bp.get("/contacts")
+def list_contacts() -> ResponseReturnValue:
+    """A page of contacts, optionally by status; pass `next_cursor` back as `cursor` for the next page."""
+    query = select(Contact).order_by(Contact.id)
+    status = request.args.get("status")
+    if status:
+        try:
+            query = query.where(Contact.status == ContactStatus(status))
+        except ValueError:
+            allowed = ", ".join(s.value for s in ContactStatus)
+            raise ApiError(400, f"unknown status {status!r}; use one of {allowed}") from None
+    after = _decode_cursor(request.args.get("cursor"))
+    if after is not None:
+        query = query.where(Contact.id > after)
+    limit = _limit(request.args.get("limit"))
+    with services().sessions() as session:
+        contacts = list(session.scalars(query.limit(limit + 1)))
+    page, more = contacts[:limit], len(contacts) > limit
+    return {
+        "contacts": [contact_json(c) for c in page],
+        "next_cursor": _encode_cursor(page[-1].id) if more else None,
+    }
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return PAGE_DEFAULT
+    if not raw.isdigit() or not 1 <= int(raw) <= PAGE_MAX:
+        raise ApiError(400, f"limit must be a whole number from 1 to {PAGE_MAX}")
+    return int(raw)
+
+
+def _encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str | None) -> int | None:
+    if not raw:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        kind, _, value = text.partition(":")
+        if kind == "id" and value.isdigit():
+            return int(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise ApiError(400, "bad cursor: pass back next_cursor from the previous page")
+
+
+def send_one(send: SendRequest) -> ResponseReturnValue:
+    """`POST /communicate` with `to` and `message`: one message, on the channel a cycle would use."""
+    require_operator()
+    phone = _phone(send.to)
+    with services().sessions() as session, session.begin():
+        contact = get_or_create(session, phone)
+        if contact.status in {ContactStatus.OPTED_OUT, ContactStatus.INVALID}:
+            raise ApiError(409, f"contact {phone} is {contact.status.value}; nothing sent")
+        channel = route(contact)
+        if channel is Channel.SMS:
+            row: Message | Call = Message(contact_id=contact.id, phone=phone, text=send.message)
+        else:
+            row = Call(contact_id=contact.id, phone=phone, message=send.message, send_state="queued")
+        session.add(row)
+        session.flush()
+        row_id = row.id
+    task = "reach.send.sms" if channel is Channel.SMS else "reach.send.call"
+    services().celery.send_task(task, args=[row_id], queue="send")
+    return {"id": row_id, "channel": channel.value}, 202

@@ -1,0 +1,55 @@
+"""What views reach through `current_app`: settings, Redis, the inbox, a Celery producer, sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from flask import Flask, current_app
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.broker import make_celery
+from shared.db import build_engine, normalise_url
+from shared.inbox import Inbox
+from shared.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    inbox: Inbox
+    celery: Celery
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    def close(self) -> None:
+        """Release connections (tests build many apps in one process)."""
+        self.engine.dispose()
+        self.redis.close()
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=25
+    )
+    celery = make_celery("reach-web", settings)
+
+    def wake_drainer() -> None:
+        celery.send_task("reach.ingest.drain", queue="ingest")
+
+    engine = build_engine(normalise_url(settings.effective_database_url))
+    app.extensions["reach"] = Services(
+        settings=settings,
+        redis=client,
+        inbox=Inbox(client, wake=wake_drainer),
+        celery=celery,
+        engine=engine,
+        sessions=sessionmaker(engine, expire_on_commit=False),
+    )
+
+
+def services() -> Services:
+    return current_app.extensions["reach"]

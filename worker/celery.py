@@ -1,0 +1,36 @@
+"""The Celery app. Configuration is `shared.broker.celery_config`; tasks live in `worker.tasks`."""
+
+from __future__ import annotations
+
+import logging
+
+from celery.signals import setup_logging, worker_process_init
+
+from shared.broker import make_celery
+from shared.db import dispose_after_fork
+from shared.logs import configure_logging
+from shared.settings import get_settings
+
+BEAT_SCHEDULE = {
+    # Safety net: callbacks normally wake the drainer themselves (shared.inbox.Inbox.nudge).
+    "drain-inbox": {"task": "reach.ingest.drain", "schedule": 2.0, "options": {"queue": "ingest", "expires": 10}},
+    "housekeeping": {"task": "reach.ingest.housekeeping", "schedule": 15.0, "options": {"expires": 60}},
+}
+
+app = make_celery("reach", include=["worker.tasks"], beat_schedule=BEAT_SCHEDULE)
+
+
+@setup_logging.connect
+def _configure_logging(**_kwargs: object) -> None:
+    configure_logging(get_settings().log_level)
+
+
+@worker_process_init.connect
+def _after_fork(**_kwargs: object) -> None:
+    # No pooled connection, Redis socket or AT client may cross a fork (celery-reliability.md §1.5).
+    dispose_after_fork()
+    from shared import at_client, broker
+
+    broker.get_redis.cache_clear()
+    at_client.reset_at_client()
+    logging.getLogger(__name__).debug("worker process initialised")

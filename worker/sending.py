@@ -1,0 +1,125 @@
+"""One-off sends (the operator's `POST /communicate`): claim the row, call AT once, record the answer.
+
+A row is claimed by moving it from `queued` to `submitting` in its own committed transaction before AT
+is called, so a duplicate or redelivered task finds nothing to do and cannot send twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from shared import voice_script
+from shared.at_client import AtRejected, SmsRecipient, get_at_client
+from shared.broker import get_redis
+from shared.db import session_scope
+from shared.models import Call, Contact, ContactStatus, Message
+from shared.status_policy import Action, Kind, decide
+from worker.ingest import CONTACT_STATUS_AFTER, apply_pending_dlrs
+
+log = logging.getLogger(__name__)
+
+SUBMITTING, SENT, FAILED, QUEUED = "submitting", "sent", "failed", "queued"
+
+
+def claim(session: Session, model: type[Message] | type[Call], row_id: int) -> bool:
+    result = session.execute(
+        update(model).where(model.id == row_id, model.send_state == QUEUED).values(send_state=SUBMITTING)
+    )
+    return result.rowcount == 1
+
+
+def release(model: type[Message] | type[Call], row_id: int, error: str) -> None:
+    """Give a claimed row back for a retry after a transient AT error (nothing was sent)."""
+    with session_scope() as session:
+        session.execute(
+            update(model)
+            .where(model.id == row_id, model.send_state == SUBMITTING)
+            .values(send_state=QUEUED, send_error=error)
+        )
+
+
+def fail(model: type[Message] | type[Call], row_id: int, error: str) -> None:
+    with session_scope() as session:
+        session.execute(update(model).where(model.id == row_id).values(send_state=FAILED, send_error=error))
+
+
+def send_message(message_id: int) -> str:
+    """Send one queued SMS; returns what happened. `AtTransient` propagates for the task to retry."""
+    with session_scope() as session:
+        if not claim(session, Message, message_id):
+            log.warning("message %s is not queued; nothing to send", message_id)
+            return "skipped"
+        message = session.get_one(Message, message_id)
+        text, phone = message.text, message.phone
+    try:
+        result = get_at_client().send_sms(text, [phone])
+    except AtRejected as exc:
+        fail(Message, message_id, str(exc))
+        return "rejected"
+    recipient = next((r for r in result.recipients if r.number == phone), None)
+    if recipient is None:
+        fail(Message, message_id, f"AT accepted no recipient: {result.summary}")
+        return "rejected"
+    with session_scope() as session:
+        return record_sms_result(session, message_id, recipient)
+
+
+def record_sms_result(session: Session, message_id: int, recipient: SmsRecipient) -> str:
+    rule = decide(Kind.SEND, recipient.status_code)
+    message = session.get_one(Message, message_id)
+    message.send_status_code = recipient.status_code
+    message.send_status = recipient.status
+    message.cost, message.currency = recipient.cost, recipient.currency
+    now = datetime.now(UTC)
+    if rule.action is Action.ACCEPTED:
+        message.send_state = SENT
+        message.at_message_id = recipient.message_id
+        session.execute(
+            update(Contact)
+            .where(Contact.id == message.contact_id, Contact.status != ContactStatus.OPTED_OUT)
+            .values(status=ContactStatus.PENDING, last_message_id=message.id, last_sms_at=now)
+        )
+        session.flush()
+        if recipient.message_id:
+            apply_pending_dlrs(session, [recipient.message_id])  # a report may have come first
+        return "sent"
+    message.send_state = FAILED
+    message.send_error = f"{recipient.status} ({recipient.status_code}): {rule.why}"
+    target = CONTACT_STATUS_AFTER.get(rule.action)
+    if target is not None:
+        session.execute(
+            update(Contact)
+            .where(Contact.id == message.contact_id, Contact.status != ContactStatus.OPTED_OUT)
+            .values(status=target, last_sms_status=recipient.status)
+        )
+    return rule.action.value
+
+
+def place_call(call_id: int) -> str:
+    """Place one queued call; the script is cached first so the live callback can always answer."""
+    with session_scope() as session:
+        if not claim(session, Call, call_id):
+            log.warning("call %s is not queued; nothing to place", call_id)
+            return "skipped"
+        call = session.get_one(Call, call_id)
+        phone, message = call.phone, call.message or ""
+    voice_script.remember(get_redis(), message, phone=phone)
+    try:
+        result = get_at_client().call([phone])
+    except AtRejected as exc:
+        fail(Call, call_id, str(exc))
+        return "rejected"
+    entry = next((e for e in result.entries if e.session_id), None)
+    if entry is None:
+        reason = result.error_message or ", ".join(e.status for e in result.entries) or "no entry"
+        fail(Call, call_id, f"AT did not queue the call: {reason}")
+        return "rejected"
+    voice_script.remember(get_redis(), message, phone=phone, session_id=entry.session_id)
+    with session_scope() as session:
+        call = session.get_one(Call, call_id)
+        call.session_id, call.send_state, call.status = entry.session_id, SENT, entry.status
+    return "placed"
