@@ -11,12 +11,12 @@ from pathlib import Path
 
 import click
 
-from shared.settings import SettingsError, get_settings
+from shared.settings import Settings, SettingsError, get_settings
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
 
 
-def settings_or_exit():  # noqa: ANN201 - click callback helper
+def settings_or_exit() -> Settings:
     try:
         return get_settings()
     except SettingsError as exc:
@@ -123,7 +123,8 @@ def contacts_import(file: Path, refused_file: Path | None) -> None:
         sys.exit(EXIT_FAILED)
     with session_scope() as session:
         report = import_contacts(session, rows, settings.default_country)
-    click.echo(f"{report.received} rows: {report.created} added, {report.updated} updated, {len(report.refused)} refused")
+    refused = len(report.refused)
+    click.echo(f"{report.received} rows: {report.created} added, {report.updated} updated, {refused} refused")
     if report.refused:
         target = refused_file or file.with_suffix(".refused.csv")
         with target.open("w", newline="", encoding="utf-8") as handle:
@@ -157,6 +158,14 @@ def contacts_show(phone: str) -> None:
             sys.exit(EXIT_FAILED)
         for key, value in contact_json(contact).items():
             click.echo(f"{key:>20}: {'' if value is None else value}")
+
+
+@cli.command()
+def up() -> None:
+    """Run everything here: receiver, worker and beat (plus Redis and the AT simulator if not configured)."""
+    from reach_cli.up import run_up
+
+    run_up(settings_or_exit())
 
 
 def main() -> None:
