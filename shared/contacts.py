@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.db import insert_for
-from shared.models import Channel, Contact, ContactStatus
+from shared.models import Contact, ContactStatus
 from shared.phone import InvalidPhone, normalise_phone
 
 MAX_NAME = 200
@@ -108,15 +108,6 @@ def _upsert_chunk(session: Session, chunk: dict[str, str | None]) -> int:
     )
     session.execute(stmt)
     return len(chunk) - len(known)
-
-
-def route(contact: Contact) -> Channel:
-    """The channel a cycle uses for a contact: the customer's own choice first, then the SMS outcome."""
-    if contact.channel_preference is not None:
-        return contact.channel_preference
-    if contact.status in {ContactStatus.INACTIVE, ContactStatus.PENDING}:
-        return Channel.VOICE
-    return Channel.SMS
 
 
 def get_or_create(session: Session, phone: str) -> Contact:

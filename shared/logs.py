@@ -14,7 +14,8 @@ _TOKEN_PARAM = re.compile(r"(?P<key>[?&](?:token|apiKey|api_key)=)[^&\s]+", re.I
 
 
 def redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
+    # Longest first: a secret that contains another must not leave its tail behind.
+    for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     text = _URL_PASSWORD.sub(r"\g<scheme>***@", text)
     return _TOKEN_PARAM.sub(r"\g<key>***", text)

@@ -113,9 +113,24 @@ class Contact(Base):
 class CycleState(enum.StrEnum):
     PLANNING = "planning"
     DISPATCHING = "dispatching"
-    PAUSED = "paused"
+    PAUSED = "paused"  # an account problem (e.g. InsufficientBalance); resumes on command
     DONE = "done"
     FAILED = "failed"
+
+
+class Schedule(Base):
+    """A recurring cycle: beat starts one per due period of the cron expression, in its time zone."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    cron: Mapped[str] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    message: Mapped[str] = mapped_column(Text)
+    voice_message: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(default=True, server_default=sql_text("true"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
 
 
 class Cycle(Base):
@@ -125,11 +140,57 @@ class Cycle(Base):
     state: Mapped[CycleState] = _status_column(CycleState, default=CycleState.PLANNING)
     message: Mapped[str] = mapped_column(Text)
     voice_message: Mapped[str | None] = mapped_column(Text)
+    schedule_id: Mapped[int | None] = mapped_column(ForeignKey("schedules.id", ondelete="SET NULL"))
     #: A scheduled cycle's (schedule, period) key: a second beat cannot start the same period twice.
     period_key: Mapped[str | None] = mapped_column(String(120), unique=True)
+    #: Counts fixed at planning time: items per channel and contacts skipped, by why.
+    plan: Mapped[dict[str, Any] | None]
     paused_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
+    planned_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class ItemState(enum.StrEnum):
+    PENDING = "pending"  # to be sent at next_attempt_at
+    CLAIMED = "claimed"  # a dispatcher holds it (until lease_until)
+    SUBMITTING = "submitting"  # AT is being asked; if the dispatcher dies here we do not know the outcome
+    SENT = "sent"  # AT accepted it (an SMS with its message id, or a call with its session id)
+    DONE = "done"  # a call that ended (answered, or not answered and out of retries)
+    FAILED = "failed"  # not sent: a permanent refusal, or out of retries
+    CANCELLED = "cancelled"  # a late delivery report made the fallback call unnecessary
+
+
+class CycleItem(Base):
+    """One contact in one cycle: planned once, claimed once, sent at most once."""
+
+    __tablename__ = "cycle_items"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(ForeignKey("cycles.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[Channel] = _status_column(Channel)
+    state: Mapped[ItemState] = _status_column(ItemState, default=ItemState.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
+    lease_until: Mapped[datetime | None]
+    message_id: Mapped[int | None] = mapped_column(BigId)
+    call_id: Mapped[int | None] = mapped_column(BigId)
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
+
+    __table_args__ = (
+        UniqueConstraint("cycle_id", "contact_id"),
+        # What dispatchers claim: pending items of a cycle and channel, oldest due first.
+        Index(
+            "ix_cycle_items_due",
+            "cycle_id",
+            "channel",
+            "next_attempt_at",
+            postgresql_where=sql_text("state = 'pending'"),
+        ),
+        Index(None, "cycle_id", "state"),
+    )
 
 
 class Message(Base):
@@ -142,6 +203,7 @@ class Message(Base):
     at_message_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
     cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycles.id", ondelete="SET NULL"), index=True)
+    cycle_item_id: Mapped[int | None] = mapped_column(BigId, index=True)
     phone: Mapped[str] = mapped_column(String(20))
     text: Mapped[str] = mapped_column(Text)
     #: `queued` → `submitting` (committed before AT is called) → `sent` | `failed`; claimed once.
@@ -191,6 +253,7 @@ class Call(Base):
     session_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"), index=True)
     cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycles.id", ondelete="SET NULL"), index=True)
+    cycle_item_id: Mapped[int | None] = mapped_column(BigId, index=True)
     phone: Mapped[str] = mapped_column(String(20), index=True)
     direction: Mapped[str] = mapped_column(String(10), default="Outbound")
     message: Mapped[str | None] = mapped_column(Text)

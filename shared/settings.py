@@ -8,6 +8,7 @@ operator spells it (`DATABASE_URL: ...`). Secrets are `SecretStr`, so they never
 from __future__ import annotations
 
 import functools
+from decimal import Decimal
 from pathlib import Path
 
 import phonenumbers
@@ -34,8 +35,9 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
     )
 
-    database_url: str = Field(default="", description="SQLAlchemy URL; Postgres in production")
-    redis_url: str = Field(default="", description="Celery broker and callback inbox; Redis in production")
+    # repr=False: these URLs may carry passwords.
+    database_url: str = Field(default="", repr=False, description="SQLAlchemy URL; Postgres in production")
+    redis_url: str = Field(default="", repr=False, description="broker and callback inbox; Redis in production")
 
     at_username: str = ""
     at_api_key: SecretStr = SecretStr("")
@@ -58,6 +60,26 @@ class Settings(BaseSettings):
     #: Callbacks moved from Redis to Postgres per drain transaction.
     drain_batch_size: int = Field(default=500, ge=1, le=10_000)
     log_level: str = "INFO"
+
+    # -- communication cycles ---------------------------------------------------------------------------
+    #: Recipients of the same text in one AT /messaging request.
+    sms_batch_size: int = Field(default=100, ge=1, le=1000)
+    #: SMS handed to AT per second, across all workers.
+    send_rate_per_second: float = Field(default=50.0, gt=0, le=10_000)
+    #: Voice calls placed and not yet ended, across all workers.
+    max_calls_in_flight: int = Field(default=10, ge=1, le=1000)
+    #: Extra calls to a contact who was busy or did not answer, within one cycle, and the wait between.
+    call_retries: int = Field(default=2, ge=0, le=10)
+    call_retry_delay_seconds: int = Field(default=600, ge=0, le=86_400)
+    #: Attempts at a send AT failed transiently (5xx, 429, connection errors) before it is recorded failed.
+    send_attempts: int = Field(default=5, ge=1, le=20)
+    #: How long an interrupted send (worker killed while AT was answering) waits for a delivery report
+    #: proving it went out before it is sent again.
+    unknown_send_grace_seconds: int = Field(default=900, ge=0, le=86_400)
+    #: For `--dry-run` estimates only: what one SMS and one call usually cost, in `cost_currency`.
+    sms_cost_estimate: Decimal = Field(default=Decimal("0.80"), ge=0)
+    call_cost_estimate: Decimal = Field(default=Decimal("3.00"), ge=0)
+    cost_currency: str = Field(default="KES", min_length=3, max_length=3)
 
     @field_validator("database_url")
     @classmethod

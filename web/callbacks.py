@@ -15,7 +15,7 @@ from shared import ussd, voice_script
 from shared.callbacks import Dlr, IncomingSms, SendRequest, UssdStep, VoiceEvent, parse, phone_or_raw
 from shared.models import Contact
 from web import operator_api
-from web.auth import require_webhook_token
+from web.auth import require_operator, require_webhook_token
 from web.errors import ApiError
 from web.forms import read_fields
 from web.services import services
@@ -118,5 +118,6 @@ def communicate() -> ResponseReturnValue:
         require_webhook_token()
         return _voice(fields)
     if "to" in fields or "message" in fields:
+        require_operator()  # before reading the body: strangers learn nothing about the API
         return operator_api.send_one(parse(SendRequest, fields))
     raise ApiError(400, "expected a voice callback (sessionId, isActive) or a send request (to, message)")

@@ -11,17 +11,11 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared import cycles, schedules
 from shared.callbacks import SendRequest
-from shared.contacts import (
-    BadImport,
-    contact_json,
-    get_or_create,
-    import_contacts,
-    route,
-    rows_from_csv,
-    rows_from_json,
-)
-from shared.models import Call, Channel, Contact, ContactStatus, Message
+from shared.contacts import BadImport, contact_json, get_or_create, import_contacts, rows_from_csv, rows_from_json
+from shared.cycles import CycleError
+from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message, Schedule
 from shared.phone import InvalidPhone, normalise_phone
 from web.auth import require_operator
 from web.errors import ApiError
@@ -141,7 +135,7 @@ def list_contacts() -> ResponseReturnValue:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return PAGE_DEFAULT
-    if not raw.isdigit() or not 1 <= int(raw) <= PAGE_MAX:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= PAGE_MAX:
         raise ApiError(400, f"limit must be a whole number from 1 to {PAGE_MAX}")
     return int(raw)
 
@@ -156,7 +150,7 @@ def _decode_cursor(raw: str | None) -> int | None:
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind == "id" and value.isdigit():
+        if kind == "id" and value.isascii() and value.isdigit() and len(value) <= 18:
             return int(value)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
@@ -171,7 +165,7 @@ def send_one(send: SendRequest) -> ResponseReturnValue:
         contact = get_or_create(session, phone)
         if contact.status in {ContactStatus.OPTED_OUT, ContactStatus.INVALID}:
             raise ApiError(409, f"contact {phone} is {contact.status.value}; nothing sent")
-        channel = route(contact)
+        channel = cycles.channel_for(session, contact.id)
         if channel is Channel.SMS:
             row: Message | Call = Message(contact_id=contact.id, phone=phone, text=send.message)
         else:
@@ -182,3 +176,107 @@ def send_one(send: SendRequest) -> ResponseReturnValue:
     task = "reach.send.sms" if channel is Channel.SMS else "reach.send.call"
     services().celery.send_task(task, args=[row_id], queue="send")
     return {"id": row_id, "channel": channel.value}, 202
+
+
+# -- cycles and schedules ---------------------------------------------------------------------------------------
+
+
+def _json_body() -> dict[str, Any]:
+    doc = request.get_json(force=True, silent=True)
+    if not isinstance(doc, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return doc
+
+
+def _text(doc: dict[str, Any], key: str, required: bool = True) -> str | None:
+    value = doc.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"field {key} must be text" if value is not None else f"missing field: {key}")
+    return value
+
+
+@bp.errorhandler(CycleError)
+def _cycle_error(exc: CycleError) -> ResponseReturnValue:
+    return {"error": str(exc)}, 400
+
+
+@bp.post("/cycles")
+def start_cycle() -> ResponseReturnValue:
+    """Start a cycle now (202 with its id), or with `"dry_run": true` show what it would do."""
+    doc = _json_body()
+    message, voice_message = _text(doc, "message"), _text(doc, "voice_message", required=False)
+    with services().sessions() as session, session.begin():
+        if doc.get("dry_run") is True:
+            cycles.check_message(message)
+            return cycles.preview(session, services().settings), 200
+        cycle_id = cycles.start_cycle(session, message or "", voice_message)
+    services().celery.send_task("reach.cycle.plan", args=[cycle_id], queue="cycle")
+    return {"id": cycle_id, "state": "planning"}, 202
+
+
+@bp.get("/cycles")
+def list_cycles() -> ResponseReturnValue:
+    """The latest cycles, newest first."""
+    limit = _limit(request.args.get("limit"))
+    with services().sessions() as session:
+        rows = session.scalars(select(Cycle).order_by(Cycle.id.desc()).limit(limit))
+        return {
+            "cycles": [
+                {"id": c.id, "state": c.state.value, "created_at": c.created_at.isoformat(), "plan": c.plan}
+                for c in rows
+            ]
+        }
+
+
+@bp.get("/cycles/<int:cycle_id>")
+def show_cycle(cycle_id: int) -> ResponseReturnValue:
+    """State and counts per channel and outcome."""
+    with services().sessions() as session:
+        found = cycles.report(session, cycle_id)
+    if found is None:
+        raise ApiError(404, f"no cycle {cycle_id}")
+    return found
+
+
+@bp.post("/cycles/<int:cycle_id>/resume")
+def resume_cycle(cycle_id: int) -> ResponseReturnValue:
+    """Resume a cycle paused for an account problem (after topping up, say)."""
+    with services().sessions() as session, session.begin():
+        cycles.resume(session, cycle_id)
+    for task in ("reach.cycle.dispatch_sms", "reach.cycle.dispatch_calls"):
+        services().celery.send_task(task, args=[cycle_id], queue="send")
+    return {"id": cycle_id, "state": "dispatching"}, 202
+
+
+@bp.get("/schedules")
+def list_schedules() -> ResponseReturnValue:
+    with services().sessions() as session:
+        found = session.scalars(select(Schedule).order_by(Schedule.id))
+        return {"schedules": [schedules.schedule_json(s) for s in found]}
+
+
+@bp.post("/schedules")
+def add_schedule() -> ResponseReturnValue:
+    """Add a schedule: `{"name", "cron", "message", "timezone"?, "voice_message"?}`."""
+    doc = _json_body()
+    with services().sessions() as session, session.begin():
+        schedule = schedules.add_schedule(
+            session,
+            _text(doc, "name") or "",
+            _text(doc, "cron") or "",
+            _text(doc, "message") or "",
+            timezone=_text(doc, "timezone", required=False) or "UTC",
+            voice_message=_text(doc, "voice_message", required=False),
+        )
+        return schedules.schedule_json(schedule), 201
+
+
+@bp.delete("/schedules/<key>")
+def remove_schedule(key: str) -> ResponseReturnValue:
+    """Remove a schedule by id or name; its past cycles stay."""
+    with services().sessions() as session, session.begin():
+        if not schedules.remove_schedule(session, key):
+            raise ApiError(404, f"no schedule {key}")
+    return {"removed": key}, 200

@@ -15,6 +15,12 @@ BEAT_SCHEDULE = {
     # Safety net: callbacks normally wake the drainer themselves (shared.inbox.Inbox.nudge).
     "drain-inbox": {"task": "reach.ingest.drain", "schedule": 2.0, "options": {"queue": "ingest", "expires": 10}},
     "housekeeping": {"task": "reach.ingest.housekeeping", "schedule": 15.0, "options": {"expires": 60}},
+    "cycle-housekeeping": {
+        "task": "reach.cycle.housekeeping",
+        "schedule": 15.0,
+        "options": {"queue": "cycle", "expires": 60},
+    },
+    "schedules": {"task": "reach.cycle.tick", "schedule": 30.0, "options": {"queue": "cycle", "expires": 60}},
 }
 
 app = make_celery("reach", include=["worker.tasks"], beat_schedule=BEAT_SCHEDULE)

@@ -45,11 +45,15 @@ from shared.models import (
     IncomingSms as IncomingSmsRow,
 )
 from shared.status_policy import Action, Kind, decide, dlr_outcome, dlr_rank
+from worker import fallback
 
 log = logging.getLogger(__name__)
 
 OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "END", "CANCEL"})
 OPT_IN_WORDS = frozenset({"START"})
+
+#: Contacts in these states get nothing more: their pending cycle items are cancelled.
+UNREACHABLE = {ContactStatus.OPTED_OUT.value, ContactStatus.INVALID.value}
 
 #: A contact's status after a final outcome of its last SMS or call.
 CONTACT_STATUS_AFTER = {
@@ -239,6 +243,10 @@ def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> 
         )
     if not params:
         return
+    delivered = [p["c_id"] for p in params if p["c_target"] == ContactStatus.ACTIVE.value]
+    fallback.cancel_fallback_calls(session, delivered)
+    unreachable = [p["c_id"] for p in params if p["c_target"] in UNREACHABLE]
+    fallback.cancel_pending(session, unreachable, "the contact can no longer be reached")
     status_col = _contacts.c.status
     stmt = (
         update(_contacts)
@@ -273,7 +281,7 @@ def opt_out(session: Session, phone: str, at: datetime) -> None:
     stmt = insert_for(session, Contact).values(
         phone=phone, status=ContactStatus.OPTED_OUT, opted_out_at=at, created_at=at, updated_at=at
     )
-    session.execute(
+    contact_id = session.scalar(
         stmt.on_conflict_do_update(
             index_elements=["phone"],
             set_={
@@ -281,8 +289,9 @@ def opt_out(session: Session, phone: str, at: datetime) -> None:
                 "opted_out_at": func.coalesce(_contacts.c.opted_out_at, at),
                 "updated_at": at,
             },
-        )
+        ).returning(Contact.id)
     )
+    fallback.cancel_pending(session, [contact_id], "the customer opted out")
 
 
 def opt_in(session: Session, phone: str, at: datetime, preference: Channel | None = None) -> None:
@@ -412,9 +421,12 @@ def _finish_call(session: Session, call: Call, event: VoiceEvent, at: datetime) 
     call.recording_url = event.recording_url or None
     call.outcome = outcome.value
     call.ended_at = at
+    fallback.after_call_ended(session, call, outcome)
     if call.contact_id is None:
         return
     target = CONTACT_STATUS_AFTER.get(outcome) if outcome is Action.INVALID else None
+    if target is not None:
+        fallback.cancel_pending(session, [call.contact_id], "the number does not exist")
     status_col = _contacts.c.status
     session.execute(
         update(_contacts)

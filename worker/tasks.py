@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import timedelta
 
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from shared import cycles as shared_cycles
+from shared import schedules
 from shared.at_client import AtTransient
 from shared.broker import get_redis
 from shared.db import session_scope
 from shared.inbox import Batch, Inbox
+from shared.models import Schedule
 from shared.settings import get_settings
-from worker import ingest, sending
+from worker import cycles, ingest, sending
 from worker.base import reach_task
 
 log = logging.getLogger(__name__)
@@ -143,3 +148,106 @@ def _give_back_or_fail(task: object, model: type, row_id: int, exc: AtTransient)
         sending.fail(model, row_id, f"gave up after {retries + 1} attempts: {exc}")
     else:
         sending.release(model, row_id, str(exc))
+
+
+# -- cycles ---------------------------------------------------------------------------------------------------
+
+#: SMS dispatchers started per cycle: they share the work through row locks (SKIP LOCKED).
+SMS_DISPATCHERS = 2
+#: How often a voice dispatcher looks again for room under the in-flight cap.
+CALL_POLL_SECONDS = 2
+
+
+def kick(cycle_id: int, *, sms: bool = True, voice: bool = True) -> None:
+    """Nudge dispatchers for a cycle; extra nudges are harmless (each re-reads Postgres)."""
+    if sms:
+        for _ in range(SMS_DISPATCHERS):
+            dispatch_sms.apply_async((cycle_id,), queue="send")
+    if voice:
+        dispatch_calls.apply_async((cycle_id,), queue="send")
+
+
+@reach_task("reach.cycle.plan", queue="cycle", time_limit=900, soft_time_limit=880)
+def plan_cycle(cycle_id: int) -> dict | None:
+    """Expand a cycle into one item per reachable contact, then start dispatching."""
+    with session_scope() as session:
+        plan = cycles.plan_cycle(session, cycle_id)
+    if plan is None:
+        log.warning("cycle %s is not planning; nothing to plan", cycle_id)
+        return None
+    log.info("cycle %s planned: %s", cycle_id, plan)
+    kick(cycle_id, sms=plan["sms"] > 0, voice=plan["voice"] > 0)
+    if not plan["sms"] and not plan["voice"]:
+        with session_scope() as session:
+            cycles.finish_if_done(session, cycle_id)
+    return plan
+
+
+@reach_task("reach.cycle.dispatch_sms", queue="send", time_limit=120, soft_time_limit=100)
+def dispatch_sms(cycle_id: int) -> str:
+    outcome = cycles.dispatch_sms(cycle_id, budget_seconds=30)
+    if outcome == "more":
+        dispatch_sms.apply_async((cycle_id,), queue="send")
+    elif outcome == "retry":
+        dispatch_sms.apply_async((cycle_id,), queue="send", countdown=cycles.backoff(1).total_seconds())
+    elif outcome == "idle":
+        with session_scope() as session:
+            cycles.finish_if_done(session, cycle_id)
+    return outcome
+
+
+@reach_task("reach.cycle.dispatch_calls", queue="send", time_limit=120, soft_time_limit=100)
+def dispatch_calls(cycle_id: int) -> str:
+    outcome = cycles.dispatch_calls(cycle_id)
+    if outcome == "waiting":
+        dispatch_calls.apply_async((cycle_id,), queue="send", countdown=CALL_POLL_SECONDS)
+    elif outcome == "idle":
+        with session_scope() as session:
+            cycles.finish_if_done(session, cycle_id)
+    return outcome
+
+
+@reach_task("reach.cycle.tick", queue="cycle", time_limit=60, soft_time_limit=55, expires=60)
+def tick() -> list[int]:
+    """Start every schedule's due period; a period that has a cycle already is skipped by its unique key."""
+    started = []
+    now = cycles.now()
+    with session_scope() as session:
+        for schedule in session.scalars(select(Schedule).where(Schedule.enabled.is_(True))):
+            due = schedules.due_period(schedule, now)
+            if due is None:
+                continue
+            cycle_id = shared_cycles.start_cycle(
+                session,
+                schedule.message,
+                schedule.voice_message,
+                schedule_id=schedule.id,
+                period_key=schedules.period_key(schedule, due),
+            )
+            if cycle_id is not None:
+                started.append(cycle_id)
+    for cycle_id in started:
+        log.info("schedule started cycle %s", cycle_id)
+        plan_cycle.apply_async((cycle_id,), queue="cycle")
+    return started
+
+
+@reach_task("reach.cycle.housekeeping", queue="cycle", time_limit=60, soft_time_limit=55, expires=60)
+def cycle_housekeeping() -> None:
+    """Resume whatever a dead worker left: stuck plans, interrupted sends, cycles with due items."""
+    settings = get_settings()
+    box = inbox()
+    with session_scope() as session:
+        grace = timedelta(seconds=settings.unknown_send_grace_seconds)
+        counts = cycles.reconcile_interrupted(session, box, grace)
+        stuck = cycles.stuck_planning(session)
+        due = cycles.cycles_to_nudge(session)
+        finished = [cid for cid in cycles.open_cycles(session) if cycles.finish_if_done(session, cid)]
+    if any(counts.values()):
+        log.warning("interrupted sends: %s", counts)
+    for cycle_id in stuck:
+        plan_cycle.apply_async((cycle_id,), queue="cycle")
+    for cycle_id, sms, voice in due:
+        kick(cycle_id, sms=sms, voice=voice)
+    for cycle_id in finished:
+        log.info("cycle %s is done", cycle_id)

@@ -1,0 +1,220 @@
+"""Communication cycles as the operator sees them: start one, preview it, read its report, resume it.
+
+The routing rule (design §4) lives here once, as a SQL expression: SMS to `new` and `active`, a voice
+call to `inactive` and `pending`, nothing to `opted_out` and `invalid`; the customer's own channel
+choice (USSD) comes first. Planning (worker.planning) and one-off sends both use it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import String, case, func, literal, select, type_coerce, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from shared.db import insert_for
+from shared.models import (
+    Call,
+    Channel,
+    Contact,
+    ContactStatus,
+    Cycle,
+    CycleItem,
+    CycleState,
+    ItemState,
+    Message,
+)
+from shared.settings import Settings
+from shared.status_policy import Action, Kind, rules_of
+
+#: Contacts a cycle never messages, and why.
+SKIPPED_STATUSES = (ContactStatus.OPTED_OUT, ContactStatus.INVALID)
+VOICE_STATUSES = (ContactStatus.INACTIVE, ContactStatus.PENDING)
+MAX_MESSAGE = 1600  # 10 concatenated SMS parts
+
+
+class CycleError(ValueError):
+    """An operator request about cycles that cannot be done; the message says why."""
+
+
+def channel_expr() -> ColumnElement[str]:
+    """The channel for each contact row, as SQL (`'sms'` or `'voice'`)."""
+    preference = type_coerce(Contact.channel_preference, String)
+    status = type_coerce(Contact.status, String)
+    return case(
+        (preference.is_not(None), preference),
+        (status.in_([s.value for s in VOICE_STATUSES]), literal(Channel.VOICE.value)),
+        else_=literal(Channel.SMS.value),
+    )
+
+
+def reachable() -> ColumnElement[bool]:
+    return type_coerce(Contact.status, String).not_in([s.value for s in SKIPPED_STATUSES])
+
+
+def channel_for(session: Session, contact_id: int) -> Channel:
+    return Channel(session.scalar(select(channel_expr()).where(Contact.id == contact_id)))
+
+
+def check_message(message: str | None, what: str = "message") -> str:
+    text = (message or "").strip()
+    if not text:
+        raise CycleError(f"{what} must not be empty")
+    if len(text) > MAX_MESSAGE:
+        raise CycleError(f"{what} is too long ({len(text)} characters; at most {MAX_MESSAGE})")
+    return text
+
+
+def start_cycle(
+    session: Session,
+    message: str,
+    voice_message: str | None = None,
+    *,
+    schedule_id: int | None = None,
+    period_key: str | None = None,
+) -> int | None:
+    """Record a new cycle in `planning`; None when this schedule period already has one."""
+    message = check_message(message)
+    voice_message = check_message(voice_message, "voice_message") if voice_message else None
+    stmt = (
+        insert_for(session, Cycle)
+        .values(
+            message=message,
+            voice_message=voice_message,
+            schedule_id=schedule_id,
+            period_key=period_key,
+            state=CycleState.PLANNING,
+            created_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["period_key"])
+        .returning(Cycle.id)
+    )
+    return session.scalar(stmt)
+
+
+def preview(session: Session, settings: Settings) -> dict[str, Any]:
+    """What a cycle started now would do: counts per channel, skipped and why, estimated cost."""
+    channels = dict(
+        session.execute(select(channel_expr(), func.count()).where(reachable()).group_by(channel_expr())).all()
+    )
+    skipped = dict(
+        session.execute(
+            select(type_coerce(Contact.status, String), func.count())
+            .where(~reachable())
+            .group_by(type_coerce(Contact.status, String))
+        ).all()
+    )
+    sms, voice = channels.get("sms", 0), channels.get("voice", 0)
+    cost = settings.sms_cost_estimate * sms + settings.call_cost_estimate * voice
+    return {
+        "sms": sms,
+        "voice": voice,
+        "skipped": {status.value: skipped.get(status.value, 0) for status in SKIPPED_STATUSES},
+        "estimated_cost": {"currency": settings.cost_currency, "amount": str(cost.quantize(Decimal("0.01")))},
+    }
+
+
+def resume(session: Session, cycle_id: int) -> Cycle:
+    cycle = session.get(Cycle, cycle_id, with_for_update=True)
+    if cycle is None:
+        raise CycleError(f"no cycle {cycle_id}")
+    if cycle.state is not CycleState.PAUSED:
+        raise CycleError(f"cycle {cycle_id} is {cycle.state.value}, not paused")
+    cycle.state, cycle.paused_reason = CycleState.DISPATCHING, None
+    return cycle
+
+
+def pause(session: Session, cycle_id: int, reason: str) -> None:
+    """Stop dispatching a cycle for an account problem; nothing is lost, `resume` carries on."""
+    session.execute(
+        update(Cycle)
+        .where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
+        .values(state=CycleState.PAUSED, paused_reason=reason)
+    )
+
+
+def report(session: Session, cycle_id: int) -> dict[str, Any] | None:
+    """State and counts per channel and outcome (what `GET /api/cycles/<id>` and `reach cycle show` print)."""
+    cycle = session.get(Cycle, cycle_id)
+    if cycle is None:
+        return None
+    items = dict(
+        session.execute(
+            select(type_coerce(CycleItem.channel, String) + ":" + type_coerce(CycleItem.state, String), func.count())
+            .where(CycleItem.cycle_id == cycle_id)
+            .group_by(CycleItem.channel, CycleItem.state)
+        ).all()
+    )
+    plan = cycle.plan or {}
+    return {
+        "id": cycle.id,
+        "state": cycle.state.value,
+        "paused_reason": cycle.paused_reason,
+        "schedule_id": cycle.schedule_id,
+        "message": cycle.message,
+        "voice_message": cycle.voice_message,
+        "created_at": cycle.created_at.isoformat(),
+        "finished_at": cycle.finished_at.isoformat() if cycle.finished_at else None,
+        "sms": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
+        "voice": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
+        "skipped": {**plan.get("skipped", {}), "cancelled": items.get("voice:cancelled", 0)},
+        "cost": _cost(session, cycle_id),
+    }
+
+
+def undelivered_statuses() -> list[str]:
+    return [status for status, rule in rules_of(Kind.DLR).items() if rule.action is Action.UNDELIVERED]
+
+
+def _by_state(items: dict[str, int], channel: str) -> dict[str, int]:
+    return {state.value: items.get(f"{channel}:{state.value}", 0) for state in ItemState}
+
+
+def _sms_counts(session: Session, cycle_id: int) -> dict[str, Any]:
+    sent = Message.send_state == "sent"
+    row = session.execute(
+        select(
+            func.count().filter(sent),
+            func.count().filter(sent, Message.status == "Success"),
+        ).where(Message.cycle_id == cycle_id)
+    ).one()
+    failed = session.execute(
+        select(func.coalesce(Message.failure_reason, Message.status, Message.send_status, "unknown"), func.count())
+        .where(Message.cycle_id == cycle_id)
+        .where((Message.send_state == "failed") | Message.status.in_(undelivered_statuses()))
+        .group_by(func.coalesce(Message.failure_reason, Message.status, Message.send_status, "unknown"))
+    ).all()
+    return {"sent": row[0], "delivered": row[1], "failed": dict(failed)}
+
+
+def _voice_counts(session: Session, cycle_id: int) -> dict[str, Any]:
+    placed = Call.send_state == "sent"
+    row = session.execute(
+        select(
+            func.count().filter(placed),
+            func.count().filter(Call.outcome == "answered"),
+            func.count().filter(Call.acknowledged.is_(True)),
+        ).where(Call.cycle_id == cycle_id)
+    ).one()
+    not_answered = session.execute(
+        select(func.coalesce(Call.hangup_cause, "UNSPECIFIED"), func.count())
+        .where(Call.cycle_id == cycle_id, Call.ended_at.is_not(None), Call.outcome != "answered")
+        .group_by(func.coalesce(Call.hangup_cause, "UNSPECIFIED"))
+    ).all()
+    return {"called": row[0], "answered": row[1], "acknowledged": row[2], "not_answered": dict(not_answered)}
+
+
+def _cost(session: Session, cycle_id: int) -> dict[str, str]:
+    totals: dict[str, Decimal] = {}
+    for model, column in ((Message, Message.cost), (Call, Call.amount)):
+        currency = Message.currency if model is Message else Call.currency
+        for cur, amount in session.execute(
+            select(currency, func.sum(column))
+            .where(model.cycle_id == cycle_id, column.is_not(None), currency.is_not(None))
+            .group_by(currency)
+        ):
+            totals[cur] = totals.get(cur, Decimal(0)) + Decimal(amount)
+    return {cur: str(amount) for cur, amount in sorted(totals.items())}
