@@ -58,7 +58,8 @@ def add_schedule(
 
 def remove_schedule(session: Session, key: str) -> bool:
     """Remove by id or by name; True if one was removed. Past cycles keep their history."""
-    query = select(Schedule).where(Schedule.id == int(key)) if key.isdigit() else select(Schedule).where(Schedule.name == key)
+    by = Schedule.id == int(key) if key.isascii() and key.isdigit() and len(key) < 19 else Schedule.name == key
+    query = select(Schedule).where(by)
     schedule = session.scalars(query).one_or_none()
     if schedule is None:
         return False

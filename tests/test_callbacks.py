@@ -52,25 +52,56 @@ CASES = [
     # Incoming SMS
     Case("sms form", "/receiveSMS", wire.incoming_sms(CUSTOMER, "21512", "STOP", "ec9adc86-51d5"), queued_kind="sms"),
     Case("sms seed curl", "/receiveSMS", _seed("receiveSMS"), as_json=True, queued_kind="sms"),
-    Case("sms without from", "/receiveSMS", {"to": "21512", "id": "x", "text": "hi"}, 400, body_has="missing field: from"),
-    Case("sms bad from", "/receiveSMS", {"from": "hello", "to": "1", "id": "x"}, 400, body_has="bad phone number in from"),
-    Case("sms emoji and SQL", "/receiveSMS",
-         wire.incoming_sms(CUSTOMER, "21512", "😀'); DROP TABLE contacts;--", "id-sql"), queued_kind="sms"),  # fmt: skip
+    Case(
+        "sms without from", "/receiveSMS", {"to": "21512", "id": "x", "text": "hi"}, 400, body_has="missing field: from"
+    ),
+    Case(
+        "sms bad from", "/receiveSMS", {"from": "hello", "to": "1", "id": "x"}, 400, body_has="bad phone number in from"
+    ),
+    Case(
+        "sms emoji and SQL",
+        "/receiveSMS",
+        wire.incoming_sms(CUSTOMER, "21512", "😀'); DROP TABLE contacts;--", "id-sql"),
+        queued_kind="sms",
+    ),
     # Voice
-    Case("voice final form", "/voice", wire.voice_final_not_answered(SESSION, CUSTOMER, AT_NUMBER, "USER_BUSY"),
-         queued_kind="voice"),  # fmt: skip
-    Case("voice final json", "/voice", wire.voice_final_answered(SESSION, CUSTOMER, AT_NUMBER), as_json=True,
-         queued_kind="voice"),  # fmt: skip
-    Case("voice live", "/voice", wire.voice_active(SESSION, CUSTOMER, AT_NUMBER), body_has="<Say",
-         queued_kind="voice"),  # fmt: skip
-    Case("voice live digits", "/voice", wire.voice_active(SESSION, CUSTOMER, AT_NUMBER, dtmf_digits="1"),
-         body_has="Thank you", queued_kind="voice"),  # fmt: skip
+    Case(
+        "voice final form",
+        "/voice",
+        wire.voice_final_not_answered(SESSION, CUSTOMER, AT_NUMBER, "USER_BUSY"),
+        queued_kind="voice",
+    ),
+    Case(
+        "voice final json",
+        "/voice",
+        wire.voice_final_answered(SESSION, CUSTOMER, AT_NUMBER),
+        as_json=True,
+        queued_kind="voice",
+    ),
+    Case("voice live", "/voice", wire.voice_active(SESSION, CUSTOMER, AT_NUMBER), body_has="<Say", queued_kind="voice"),
+    Case(
+        "voice live digits",
+        "/voice",
+        wire.voice_active(SESSION, CUSTOMER, AT_NUMBER, dtmf_digits="1"),
+        body_has="Thank you",
+        queued_kind="voice",
+    ),
     Case("voice without session", "/voice", {"isActive": "1"}, 400, body_has="missing field: sessionId"),
     Case("voice bad isActive", "/voice", {"isActive": "maybe", "sessionId": SESSION}, 400, body_has="isActive"),
-    Case("communicate seed voice curl", "/communicate", _seed("communicate_voice"), as_json=True, body_has="<Say",
-         queued_kind="voice"),  # fmt: skip
-    Case("communicate voice form", "/communicate", wire.voice_final_not_answered(SESSION, CUSTOMER, AT_NUMBER, "NO_ANSWER"),
-         queued_kind="voice"),  # fmt: skip
+    Case(
+        "communicate seed voice curl",
+        "/communicate",
+        _seed("communicate_voice"),
+        as_json=True,
+        body_has="<Say",
+        queued_kind="voice",
+    ),
+    Case(
+        "communicate voice form",
+        "/communicate",
+        wire.voice_final_not_answered(SESSION, CUSTOMER, AT_NUMBER, "NO_ANSWER"),
+        queued_kind="voice",
+    ),
     Case("communicate neither", "/communicate", {"hello": "world"}, 400, body_has="expected a voice callback"),
     # USSD
     Case("ussd form", "/ussd", wire.ussd("ATUid_1", CUSTOMER, ""), body_has="CON ", queued_kind="ussd"),
@@ -128,8 +159,11 @@ def test_oversized_body_is_413(client, redis_client) -> None:
     [
         ("{not json", "application/json", "body is not valid JSON"),
         ("[1, 2]", "application/json", "JSON body must be an object"),
-        ('{"id": {"nested": 1}, "status": "Success", "phoneNumber": "+254711000001"}', "application/json",
-         "field must be a string: id"),  # fmt: skip
+        (
+            '{"id": {"nested": 1}, "status": "Success", "phoneNumber": "+254711000001"}',
+            "application/json",
+            "field must be a string: id",
+        ),
         ("<xml/>", "application/xml", "unsupported content type application/xml"),
     ],
 )

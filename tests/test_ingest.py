@@ -98,7 +98,7 @@ def test_reports_in_one_batch_in_any_order(client, session, drain) -> None:
 
 
 def test_duplicate_report_changes_nothing(client, session, drain) -> None:
-    contact, message = contact_with_message(session)
+    _, message = contact_with_message(session)
     body = wire.dlr(message.at_message_id, "Failed", CUSTOMER, failure_reason="UserIsInactive")
     post(client, "/dlr", body)
     drain()

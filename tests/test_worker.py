@@ -37,8 +37,12 @@ def send(receiver: str, to: str, message: str) -> dict:
 
 def test_seed_curl_payloads_reach_postgres(live, receiver, session) -> None:
     """The prototype's README examples, posted as its curl commands did (JSON), end up stored."""
-    for path, name in [("/dlr", "dlr"), ("/receiveSMS", "receiveSMS"), ("/ussd", "ussd"),
-                       ("/communicate", "communicate_voice")]:  # fmt: skip
+    for path, name in [
+        ("/dlr", "dlr"),
+        ("/receiveSMS", "receiveSMS"),
+        ("/ussd", "ussd"),
+        ("/communicate", "communicate_voice"),
+    ]:
         body = json.loads((FIXTURES / "seed" / f"{name}.json").read_text())
         response = requests.post(f"{receiver}{path}?token={WEBHOOK_TOKEN}", json=body, timeout=5)
         assert response.status_code == 200, (path, response.text)
@@ -51,7 +55,9 @@ def test_many_callbacks_are_applied_exactly_once(live, receiver, session) -> Non
     contacts = [Contact(phone=f"+25471100{i:04d}", status=ContactStatus.PENDING) for i in range(200)]
     session.add_all(contacts)
     session.flush()
-    messages = [Message(contact_id=c.id, phone=c.phone, text="hi", at_message_id=wire.new_message_id()) for c in contacts]
+    messages = [
+        Message(contact_id=c.id, phone=c.phone, text="hi", at_message_id=wire.new_message_id()) for c in contacts
+    ]
     session.add_all(messages)
     session.flush()
     for c, m in zip(contacts, messages, strict=True):
@@ -85,9 +91,13 @@ def test_sms_send_and_delivery_report_round_trip(live, receiver, session) -> Non
 
 def test_failed_sms_marks_contact_inactive_then_voice_call_speaks_the_message(live, receiver, session) -> None:
     phone = "+254733000003"
-    live.set_scenario(Scenario.from_dict({
-        "default": {"dlr": ["Sent", ["Failed", "UserIsInactive"]], "voice": "answered", "dtmf": "1"},
-    }))  # fmt: skip
+    live.set_scenario(
+        Scenario.from_dict(
+            {
+                "default": {"dlr": ["Sent", ["Failed", "UserIsInactive"]], "voice": "answered", "dtmf": "1"},
+            }
+        )
+    )
     send(receiver, phone, "First notice")
     wait_for(lambda: (c := contact(session, phone)) and c.status is ContactStatus.INACTIVE, timeout=30)
     assert contact(session, phone).last_failure_reason == "UserIsInactive"
@@ -120,6 +130,9 @@ def test_send_is_retried_after_at_server_error_and_sent_once(live, receiver, ses
     phone = "+254755000005"
     live.set_scenario(Scenario.from_dict({"faults": [{"path": "/version1/messaging", "status": 500, "count": 1}]}))
     answer = send(receiver, phone, "retry me")
-    wait_for(lambda: (m := session.get(Message, answer["id"])) and session.refresh(m) is None and m.send_state == "sent",
-             timeout=40, what="sent after retry")  # fmt: skip
+    wait_for(
+        lambda: (m := session.get(Message, answer["id"])) and session.refresh(m) is None and m.send_state == "sent",
+        timeout=40,
+        what="sent after retry",
+    )
     assert len(live.requests("/version1/messaging")) == 2  # the 500, then the one that went out

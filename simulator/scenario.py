@@ -1,0 +1,194 @@
+"""What the simulator does for each number: send answers, delivery reports, call outcomes and faults.
+
+A scenario is a default `Rule`, per-number rules and a list of faults. Built in Python
+(`Scenario(numbers={"+254711000001": Rule(send_status=403)})`, where each rule is complete) or loaded
+from JSON, where a number's fields override the default's::
+
+    {
+      "default": {"dlr": ["Sent", "Success"], "voice": "answered"},
+      "numbers": {
+        "+254711000001": {"dlr": ["Sent", ["Failed", "UserIsInactive"]], "duplicates": 2, "shuffle": true},
+        "+254711000002": {"send_status": 403},
+        "+254722*":      {"voice": "USER_BUSY", "delay": 0.5},
+        "+254733000003": {"voice": "answered", "dtmf": "1"},
+        "+254744000004": {"call_status": "InvalidPhoneNumber"}
+      },
+      "faults": [
+        {"path": "/version1/messaging", "status": 500, "count": 1},
+        {"path": "/call", "status": "timeout", "count": 1}
+      ],
+      "allowed_sender_ids": ["ACME"],
+      "timeout_seconds": 30,
+      "seed": 7
+    }
+
+Number patterns are an exact E.164 number or a prefix ending in `*` (`"*"` alone matches every number);
+an exact match wins, then the longest prefix, then the default.
+
+Rule fields (all optional):
+
+- `dlr`: delivery reports posted for an accepted message, in order; each a status or
+  `[status, failureReason]`. Default `["Sent", "Success"]`; `[]` posts none.
+- `send_status`: statusCode in the `/messaging` answer, e.g. 403 InvalidPhoneNumber, 405
+  InsufficientBalance, 406 UserInBlacklist, 409 DoNotDisturbRejection (answers HTTP 409 for the whole
+  request, at-api.md §2.2). Default: 102 with `enqueue=1`, else 101. A rejected number gets no reports.
+- `call_status`: entry status in the `/call` answer. Default `Queued`; anything else (e.g.
+  `InvalidPhoneNumber`) gets sessionId `"None"` and no callbacks.
+- `voice`: `"answered"` or the `hangupCause` of an unanswered call (`NO_ANSWER`, `USER_BUSY`,
+  `CALL_REJECTED`, `SUBSCRIBER_ABSENT`, `UNALLOCATED_NUMBER`, ...).
+- `dtmf`: digits the customer presses if the voice reply holds a `<GetDigits>`.
+- `duration`, `amount`: of an answered call (default 12 s, `"1.6000"`).
+- `delay`: seconds before each callback, counted from the previous one (default 0).
+- `duplicates`: each delivery report and final voice callback is posted this many times (default 1).
+- `shuffle`: post the message's delivery reports in a different order than listed.
+- `network_code`: `networkCode` of the reports (default `63902`).
+
+Scenario fields: `faults` answer the next `count` requests to `path` (exact, or a prefix ending in `*`)
+with HTTP `status`, or, for `"timeout"`, by holding the request for `timeout_seconds` (default 30);
+an optional `body` replaces the default error text. `allowed_sender_ids`: when given, a `from` not in
+the list gets the request-level `InvalidSenderId` answer. `seed` makes `shuffle` repeatable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+#: Send statusCodes and their names (at-api.md §2.2). 100-102 mean AT accepted the message.
+SEND_STATUS_NAMES: dict[int, str] = {
+    100: "Processed",
+    101: "Sent",
+    102: "Queued",
+    401: "RiskHold",
+    402: "InvalidSenderId",
+    403: "InvalidPhoneNumber",
+    404: "UnsupportedNumberType",
+    405: "InsufficientBalance",
+    406: "UserInBlacklist",
+    407: "CouldNotRoute",
+    409: "DoNotDisturbRejection",
+    500: "InternalServerError",
+    501: "GatewayError",
+    502: "RejectedByGateway",
+}
+ACCEPTED_SEND_STATUSES = frozenset({100, 101, 102})
+
+#: One delivery report: its status and, for Failed/Rejected, the failureReason.
+DlrStep = tuple[str, str | None]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What happens to one number."""
+
+    dlr: tuple[DlrStep, ...] = (("Sent", None), ("Success", None))
+    send_status: int | None = None
+    call_status: str = "Queued"
+    voice: str = "answered"
+    dtmf: str | None = None
+    duration: int = 12
+    amount: str = "1.6000"
+    delay: float = 0.0
+    duplicates: int = 1
+    shuffle: bool = False
+    network_code: str = "63902"
+
+    def __post_init__(self) -> None:
+        if self.send_status is not None and self.send_status not in SEND_STATUS_NAMES:
+            raise ValueError(f"send_status: unknown statusCode {self.send_status}")
+        if self.delay < 0:
+            raise ValueError("delay: must be >= 0")
+        if self.duplicates < 1:
+            raise ValueError("duplicates: must be >= 1")
+
+    @property
+    def answered(self) -> bool:
+        return self.voice == "answered"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Rule:
+        """A rule from its JSON form; unknown keys are an error so typos do not pass silently."""
+        _check_keys(raw, {f.name for f in fields(cls)}, "rule")
+        values = dict(raw)
+        if "dlr" in values:
+            values["dlr"] = tuple(_dlr_step(step) for step in values["dlr"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Answer the next `count` requests to `path` with `status` (or hold them: `"timeout"`)."""
+
+    path: str
+    status: int | Literal["timeout"]
+    count: int = 1
+    body: str | None = None
+
+    def matches(self, path: str) -> bool:
+        return path.startswith(self.path[:-1]) if self.path.endswith("*") else path == self.path
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Fault:
+        """A fault from its JSON form."""
+        _check_keys(raw, {f.name for f in fields(cls)}, "fault")
+        if raw.get("status") != "timeout" and not isinstance(raw.get("status"), int):
+            raise ValueError("fault status: must be an HTTP status code or 'timeout'")
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A default rule, per-number rules, and faults."""
+
+    default: Rule = field(default_factory=Rule)
+    numbers: dict[str, Rule] = field(default_factory=dict)
+    faults: tuple[Fault, ...] = ()
+    allowed_sender_ids: tuple[str, ...] | None = None
+    timeout_seconds: float = 30.0
+    seed: int | None = None
+
+    def rule_for(self, number: str) -> Rule:
+        """The rule for one number: exact match, then the longest matching prefix, then the default."""
+        if number in self.numbers:
+            return self.numbers[number]
+        prefixes = [p for p in self.numbers if p.endswith("*") and number.startswith(p[:-1])]
+        return self.numbers[max(prefixes, key=len)] if prefixes else self.default
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Scenario:
+        """A scenario from its JSON form (see the module docstring)."""
+        _check_keys(raw, {f.name for f in fields(cls)}, "scenario")
+        default_raw = raw.get("default", {})
+        numbers = {pattern: Rule.from_dict({**default_raw, **rule}) for pattern, rule in raw.get("numbers", {}).items()}
+        allowed = raw.get("allowed_sender_ids")
+        return cls(
+            default=Rule.from_dict(default_raw),
+            numbers=numbers,
+            faults=tuple(Fault.from_dict(f) for f in raw.get("faults", [])),
+            allowed_sender_ids=None if allowed is None else tuple(allowed),
+            timeout_seconds=float(raw.get("timeout_seconds", 30.0)),
+            seed=raw.get("seed"),
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Scenario:
+        """A scenario from a JSON file."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _dlr_step(step: str | list[str | None]) -> DlrStep:
+    if isinstance(step, str):
+        return (step, None)
+    if isinstance(step, list | tuple) and len(step) == 2:
+        return (str(step[0]), None if step[1] is None else str(step[1]))
+    raise ValueError(f"dlr: each step is a status or [status, failureReason], not {step!r}")
+
+
+def _check_keys(raw: dict[str, Any], allowed: set[str], what: str) -> None:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what}: must be a JSON object")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {', '.join(unknown)}")
