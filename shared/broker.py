@@ -8,6 +8,7 @@ loss) with idempotent tasks; short broker countdowns only; abandoned messages re
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -21,6 +22,13 @@ from shared.settings import Settings, get_settings
 VISIBILITY_TIMEOUT = 300
 
 QUEUES = ("ingest", "send", "cycle", "celery")
+#: Routing by task name (first match wins); the one place that says which queue a task runs on.
+TASK_ROUTES = [
+    {"reach.ingest.*": {"queue": "ingest"}},
+    {"reach.send.*": {"queue": "send"}},
+    {"reach.cycle.dispatch_*": {"queue": "send"}},
+    {"reach.cycle.*": {"queue": "cycle"}},
+]
 
 
 def redis_url(settings: Settings | None = None) -> str:
@@ -77,6 +85,8 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "task_time_limit": 120,
         "task_soft_time_limit": 110,
         "task_default_queue": "celery",
+        # Callbacks, sends and planning each get their own queue so a long cycle never delays a callback.
+        "task_routes": TASK_ROUTES,
         "task_queues": [Queue(name) for name in QUEUES],
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,
@@ -85,8 +95,10 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
     }
 
 
-def make_celery(name: str, settings: Settings | None = None, **extra: Any) -> Celery:
+def make_celery(
+    name: str, settings: Settings | None = None, extra: Callable[[], dict[str, Any]] | None = None
+) -> Celery:
     """A Celery app whose configuration is read from the settings when first used, not at import."""
     app = Celery(name)
-    app.add_defaults(lambda: {**celery_config(settings), **extra})
+    app.add_defaults(lambda: {**celery_config(settings), **(extra() if extra else {})})
     return app

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, case, func, literal, select, type_coerce, update
+from sqlalchemy import String, case, func, literal, literal_column, select, type_coerce, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -97,9 +97,8 @@ def start_cycle(
 
 def preview(session: Session, settings: Settings) -> dict[str, Any]:
     """What a cycle started now would do: counts per channel, skipped and why, estimated cost."""
-    channels = dict(
-        session.execute(select(channel_expr(), func.count()).where(reachable()).group_by(channel_expr())).all()
-    )
+    routed = select(channel_expr().label("channel")).where(reachable()).subquery()
+    channels = dict(session.execute(select(routed.c.channel, func.count()).group_by(routed.c.channel)).all())
     skipped = dict(
         session.execute(
             select(type_coerce(Contact.status, String), func.count())
@@ -181,11 +180,13 @@ def _sms_counts(session: Session, cycle_id: int) -> dict[str, Any]:
             func.count().filter(sent, Message.status == "Success"),
         ).where(Message.cycle_id == cycle_id)
     ).one()
+    # literal_column, not a bound parameter: GROUP BY must repeat the select's expression exactly.
+    reason = func.coalesce(Message.failure_reason, Message.status, Message.send_status, literal_column("'unknown'"))
     failed = session.execute(
-        select(func.coalesce(Message.failure_reason, Message.status, Message.send_status, "unknown"), func.count())
+        select(reason, func.count())
         .where(Message.cycle_id == cycle_id)
         .where((Message.send_state == "failed") | Message.status.in_(undelivered_statuses()))
-        .group_by(func.coalesce(Message.failure_reason, Message.status, Message.send_status, "unknown"))
+        .group_by(reason)
     ).all()
     return {"sent": row[0], "delivered": row[1], "failed": dict(failed)}
 
@@ -199,10 +200,11 @@ def _voice_counts(session: Session, cycle_id: int) -> dict[str, Any]:
             func.count().filter(Call.acknowledged.is_(True)),
         ).where(Call.cycle_id == cycle_id)
     ).one()
+    cause = func.coalesce(Call.hangup_cause, literal_column("'UNSPECIFIED'"))
     not_answered = session.execute(
-        select(func.coalesce(Call.hangup_cause, "UNSPECIFIED"), func.count())
+        select(cause, func.count())
         .where(Call.cycle_id == cycle_id, Call.ended_at.is_not(None), Call.outcome != "answered")
-        .group_by(func.coalesce(Call.hangup_cause, "UNSPECIFIED"))
+        .group_by(cause)
     ).all()
     return {"called": row[0], "answered": row[1], "acknowledged": row[2], "not_answered": dict(not_answered)}
 

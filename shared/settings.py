@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     #: How long an interrupted send (worker killed while AT was answering) waits for a delivery report
     #: proving it went out before it is sent again.
     unknown_send_grace_seconds: int = Field(default=900, ge=0, le=86_400)
+    #: How long a dispatcher may hold claimed items before they count as interrupted (never less than an AT
+    #: request can take: connect + read timeout + 10 s).
+    dispatch_lease_seconds: int = Field(default=60, ge=1, le=3600)
+    #: How often beat looks for due schedules.
+    schedule_tick_seconds: float = Field(default=30.0, ge=0.5, le=3600)
     #: For `--dry-run` estimates only: what one SMS and one call usually cost, in `cost_currency`.
     sms_cost_estimate: Decimal = Field(default=Decimal("0.80"), ge=0)
     call_cost_estimate: Decimal = Field(default=Decimal("3.00"), ge=0)
@@ -153,6 +158,10 @@ class Settings(BaseSettings):
         if self.at_voice_url:
             return self.at_voice_url
         return SANDBOX_VOICE_URL if self.is_sandbox else LIVE_VOICE_URL
+
+    @property
+    def dispatch_lease(self) -> float:
+        return max(float(self.dispatch_lease_seconds), self.at_timeout_connect + self.at_timeout_read + 10)
 
     @property
     def api_tokens(self) -> list[str]:

@@ -140,6 +140,12 @@ def environment(database_url: str, redis_url: str) -> Iterator[None]:
         "AT_SMS_URL": f"http://127.0.0.1:{sim_port}/version1",
         "AT_VOICE_URL": f"http://127.0.0.1:{sim_port}",
         "AT_TIMEOUT_READ": "3",
+        # Cycles in tests: one call per contact per cycle, schedules looked at every second, and
+        # interrupted sends resent 2 s after their lease (the lease is at least 16 s: see Settings).
+        "CALL_RETRIES": "0",
+        "SCHEDULE_TICK_SECONDS": "1",
+        "UNKNOWN_SEND_GRACE_SECONDS": "2",
+        "DISPATCH_LEASE_SECONDS": "1",
         "SIMULATOR_PORT": str(sim_port),
         "LOG_LEVEL": "INFO",
     }
@@ -258,9 +264,13 @@ def receiver(environment: None) -> Iterator[str]:
     app.extensions["reach"].close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(environment: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker (prefork, 2 processes) with embedded beat, in its own process group."""
+    """A real Celery worker (prefork, 2 processes) with embedded beat, in its own process group.
+
+    Module-scoped: it runs only while the modules that need it run, so it never competes with the
+    tests that call the worker's functions in-process on the same database.
+    """
     workdir = tmp_path_factory.mktemp("worker")
     log_path = workdir / "worker.log"
     command = [

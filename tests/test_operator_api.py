@@ -45,13 +45,14 @@ def phones_in_db(session: Any) -> dict[str, str | None]:
 
 @pytest.fixture
 def sent_tasks(app: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[Any], str | None]]:
-    """Capture the tasks the receiver hands to Celery (name, args, queue) instead of publishing them."""
+    """Capture the tasks the receiver hands to Celery (name, args, the queue it routes to) unpublished."""
     calls: list[tuple[str, list[Any], str | None]] = []
+    celery = app.extensions["reach"].celery
 
     def record(name: str, args: list[Any] | None = None, queue: str | None = None, **_: Any) -> None:
-        calls.append((name, list(args or []), queue))
+        calls.append((name, list(args or []), queue or celery.amqp.router.route({}, name)["queue"].name))
 
-    monkeypatch.setattr(app.extensions["reach"].celery, "send_task", record)
+    monkeypatch.setattr(celery, "send_task", record)
     return calls
 
 

@@ -174,7 +174,7 @@ def send_one(send: SendRequest) -> ResponseReturnValue:
         session.flush()
         row_id = row.id
     task = "reach.send.sms" if channel is Channel.SMS else "reach.send.call"
-    services().celery.send_task(task, args=[row_id], queue="send")
+    services().celery.send_task(task, args=[row_id])
     return {"id": row_id, "channel": channel.value}, 202
 
 
@@ -212,7 +212,7 @@ def start_cycle() -> ResponseReturnValue:
             cycles.check_message(message)
             return cycles.preview(session, services().settings), 200
         cycle_id = cycles.start_cycle(session, message or "", voice_message)
-    services().celery.send_task("reach.cycle.plan", args=[cycle_id], queue="cycle")
+    services().celery.send_task("reach.cycle.plan", args=[cycle_id])
     return {"id": cycle_id, "state": "planning"}, 202
 
 
@@ -246,7 +246,7 @@ def resume_cycle(cycle_id: int) -> ResponseReturnValue:
     with services().sessions() as session, session.begin():
         cycles.resume(session, cycle_id)
     for task in ("reach.cycle.dispatch_sms", "reach.cycle.dispatch_calls"):
-        services().celery.send_task(task, args=[cycle_id], queue="send")
+        services().celery.send_task(task, args=[cycle_id])
     return {"id": cycle_id, "state": "dispatching"}, 202
 
 

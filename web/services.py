@@ -38,7 +38,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     celery = make_celery("reach-web", settings)
 
     def wake_drainer() -> None:
-        celery.send_task("reach.ingest.drain", queue="ingest")
+        celery.send_task("reach.ingest.drain")
 
     engine = build_engine(normalise_url(settings.effective_database_url))
     app.extensions["reach"] = Services(

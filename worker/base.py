@@ -9,7 +9,8 @@ from worker.celery import app
 
 
 def reach_task(name: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
-    """`@reach_task("reach.<area>.<verb>", queue=...)`: names never change once shipped."""
+    """`@reach_task("reach.<area>.<verb>", time_limit=...)`: names never change once shipped; queues come
+    from `shared.broker.TASK_ROUTES`."""
     if not name.startswith("reach."):
         raise ValueError(f"task names start with 'reach.': {name}")
     options.setdefault("ignore_result", True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery.signals import setup_logging, worker_process_init
 
@@ -11,19 +12,31 @@ from shared.db import dispose_after_fork
 from shared.logs import configure_logging
 from shared.settings import get_settings
 
-BEAT_SCHEDULE = {
-    # Safety net: callbacks normally wake the drainer themselves (shared.inbox.Inbox.nudge).
-    "drain-inbox": {"task": "reach.ingest.drain", "schedule": 2.0, "options": {"queue": "ingest", "expires": 10}},
-    "housekeeping": {"task": "reach.ingest.housekeeping", "schedule": 15.0, "options": {"expires": 60}},
-    "cycle-housekeeping": {
-        "task": "reach.cycle.housekeeping",
-        "schedule": 15.0,
-        "options": {"queue": "cycle", "expires": 60},
-    },
-    "schedules": {"task": "reach.cycle.tick", "schedule": 30.0, "options": {"queue": "cycle", "expires": 60}},
-}
 
-app = make_celery("reach", include=["worker.tasks"], beat_schedule=BEAT_SCHEDULE)
+def worker_config() -> dict[str, Any]:
+    """What only the worker and beat need, read from the settings when Celery first asks."""
+    tick = get_settings().schedule_tick_seconds
+    return {
+        "include": ["worker.tasks"],
+        "beat_schedule": {
+            # Safety net: callbacks normally wake the drainer themselves (shared.inbox.Inbox.nudge).
+            "drain-inbox": {
+                "task": "reach.ingest.drain",
+                "schedule": 2.0,
+                "options": {"expires": 10},
+            },
+            "housekeeping": {"task": "reach.ingest.housekeeping", "schedule": 15.0, "options": {"expires": 60}},
+            "cycle-housekeeping": {
+                "task": "reach.cycle.housekeeping",
+                "schedule": 15.0,
+                "options": {"expires": 60},
+            },
+            "schedules": {"task": "reach.cycle.tick", "schedule": tick, "options": {"expires": 60}},
+        },
+    }
+
+
+app = make_celery("reach", extra=worker_config)
 
 
 @setup_logging.connect

@@ -45,8 +45,6 @@ from worker.ingest import CONTACT_STATUS_AFTER, apply_pending_dlrs
 
 log = logging.getLogger(__name__)
 
-#: How long a dispatcher may hold claimed items before housekeeping treats it as dead.
-LEASE = timedelta(seconds=60)
 #: A call AT accepted but never reported back on stops counting against the in-flight cap after this.
 CALL_STALE = timedelta(minutes=15)
 #: Voice calls that AT did not queue for these entry statuses mean an account problem.
@@ -120,6 +118,7 @@ class Claimed:
 
 
 def claim(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[tuple[int, int, str]]:
+    lease = timedelta(seconds=get_settings().dispatch_lease)
     """Take up to `limit` due items of one channel; rows other dispatchers hold are skipped, not awaited."""
     due = (
         select(CycleItem.id)
@@ -140,7 +139,7 @@ def claim(session: Session, cycle_id: int, channel: Channel, limit: int) -> list
         update(CycleItem)
         .where(CycleItem.id.in_(ids))
         .values(
-            state=ItemState.SUBMITTING, lease_until=now() + LEASE, attempts=CycleItem.attempts + 1, updated_at=now()
+            state=ItemState.SUBMITTING, lease_until=now() + lease, attempts=CycleItem.attempts + 1, updated_at=now()
         )
     )
     return list(
@@ -191,10 +190,11 @@ def dispatch_sms(cycle_id: int, budget_seconds: float = 20.0) -> str:
             if cycle is None or cycle.state is not CycleState.DISPATCHING:
                 return "paused" if cycle and cycle.state is CycleState.PAUSED else "idle"
             session.expunge(cycle)
+        # Wait for the rate budget before claiming, so waiting never eats into the claim's lease.
+        acquire(get_redis(), "sms", settings.sms_batch_size, settings.send_rate_per_second)
         batch = claim_sms(cycle, settings.sms_batch_size)
         if not batch:
             return "idle"
-        acquire(get_redis(), "sms", len(batch), settings.send_rate_per_second)
         outcome = send_sms_batch(cycle, batch, settings)
         if outcome != "sent":
             return outcome

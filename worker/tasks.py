@@ -31,10 +31,10 @@ DEAD_LETTERS = "reach:inbox:dead"
 
 
 def inbox() -> Inbox:
-    return Inbox(get_redis(), wake=lambda: drain.apply_async(queue="ingest"))
+    return Inbox(get_redis(), wake=lambda: drain.apply_async())
 
 
-@reach_task("reach.ingest.drain", queue="ingest", time_limit=45, soft_time_limit=40)
+@reach_task("reach.ingest.drain", time_limit=45, soft_time_limit=40)
 def drain() -> int:
     """Move queued callbacks from Redis into Postgres until the inbox is empty or the budget is spent."""
     return drain_inbox(inbox(), get_settings().drain_batch_size, DRAIN_BUDGET_SECONDS)
@@ -92,7 +92,7 @@ def apply_one_by_one(box: Inbox, batch: Batch) -> int | None:
     return applied
 
 
-@reach_task("reach.ingest.housekeeping", queue="ingest", time_limit=60, soft_time_limit=55)
+@reach_task("reach.ingest.housekeeping", time_limit=60, soft_time_limit=55)
 def housekeeping() -> None:
     """Put back batches of dead drainers and apply reports that raced their message's commit."""
     box = inbox()
@@ -108,7 +108,6 @@ def housekeeping() -> None:
 
 @reach_task(
     "reach.send.sms",
-    queue="send",
     time_limit=60,
     soft_time_limit=55,
     autoretry_for=(AtTransient,),
@@ -126,7 +125,6 @@ def send_sms(message_id: int) -> str:
 
 @reach_task(
     "reach.send.call",
-    queue="send",
     time_limit=60,
     soft_time_limit=55,
     autoretry_for=(AtTransient,),
@@ -162,12 +160,12 @@ def kick(cycle_id: int, *, sms: bool = True, voice: bool = True) -> None:
     """Nudge dispatchers for a cycle; extra nudges are harmless (each re-reads Postgres)."""
     if sms:
         for _ in range(SMS_DISPATCHERS):
-            dispatch_sms.apply_async((cycle_id,), queue="send")
+            dispatch_sms.apply_async((cycle_id,))
     if voice:
-        dispatch_calls.apply_async((cycle_id,), queue="send")
+        dispatch_calls.apply_async((cycle_id,))
 
 
-@reach_task("reach.cycle.plan", queue="cycle", time_limit=900, soft_time_limit=880)
+@reach_task("reach.cycle.plan", time_limit=900, soft_time_limit=880)
 def plan_cycle(cycle_id: int) -> dict | None:
     """Expand a cycle into one item per reachable contact, then start dispatching."""
     with session_scope() as session:
@@ -183,31 +181,31 @@ def plan_cycle(cycle_id: int) -> dict | None:
     return plan
 
 
-@reach_task("reach.cycle.dispatch_sms", queue="send", time_limit=120, soft_time_limit=100)
+@reach_task("reach.cycle.dispatch_sms", time_limit=120, soft_time_limit=100)
 def dispatch_sms(cycle_id: int) -> str:
     outcome = cycles.dispatch_sms(cycle_id, budget_seconds=30)
     if outcome == "more":
-        dispatch_sms.apply_async((cycle_id,), queue="send")
+        dispatch_sms.apply_async((cycle_id,))
     elif outcome == "retry":
-        dispatch_sms.apply_async((cycle_id,), queue="send", countdown=cycles.backoff(1).total_seconds())
+        dispatch_sms.apply_async((cycle_id,), countdown=cycles.backoff(1).total_seconds())
     elif outcome == "idle":
         with session_scope() as session:
             cycles.finish_if_done(session, cycle_id)
     return outcome
 
 
-@reach_task("reach.cycle.dispatch_calls", queue="send", time_limit=120, soft_time_limit=100)
+@reach_task("reach.cycle.dispatch_calls", time_limit=120, soft_time_limit=100)
 def dispatch_calls(cycle_id: int) -> str:
     outcome = cycles.dispatch_calls(cycle_id)
     if outcome == "waiting":
-        dispatch_calls.apply_async((cycle_id,), queue="send", countdown=CALL_POLL_SECONDS)
+        dispatch_calls.apply_async((cycle_id,), countdown=CALL_POLL_SECONDS)
     elif outcome == "idle":
         with session_scope() as session:
             cycles.finish_if_done(session, cycle_id)
     return outcome
 
 
-@reach_task("reach.cycle.tick", queue="cycle", time_limit=60, soft_time_limit=55, expires=60)
+@reach_task("reach.cycle.tick", time_limit=60, soft_time_limit=55, expires=60)
 def tick() -> list[int]:
     """Start every schedule's due period; a period that has a cycle already is skipped by its unique key."""
     started = []
@@ -228,11 +226,11 @@ def tick() -> list[int]:
                 started.append(cycle_id)
     for cycle_id in started:
         log.info("schedule started cycle %s", cycle_id)
-        plan_cycle.apply_async((cycle_id,), queue="cycle")
+        plan_cycle.apply_async((cycle_id,))
     return started
 
 
-@reach_task("reach.cycle.housekeeping", queue="cycle", time_limit=60, soft_time_limit=55, expires=60)
+@reach_task("reach.cycle.housekeeping", time_limit=60, soft_time_limit=55, expires=60)
 def cycle_housekeeping() -> None:
     """Resume whatever a dead worker left: stuck plans, interrupted sends, cycles with due items."""
     settings = get_settings()
@@ -246,7 +244,7 @@ def cycle_housekeeping() -> None:
     if any(counts.values()):
         log.warning("interrupted sends: %s", counts)
     for cycle_id in stuck:
-        plan_cycle.apply_async((cycle_id,), queue="cycle")
+        plan_cycle.apply_async((cycle_id,))
     for cycle_id, sms, voice in due:
         kick(cycle_id, sms=sms, voice=voice)
     for cycle_id in finished:

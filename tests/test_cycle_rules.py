@@ -1,0 +1,173 @@
+"""The cycle's rules, function by function, against the real database (no worker process): routing,
+claiming, retries of busy calls, cancellations, schedules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from shared import cycles as shared_cycles
+from shared import schedules
+from shared.callbacks import Dlr
+from shared.models import Call, Channel, Contact, ContactStatus, Cycle, CycleItem, ItemState, Message, Schedule
+from shared.settings import load_settings
+from shared.status_policy import Action
+from worker import cycles, fallback, ingest
+from worker.tasks import tick
+
+A, B = "+254711000001", "+254711000002"
+
+
+def state_of(session, cycle_id: int) -> str:
+    session.expire_all()
+    return session.get(Cycle, cycle_id).state.value
+
+
+def test_two_beats_at_once_start_one_cycle_per_period(session) -> None:
+    schedule = schedules.add_schedule(session, "daily", "0 9 * * *", "Morning", timezone="Africa/Nairobi")
+    schedule.created_at = datetime.now(UTC) - timedelta(days=3)
+    session.commit()
+    first, second = tick.run(), tick.run()  # two beats, or one tick delivered twice
+    assert len(first) == 1 and second == []
+    assert session.scalar(select(func.count()).select_from(Cycle)) == 1
+
+
+@pytest.fixture
+def planned(session):
+    """A cycle planned over one contact of each status."""
+    phones = {}
+    for i, status in enumerate(ContactStatus):
+        contact = Contact(phone=f"+2547220000{i:02d}", status=status)
+        session.add(contact)
+        phones[status] = contact
+    session.flush()
+    cycle_id = shared_cycles.start_cycle(session, "hello", "hello by voice")
+    plan = cycles.plan_cycle(session, cycle_id)
+    session.commit()
+    return cycle_id, plan, phones
+
+
+def test_planning_routes_each_status(session, planned) -> None:
+    cycle_id, plan, phones = planned
+    assert plan == {"sms": 2, "voice": 2, "skipped": {"opted_out": 1, "invalid": 1}}
+    routes = {
+        contact_id: channel
+        for contact_id, channel in session.execute(
+            select(CycleItem.contact_id, CycleItem.channel).where(CycleItem.cycle_id == cycle_id)
+        )
+    }
+    assert routes == {
+        phones[ContactStatus.NEW].id: Channel.SMS,
+        phones[ContactStatus.ACTIVE].id: Channel.SMS,
+        phones[ContactStatus.INACTIVE].id: Channel.VOICE,
+        phones[ContactStatus.PENDING].id: Channel.VOICE,
+    }
+    assert state_of(session, cycle_id) == "dispatching"
+    assert cycles.plan_cycle(session, cycle_id) is None  # planning twice does nothing
+
+
+def test_customer_preference_overrides_routing(session) -> None:
+    session.add_all(
+        [
+            Contact(phone=A, status=ContactStatus.ACTIVE, channel_preference=Channel.VOICE),
+            Contact(phone=B, status=ContactStatus.INACTIVE, channel_preference=Channel.SMS),
+        ]
+    )
+    session.flush()
+    cycle_id = shared_cycles.start_cycle(session, "hi")
+    cycles.plan_cycle(session, cycle_id)
+    rows = dict(session.execute(select(Contact.phone, CycleItem.channel).join(CycleItem)).all())
+    assert rows == {A: Channel.VOICE, B: Channel.SMS}
+
+
+def test_items_are_claimed_once(session, planned) -> None:
+    cycle_id, _, _ = planned
+    first = cycles.claim(session, cycle_id, Channel.SMS, 10)
+    second = cycles.claim(session, cycle_id, Channel.SMS, 10)
+    assert len(first) == 2 and second == []
+
+
+def test_late_success_cancels_the_fallback_call(session, planned) -> None:
+    _, _, phones = planned
+    pending = phones[ContactStatus.PENDING]
+    message = Message(contact_id=pending.id, phone=pending.phone, text="earlier", at_message_id="ATXid_" + "9" * 32)
+    session.add(message)
+    session.flush()
+    pending.last_message_id = message.id
+    session.commit()
+    ingest.apply_dlrs(
+        session, [(datetime.now(UTC), Dlr(id=message.at_message_id, status="Success", phone_number=pending.phone))]
+    )
+    session.commit()
+    item = session.scalars(select(CycleItem).where(CycleItem.contact_id == pending.id)).one()
+    assert item.state is ItemState.CANCELLED and "delivered" in item.error
+    other = session.scalars(select(CycleItem).where(CycleItem.contact_id == phones[ContactStatus.INACTIVE].id)).one()
+    assert other.state is ItemState.PENDING
+
+
+@pytest.mark.parametrize(
+    ("outcome", "retries", "attempts", "expected"),
+    [
+        ("retry_later", 2, 1, ItemState.PENDING),  # busy: called again later
+        ("retry_later", 2, 3, ItemState.DONE),  # out of retries
+        ("retry_later", 0, 1, ItemState.DONE),
+        ("answered", 2, 1, ItemState.DONE),
+        ("unreached", 2, 1, ItemState.DONE),
+        ("invalid", 2, 1, ItemState.DONE),
+    ],
+)
+def test_call_outcome_decides_a_retry(session, planned, monkeypatch, outcome, retries, attempts, expected) -> None:
+    from shared import settings as settings_module
+
+    cycle_id, _, phones = planned
+    contact = phones[ContactStatus.INACTIVE]
+    item = session.scalars(select(CycleItem).where(CycleItem.contact_id == contact.id)).one()
+    call = Call(contact_id=contact.id, cycle_id=cycle_id, cycle_item_id=item.id, phone=contact.phone, send_state="sent")
+    session.add(call)
+    session.flush()
+    item.call_id, item.attempts, item.state = call.id, attempts, ItemState.SENT
+    monkeypatch.setattr(
+        settings_module, "get_settings", lambda: load_settings(call_retries=retries, call_retry_delay_seconds=60)
+    )
+    monkeypatch.setattr(
+        fallback, "get_settings", lambda: load_settings(call_retries=retries, call_retry_delay_seconds=60)
+    )
+    fallback.after_call_ended(session, call, Action(outcome))
+    session.flush()
+    assert item.state is expected
+    if expected is ItemState.PENDING:
+        assert item.call_id is None and item.next_attempt_at > datetime.now(UTC) + timedelta(seconds=50)
+
+
+def test_opt_out_cancels_pending_items(session, planned) -> None:
+    _, _, phones = planned
+    ingest.opt_out(session, phones[ContactStatus.NEW].phone, datetime.now(UTC))
+    session.commit()
+    item = session.scalars(select(CycleItem).where(CycleItem.contact_id == phones[ContactStatus.NEW].id)).one()
+    assert item.state is ItemState.CANCELLED
+
+
+def test_cycle_message_is_validated(session) -> None:
+    with pytest.raises(shared_cycles.CycleError, match="must not be empty"):
+        shared_cycles.start_cycle(session, "   ")
+    with pytest.raises(shared_cycles.CycleError, match="too long"):
+        shared_cycles.start_cycle(session, "x" * 2000)
+
+
+@pytest.mark.parametrize(
+    ("cron", "tz", "error"),
+    [("every day", "UTC", "bad cron"), ("61 * * * *", "UTC", "bad cron"), ("0 9 * * *", "Mars/Base", "time zone")],
+)
+def test_bad_schedules_are_refused(session, cron, tz, error) -> None:
+    with pytest.raises(shared_cycles.CycleError, match=error):
+        schedules.add_schedule(session, "x", cron, "hi", timezone=tz)
+
+
+def test_schedule_period_in_its_time_zone(session) -> None:
+    schedule = Schedule(id=7, name="x", cron="0 9 * * *", timezone="Africa/Nairobi", message="m")
+    schedule.created_at = datetime(2026, 1, 1, tzinfo=UTC)
+    due = schedules.due_period(schedule, datetime(2026, 11, 28, 7, 30, tzinfo=UTC))  # 10:30 in Nairobi
+    assert due == datetime(2026, 11, 28, 6, 0, tzinfo=UTC)  # 09:00 in Nairobi
+    assert schedules.period_key(schedule, due) == "schedule:7:2026-11-28T06:00Z"
