@@ -26,7 +26,7 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from shared import at_client, broker, db, migrate
 from shared.models import Base
@@ -238,10 +238,17 @@ def operator_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {API_TOKEN}"}
 
 
+class QuietHandler(WSGIRequestHandler):
+    """No access log line per request: thousands of callbacks would bury a failure's output."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
 class _ServerThread(threading.Thread):
     def __init__(self, wsgi_app: Any, port: int) -> None:
         super().__init__(daemon=True)
-        self.server = make_server("127.0.0.1", port, wsgi_app, threaded=True)
+        self.server = make_server("127.0.0.1", port, wsgi_app, threaded=True, request_handler=QuietHandler)
 
     def run(self) -> None:
         self.server.serve_forever()
