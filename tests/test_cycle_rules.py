@@ -171,3 +171,16 @@ def test_schedule_period_in_its_time_zone(session) -> None:
     due = schedules.due_period(schedule, datetime(2026, 11, 28, 7, 30, tzinfo=UTC))  # 10:30 in Nairobi
     assert due == datetime(2026, 11, 28, 6, 0, tzinfo=UTC)  # 09:00 in Nairobi
     assert schedules.period_key(schedule, due) == "schedule:7:2026-11-28T06:00Z"
+
+
+def test_calls_in_flight_are_capped(session, planned) -> None:
+    cycle_id, _, phones = planned
+    cycle = session.get(Cycle, cycle_id)
+    session.expunge(cycle)
+    busy = phones[ContactStatus.ACTIVE]
+    session.add(Call(contact_id=busy.id, phone=busy.phone, send_state="sent"))  # ringing, not ended
+    session.commit()
+    assert cycles.claim_calls(cycle, load_settings(max_calls_in_flight=1)) == []  # no room
+    taken = cycles.claim_calls(cycle, load_settings(max_calls_in_flight=2))
+    assert len(taken) == 1  # room for one more, though two are due
+    assert len(cycles.claim_calls(cycle, load_settings(max_calls_in_flight=10))) == 1  # the other one

@@ -30,7 +30,6 @@ from shared.models import (
     Call,
     Channel,
     Contact,
-    ContactStatus,
     Cycle,
     CycleItem,
     CycleState,
@@ -40,8 +39,9 @@ from shared.models import (
 )
 from shared.ratelimit import acquire
 from shared.settings import Settings, get_settings
-from shared.status_policy import Action, Kind, decide
-from worker.ingest import CONTACT_STATUS_AFTER, apply_pending_dlrs
+from shared.status_policy import Action
+from worker import outcomes
+from worker.ingest import apply_pending_dlrs
 
 log = logging.getLogger(__name__)
 
@@ -232,60 +232,30 @@ def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], resu
     for claimed in batch:
         recipient = by_number.get(claimed.phone)
         if recipient is None:
-            finish_item(session, claimed, ItemState.FAILED, "AT's answer did not list this number")
+            why = "AT's answer did not list this number"
+            session.execute(
+                update(Message).where(Message.id == claimed.row_id).values(send_state="failed", send_error=why)
+            )
+            finish_item(session, claimed, ItemState.FAILED, why)
             continue
-        rule = decide(Kind.SEND, recipient.status_code)
         message = session.get_one(Message, claimed.row_id)
-        message.send_status_code, message.send_status = recipient.status_code, recipient.status
-        message.cost, message.currency = recipient.cost, recipient.currency
+        rule = outcomes.record_recipient(session, message, recipient)
         if rule.action is Action.ACCEPTED:
-            message.send_state, message.at_message_id = "sent", recipient.message_id
             finish_item(session, claimed, ItemState.SENT)
-            mark_contact_pending(session, claimed.contact_id, message.id)
             accepted.extend([recipient.message_id] if recipient.message_id else [])
         elif rule.action is Action.PAUSE:
             cycles.pause(session, cycle_id, f"{recipient.status} ({recipient.status_code}): {rule.why}")
             give_back(session, [claimed], Message, recipient.status)
             outcome = "paused"
         elif rule.action is Action.RETRY:
-            retry_later(
-                session,
-                [claimed],
-                Message,
-                f"{recipient.status} ({recipient.status_code})",
-                get_settings().send_attempts,
-            )
+            why = f"{recipient.status} ({recipient.status_code})"
+            retry_later(session, [claimed], Message, why, get_settings().send_attempts)
         else:
-            message.send_state, message.send_error = (
-                "failed",
-                f"{recipient.status} ({recipient.status_code}): {rule.why}",
-            )
             finish_item(session, claimed, ItemState.FAILED, message.send_error)
-            apply_contact_action(session, claimed.contact_id, rule.action, recipient.status)
     session.flush()
     if accepted:
         apply_pending_dlrs(session, accepted)  # reports may have arrived before we recorded the ids
     return outcome
-
-
-def mark_contact_pending(session: Session, contact_id: int, message_id: int) -> None:
-    session.execute(
-        update(Contact)
-        .where(Contact.id == contact_id, Contact.status != ContactStatus.OPTED_OUT)
-        .values(status=ContactStatus.PENDING, last_message_id=message_id, last_sms_at=now(), updated_at=now())
-    )
-
-
-def apply_contact_action(session: Session, contact_id: int, action: Action, status: str | None) -> None:
-    target = CONTACT_STATUS_AFTER.get(action)
-    if target is None:
-        return
-    values: dict[str, Any] = {"status": target, "updated_at": now()}
-    if target is ContactStatus.OPTED_OUT:
-        values["opted_out_at"] = now()
-    session.execute(
-        update(Contact).where(Contact.id == contact_id, Contact.status != ContactStatus.OPTED_OUT).values(**values)
-    )
 
 
 def finish_item(session: Session, claimed: Claimed, state: ItemState, error: str | None = None) -> None:
@@ -457,7 +427,7 @@ def record_call(
         return "paused"
     finish_item(session, claimed, ItemState.FAILED, call.send_error)
     if status == "InvalidPhoneNumber":
-        apply_contact_action(session, claimed.contact_id, Action.INVALID, None)
+        outcomes.apply_contact_action(session, claimed.contact_id, Action.INVALID)
     return "failed"
 
 
@@ -557,7 +527,7 @@ def adopt(session: Session, channel: Channel, claimed: Claimed) -> bool:
         return False
     message.at_message_id, message.send_state = orphan, "sent"
     finish_item(session, claimed, ItemState.SENT)
-    mark_contact_pending(session, claimed.contact_id, message.id)
+    outcomes.mark_contact_pending(session, claimed.contact_id, message.id)
     session.flush()
     apply_pending_dlrs(session, [orphan])
     return True

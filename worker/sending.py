@@ -7,18 +7,18 @@ is called, so a duplicate or redelivered task finds nothing to do and cannot sen
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from shared import voice_script
-from shared.at_client import AtRejected, SmsRecipient, get_at_client
+from shared.at_client import AtRejected, AtTransient, SmsRecipient, get_at_client
 from shared.broker import get_redis
 from shared.db import session_scope
-from shared.models import Call, Contact, ContactStatus, Message
-from shared.status_policy import Action, Kind, decide
-from worker.ingest import CONTACT_STATUS_AFTER, apply_pending_dlrs
+from shared.models import Call, Message
+from shared.status_policy import Action
+from worker import outcomes
+from worker.ingest import apply_pending_dlrs
 
 log = logging.getLogger(__name__)
 
@@ -69,34 +69,18 @@ def send_message(message_id: int) -> str:
 
 
 def record_sms_result(session: Session, message_id: int, recipient: SmsRecipient) -> str:
-    rule = decide(Kind.SEND, recipient.status_code)
+    """AT's answer to a one-off send; a transient refusal (statusCode 500/501) is retried by the task."""
     message = session.get_one(Message, message_id)
-    message.send_status_code = recipient.status_code
-    message.send_status = recipient.status
-    message.cost, message.currency = recipient.cost, recipient.currency
-    now = datetime.now(UTC)
-    if rule.action is Action.ACCEPTED:
-        message.send_state = SENT
-        message.at_message_id = recipient.message_id
-        session.execute(
-            update(Contact)
-            .where(Contact.id == message.contact_id, Contact.status != ContactStatus.OPTED_OUT)
-            .values(status=ContactStatus.PENDING, last_message_id=message.id, last_sms_at=now)
-        )
-        session.flush()
-        if recipient.message_id:
-            apply_pending_dlrs(session, [recipient.message_id])  # a report may have come first
-        return "sent"
-    message.send_state = FAILED
-    message.send_error = f"{recipient.status} ({recipient.status_code}): {rule.why}"
-    target = CONTACT_STATUS_AFTER.get(rule.action)
-    if target is not None:
-        session.execute(
-            update(Contact)
-            .where(Contact.id == message.contact_id, Contact.status != ContactStatus.OPTED_OUT)
-            .values(status=target, last_sms_status=recipient.status)
-        )
-    return rule.action.value
+    rule = outcomes.record_recipient(session, message, recipient)
+    if rule.action is Action.RETRY:
+        raise AtTransient(f"{recipient.status} ({recipient.status_code}): {rule.why}")
+    if rule.action is Action.PAUSE:  # no cycle to pause: the operator reads why on the message
+        message.send_state = FAILED
+        message.send_error = f"{recipient.status} ({recipient.status_code}): {rule.why}"
+    session.flush()
+    if rule.action is Action.ACCEPTED and recipient.message_id:
+        apply_pending_dlrs(session, [recipient.message_id])  # a report may have come first
+    return "sent" if rule.action is Action.ACCEPTED else rule.action.value
 
 
 def place_call(call_id: int) -> str:
