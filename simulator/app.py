@@ -381,8 +381,7 @@ def _after_response(resp: Response, start: Callable[[], object]) -> None:
 
     def run() -> None:
         try:
-            if dispatcher.is_current(generation):  # a reset in between drops these callbacks too
-                start()
+            dispatcher.run_as(generation, start)  # a reset in between drops these callbacks too
         finally:
             dispatcher.release()
 

@@ -28,7 +28,8 @@ class Dispatcher:
         self._heap: list[tuple[float, int, int, Job]] = []
         self._seq = itertools.count()
         self._generation = 0
-        self._running_generation = 0
+        #: The generation a thread acts for while it runs a job or an after-response hook.
+        self._acting = threading.local()
         #: Jobs queued or running, plus holds: `idle()` is true when it is 0.
         self._busy = 0
         self._stopped = False
@@ -39,10 +40,9 @@ class Dispatcher:
         with self._cond:
             if self._stopped:
                 return
-            on_worker = threading.current_thread() is self._thread
-            generation = self._running_generation if on_worker else self._generation
+            generation = getattr(self._acting, "generation", self._generation)
             if generation != self._generation:
-                return  # a follow-up of a job that was cleared
+                return  # a follow-up of a job (or a hook) that was cleared
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="simulator-dispatch", daemon=True)
                 self._thread.start()
@@ -56,10 +56,16 @@ class Dispatcher:
             self._busy += 1
             return self._generation
 
-    def is_current(self, generation: int) -> bool:
-        """False once `clear()` has run since `generation` was read."""
-        with self._cond:
-            return generation == self._generation
+    def run_as(self, generation: int, hook: Callable[[], object]) -> None:
+        """Run `hook` here; whatever it schedules is dropped if `clear()` ran since `generation` was read.
+
+        Checking the generation once before the hook would race a `clear()` that lands while the hook runs.
+        """
+        self._acting.generation = generation
+        try:
+            hook()
+        finally:
+            del self._acting.generation
 
     def release(self) -> None:
         """End one `hold()`."""
@@ -100,7 +106,7 @@ class Dispatcher:
             while not self._stopped:
                 now = time.monotonic()
                 if self._heap and self._heap[0][0] <= now:
-                    _, _, self._running_generation, job = heapq.heappop(self._heap)
+                    _, _, self._acting.generation, job = heapq.heappop(self._heap)
                     return job
                 self._cond.wait(self._heap[0][0] - now if self._heap else None)
             return None

@@ -11,10 +11,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,15 +20,15 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from shared import at_client, broker, db, migrate
+from shared import at_client, broker, db
 from shared.models import Base
 from shared.settings import Settings, get_settings, load_settings
+from tests.services import WorkerProcess, free_port, fresh_database, private_redis
 
-ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 API_TOKEN = "test-operator-token-0123456789"
@@ -40,12 +36,6 @@ SECOND_API_TOKEN = "test-rotated-token-9876543210"
 WEBHOOK_TOKEN = "test-webhook-token-abcdef"
 AT_API_KEY = "test-at-api-key-5f2d9c"
 AT_VOICE_NUMBER = "+254711082000"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
@@ -65,46 +55,16 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--maxmemory-policy", "noeviction"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    client = redis_lib.Redis(port=port)
-    wait_for(lambda: _pings(client), timeout=10, what="test redis-server")
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(10)
-
-
-def _pings(client: redis_lib.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis_lib.ConnectionError:
-        return False
+    with private_redis(tmp_path_factory.mktemp("redis")) as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database of this run's own (runs on one machine may overlap), dropped at the end."""
     base = make_url(os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/reach_test"))
-    url = base.set(drivername="postgresql+psycopg", database=f"{base.database}_{os.getpid()}")
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{url.database}"'))
-    rendered = url.render_as_string(hide_password=False)
-    migrate.upgrade(rendered)
-    yield rendered
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database(base.set(database=f"{base.database}_{os.getpid()}").render_as_string(False)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -272,36 +232,17 @@ def receiver(environment: None) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def worker(environment: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker (prefork, 2 processes) with embedded beat, in its own process group.
+def worker(environment: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """A real Celery worker with embedded beat, in its own process group.
 
     Module-scoped: it runs only while the modules that need it run, so it never competes with the
     tests that call the worker's functions in-process on the same database.
     """
-    workdir = tmp_path_factory.mktemp("worker")
-    log_path = workdir / "worker.log"
-    command = [
-        sys.executable, "-m", "celery", "-A", "worker", "worker", "--beat",
-        "--schedule", str(workdir / "beat-schedule"), "--concurrency", "2",
-        "--without-gossip", "--without-mingle", "--loglevel", "INFO", "--hostname", "test@%h",
-    ]  # fmt: skip
-    log_file = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
-    process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for(lambda: b"ready." in log_path.read_bytes() or process.poll() is not None, timeout=60)
-        if process.poll() is not None:
-            pytest.fail(f"worker exited at start:\n{log_path.read_text()[-4000:]}")
-        yield process
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-        log_file.close()
-        if os.environ.get("REACH_TEST_SHOW_WORKER_LOG"):
-            sys.stderr.write(log_path.read_text())
+    process = WorkerProcess(tmp_path_factory.mktemp("worker"), "test")
+    yield process
+    process.stop()
+    if os.environ.get("REACH_TEST_SHOW_WORKER_LOG"):
+        sys.stderr.write(process.log())
 
 
 @pytest.fixture

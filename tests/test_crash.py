@@ -44,12 +44,12 @@ def test_worker_killed_mid_dispatch_sends_each_contact_exactly_once(tmp_path, da
         stack.app.extensions["reach"].celery.send_task("reach.cycle.plan", args=[cycle_id])
 
         wait_for(lambda: sum(accepted_per_number(stack).values()) >= CONTACTS // 3, timeout=60, what="a third sent")
-        stack.kill(first)
+        first.kill()
         killed_at = time.monotonic()
         sent_before_kill = sum(accepted_per_number(stack).values())
         assert sent_before_kill < CONTACTS, "the kill came too late to interrupt anything"
 
-        stack.start_worker("second")
+        second = stack.start_worker("second")
 
         def finished() -> bool:
             with stack.session() as session:
@@ -76,7 +76,7 @@ def test_worker_killed_mid_dispatch_sends_each_contact_exactly_once(tmp_path, da
                 .group_by(Message.contact_id)
             ).all()
             assert len(sent) == CONTACTS and {n for _, n in sent} == {1}
-        reconciled = [line for line in stack.log("second").splitlines() if "interrupted sends" in line]
+        reconciled = [line for line in second.log().splitlines() if "interrupted sends" in line]
         print(
             f"\n[crash] {CONTACTS} contacts, {sent_before_kill} sent before SIGKILL, finished "
             f"{recovery_seconds:.1f} s after the kill; {reconciled[-1].split(': ', 1)[-1] if reconciled else ''}"

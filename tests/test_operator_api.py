@@ -608,3 +608,38 @@ def test_send_needs_the_bearer_not_the_webhook_token(client, session, sent_tasks
     response = client.post(f"/communicate?token={WEBHOOK_TOKEN}", json=SEED_SEND)
     assert response.status_code == 401
     assert sent_tasks == []
+
+
+def test_send_with_the_broker_down_is_kept_and_picked_up_later(make_app, session, operator_headers) -> None:
+    """The row is committed before the task is published: a dead broker means later, never lost or doubled."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.conftest import free_port
+    from worker import sending
+
+    client = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0").test_client()
+    response = client.post("/communicate", json=SEED_SEND, headers=operator_headers)
+    assert response.status_code == 202
+    answer = response.get_json()
+    assert "broker is unreachable" in answer["warning"]
+    message = session.get(Message, answer["id"])
+    assert message.send_state == "queued"
+    assert sending.orphaned(session) == []  # too fresh: its task may simply be on its way
+    message.created_at = datetime.now(UTC) - timedelta(minutes=11)
+    session.commit()
+    assert sending.orphaned(session) == [("reach.send.sms", answer["id"])]
+
+
+def test_cycle_start_with_the_broker_down_answers_its_id(make_app, operator_headers) -> None:
+    from tests.conftest import free_port
+
+    client = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0").test_client()
+    response = client.post("/api/cycles", json={"message": "hello"}, headers=operator_headers)
+    assert response.status_code == 202
+    assert response.get_json()["id"] and "broker is unreachable" in response.get_json()["warning"]
+
+
+def test_dry_run_checks_the_voice_message_too(client, operator_headers) -> None:
+    body = {"message": "hi", "voice_message": "x" * 2000, "dry_run": True}
+    response = client.post("/api/cycles", json=body, headers=operator_headers)
+    assert response.status_code == 400 and "voice_message is too long" in response.get_json()["error"]

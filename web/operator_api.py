@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from typing import Any
 
+import redis
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
+from kombu.exceptions import KombuError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,6 +24,7 @@ from web.auth import require_operator
 from web.errors import ApiError
 from web.services import services
 
+log = logging.getLogger(__name__)
 bp = Blueprint("operator_api", __name__, url_prefix="/api")
 
 #: Operator uploads (CSV imports) may be far larger than an AT callback.
@@ -157,6 +161,25 @@ def _decode_cursor(raw: str | None) -> int | None:
     raise ApiError(400, "bad cursor: pass back next_cursor from the previous page")
 
 
+def enqueue(task: str, row_id: int) -> str | None:
+    """Hand a task to the workers; a warning instead of an error when the broker is down.
+
+    The row is committed already, so the work is not lost: the workers' housekeeping picks up queued
+    sends and unplanned or idle cycles by itself. Answering 500 here would invite a retry, and a retried
+    request would create a second cycle or send.
+    """
+    try:
+        services().celery.send_task(task, args=[row_id], retry=False)
+    except (KombuError, OSError, redis.RedisError) as exc:
+        log.warning("could not queue %s(%s): %s", task, row_id, exc)
+        return "the broker is unreachable; the workers will pick this up by themselves once it is back"
+    return None
+
+
+def with_warning(body: dict[str, Any], warning: str | None) -> dict[str, Any]:
+    return {**body, "warning": warning} if warning else body
+
+
 def send_one(send: SendRequest) -> ResponseReturnValue:
     """`POST /communicate` with `to` and `message`: one message, on the channel a cycle would use."""
     require_operator()
@@ -174,8 +197,7 @@ def send_one(send: SendRequest) -> ResponseReturnValue:
         session.flush()
         row_id = row.id
     task = "reach.send.sms" if channel is Channel.SMS else "reach.send.call"
-    services().celery.send_task(task, args=[row_id])
-    return {"id": row_id, "channel": channel.value}, 202
+    return with_warning({"id": row_id, "channel": channel.value}, enqueue(task, row_id)), 202
 
 
 # -- cycles and schedules ---------------------------------------------------------------------------------------
@@ -210,10 +232,11 @@ def start_cycle() -> ResponseReturnValue:
     with services().sessions() as session, session.begin():
         if doc.get("dry_run") is True:
             cycles.check_message(message)
+            if voice_message:
+                cycles.check_message(voice_message, "voice_message")
             return cycles.preview(session, services().settings), 200
         cycle_id = cycles.start_cycle(session, message or "", voice_message)
-    services().celery.send_task("reach.cycle.plan", args=[cycle_id])
-    return {"id": cycle_id, "state": "planning"}, 202
+    return with_warning({"id": cycle_id, "state": "planning"}, enqueue("reach.cycle.plan", cycle_id)), 202
 
 
 @bp.get("/cycles")
@@ -245,9 +268,8 @@ def resume_cycle(cycle_id: int) -> ResponseReturnValue:
     """Resume a cycle paused for an account problem (after topping up, say)."""
     with services().sessions() as session, session.begin():
         cycles.resume(session, cycle_id)
-    for task in ("reach.cycle.dispatch_sms", "reach.cycle.dispatch_calls"):
-        services().celery.send_task(task, args=[cycle_id])
-    return {"id": cycle_id, "state": "dispatching"}, 202
+    warnings = [enqueue(task, cycle_id) for task in ("reach.cycle.dispatch_sms", "reach.cycle.dispatch_calls")]
+    return with_warning({"id": cycle_id, "state": "dispatching"}, next(filter(None, warnings), None)), 202
 
 
 @bp.get("/schedules")

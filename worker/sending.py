@@ -7,8 +7,9 @@ is called, so a duplicate or redelivered task finds nothing to do and cannot sen
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared import voice_script
@@ -23,6 +24,8 @@ from worker.ingest import apply_pending_dlrs
 log = logging.getLogger(__name__)
 
 SUBMITTING, SENT, FAILED, QUEUED = "submitting", "sent", "failed", "queued"
+#: Longer than a send's whole retry schedule (5 tries, backoff capped at 300 s): nothing is waiting for it.
+ORPHAN_AFTER = timedelta(minutes=10)
 
 
 def claim(session: Session, model: type[Message] | type[Call], row_id: int) -> bool:
@@ -107,3 +110,14 @@ def place_call(call_id: int) -> str:
         call = session.get_one(Call, call_id)
         call.session_id, call.send_state, call.status = entry.session_id, SENT, entry.status
     return "placed"
+
+
+def orphaned(session: Session, older_than: timedelta = ORPHAN_AFTER) -> list[tuple[str, int]]:
+    """One-off sends still `queued` long after they were made: their task was never published (broker
+    down when the operator asked) or was lost. Claiming is atomic, so publishing again is safe."""
+    cutoff = datetime.now(UTC) - older_than
+    found = []
+    for task, model in (("reach.send.sms", Message), ("reach.send.call", Call)):
+        stale = select(model.id).where(model.send_state == QUEUED, model.cycle_id.is_(None), model.created_at < cutoff)
+        found += [(task, row_id) for row_id in session.scalars(stale)]
+    return found

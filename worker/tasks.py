@@ -20,6 +20,7 @@ from shared.models import Schedule
 from shared.settings import get_settings
 from worker import cycles, ingest, sending
 from worker.base import reach_task
+from worker.celery import app
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,17 @@ def housekeeping() -> None:
         moved = ingest.apply_pending_dlrs(session)
     if moved:
         log.info("applied late delivery reports to %d messages", moved)
+
+
+@reach_task("reach.send.housekeeping", time_limit=60, soft_time_limit=55, expires=60)
+def send_housekeeping() -> int:
+    """Publish again one-off sends whose task never reached the broker."""
+    with session_scope() as session:
+        found = sending.orphaned(session)
+    for task, row_id in found:
+        log.warning("re-queueing orphaned send %s(%s)", task, row_id)
+        app.send_task(task, args=[row_id])
+    return len(found)
 
 
 @reach_task(

@@ -1,0 +1,148 @@
+"""What `reach cycle` and `reach schedule` need besides click: handing task nudges to the broker, and
+turning previews and reports into lines an operator reads.
+
+Tasks are sent by name (as the receiver does), so the CLI never imports `worker`. They are only nudges:
+the worker's housekeeping re-plans cycles stuck in `planning` and restarts dispatchers of cycles with due
+items, so a nudge lost to an unreachable broker delays a cycle; it never loses one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from shared.settings import Settings
+
+#: Where the broker is looked for when REDIS_URL is not set: the Redis that `reach up` starts under var/.
+FALLBACK_BROKER = "redis://127.0.0.1:{port}/0"
+
+
+class BrokerUnreachable(RuntimeError):
+    """The broker did not take the task messages; the message says why (never the URL's password)."""
+
+
+def broker_settings(settings: Settings) -> Settings:
+    """The settings, with the broker of `reach up` filled in when REDIS_URL is not set."""
+    if settings.redis_url:
+        return settings
+    from reach_cli.up import LOCAL_REDIS_PORT
+
+    return settings.model_copy(update={"redis_url": FALLBACK_BROKER.format(port=LOCAL_REDIS_PORT)})
+
+
+def send_tasks(settings: Settings, names: Sequence[str], args: list[Any]) -> None:
+    """Publish each task by name with `args`; raise `BrokerUnreachable` within a few seconds if it is down.
+
+    Celery's own publish retries would block for a long time, so reachability is checked once on the
+    producer's connection (one quick retry), and the sends themselves do not retry.
+    """
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
+    from shared.broker import make_celery
+
+    app = make_celery("reach-cli", broker_settings(settings))
+    try:
+        with app.producer_or_acquire() as producer:
+            producer.connection.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.3)
+            for name in names:
+                app.send_task(name, args=args, producer=producer, retry=False)
+    except (OperationalError, RedisError, OSError) as exc:
+        if settings.redis_url:
+            raise BrokerUnreachable(f"the broker (REDIS_URL) is unreachable: {exc}") from None
+        local = broker_settings(settings).redis_url.removeprefix("redis://").removesuffix("/0")
+        raise BrokerUnreachable(f"REDIS_URL is not set and no Redis of `reach up` answers at {local}: {exc}") from None
+    finally:
+        app.close()
+
+
+# -- rendering -----------------------------------------------------------------------------------------------
+
+
+def counts(values: Mapping[str, int], empty: str = "none") -> str:
+    """`{"a": 2, "b": 0, "c": 1}` as `a 2, c 1` (largest first); `empty` when all are zero."""
+    shown = sorted(((k, v) for k, v in values.items() if v), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{k} {v}" for k, v in shown) or empty
+
+
+def preview_lines(preview: Mapping[str, Any]) -> list[str]:
+    skipped = preview["skipped"]
+    cost = preview["estimated_cost"]
+    return [
+        "dry run: nothing was sent and no cycle was created",
+        f"  SMS:            {preview['sms']}",
+        f"  voice calls:    {preview['voice']}",
+        f"  skipped:        {sum(skipped.values())} ({counts(skipped)})",
+        f"  estimated cost: {cost['currency']} {cost['amount']}",
+    ]
+
+
+def report_lines(report: Mapping[str, Any]) -> list[str]:
+    sms, voice = report["sms"], report["voice"]
+    sms_failed, not_answered = sum(sms["failed"].values()), sum(voice["not_answered"].values())
+    lines = [f"cycle {report['id']}: {report['state']}"]
+    if report["paused_reason"]:
+        lines.append(f"  paused:    {report['paused_reason']} (after fixing it: reach cycle resume {report['id']})")
+    by_schedule = f" (schedule {report['schedule_id']})" if report["schedule_id"] else ""
+    lines += [
+        f"  started:   {_when(report['created_at'])}{by_schedule}",
+        f"  finished:  {_when(report['finished_at'])}",
+        f"  message:   {short(report['message'])}",
+    ]
+    if report["voice_message"]:
+        lines.append(f"  voice:     {short(report['voice_message'])}")
+    lines += [
+        "",
+        f"  SMS        sent {sms['sent']}, delivered {sms['delivered']}, failed {sms_failed}",
+        f"             failed by reason: {counts(sms['failed'])}",
+        f"             items: {counts(sms['items'])}",
+        f"  voice      called {voice['called']}, answered {voice['answered']}, acknowledged {voice['acknowledged']},"
+        f" not answered {not_answered}",
+        f"             not answered by cause: {counts(voice['not_answered'])}",
+        f"             items: {counts(voice['items'])}",
+        f"  skipped    {counts(report['skipped'])}",
+        f"  cost       {counts_cost(report['cost'])}",
+    ]
+    return lines
+
+
+def counts_cost(cost: Mapping[str, str]) -> str:
+    return ", ".join(f"{currency} {amount}" for currency, amount in cost.items()) or "none reported yet"
+
+
+OPEN_ITEMS = ("pending", "claimed", "submitting")
+
+
+def progress_line(report: Mapping[str, Any], now: datetime) -> str:
+    """One line per `reach cycle watch` tick."""
+    sms, voice = report["sms"], report["voice"]
+    to_go = sum(report[channel]["items"].get(state, 0) for channel in ("sms", "voice") for state in OPEN_ITEMS)
+    state = report["state"]
+    if report["paused_reason"]:
+        state += f" ({report['paused_reason']}; reach cycle resume {report['id']})"
+    return (
+        f"{now:%H:%M:%S} cycle {report['id']} {state}: "
+        f"SMS {sms['sent']} sent, {sms['delivered']} delivered, {sum(sms['failed'].values())} failed; "
+        f"voice {voice['called']} called, {voice['answered']} answered, "
+        f"{sum(voice['not_answered'].values())} not answered; {to_go} to go"
+    )
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """Left-aligned columns, as wide as their widest cell; `None` prints as `-`."""
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
+
+
+def short(text: str, width: int = 70) -> str:
+    """One line of at most `width` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,488 @@
+"""`reach cycle`, `reach schedule` and `reach contacts list` through click's runner, against the real Postgres
+and the test session's private Redis (the broker).
+
+No worker runs here: tasks the CLI sends stay on the broker, where the tests count them and then delete
+the lists they filled, so a worker started by a later module never picks up a stale nudge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from click.testing import CliRunner, Result
+from sqlalchemy import func, select
+
+from reach_cli.cycles import broker_settings
+from reach_cli.main import cli
+from shared import cycles
+from shared.models import Call, Contact, ContactStatus, Cycle, CycleState, Message, Schedule
+from shared.settings import Settings, get_settings
+from tests.conftest import free_port
+from worker.cycles import plan_cycle
+
+#: Celery's lists on the broker that these commands fill (queues by task route, shared.broker.TASK_ROUTES).
+TASK_LISTS = ("cycle", "send")
+
+#: How many contacts of each status `contacts` creates.
+MIX = {
+    ContactStatus.NEW: 3,
+    ContactStatus.ACTIVE: 2,
+    ContactStatus.INACTIVE: 2,
+    ContactStatus.PENDING: 1,
+    ContactStatus.OPTED_OUT: 1,
+    ContactStatus.INVALID: 1,
+}
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[redis_lib.Redis]:
+    """The broker as Redis: task lists start empty and are deleted again after the test."""
+    client = redis_lib.Redis.from_url(os.environ["REDIS_URL"])
+    client.delete(*TASK_LISTS)
+    yield client
+    client.delete(*TASK_LISTS)
+    client.close()
+
+
+@pytest.fixture
+def broker_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """REDIS_URL points at a closed port for this test; the real settings come back afterwards."""
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def contacts(session: Any) -> dict[ContactStatus, list[Contact]]:
+    made: dict[ContactStatus, list[Contact]] = {}
+    number = 0
+    for status, count in MIX.items():
+        for _ in range(count):
+            number += 1
+            made.setdefault(status, []).append(Contact(phone=f"+2547110{number:05d}", status=status))
+    session.add_all([c for group in made.values() for c in group])
+    session.commit()
+    return made
+
+
+def invoke(runner: CliRunner, *args: str) -> Result:
+    return runner.invoke(cli, list(args), prog_name="reach", catch_exceptions=False)
+
+
+def error_of(result: Result) -> str:
+    """stderr of a failed command: one `error: ...` message and never a traceback."""
+    assert result.stderr.startswith("error: "), result.stderr
+    assert "Traceback" not in result.output + result.stderr
+    return result.stderr
+
+
+def make_cycle(session: Any, state: CycleState = CycleState.DONE, **fields: Any) -> int:
+    cycle = Cycle(message="hello", state=state, created_at=datetime.now(UTC), **fields)
+    session.add(cycle)
+    session.commit()
+    return cycle.id
+
+
+def cycle_count(session: Any) -> int:
+    return session.scalar(select(func.count()).select_from(Cycle))
+
+
+# -- help ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["cycle"],
+        ["cycle", "run"],
+        ["cycle", "show"],
+        ["cycle", "watch"],
+        ["cycle", "resume"],
+        ["cycle", "list"],
+        ["schedule"],
+        ["schedule", "add"],
+        ["schedule", "list"],
+        ["schedule", "remove"],
+        ["contacts"],
+        ["contacts", "list"],
+    ],
+    ids=lambda c: " ".join(c) or "reach",
+)
+def test_help(runner: CliRunner, command: list[str]) -> None:
+    result = invoke(runner, *command, "--help")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(" ".join(["Usage: reach", *command, ""]))
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) > 2  # a description, not just the usage line
+
+
+def test_groups_list_their_commands(runner: CliRunner) -> None:
+    assert {"run", "show", "watch", "resume", "list"} <= set(invoke(runner, "cycle", "--help").output.split())
+    assert {"add", "list", "remove"} <= set(invoke(runner, "schedule", "--help").output.split())
+    assert {"import", "list", "show"} <= set(invoke(runner, "contacts", "--help").output.split())
+
+
+# -- cycle run -----------------------------------------------------------------------------------------------
+
+
+def test_dry_run_counts_and_sends_nothing(
+    runner: CliRunner, session: Any, contacts: Any, broker: redis_lib.Redis
+) -> None:
+    result = invoke(runner, "cycle", "run", "--message", "Your bill is due", "--dry-run")
+
+    assert result.exit_code == 0, result.output + result.stderr
+    lines = {line.split(":")[0].strip(): line.split(":", 1)[1].strip() for line in result.output.splitlines()[1:]}
+    assert lines["SMS"] == "5"  # 3 new + 2 active
+    assert lines["voice calls"] == "3"  # 2 inactive + 1 pending
+    assert lines["skipped"] == "2 (invalid 1, opted_out 1)"
+    assert lines["estimated cost"] == "KES 13.00"  # 5 x 0.80 + 3 x 3.00
+    assert "nothing was sent" in result.output
+    assert cycle_count(session) == 0
+    assert [broker.llen(name) for name in TASK_LISTS] == [0, 0]
+
+
+def test_dry_run_json(runner: CliRunner, session: Any, contacts: Any) -> None:
+    result = invoke(runner, "cycle", "run", "--message", "hi", "--dry-run", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.output) == {
+        "dry_run": True,
+        "sms": 5,
+        "voice": 3,
+        "skipped": {"opted_out": 1, "invalid": 1},
+        "estimated_cost": {"currency": "KES", "amount": "13.00"},
+    }
+    assert cycle_count(session) == 0
+
+
+def test_run_starts_a_cycle_and_hands_plan_to_the_broker(
+    runner: CliRunner, session: Any, contacts: Any, broker: redis_lib.Redis
+) -> None:
+    result = invoke(runner, "cycle", "run", "--message", "Your bill is due", "--voice-message", "Please pay")
+
+    assert result.exit_code == 0, result.stderr
+    cycle = session.scalars(select(Cycle)).one()
+    assert (cycle.state, cycle.message, cycle.voice_message) == (CycleState.PLANNING, "Your bill is due", "Please pay")
+    assert f"cycle {cycle.id} started" in result.output
+    assert broker.llen("cycle") == 1
+    task = json.loads(broker.lindex("cycle", 0))
+    assert task["headers"]["task"] == "reach.cycle.plan"
+    assert json.loads(task["headers"]["argsrepr"]) == [cycle.id]
+
+
+def test_run_json_prints_the_id(runner: CliRunner, session: Any, broker: redis_lib.Redis) -> None:
+    result = invoke(runner, "cycle", "run", "--message", "hi", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.output) == {"id": session.scalars(select(Cycle.id)).one(), "state": "planning"}
+    assert broker.llen("cycle") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--message", ""], "message must not be empty"),
+        (["--message", "   "], "message must not be empty"),
+        (["--message", "x" * 1601], "message is too long (1601 characters; at most 1600)"),
+        (["--message", "hi", "--voice-message", "x" * 1601], "voice message is too long"),
+    ],
+    ids=["empty", "blank", "too long", "voice too long"],
+)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry run"])
+def test_run_refuses_a_bad_message(
+    runner: CliRunner, session: Any, broker: redis_lib.Redis, args: list[str], message: str, dry_run: bool
+) -> None:
+    result = invoke(runner, "cycle", "run", *args, *(["--dry-run"] if dry_run else []))
+
+    assert result.exit_code == 1
+    assert message in error_of(result)
+    assert cycle_count(session) == 0
+    assert broker.llen("cycle") == 0
+
+
+def test_run_without_message_is_a_usage_error(runner: CliRunner) -> None:
+    result = invoke(runner, "cycle", "run")
+    assert result.exit_code == 2
+    assert "--message" in result.stderr
+
+
+def test_run_with_broker_down_keeps_the_cycle_and_exits_3(runner: CliRunner, session: Any, broker_down: None) -> None:
+    result = invoke(runner, "cycle", "run", "--message", "hi")
+
+    assert result.exit_code == 3
+    error = error_of(result)
+    cycle = session.scalars(select(Cycle)).one()
+    assert cycle.state is CycleState.PLANNING
+    assert "broker (REDIS_URL) is unreachable" in error
+    assert f"cycle {cycle.id} is recorded" in error
+    assert "within about 2 minutes" in error
+
+
+def test_without_redis_url_the_broker_of_reach_up_is_used(settings: Settings) -> None:
+    from reach_cli.up import LOCAL_REDIS_PORT
+
+    assert broker_settings(settings) is settings
+    unset = settings.model_copy(update={"redis_url": ""})
+    assert broker_settings(unset).redis_url == f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
+
+
+# -- cycle show / list / watch -------------------------------------------------------------------------------
+
+
+def test_show_a_planned_cycle(runner: CliRunner, session: Any, contacts: Any) -> None:
+    cycle_id = cycles.start_cycle(session, "Your bill is due")
+    session.commit()
+    plan_cycle(session, cycle_id)
+    session.commit()
+    new, inactive = contacts[ContactStatus.NEW], contacts[ContactStatus.INACTIVE]
+    session.add_all([
+        Message(contact_id=new[0].id, phone=new[0].phone, text="t", cycle_id=cycle_id, send_state="sent",
+                status="Success", cost=Decimal("0.80"), currency="KES"),
+        Message(contact_id=new[1].id, phone=new[1].phone, text="t", cycle_id=cycle_id, send_state="sent",
+                status="Failed", failure_reason="AbsentSubscriber", cost=Decimal("0.80"), currency="KES"),
+        Call(contact_id=inactive[0].id, phone=inactive[0].phone, cycle_id=cycle_id, send_state="sent",
+             outcome="answered", acknowledged=True, ended_at=datetime.now(UTC), amount=Decimal("2.50"), currency="KES"),
+        Call(contact_id=inactive[1].id, phone=inactive[1].phone, cycle_id=cycle_id, send_state="sent",
+             outcome="retry_later", hangup_cause="NO_ANSWER", ended_at=datetime.now(UTC)),
+    ])  # fmt: skip
+    session.commit()
+
+    result = invoke(runner, "cycle", "show", str(cycle_id))
+
+    assert result.exit_code == 0, result.stderr
+    out = result.output
+    assert out.startswith(f"cycle {cycle_id}: dispatching\n")
+    assert "SMS        sent 2, delivered 1, failed 1" in out
+    assert "failed by reason: AbsentSubscriber 1" in out
+    assert "items: pending 5" in out
+    assert "voice      called 2, answered 1, acknowledged 1, not answered 1" in out
+    assert "not answered by cause: NO_ANSWER 1" in out
+    assert "items: pending 3" in out
+    assert "skipped    invalid 1, opted_out 1" in out
+    assert "cost       KES 4.10" in out
+    assert "paused:" not in out
+
+
+def test_show_json_is_the_report(runner: CliRunner, session: Any, contacts: Any) -> None:
+    cycle_id = cycles.start_cycle(session, "hi")
+    session.commit()
+    plan_cycle(session, cycle_id)
+    session.commit()
+
+    result = invoke(runner, "cycle", "show", str(cycle_id), "--json")
+
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.output)
+    assert doc == json.loads(json.dumps(cycles.report(session, cycle_id)))
+    assert (doc["state"], doc["sms"]["items"]["pending"], doc["voice"]["items"]["pending"]) == ("dispatching", 5, 3)
+    assert doc["skipped"] == {"opted_out": 1, "invalid": 1, "cancelled": 0}
+
+
+def test_show_a_paused_cycle_says_why(runner: CliRunner, session: Any) -> None:
+    cycle_id = make_cycle(session, CycleState.PAUSED, paused_reason="InsufficientBalance")
+
+    result = invoke(runner, "cycle", "show", str(cycle_id))
+
+    assert result.exit_code == 0, result.stderr
+    assert f"cycle {cycle_id}: paused" in result.output
+    assert f"paused:    InsufficientBalance (after fixing it: reach cycle resume {cycle_id})" in result.output
+
+
+@pytest.mark.parametrize("command", ["show", "watch", "resume"])
+def test_unknown_cycle_exits_1(runner: CliRunner, session: Any, broker: redis_lib.Redis, command: str) -> None:
+    result = invoke(runner, "cycle", command, "999")
+    assert result.exit_code == 1
+    assert error_of(result) == "error: no cycle 999\n"
+    assert broker.llen("send") == 0
+
+
+def test_show_needs_a_number(runner: CliRunner) -> None:
+    result = invoke(runner, "cycle", "show", "seven")
+    assert result.exit_code == 2
+    assert "'seven' is not a valid integer" in result.stderr
+
+
+@pytest.mark.parametrize(("state", "code"), [(CycleState.DONE, 0), (CycleState.FAILED, 1)])
+def test_watch_returns_when_the_cycle_has_ended(runner: CliRunner, session: Any, state: CycleState, code: int) -> None:
+    cycle_id = make_cycle(session, state, plan={"sms": 0, "voice": 0, "skipped": {}})
+
+    result = invoke(runner, "cycle", "watch", str(cycle_id), "--interval", "0.1")
+
+    assert result.exit_code == code
+    [line] = result.output.splitlines()
+    assert f"cycle {cycle_id} {state.value}: SMS 0 sent, 0 delivered, 0 failed;" in line
+    assert line.endswith("0 to go")
+
+
+def test_list_cycles_newest_first(runner: CliRunner, session: Any) -> None:
+    assert "no cycles yet" in invoke(runner, "cycle", "list").output
+    older = make_cycle(session, plan={"sms": 4, "voice": 2, "skipped": {"opted_out": 1, "invalid": 0}})
+    paused = make_cycle(session, CycleState.PAUSED, paused_reason="InsufficientBalance")
+    newest = make_cycle(session, CycleState.PLANNING)
+
+    result = invoke(runner, "cycle", "list")
+
+    assert result.exit_code == 0, result.stderr
+    header, *rows = result.output.splitlines()
+    assert header.split() == ["id", "state", "created", "(UTC)", "sms", "voice", "skipped", "schedule"]
+    assert [int(row.split()[0]) for row in rows] == [newest, paused, older]
+    assert "paused (InsufficientBalance)" in rows[1]
+    assert rows[2].split()[-5:] == ["4", "2", "opted_out", "1", "-"]
+    latest = json.loads(invoke(runner, "cycle", "list", "--limit", "2", "--json").output)["cycles"]
+    assert [c["id"] for c in latest] == [newest, paused]
+
+
+# -- cycle resume ----------------------------------------------------------------------------------------------
+
+
+def test_resume_a_paused_cycle(runner: CliRunner, session: Any, broker: redis_lib.Redis) -> None:
+    cycle_id = make_cycle(session, CycleState.PAUSED, paused_reason="InsufficientBalance")
+
+    result = invoke(runner, "cycle", "resume", str(cycle_id))
+
+    assert result.exit_code == 0, result.stderr
+    assert f"cycle {cycle_id} resumed" in result.output
+    session.expire_all()
+    cycle = session.get(Cycle, cycle_id)
+    assert (cycle.state, cycle.paused_reason) == (CycleState.DISPATCHING, None)
+    tasks = [json.loads(raw)["headers"] for raw in broker.lrange("send", 0, -1)]
+    assert sorted(t["task"] for t in tasks) == ["reach.cycle.dispatch_calls", "reach.cycle.dispatch_sms"]
+    assert all(json.loads(t["argsrepr"]) == [cycle_id] for t in tasks)
+    assert broker.llen("cycle") == 0
+
+
+def test_resume_a_cycle_that_is_not_paused_exits_1(runner: CliRunner, session: Any, broker: redis_lib.Redis) -> None:
+    cycle_id = make_cycle(session, CycleState.DONE)
+
+    result = invoke(runner, "cycle", "resume", str(cycle_id))
+
+    assert result.exit_code == 1
+    assert error_of(result) == f"error: cycle {cycle_id} is done, not paused\n"
+    assert broker.llen("send") == 0
+    session.expire_all()
+    assert session.get(Cycle, cycle_id).state is CycleState.DONE
+
+
+def test_resume_with_broker_down_exits_3(runner: CliRunner, session: Any, broker_down: None) -> None:
+    cycle_id = make_cycle(session, CycleState.PAUSED, paused_reason="InsufficientBalance")
+
+    result = invoke(runner, "cycle", "resume", str(cycle_id))
+
+    assert result.exit_code == 3
+    assert "unreachable" in error_of(result)
+    session.expire_all()
+    assert session.get(Cycle, cycle_id).state is CycleState.DISPATCHING
+
+
+# -- schedules -----------------------------------------------------------------------------------------------
+
+
+def test_schedule_add_list_remove(runner: CliRunner, session: Any) -> None:
+    assert "no schedules" in invoke(runner, "schedule", "list").output
+    added = invoke(
+        runner, "schedule", "add", "weekly", "--cron", "0 9 * * 1", "--message", "Bill due",
+        "--voice-message", "Your bill is due", "--timezone", "Africa/Nairobi",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.stderr
+    schedule = session.scalars(select(Schedule)).one()
+    assert (schedule.name, schedule.cron, schedule.timezone) == ("weekly", "0 9 * * 1", "Africa/Nairobi")
+    assert schedule.voice_message == "Your bill is due"
+    assert added.output.startswith(f"schedule {schedule.id} 'weekly' added: 0 9 * * 1 (Africa/Nairobi); next run ")
+    assert invoke(runner, "schedule", "add", "daily", "--cron", "30 7 * * *", "--message", "Hi").exit_code == 0
+
+    listed = invoke(runner, "schedule", "list")
+    assert listed.exit_code == 0
+    header, *rows = listed.output.splitlines()
+    assert header.split() == ["id", "name", "cron", "timezone", "enabled", "next_run", "message"]
+    assert [row.split()[1] for row in rows] == ["weekly", "daily"]
+    docs = json.loads(invoke(runner, "schedule", "list", "--json").output)["schedules"]
+    weekly = docs[0]
+    assert (weekly["name"], weekly["enabled"]) == ("weekly", True)
+    next_run = datetime.fromisoformat(weekly["next_run"])
+    assert next_run > datetime.now(UTC)
+    assert (next_run.weekday(), next_run.hour, next_run.minute) == (0, 6, 0)  # 09:00 in Nairobi is 06:00 UTC
+    assert weekly["next_run"] in rows[0]
+
+    assert invoke(runner, "schedule", "remove", "weekly").output == "schedule 'weekly' removed\n"
+    daily_id = str(docs[1]["id"])
+    assert invoke(runner, "schedule", "remove", daily_id).exit_code == 0
+    session.expire_all()
+    assert session.scalars(select(Schedule)).all() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cron", "every monday"], "bad cron expression 'every monday'"),
+        (["--cron", "0 9 * *"], "bad cron expression '0 9 * *'"),
+        (["--cron", "61 9 * * *"], "bad cron expression"),
+        (["--cron", "0 9 * * 1", "--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
+        (["--cron", "0 9 * * 1", "--message", ""], "message must not be empty"),
+    ],
+    ids=["words", "four fields", "minute 61", "time zone", "empty message"],
+)
+def test_schedule_add_refuses_bad_input(runner: CliRunner, session: Any, args: list[str], message: str) -> None:
+    if "--message" not in args:
+        args = [*args, "--message", "hi"]
+    result = invoke(runner, "schedule", "add", "weekly", *args)
+
+    assert result.exit_code == 1
+    assert message in error_of(result)
+    assert session.scalars(select(Schedule)).all() == []
+
+
+def test_schedule_names_are_unique(runner: CliRunner, session: Any) -> None:
+    assert invoke(runner, "schedule", "add", "weekly", "--cron", "0 9 * * 1", "--message", "a").exit_code == 0
+    result = invoke(runner, "schedule", "add", "weekly", "--cron", "0 8 * * 1", "--message", "b")
+    assert result.exit_code == 1
+    assert "a schedule named 'weekly' exists already" in error_of(result)
+
+
+@pytest.mark.parametrize("key", ["nightly", "12345"])
+def test_schedule_remove_unknown_exits_1(runner: CliRunner, session: Any, key: str) -> None:
+    result = invoke(runner, "schedule", "remove", key)
+    assert result.exit_code == 1
+    assert error_of(result) == f"error: no schedule {key!r}\n"
+
+
+# -- contacts list -------------------------------------------------------------------------------------------
+
+
+def test_contacts_list_by_status(runner: CliRunner, contacts: dict[ContactStatus, list[Contact]]) -> None:
+    result = invoke(runner, "contacts", "list", "--status", "inactive")
+
+    assert result.exit_code == 0, result.stderr
+    header, *rows, summary = result.output.splitlines()
+    assert header.split()[:3] == ["phone", "status", "name"]
+    assert [row.split()[0] for row in rows] == [c.phone for c in contacts[ContactStatus.INACTIVE]]
+    assert all(row.split()[1] == "inactive" for row in rows)
+    assert summary == "2 contacts inactive"
+
+    everyone = invoke(runner, "contacts", "list", "--limit", "4")
+    assert everyone.output.splitlines()[-1] == "10 contacts; the first 4 shown (--limit)"
+    assert len(everyone.output.splitlines()) == 6
+
+    doc = json.loads(invoke(runner, "contacts", "list", "--status", "opted_out", "--json").output)
+    assert doc["total"] == 1
+    assert [c["phone"] for c in doc["contacts"]] == [contacts[ContactStatus.OPTED_OUT][0].phone]
+
+
+def test_contacts_list_refuses_an_unknown_status(runner: CliRunner) -> None:
+    result = invoke(runner, "contacts", "list", "--status", "happy")
+    assert result.exit_code == 2
+    assert "'happy' is not one of 'new', 'pending', 'active', 'inactive', 'opted_out', 'invalid'" in result.stderr
