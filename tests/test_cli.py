@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
 from reach_cli.cycles import broker_settings
-from reach_cli.main import cli
+from reach_cli.main import EXIT_NOT_FOUND, cli
 from shared import cycles
 from shared.models import Call, Contact, ContactStatus, Cycle, CycleState, Message, Schedule
 from shared.settings import Settings, get_settings
@@ -304,9 +304,9 @@ def test_show_a_paused_cycle_says_why(runner: CliRunner, session: Any) -> None:
 
 
 @pytest.mark.parametrize("command", ["show", "watch", "resume"])
-def test_unknown_cycle_exits_1(runner: CliRunner, session: Any, broker: redis_lib.Redis, command: str) -> None:
+def test_unknown_cycle_exits_4(runner: CliRunner, session: Any, broker: redis_lib.Redis, command: str) -> None:
     result = invoke(runner, "cycle", command, "999")
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_NOT_FOUND == 4
     assert error_of(result) == "error: no cycle 999\n"
     assert broker.llen("send") == 0
 
@@ -454,9 +454,9 @@ def test_schedule_names_are_unique(runner: CliRunner, session: Any) -> None:
 
 
 @pytest.mark.parametrize("key", ["nightly", "12345"])
-def test_schedule_remove_unknown_exits_1(runner: CliRunner, session: Any, key: str) -> None:
+def test_schedule_remove_unknown_exits_4(runner: CliRunner, session: Any, key: str) -> None:
     result = invoke(runner, "schedule", "remove", key)
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_NOT_FOUND
     assert error_of(result) == f"error: no schedule {key!r}\n"
 
 

@@ -1,0 +1,104 @@
+"""The OpenAPI document (web/openapi.yaml) is the receiver's whole HTTP surface, and the live receiver
+(real Redis and Postgres behind it) keeps to it: schemathesis generates requests from the document and
+every answer must be documented, match its schema, and never be a 5xx."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import redis as redis_lib
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from shared.broker import QUEUES
+from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
+from web.openapi import document
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+#: What the live run checks: nothing undocumented, nothing off-schema, no server error.
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+EXAMPLES_PER_OPERATION = 30
+
+
+def flask_routes(app: Any) -> set[tuple[str, str]]:
+    """(METHOD, OpenAPI path) for every route of the app; `<int:cycle_id>` becomes `{cycle_id}`."""
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            routes.add((method, path))
+    return routes
+
+
+def documented() -> set[tuple[str, str]]:
+    methods = {"get", "post", "put", "patch", "delete"}
+    return {(m.upper(), path) for path, item in document()["paths"].items() for m in item if m in methods}
+
+
+def test_every_route_is_documented_and_every_documented_path_is_a_route(app: Any) -> None:
+    assert flask_routes(app) == documented()
+
+
+def test_the_document_is_served_without_credentials(client: Any) -> None:
+    response = client.get("/api/openapi.json")
+    assert response.status_code == 200
+    assert response.json == document()
+    assert response.json["openapi"].startswith("3.")
+    assert client.get("/api/contacts").status_code == 401  # the rest of /api still needs the token
+
+
+def test_every_operation_documents_its_errors_and_security() -> None:
+    doc = document()
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert any(code.startswith("2") for code in responses), (method, path)
+            security = operation.get("security", doc["security"])
+            schemes = {name for requirement in security for name in requirement}
+            if "bearerAuth" in schemes:
+                assert "401" in responses, (method, path)
+            if "webhookToken" in schemes:
+                assert "403" in responses, (method, path)
+            if "requestBody" in operation:
+                assert "400" in responses, (method, path)
+
+
+def test_the_document_loads_as_openapi() -> None:
+    schema = schemathesis.openapi.from_dict(document())
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == len(documented())
+
+
+# -- schemathesis against the live receiver ------------------------------------------------------------------
+
+
+@pytest.fixture
+def published_queues(clean: None, redis_client: redis_lib.Redis) -> Any:
+    """Celery messages the run publishes are removed after it (no worker runs here), so no later worker
+    acts on fuzzed sends and cycles; `clean` empties the tables and the inbox before it."""
+    yield
+    redis_client.delete(*QUEUES)
+
+
+#: The document the receiver serves (test_the_document_is_served_without_credentials), loaded here so
+#: pytest can name one test per operation; requests go to the live receiver.
+schema = schemathesis.openapi.from_dict(document())
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
+def test_live_receiver_keeps_to_the_document(case: Any, receiver: str, published_queues: None) -> None:
+    case.call_and_validate(base_url=receiver, headers=AUTH, params={"token": WEBHOOK_TOKEN}, checks=CHECKS, timeout=10)
