@@ -192,11 +192,10 @@ def contacts_import(file: Path, refused_file: Path | None) -> None:
         rows = rows_from_csv(file.read_text(encoding="utf-8-sig", errors="replace"))
     except BadImport as exc:
         fail(f"{file}: {exc}", EXIT_USAGE)
-    with (
-        click.progressbar(length=len(rows), label="importing", file=sys.stderr, show_pos=True) as bar,
-        session_or_exit() as session,
-    ):
-        report = import_contacts(session, rows, settings.default_country, progress=bar.update)
+    with session_or_exit() as session:
+        session.connection()  # an unreachable database is reported before the progress bar starts
+        with click.progressbar(length=len(rows), label="importing", file=sys.stderr, show_pos=True) as bar:
+            report = import_contacts(session, rows, settings.default_country, progress=bar.update)
     refused = len(report.refused)
     seconds = time.monotonic() - started
     click.echo(

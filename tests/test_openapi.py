@@ -102,3 +102,52 @@ schema = schemathesis.openapi.from_dict(document())
 )
 def test_live_receiver_keeps_to_the_document(case: Any, receiver: str, published_queues: None) -> None:
     case.call_and_validate(base_url=receiver, headers=AUTH, params={"token": WEBHOOK_TOKEN}, checks=CHECKS, timeout=10)
+
+
+# -- what schemathesis found, kept as plain regression tests -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/cycles/9223372036854775808"),  # one past bigint: was a 500 (Postgres out of range)
+        ("POST", "/api/cycles/9223372036854775808/resume"),
+        ("GET", "/api/cycles/0"),
+        ("POST", "/api/cycles/999/resume"),  # was a 400
+    ],
+)
+def test_cycle_ids_out_of_range_or_unknown_are_404(client: Any, method: str, path: str) -> None:
+    response = client.open(path, method=method, headers=AUTH)
+    assert response.status_code == 404
+    assert set(response.json) == {"error"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/cycles", {"message": "\x00hi"}, "message"),  # was a 500 (Postgres text cannot hold NUL)
+        ("/api/cycles", {"message": "hi", "voice_message": "a\x00"}, "voice_message"),
+        ("/api/schedules", {"name": "n\x00", "cron": "0 9 * * 1", "message": "hi"}, "name"),
+        ("/api/schedules", {"name": "n", "cron": "0 9 * * 1", "message": "hi", "timezone": "UTC\x00"}, "timezone"),
+    ],
+)
+def test_nul_in_operator_text_is_a_400(client: Any, session: Any, path: str, body: dict[str, Any], field: str) -> None:
+    from sqlalchemy import func, select
+
+    from shared.models import Cycle, Schedule
+
+    response = client.post(path, json=body, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json == {"error": f"field {field} must not contain NUL characters"}
+    assert session.scalar(select(func.count()).select_from(Cycle)) == 0
+    assert session.scalar(select(func.count()).select_from(Schedule)) == 0
+
+
+def test_nul_in_a_contact_name_refuses_that_row(client: Any, session: Any) -> None:
+    rows = [{"phone": "+254711000001", "name": "Amina\x00"}, {"phone": "+254711000002", "name": "Brian"}]
+    response = client.post("/api/contacts", json=rows, headers=AUTH)
+    assert response.status_code == 200
+    assert response.json["created"] == 1
+    assert response.json["refused"] == [
+        {"row": 1, "phone": "+254711000001", "reason": "name must not contain NUL characters"}
+    ]
