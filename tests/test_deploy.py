@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -342,6 +343,8 @@ def test_receiver_command_serves_health_and_callbacks_and_logs_no_token(clean: N
         listed = requests.get(f"{receiver}/api/contacts", headers=AUTH, timeout=5)
         assert listed.status_code == 200
         wait_for(lambda: '"POST /dlr" 200' in web.log(), timeout=10, what="the access log line")
+        probe = [part.replace(":8000/", f":{port}/") for part in SERVICES["web"]["healthcheck"]["test"][1:]]
+        assert subprocess.run(probe, env=command_env(), timeout=30).returncode == 0  # compose's healthcheck
     finally:
         os.killpg(web.process.pid, signal.SIGTERM)
         assert web.process.wait(30) == 0  # a graceful stop well within compose's stop timeout
@@ -375,6 +378,14 @@ def test_flower_command_asks_for_the_credentials(tmp_path: Path) -> None:
         assert requests.get(f"{url}/workers", auth=("ops", "s3cret-pass"), timeout=5).status_code == 200
     finally:
         flower.stop()
+
+
+def worker_healthcheck(name: str) -> list[str]:
+    """The compose healthcheck of worker service `name`, aimed at the test's worker of that name (whose
+    Celery hostname is NAME@HOST where compose's is celery@HOSTNAME)."""
+    kind, shell_command = SERVICES[name]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    return shell_command.replace("celery@$$HOSTNAME", f"{name}@{socket.gethostname()}").split()
 
 
 @pytest.mark.worker
@@ -412,6 +423,8 @@ def test_production_workers_and_beat_run_a_cycle(
             return {c.status for c in session.query(Contact)}
 
         wait_for(lambda: statuses() == {ContactStatus.ACTIVE}, timeout=30, what="delivery reports applied")
+        probes = [subprocess.Popen(worker_healthcheck(name), env=env) for name in processes.WORKERS]
+        assert [probe.wait(60) for probe in probes] == [0] * len(probes)  # compose's healthchecks
     finally:
         for process in started:
             process.stop()
