@@ -101,6 +101,7 @@ def test_workers_run_their_profiles_and_together_consume_every_routed_queue() ->
 
 
 def test_every_task_routes_to_a_queue_a_production_worker_consumes(worker_app: Any) -> None:
+    assert worker_app.conf.task_routes == TASK_ROUTES  # the configuration was loaded whole, in this process
     consumed = {queue for profile in processes.WORKERS.values() for queue in profile.queues}
     names = [name for name in worker_app.tasks if name.startswith("reach.")]
     assert len(names) >= 8
@@ -111,7 +112,7 @@ def test_every_task_routes_to_a_queue_a_production_worker_consumes(worker_app: A
     # fnmatch over TASK_ROUTES agrees with Celery's router (the test above relies on the routes' form).
     for name in names:
         first = next((q for r in TASK_ROUTES for p, q in r.items() if fnmatch.fnmatch(name, p)), {"queue": "celery"})
-        assert worker_app.amqp.router.route({}, name)["queue"].name == first["queue"]
+        assert worker_app.amqp.router.route({}, name)["queue"].name == first["queue"], name
 
 
 @pytest.fixture(scope="module")
