@@ -396,8 +396,10 @@ def test_production_workers_and_beat_run_a_cycle(
     """The three worker services and beat, as compose runs them: a cycle is planned (cycle queue), sent
     (send queue), its delivery reports drained (ingest queue), and beat's housekeeping finishes it."""
     from shared.models import Contact, ContactStatus, Cycle
+    from simulator.scenario import Scenario
 
     simulator.reset()
+    simulator.set_scenario(Scenario.from_dict({}))  # every SMS delivered (an earlier module may have set another)
     env = command_env()
     started = [WorkerProcess(tmp_path, name, env, profile, wait=False) for name, profile in processes.WORKERS.items()]
     started.append(
