@@ -198,9 +198,8 @@ def contacts_import(file: Path, refused_file: Path | None) -> None:
             report = import_contacts(session, rows, settings.default_country, progress=bar.update)
     refused = len(report.refused)
     seconds = time.monotonic() - started
-    click.echo(
-        f"{report.received} rows: {report.created} added, {report.updated} updated, {refused} refused ({seconds:.1f} s)"
-    )
+    rows_read = f"{report.received} row{'' if report.received == 1 else 's'}"
+    click.echo(f"{rows_read}: {report.created} added, {report.updated} updated, {refused} refused ({seconds:.1f} s)")
     if report.refused:
         target = refused_file or file.with_suffix(".refused.csv")
         with target.open("w", newline="", encoding="utf-8") as handle:
