@@ -39,9 +39,12 @@ class Stack:
         self.children.append((name, process))
 
     def stop(self) -> None:
+        # SIGTERM to each main process only: a Celery worker then finishes its running tasks and gunicorn
+        # its requests (a signal to the whole group would kill their children mid-task). The group gets
+        # SIGKILL only if that takes too long.
         for _name, process in reversed(self.children):
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.terminate()
         deadline = time.monotonic() + 30
         for _name, process in reversed(self.children):
             try:

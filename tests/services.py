@@ -129,9 +129,10 @@ class ServiceProcess:
         self._log.close()
 
     def stop(self) -> None:
-        """Warm shutdown (SIGTERM), then SIGKILL if it takes longer than 20 s."""
+        """Warm shutdown (SIGTERM to the main process, so pool children finish their tasks), then SIGKILL to
+        the whole group if it takes longer than 20 s."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.terminate()
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:

@@ -437,3 +437,49 @@ def test_production_workers_and_beat_run_a_cycle(
     assert "reach.ingest.drain" in logs["worker"]
     for name, log in logs.items():
         assert "Traceback" not in log, f"{name}:\n{log[-3000:]}"
+
+
+# -- reach up ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_reach_up_runs_the_same_processes_and_a_cycle_end_to_end(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """`reach up` (what `make run` runs) with Postgres and Redis given but no AT credentials: migrations,
+    the simulator, the receiver and a worker with beat, all built from reach_cli/processes.py; a cycle
+    runs to the end, and SIGTERM stops everything."""
+    from tests.services import private_redis
+
+    base = make_url(database_url)
+    up_db = base.set(database=f"{base.database}_up").render_as_string(hide_password=False)
+    with fresh_database(up_db, migrated=False) as url, private_redis(tmp_path) as redis_port:
+        port = free_port()
+        env = {k: v for k, v in command_env().items() if k.upper() not in settings_variables()}
+        env.update(DATABASE_URL=url, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", PORT=str(port))
+        up = subprocess.Popen(["reach", "up"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            receiver = f"http://127.0.0.1:{port}"
+            wait_for(lambda: _get(f"{receiver}/readyz"), timeout=60, what="reach up's receiver ready")
+            auth = {"Authorization": f"Bearer {(tmp_path / 'var' / 'api-token.secret').read_text().strip()}"}
+            added = requests.post(f"{receiver}/api/contacts", json=[{"phone": "+254711000001"}], headers=auth)
+            assert added.status_code == 200, added.text
+            started = requests.post(f"{receiver}/api/cycles", json={"message": "hello"}, headers=auth, timeout=10)
+            assert started.status_code == 202, started.text
+            report = f"{receiver}/api/cycles/{started.json()['id']}"
+
+            def done() -> bool:
+                doc = requests.get(report, headers=auth, timeout=5).json()
+                return doc["state"] == "done" and doc["sms"]["delivered"] == 1
+
+            wait_for(done, timeout=45, what="the cycle delivered through the simulator")
+        finally:
+            up.send_signal(signal.SIGTERM)
+            output = up.communicate(timeout=60)[0].decode()
+        assert up.returncode == 0, output
+    assert "NO AT CREDENTIALS: using the built-in simulator" in output
+    assert output.rstrip().endswith("stopped")
+    logs = {name: (tmp_path / "var" / f"{name}.log").read_text() for name in ("web", "worker", "simulator")}
+    assert '"POST /dlr" 200' in logs["web"]  # the simulator's delivery report reached the receiver
+    assert "token=" not in logs["web"]
+    assert "Traceback" not in logs["worker"]

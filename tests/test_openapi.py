@@ -151,3 +151,44 @@ def test_nul_in_a_contact_name_refuses_that_row(client: Any, session: Any) -> No
     assert response.json["refused"] == [
         {"row": 1, "phone": "+254711000001", "reason": "name must not contain NUL characters"}
     ]
+
+
+# -- security as the document states it ----------------------------------------------------------------------
+
+
+def operations_secured_by(scheme: str) -> list[tuple[str, str]]:
+    """(METHOD, concrete path) of every operation whose only security is `scheme`."""
+    doc = document()
+    found = []
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            security = operation.get("security", doc["security"])
+            if security == [{scheme: []}]:
+                found.append((method.upper(), re.sub(r"\{[^}]+\}", "1", path)))
+    return found
+
+
+@pytest.mark.parametrize(("method", "path"), operations_secured_by("bearerAuth"), ids=" ".join)
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-token", f"Basic {API_TOKEN}"], ids=["none", "wrong", "basic"]
+)
+def test_operator_operations_answer_401_without_the_bearer_token(
+    client: Any, method: str, path: str, authorization: str | None
+) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    response = client.open(path, method=method, headers=headers, json={})
+    assert response.status_code == 401
+    assert set(response.json) == {"error"}
+
+
+@pytest.mark.parametrize(("method", "path"), operations_secured_by("webhookToken"), ids=" ".join)
+@pytest.mark.parametrize("query", ["", "?token=wrong"], ids=["none", "wrong"])
+def test_callbacks_answer_403_without_the_webhook_token(client: Any, method: str, path: str, query: str) -> None:
+    response = client.open(f"{path}{query}", method=method, data={"sessionId": "s", "isActive": "0"})
+    assert response.status_code == 403
+    assert response.json == {"error": "forbidden: missing or wrong token"}
+
+
+def test_the_document_says_which_operations_need_which_credentials() -> None:
+    assert len(operations_secured_by("bearerAuth")) == 10  # every /api operation but the document itself
+    assert {path for _, path in operations_secured_by("webhookToken")} == {"/dlr", "/receiveSMS", "/ussd", "/voice"}
