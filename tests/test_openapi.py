@@ -73,6 +73,7 @@ def test_every_operation_documents_its_errors_and_security() -> None:
 
 def test_the_document_loads_as_openapi() -> None:
     schema = schemathesis.openapi.from_dict(document())
+    schema.validate()  # against the OpenAPI 3.0 meta-schema
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == len(documented())
 
