@@ -1,7 +1,12 @@
 """`reach`: the operator's command line.
 
-Exit codes scripts can rely on: 0 done, 1 the operation failed, 2 bad usage or settings (click's own),
-3 a service Reach needs is unreachable.
+Exit codes scripts can rely on (every error is one `error: ...` line on stderr, never a traceback):
+
+    0  done
+    1  the operation failed (e.g. a cycle that is not paused cannot be resumed; `cycle watch`: it failed)
+    2  bad usage: an unknown option or value, bad settings, a bad phone number or scenario file
+    3  a service Reach needs is unreachable (the database or the broker)
+    4  not found: no such contact, cycle or schedule
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from sqlalchemy.orm import Session
 from shared.models import ContactStatus
 from shared.settings import Settings, SettingsError, get_settings
 
-EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 database or broker unreachable, 4 not found."
+)
 
 
 def settings_or_exit() -> Settings:
@@ -55,9 +63,25 @@ def echo_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class ReachGroup(click.Group):
+    """The top-level group: an unreachable database anywhere below becomes exit 3 with one line, not a
+    traceback (commands that know better say more themselves)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return super().invoke(ctx)
+        except OperationalError as exc:
+            fail(f"database unreachable: {exc.orig}", EXIT_UNREACHABLE)
+
+
+@click.group(cls=ReachGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 def cli() -> None:
-    """Reach: SMS to your customers over Africa's Talking, with a voice call when the SMS did not arrive."""
+    """Reach: SMS to your customers over Africa's Talking, with a voice call when the SMS did not arrive.
+
+    Settings come from the environment and a .env file (see .env.example).
+    """
 
 
 # -- database ------------------------------------------------------------------------------------------------
@@ -114,17 +138,28 @@ def db_check() -> None:
 def simulator(
     host: str, port: int, scenario_file: Path | None, callback_url: str | None, api_key: str, username: str
 ) -> None:
-    """Run the Africa's Talking simulator: SMS and voice APIs on loopback, callbacks by scenario."""
+    """Run the Africa's Talking simulator: SMS and voice APIs on loopback, callbacks by scenario.
+
+    A scenario is a JSON file saying what happens to each number: delivery reports in order, the call's
+    outcome, delays, duplicates and faults (see simulator/scenario.py). Without one, every SMS is
+    delivered and every call answered. Ctrl-C stops it.
+    """
     from simulator.app import serve
     from simulator.scenario import Scenario
 
     settings = settings_or_exit()
-    scenario = Scenario.from_file(scenario_file) if scenario_file else Scenario.from_dict({})
+    try:
+        scenario = Scenario.from_file(scenario_file) if scenario_file else Scenario.from_dict({})
+    except (ValueError, TypeError, AttributeError) as exc:  # json.JSONDecodeError is a ValueError
+        fail(f"bad scenario {scenario_file}: {exc}", EXIT_USAGE)
     callback_url = callback_url or f"http://{settings.host}:{settings.port}"
     token = settings.webhook_token.get_secret_value() or None
     click.echo(f"AT simulator on http://{host}:{port} (SMS: /version1/messaging, voice: /call)")
     click.echo(f"posting callbacks to {callback_url}")
-    serve(host, port, scenario, api_key, username, callback_url, token)
+    try:
+        serve(host, port, scenario, api_key, username, callback_url, token)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 # -- contacts ------------------------------------------------------------------------------------------------
@@ -140,22 +175,31 @@ def contacts() -> None:
 @click.option("--refused", "refused_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write refused rows with their reasons here (default: FILE.refused.csv).")  # fmt: skip
 def contacts_import(file: Path, refused_file: Path | None) -> None:
-    """Import contacts from a CSV file with a `phone,name` header."""
+    """Import contacts from a CSV file with a `phone,name` header (name optional).
+
+    Numbers are normalised to E.164 (DEFAULT_COUNTRY for national numbers). New numbers are added; known
+    ones keep their status and get the new name. Rows with a bad number or a duplicate are refused and
+    written, with the reason, to a CSV file. Exit 0 even when some rows were refused (the summary says how
+    many); 2 when the file cannot be read as CSV with a phone column.
+    """
     import csv
 
     from shared.contacts import BadImport, import_contacts, rows_from_csv
-    from shared.db import session_scope
 
     settings = settings_or_exit()
+    started = time.monotonic()
     try:
         rows = rows_from_csv(file.read_text(encoding="utf-8-sig", errors="replace"))
     except BadImport as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
-    with session_scope() as session:
-        report = import_contacts(session, rows, settings.default_country)
+        fail(f"{file}: {exc}", EXIT_USAGE)
+    with session_or_exit() as session:
+        session.connection()  # an unreachable database is reported before the progress bar starts
+        with click.progressbar(length=len(rows), label="importing", file=sys.stderr, show_pos=True) as bar:
+            report = import_contacts(session, rows, settings.default_country, progress=bar.update)
     refused = len(report.refused)
-    click.echo(f"{report.received} rows: {report.created} added, {report.updated} updated, {refused} refused")
+    seconds = time.monotonic() - started
+    rows_read = f"{report.received} row{'' if report.received == 1 else 's'}"
+    click.echo(f"{rows_read}: {report.created} added, {report.updated} updated, {refused} refused ({seconds:.1f} s)")
     if report.refused:
         target = refused_file or file.with_suffix(".refused.csv")
         with target.open("w", newline="", encoding="utf-8") as handle:
@@ -167,12 +211,19 @@ def contacts_import(file: Path, refused_file: Path | None) -> None:
 
 @contacts.command("show")
 @click.argument("phone")
-def contacts_show(phone: str) -> None:
-    """Show one contact."""
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the operator API's answer).")
+@click.option("--history", default=20, show_default=True, type=click.IntRange(0, 1000),
+              help="How many of the latest messages and calls to show.")  # fmt: skip
+def contacts_show(phone: str, as_json: bool, history: int) -> None:
+    """Show one contact, with its latest messages and calls: when, what happened, why, and the cost.
+
+    PHONE may be in E.164 (+254711000001) or national form (0711000001, read in DEFAULT_COUNTRY).
+    Exit 4 when there is no such contact, 2 when PHONE is not a phone number.
+    """
     from sqlalchemy import select
 
-    from shared.contacts import contact_json
-    from shared.db import session_scope
+    from reach_cli.contacts import history_lines
+    from shared.contacts import contact_history, contact_json
     from shared.models import Contact
     from shared.phone import InvalidPhone, normalise_phone
 
@@ -180,15 +231,20 @@ def contacts_show(phone: str) -> None:
     try:
         e164 = normalise_phone(phone, settings.default_country)
     except InvalidPhone as exc:
-        click.echo(f"error: bad phone number {phone!r}: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    with session_scope() as session:
+        fail(f"bad phone number {phone!r}: {exc}", EXIT_USAGE)
+    with session_or_exit() as session:
         contact = session.scalars(select(Contact).where(Contact.phone == e164)).one_or_none()
         if contact is None:
-            click.echo(f"error: no contact {e164}", err=True)
-            sys.exit(EXIT_FAILED)
-        for key, value in contact_json(contact).items():
+            fail(f"no contact {e164}", EXIT_NOT_FOUND)
+        doc = {**contact_json(contact), **contact_history(session, contact.id, limit=history)}
+    if as_json:
+        echo_json(doc)
+        return
+    for key, value in doc.items():
+        if key not in {"messages", "calls"}:
             click.echo(f"{key:>20}: {'' if value is None else value}")
+    for line in history_lines(doc["messages"], doc["calls"]):
+        click.echo(line)
 
 
 @contacts.command("list")
@@ -297,7 +353,7 @@ def _report_or_exit(cycle_id: int) -> dict[str, Any]:
     with session_or_exit() as session:
         found = cycles.report(session, cycle_id)
     if found is None:
-        fail(f"no cycle {cycle_id}")
+        fail(f"no cycle {cycle_id}", EXIT_NOT_FOUND)
     return found
 
 
@@ -349,6 +405,8 @@ def cycle_resume(cycle_id: int) -> None:
     with session_or_exit() as session:
         try:
             cycles.resume(session, cycle_id)
+        except cycles.CycleNotFound as exc:
+            fail(str(exc), EXIT_NOT_FOUND)
         except cycles.CycleError as exc:
             fail(str(exc))
     then = (
@@ -472,7 +530,7 @@ def schedule_remove(key: str) -> None:
     with session_or_exit() as session:
         removed = schedules.remove_schedule(session, key)
     if not removed:
-        fail(f"no schedule {key!r}")
+        fail(f"no schedule {key!r}", EXIT_NOT_FOUND)
     click.echo(f"schedule {key!r} removed")
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import click
 
+from reach_cli import processes
 from shared.settings import VAR_DIR, Settings
 
 SIMULATOR_PORT_OFFSET = 1  # the simulator listens on PORT + 1
@@ -38,9 +39,12 @@ class Stack:
         self.children.append((name, process))
 
     def stop(self) -> None:
+        # SIGTERM to each main process only: a Celery worker then finishes its running tasks and gunicorn
+        # its requests (a signal to the whole group would kill their children mid-task). The group gets
+        # SIGKILL only if that takes too long.
         for _name, process in reversed(self.children):
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.terminate()
         deadline = time.monotonic() + 30
         for _name, process in reversed(self.children):
             try:
@@ -116,17 +120,16 @@ def run_up(settings: Settings) -> None:
     try:
         plan(stack)
         py = sys.executable
-        subprocess.run([py, "-m", "reach_cli.main", "db", "upgrade"], env=stack.env, check=True)
+        subprocess.run([py, "-m", "reach_cli.main", *processes.MIGRATE[1:]], env=stack.env, check=True)
         host, port = settings.host, settings.port
         receiver = f"http://{host}:{port}"
         if not settings.uses_real_at:
             stack.start("simulator", [py, "-m", "reach_cli.main", "simulator", "--host", "127.0.0.1",
                                       "--port", str(port + SIMULATOR_PORT_OFFSET), "--callback-url", receiver,
                                       "--api-key", stack.env["AT_API_KEY"]])  # fmt: skip
-        stack.start("web", [py, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2",
-                            "--access-logfile", "-", "web:create_app()"])  # fmt: skip
-        stack.start("worker", [py, "-m", "celery", "-A", "worker", "worker", "--beat", "--concurrency", "2",
-                               "--schedule", str(VAR_DIR / "celerybeat-schedule"), "--loglevel", "INFO"])  # fmt: skip
+        stack.start("web", [py, "-m", *processes.receiver(f"{host}:{port}")])
+        beat = ("--beat", "--schedule", str(VAR_DIR / "celerybeat-schedule"))
+        stack.start("worker", [py, "-m", *processes.worker(processes.ALL_QUEUES, *beat)])
         if not _wait_port(host, port):
             raise click.ClickException(f"the receiver did not start; see {VAR_DIR / 'web.log'}")
         announce(settings, stack.env, receiver)

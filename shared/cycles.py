@@ -40,6 +40,10 @@ class CycleError(ValueError):
     """An operator request about cycles that cannot be done; the message says why."""
 
 
+class CycleNotFound(CycleError):
+    """The cycle the request names does not exist."""
+
+
 def channel_expr() -> ColumnElement[str]:
     """The channel for each contact row, as SQL (`'sms'` or `'voice'`)."""
     preference = type_coerce(Contact.channel_preference, String)
@@ -119,7 +123,7 @@ def preview(session: Session, settings: Settings) -> dict[str, Any]:
 def resume(session: Session, cycle_id: int) -> Cycle:
     cycle = session.get(Cycle, cycle_id, with_for_update=True)
     if cycle is None:
-        raise CycleError(f"no cycle {cycle_id}")
+        raise CycleNotFound(f"no cycle {cycle_id}")
     if cycle.state is not CycleState.PAUSED:
         raise CycleError(f"cycle {cycle_id} is {cycle.state.value}, not paused")
     cycle.state, cycle.paused_reason = CycleState.DISPATCHING, None

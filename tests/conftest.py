@@ -22,6 +22,7 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from shared import at_client, broker, db
@@ -148,8 +149,16 @@ def clean(redis_client: redis_lib.Redis) -> Iterator[None]:
     """Empty every table and Reach's Redis keys (never Celery's own) before the test."""
     engine = db.get_engine()
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as connection:
-        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    # A module's worker may still be finishing the previous test's work: TRUNCATE can then deadlock with
+    # it, and Postgres aborts one side; ours is simply tried again.
+    for attempt in range(5):
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            break
+        except OperationalError as exc:
+            if "deadlock detected" not in str(exc.orig) or attempt == 4:
+                raise
     keys = list(redis_client.scan_iter("reach:*", count=1000))
     if keys:
         redis_client.delete(*keys)

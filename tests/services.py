@@ -17,6 +17,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from reach_cli import processes
 from shared import migrate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +30,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def fresh_database(url: str) -> Iterator[str]:
-    """Create the database `url` names (dropping a leftover one), migrate it, drop it afterwards."""
+def fresh_database(url: str, migrated: bool = True) -> Iterator[str]:
+    """Create the database `url` names (dropping a leftover one), migrate it unless `migrated` is false,
+    drop it afterwards."""
     parsed = make_url(url).set(drivername="postgresql+psycopg")
     admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
     drop = text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
@@ -39,7 +41,8 @@ def fresh_database(url: str) -> Iterator[str]:
         connection.execute(text(f'CREATE DATABASE "{parsed.database}"'))
     rendered = parsed.render_as_string(hide_password=False)
     try:
-        migrate.upgrade(rendered)
+        if migrated:
+            migrate.upgrade(rendered)
         yield rendered
     finally:
         with admin.connect() as connection:
@@ -81,25 +84,39 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-class WorkerProcess:
-    """`celery -A worker worker --beat` (prefork, 2 processes) in its own process group, logging to a file."""
+class ServiceProcess:
+    """`python -m <command>` (a command line of reach_cli/processes.py) in its own process group, logging to
+    a file. Unless `wait` is false, returns once `ready` shows in the log (`wait_ready` does it later)."""
 
-    def __init__(self, workdir: Path, name: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        command: list[str],
+        env: dict[str, str] | None = None,
+        ready: bytes = b"ready.",
+        wait: bool = True,
+    ) -> None:
+        self.name, self.ready = name, ready
         self.log_path = workdir / f"{name}.log"
         self._log = self.log_path.open("ab")
-        command = [
-            sys.executable, "-m", "celery", "-A", "worker", "worker", "--beat", "--concurrency", "2",
-            "--schedule", str(workdir / f"{name}-beat"), "--without-gossip", "--without-mingle",
-            "--loglevel", "INFO", "--hostname", f"{name}@%h",
-        ]  # fmt: skip
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, "-m", *command],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while b"ready." not in self.log_path.read_bytes():
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ready not in self.log_path.read_bytes():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"worker {name} did not start:\n{self.log()[-4000:]}")
+                raise RuntimeError(f"{self.name} did not start:\n{self.log()[-4000:]}")
             time.sleep(0.1)
 
     def log(self) -> str:
@@ -112,12 +129,32 @@ class WorkerProcess:
         self._log.close()
 
     def stop(self) -> None:
-        """Warm shutdown (SIGTERM), then SIGKILL if it takes longer than 20 s."""
+        """Warm shutdown (SIGTERM to the main process, so pool children finish their tasks), then SIGKILL to
+        the whole group if it takes longer than 20 s."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.terminate()
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
         self._log.close()
+
+
+class WorkerProcess(ServiceProcess):
+    """`celery -A worker worker --beat` on every queue with 2 processes (what `reach up` runs), or with
+    `profile` and no beat, one of the production workers."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        name: str,
+        env: dict[str, str] | None = None,
+        profile: processes.WorkerProfile | None = None,
+        wait: bool = True,
+    ) -> None:
+        extra = ["--hostname", f"{name}@%h"]
+        if profile is None:
+            profile = processes.ALL_QUEUES
+            extra += ["--beat", "--schedule", str(workdir / f"{name}-beat")]
+        super().__init__(workdir, name, processes.worker(profile, *extra), env, wait=wait)

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
 from reach_cli.cycles import broker_settings
-from reach_cli.main import cli
+from reach_cli.main import EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, cli
 from shared import cycles
 from shared.models import Call, Contact, ContactStatus, Cycle, CycleState, Message, Schedule
 from shared.settings import Settings, get_settings
@@ -120,6 +120,11 @@ def cycle_count(session: Any) -> int:
         ["schedule", "remove"],
         ["contacts"],
         ["contacts", "list"],
+        ["contacts", "import"],
+        ["contacts", "show"],
+        ["simulator"],
+        ["db", "upgrade"],
+        ["up"],
     ],
     ids=lambda c: " ".join(c) or "reach",
 )
@@ -304,9 +309,9 @@ def test_show_a_paused_cycle_says_why(runner: CliRunner, session: Any) -> None:
 
 
 @pytest.mark.parametrize("command", ["show", "watch", "resume"])
-def test_unknown_cycle_exits_1(runner: CliRunner, session: Any, broker: redis_lib.Redis, command: str) -> None:
+def test_unknown_cycle_exits_4(runner: CliRunner, session: Any, broker: redis_lib.Redis, command: str) -> None:
     result = invoke(runner, "cycle", command, "999")
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_NOT_FOUND == 4
     assert error_of(result) == "error: no cycle 999\n"
     assert broker.llen("send") == 0
 
@@ -454,9 +459,9 @@ def test_schedule_names_are_unique(runner: CliRunner, session: Any) -> None:
 
 
 @pytest.mark.parametrize("key", ["nightly", "12345"])
-def test_schedule_remove_unknown_exits_1(runner: CliRunner, session: Any, key: str) -> None:
+def test_schedule_remove_unknown_exits_4(runner: CliRunner, session: Any, key: str) -> None:
     result = invoke(runner, "schedule", "remove", key)
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_NOT_FOUND
     assert error_of(result) == f"error: no schedule {key!r}\n"
 
 
@@ -486,3 +491,236 @@ def test_contacts_list_refuses_an_unknown_status(runner: CliRunner) -> None:
     result = invoke(runner, "contacts", "list", "--status", "happy")
     assert result.exit_code == 2
     assert "'happy' is not one of 'new', 'pending', 'active', 'inactive', 'opted_out', 'invalid'" in result.stderr
+
+
+# -- exit codes ------------------------------------------------------------------------------------------------
+
+
+def test_top_level_help_documents_the_exit_codes(runner: CliRunner) -> None:
+    out = " ".join(invoke(runner, "--help").output.split())
+    assert (
+        "Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 database or broker unreachable, 4 not found." in out
+    )
+
+
+@pytest.fixture
+def database_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """DATABASE_URL points at a closed port for this test; the real settings come back afterwards."""
+    from tests.conftest import _reset_caches
+
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/reach")
+    _reset_caches()
+    yield
+    monkeypatch.undo()
+    _reset_caches()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["contacts", "list"],
+        ["contacts", "show", "+254711000001"],
+        ["contacts", "import", "CSV"],
+        ["cycle", "show", "1"],
+        ["cycle", "list"],
+        ["schedule", "list"],
+        ["db", "upgrade"],
+    ],
+    ids=" ".join,
+)
+def test_database_down_exits_3_without_a_traceback(
+    runner: CliRunner, database_down: None, tmp_path: Any, args: list[str]
+) -> None:
+    csv_file = tmp_path / "contacts.csv"
+    csv_file.write_text("phone\n+254711000001\n")
+    result = invoke(runner, *[str(csv_file) if a == "CSV" else a for a in args])
+
+    assert result.exit_code == EXIT_UNREACHABLE
+    assert "database unreachable" in error_of(result)
+
+
+# -- contacts import -----------------------------------------------------------------------------------------
+
+
+def test_contacts_import_adds_updates_and_writes_refused_rows_with_reasons(
+    runner: CliRunner, session: Any, tmp_path: Any
+) -> None:
+    session.add(Contact(phone="+254711000001", name="Old name", status=ContactStatus.ACTIVE))
+    session.commit()
+    source = tmp_path / "contacts.csv"
+    source.write_text("phone,name\n+254711000001,Amina\n0711000002,Brian\n254711000003,\nhello,Bad\n0711000002,Again\n")
+
+    result = invoke(runner, "contacts", "import", str(source))
+
+    assert result.exit_code == 0, result.stderr
+    summary, where = result.stdout.splitlines()
+    assert summary.startswith("5 rows: 2 added, 1 updated, 2 refused (")
+    refused = tmp_path / "contacts.refused.csv"
+    assert where == f"refused rows and why: {refused}"
+    assert refused.read_text().splitlines() == [
+        "row,phone,reason",
+        "4,hello,not a phone number",
+        "5,+254711000002,duplicate of row 2",
+    ]
+    assert "importing" in result.stderr  # the progress bar goes to stderr, so stdout stays parseable
+    session.expire_all()
+    found = {c.phone: (c.name, c.status) for c in session.scalars(select(Contact))}
+    assert found == {
+        "+254711000001": ("Amina", ContactStatus.ACTIVE),  # an import never resets a status
+        "+254711000002": ("Brian", ContactStatus.NEW),
+        "+254711000003": (None, ContactStatus.NEW),
+    }
+
+
+def test_contacts_import_refused_file_option(runner: CliRunner, session: Any, tmp_path: Any) -> None:
+    source, target = tmp_path / "in.csv", tmp_path / "why.csv"
+    source.write_text("phone\n12\n")
+    result = invoke(runner, "contacts", "import", str(source), "--refused", str(target))
+    assert result.exit_code == 0
+    [header, row] = target.read_text().splitlines()
+    assert (header, row.split(",")[:2]) == ("row,phone,reason", ["1", "12"])
+    assert not (tmp_path / "in.refused.csv").exists()
+
+
+def test_contacts_import_without_a_phone_column_exits_2(runner: CliRunner, session: Any, tmp_path: Any) -> None:
+    source = tmp_path / "contacts.csv"
+    source.write_text("number,name\n+254711000001,Amina\n")
+    result = invoke(runner, "contacts", "import", str(source))
+    assert result.exit_code == EXIT_USAGE
+    assert "needs a header row with a 'phone' column" in error_of(result)
+
+
+def test_import_reports_progress_chunk_by_chunk(session: Any) -> None:
+    from shared.contacts import IMPORT_CHUNK, import_contacts
+
+    rows = [{"phone": f"+2547110{i:05d}"} for i in range(2 * IMPORT_CHUNK + 500)]
+    steps: list[int] = []
+    report = import_contacts(session, rows, "KE", progress=steps.append)
+    session.commit()
+
+    assert steps == [IMPORT_CHUNK, IMPORT_CHUNK, 500]
+    assert (report.created, report.updated, report.refused) == (len(rows), 0, [])
+    assert session.scalar(select(func.count()).select_from(Contact)) == len(rows)
+
+
+# -- contacts show -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def contact_with_history(session: Any) -> Contact:
+    contact = Contact(
+        phone="+254711000001", name="Amina", status=ContactStatus.INACTIVE, last_sms_status="Failed",
+        last_failure_reason="AbsentSubscriber", last_hangup_cause="NO_ANSWER",
+    )  # fmt: skip
+    session.add(contact)
+    session.flush()
+    cycle_id = make_cycle(session)
+    sent_at = datetime(2026, 11, 20, 9, 0, 5, tzinfo=UTC)
+    session.add_all([
+        Message(contact_id=contact.id, phone=contact.phone, text="Bill", cycle_id=cycle_id, send_state="sent",
+                status="Failed", failure_reason="AbsentSubscriber", cost=Decimal("0.8000"), currency="KES",
+                created_at=sent_at, status_at=sent_at.replace(minute=3)),
+        Call(contact_id=contact.id, phone=contact.phone, cycle_id=cycle_id, send_state="sent", status="Aborted",
+             outcome="retry_later", hangup_cause="NO_ANSWER", created_at=sent_at.replace(hour=10),
+             ended_at=sent_at.replace(hour=10, minute=1)),
+        Call(contact_id=contact.id, phone=contact.phone, cycle_id=cycle_id, send_state="sent", status="Success",
+             outcome="answered", acknowledged=True, duration_seconds=14, amount=Decimal("2.5000"), currency="KES",
+             created_at=sent_at.replace(hour=11), ended_at=sent_at.replace(hour=11, minute=1)),
+    ])  # fmt: skip
+    session.commit()
+    contact.messages_cycle_id = cycle_id  # type: ignore[attr-defined]  (for the assertions)
+    return contact
+
+
+def test_contacts_show_prints_the_contact_and_its_history(runner: CliRunner, contact_with_history: Contact) -> None:
+    result = invoke(runner, "contacts", "show", "0711000001")
+
+    assert result.exit_code == 0, result.stderr
+    out = result.output
+    assert "phone: +254711000001" in out
+    assert "status: inactive" in out
+    sms = out.split("SMS (1 latest")[1].split("Calls (")[0].splitlines()
+    assert sms[1].split()[:2] == ["sent", "cycle"]
+    cycle_id = str(contact_with_history.messages_cycle_id)
+    assert sms[2].split() == ["2026-11-20", "09:00:05", cycle_id, "sent", "Failed", "AbsentSubscriber",
+                              "2026-11-20", "09:03:05", "KES", "0.8000"]  # fmt: skip
+    calls = out.split("Calls (2 latest, newest first; times UTC)")[1].splitlines()
+    answered, unanswered = calls[2].split(), calls[3].split()
+    assert answered[:2] == ["2026-11-20", "11:00:05"]
+    assert answered[3:7] == ["Success", "answered", "-", "yes"]
+    assert answered[-2:] == ["KES", "2.5000"]
+    assert unanswered[3:7] == ["Aborted", "retry_later", "NO_ANSWER", "no"]
+
+
+def test_contacts_show_json_is_the_operator_apis_answer(
+    runner: CliRunner, contact_with_history: Contact, client: Any, operator_headers: dict[str, str]
+) -> None:
+    result = invoke(runner, "contacts", "show", "+254711000001", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.output)
+    assert doc == client.get("/api/contacts/+254711000001", headers=operator_headers).json
+    assert [m["failure_reason"] for m in doc["messages"]] == ["AbsentSubscriber"]
+    assert [(c["hangup_cause"], c["amount"]) for c in doc["calls"]] == [(None, "2.5000"), ("NO_ANSWER", None)]
+
+
+def test_contacts_show_unknown_exits_4_and_bad_number_exits_2(runner: CliRunner, session: Any) -> None:
+    unknown = invoke(runner, "contacts", "show", "+254711999999")
+    assert unknown.exit_code == EXIT_NOT_FOUND
+    assert error_of(unknown) == "error: no contact +254711999999\n"
+    bad = invoke(runner, "contacts", "show", "hello")
+    assert bad.exit_code == EXIT_USAGE
+    assert "bad phone number 'hello'" in error_of(bad)
+
+
+# -- simulator -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "Expecting property name"), ('{"numbers": {"+254711000001": {"colour": 1}}}', "unknown field")],
+    ids=["not json", "unknown field"],
+)
+def test_simulator_refuses_a_bad_scenario_with_exit_2(
+    runner: CliRunner, tmp_path: Any, content: str, message: str
+) -> None:
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(content)
+    result = invoke(runner, "simulator", "--scenario", str(scenario))
+    assert result.exit_code == EXIT_USAGE
+    assert message in error_of(result)
+    assert f"bad scenario {scenario}" in result.stderr
+
+
+def test_simulator_runs_a_scenario_file(tmp_path: Any) -> None:
+    """`reach simulator --scenario FILE` as a process: the file's rule decides AT's answer."""
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.conftest import wait_for
+
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(json.dumps({"numbers": {"+254711000002": {"send_status": 403}}}))
+    port = free_port()
+    command = [sys.executable, "-m", "reach_cli.main", "simulator", "--scenario", str(scenario), "--port", str(port),
+               "--api-key", "cli-sim-key", "--callback-url", f"http://127.0.0.1:{free_port()}"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/version1/messaging"
+        form = {"username": "sandbox", "to": "+254711000001,+254711000002", "message": "hi"}
+        headers = {"apiKey": "cli-sim-key", "Accept": "application/json"}
+
+        def answer() -> Any:
+            try:
+                return requests.post(url, data=form, headers=headers, timeout=2)
+            except requests.ConnectionError:
+                return None
+
+        response = wait_for(answer, timeout=30, what="the simulator answering")
+        recipients = {r["number"]: r["statusCode"] for r in response.json()["SMSMessageData"]["Recipients"]}
+        assert recipients == {"+254711000001": 101, "+254711000002": 403}
+    finally:
+        process.terminate()
+        process.wait(10)

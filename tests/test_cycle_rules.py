@@ -14,8 +14,10 @@ from shared.callbacks import Dlr
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, CycleItem, ItemState, Message, Schedule
 from shared.settings import load_settings
 from shared.status_policy import Action
-from worker import cycles, fallback, ingest
-from worker.tasks import tick
+
+# `tasks`, not `tasks.tick`: pytest's collection evaluates a task proxy held as a module attribute, which
+# loads the Celery configuration before the session's REDIS_URL is set (and loses it for the session).
+from worker import cycles, fallback, ingest, tasks
 
 A, B = "+254711000001", "+254711000002"
 
@@ -29,7 +31,7 @@ def test_two_beats_at_once_start_one_cycle_per_period(session) -> None:
     schedule = schedules.add_schedule(session, "daily", "0 9 * * *", "Morning", timezone="Africa/Nairobi")
     schedule.created_at = datetime.now(UTC) - timedelta(days=3)
     session.commit()
-    first, second = tick.run(), tick.run()  # two beats, or one tick delivered twice
+    first, second = tasks.tick.run(), tasks.tick.run()  # two beats, or one tick delivered twice
     assert len(first) == 1 and second == []
     assert session.scalar(select(func.count()).select_from(Cycle)) == 1
 

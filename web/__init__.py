@@ -10,16 +10,17 @@ from shared.settings import Settings, get_settings
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app; every piece of wiring happens here, none at import time."""
     settings = settings or get_settings()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # an API: no static files
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["reach.settings"] = settings
 
-    from web import callbacks, errors, health, operator_api, services
+    from web import callbacks, errors, health, openapi, operator_api, services
 
     services.init_app(app, settings)
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(operator_api.bp)
+    app.register_blueprint(openapi.bp)
     return app

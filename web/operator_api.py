@@ -12,12 +12,19 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from shared import cycles, schedules
 from shared.callbacks import SendRequest
-from shared.contacts import BadImport, contact_json, get_or_create, import_contacts, rows_from_csv, rows_from_json
-from shared.cycles import CycleError
+from shared.contacts import (
+    BadImport,
+    contact_history,
+    contact_json,
+    get_or_create,
+    import_contacts,
+    rows_from_csv,
+    rows_from_json,
+)
+from shared.cycles import CycleError, CycleNotFound
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message, Schedule
 from shared.phone import InvalidPhone, normalise_phone
 from web.auth import require_operator
@@ -30,6 +37,8 @@ bp = Blueprint("operator_api", __name__, url_prefix="/api")
 #: Operator uploads (CSV imports) may be far larger than an AT callback.
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
+#: A cycle id in a path: ids are Postgres bigints, so a larger number is a 404, never a database error.
+CYCLE_ID = "<int(min=1, max=9223372036854775807):cycle_id>"
 
 
 @bp.before_request
@@ -72,44 +81,7 @@ def show_contact(phone: str) -> ResponseReturnValue:
         contact = session.scalars(select(Contact).where(Contact.phone == e164)).one_or_none()
         if contact is None:
             raise ApiError(404, f"no contact {e164}")
-        return {**contact_json(contact), **_history(session, contact.id)}
-
-
-def _history(session: Session, contact_id: int, limit: int = 20) -> dict[str, Any]:
-    messages = session.scalars(
-        select(Message).where(Message.contact_id == contact_id).order_by(Message.id.desc()).limit(limit)
-    )
-    calls = session.scalars(select(Call).where(Call.contact_id == contact_id).order_by(Call.id.desc()).limit(limit))
-    return {
-        "messages": [
-            {
-                "id": m.id,
-                "at_message_id": m.at_message_id,
-                "cycle_id": m.cycle_id,
-                "send_state": m.send_state,
-                "send_status_code": m.send_status_code,
-                "status": m.status,
-                "failure_reason": m.failure_reason,
-                "created_at": m.created_at.isoformat(),
-            }
-            for m in messages
-        ],
-        "calls": [
-            {
-                "id": c.id,
-                "session_id": c.session_id,
-                "cycle_id": c.cycle_id,
-                "send_state": c.send_state,
-                "status": c.status,
-                "hangup_cause": c.hangup_cause,
-                "outcome": c.outcome,
-                "acknowledged": c.acknowledged,
-                "duration_seconds": c.duration_seconds,
-                "created_at": c.created_at.isoformat(),
-            }
-            for c in calls
-        ],
-    }
+        return {**contact_json(contact), **contact_history(session, contact.id)}
 
 
 @bp.get("/contacts")
@@ -216,12 +188,14 @@ def _text(doc: dict[str, Any], key: str, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str):
         raise ApiError(400, f"field {key} must be text" if value is not None else f"missing field: {key}")
+    if "\x00" in value:  # Postgres text cannot hold NUL
+        raise ApiError(400, f"field {key} must not contain NUL characters")
     return value
 
 
 @bp.errorhandler(CycleError)
 def _cycle_error(exc: CycleError) -> ResponseReturnValue:
-    return {"error": str(exc)}, 400
+    return {"error": str(exc)}, 404 if isinstance(exc, CycleNotFound) else 400
 
 
 @bp.post("/cycles")
@@ -253,7 +227,7 @@ def list_cycles() -> ResponseReturnValue:
         }
 
 
-@bp.get("/cycles/<int:cycle_id>")
+@bp.get(f"/cycles/{CYCLE_ID}")
 def show_cycle(cycle_id: int) -> ResponseReturnValue:
     """State and counts per channel and outcome."""
     with services().sessions() as session:
@@ -263,7 +237,7 @@ def show_cycle(cycle_id: int) -> ResponseReturnValue:
     return found
 
 
-@bp.post("/cycles/<int:cycle_id>/resume")
+@bp.post(f"/cycles/{CYCLE_ID}/resume")
 def resume_cycle(cycle_id: int) -> ResponseReturnValue:
     """Resume a cycle paused for an account problem (after topping up, say)."""
     with services().sessions() as session, session.begin():
