@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 from kombu import Queue
 
+from shared.db import sqlite_connect_args
 from shared.settings import Settings, get_settings
 
 #: Seconds before a message a worker took but never acknowledged goes back to its queue. Larger than
@@ -50,7 +51,31 @@ def get_redis() -> redis.Redis:
     )
 
 
+def embedded_transport_options() -> dict[str, Any]:
+    """kombu's SQLAlchemy transport on a SQLite file: these options go to its `create_engine()`.
+
+    The file is put in WAL mode by `shared.db.prepare_sqlite` (`reach up` does it before starting the
+    worker); the busy timeout lets the receiver, worker and beat processes wait for each other's writes.
+    """
+    return {"connect_args": sqlite_connect_args()}
+
+
+def after_fork() -> None:
+    """No broker connection may cross a fork: kombu's SQLAlchemy transport caches engines per URL."""
+    get_redis.cache_clear()
+    from kombu.transport import sqlalchemy as kombu_sqla
+
+    for engine, _sessions in kombu_sqla.Channel._engines.values():
+        engine.dispose(close=False)
+    kombu_sqla.Channel._engines.clear()
+
+
 def celery_config(settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+    if not settings.uses_redis:
+        # Embedded mode: the same configuration over kombu's SQLAlchemy transport (no Redis options).
+        return {**_common_config(), "broker_url": settings.effective_broker_url,
+                "broker_transport_options": embedded_transport_options()}  # fmt: skip
     url = redis_url(settings)
     transport = {
         "visibility_timeout": VISIBILITY_TIMEOUT,
@@ -64,9 +89,15 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "health_check_interval": 25,
     }
     return {
+        **_common_config(),
         "broker_url": url,
         "broker_transport_options": transport,
         "visibility_timeout": VISIBILITY_TIMEOUT,
+    }
+
+
+def _common_config() -> dict[str, Any]:
+    return {
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "task_serializer": "json",

@@ -7,7 +7,6 @@ import binascii
 import logging
 from typing import Any
 
-import redis
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
@@ -20,6 +19,7 @@ from shared.contacts import BadImport, contact_json, get_or_create, import_conta
 from shared.cycles import CycleError
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message, Schedule
 from shared.phone import InvalidPhone, normalise_phone
+from shared.store import STORE_ERRORS
 from web.auth import require_operator
 from web.errors import ApiError
 from web.services import services
@@ -170,7 +170,7 @@ def enqueue(task: str, row_id: int) -> str | None:
     """
     try:
         services().celery.send_task(task, args=[row_id], retry=False)
-    except (KombuError, OSError, redis.RedisError) as exc:
+    except (KombuError, OSError, *STORE_ERRORS) as exc:
         log.warning("could not queue %s(%s): %s", task, row_id, exc)
         return "the broker is unreachable; the workers will pick this up by themselves once it is back"
     return None
