@@ -50,8 +50,8 @@ def data_file(name: str) -> str:
 
 
 def run_demo(settings: Settings) -> None:
-    if settings.uses_real_at:
-        raise DemoError("the demo runs on the simulator only; unset AT_USERNAME / AT_API_KEY")
+    if not on_simulator(settings):
+        raise DemoError("the demo runs on the simulator only: start it with `reach up --demo` (no AT credentials)")
     with session_scope() as session:
         if session.scalar(select(func.count()).select_from(Contact)):
             raise DemoError(
@@ -69,6 +69,14 @@ def run_demo(settings: Settings) -> None:
     say(f"5. {LATE_CONTACT['phone']} is added after the cycles, so it stays new")
     import_rows([LATE_CONTACT])
     summary()
+
+
+def on_simulator(settings: Settings) -> bool:
+    """AT's voice URL is our simulator (the real AT has no `/_sim/`)."""
+    try:
+        return requests.get(f"{settings.voice_base_url}/_sim/idle", timeout=3).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def say(line: str) -> None:
@@ -109,6 +117,10 @@ def run_cycle(settings: Settings) -> int:
             raise DemoError(f"cycle {cycle_id} is {report['state']}; see the worker log")
         time.sleep(0.5)
     wait_until(lambda: settled(settings), "the simulator's callbacks to be applied")
+    with session_scope() as session:
+        report = cycles.report(session, cycle_id)
+    assert report is not None
+    click.echo(f"   {progress_line(report, datetime.now(UTC).astimezone())} (every report applied)")
     click.echo(f"   contacts now: {status_counts()}")
     return cycle_id
 
@@ -164,7 +176,8 @@ def summary() -> None:
     with session_scope() as session:
         contacts = [contact_json(c) for c in session.scalars(select(Contact).order_by(Contact.id))]
         calls = Counter(
-            (phone, outcome or "-") for phone, outcome in session.execute(select(Call.phone, Call.outcome)).tuples()
+            (phone, f"{outcome or '-'}{', pressed 1' if acknowledged else ''}")
+            for phone, outcome, acknowledged in session.execute(select(Call.phone, Call.outcome, Call.acknowledged))
         )
     calls_by_phone: dict[str, list[str]] = {}
     for (phone, outcome), n in sorted(calls.items()):

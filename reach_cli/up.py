@@ -117,7 +117,9 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def run_up(settings: Settings, *, demo: bool = False, demo_scenario: str | None = None) -> None:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` and supervisors stop the children too
+    # `kill` and supervisors stop the children too; SIGINT explicitly, as a shell may start us with it ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     stack = Stack(settings)
     try:
         if demo:
@@ -180,5 +182,6 @@ def announce(settings: Settings, env: dict[str, str], receiver: str) -> None:
         echo("  AT:            the real Africa's Talking API (AT_USERNAME is set)")
     else:
         echo(f"  AT:            NO AT CREDENTIALS: using the built-in simulator on {env['AT_VOICE_URL']}")
-    echo(f"  logs:          {VAR_DIR / 'web.log'}, {VAR_DIR / 'worker.log'}, {VAR_DIR / 'simulator.log'}")
+    logs = ["web", "worker"] + ([] if settings.uses_real_at else ["simulator"])
+    echo(f"  logs:          {', '.join(str(VAR_DIR / (name + '.log')) for name in logs)}")
     echo("Press Ctrl-C to stop everything.")

@@ -143,7 +143,8 @@ def set_if_absent(sessions: sessionmaker[Session], key: str, ttl: float, value: 
             set_={"value": value, "counter": 0, "expires_at": now + ttl},
             where=KvEntry.expires_at <= now,
         )
-        return bool(session.execute(stmt).rowcount)
+        # RETURNING, not rowcount: an upsert's rowcount is not reported the same way by every driver.
+        return session.execute(stmt.returning(KvEntry.key)).scalar_one_or_none() is not None
 
 
 def put(sessions: sessionmaker[Session], values: dict[str, str], ttl: float) -> None:
@@ -166,7 +167,7 @@ def get_first(sessions: sessionmaker[Session], keys: list[str]) -> str | None:
         found = dict(
             session.execute(
                 select(KvEntry.key, KvEntry.value).where(KvEntry.key.in_(keys), KvEntry.expires_at > time.time())
-            ).tuples()
+            ).all()
         )
     return next((found[k] for k in keys if found.get(k) is not None), None)
 
