@@ -12,6 +12,7 @@ generated once and kept in var/ so the URLs printed at start keep working across
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -42,15 +43,19 @@ class Stack:
         self.children.append((name, process))
 
     def stop(self) -> None:
+        """SIGTERM each child's main process (Celery and gunicorn then stop their own workers in order;
+        signalling the whole group would kill pool workers under a warm shutdown, which then waits for
+        them), then SIGKILL whatever is left in each child's process group, so nothing outlives us."""
         for _name, process in reversed(self.children):
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
         for _name, process in reversed(self.children):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the group outlives its leader only if orphans remain
+            process.wait()
 
     def run_demo(self, command: list[str]) -> None:
         """Run the demo in the foreground (its output on this terminal); the stack stays up afterwards."""
