@@ -14,8 +14,9 @@ from typing import Any
 import redis
 from celery import Celery
 from kombu import Queue
+from sqlalchemy import Engine, inspect, text
 
-from shared.db import sqlite_connect_args
+from shared.db import build_engine, sqlite_connect_args
 from shared.settings import Settings, get_settings
 
 #: Seconds before a message a worker took but never acknowledged goes back to its queue. Larger than
@@ -60,9 +61,24 @@ def embedded_transport_options() -> dict[str, Any]:
     return {"connect_args": sqlite_connect_args()}
 
 
+@functools.cache
+def _embedded_broker_engine(url: str) -> Engine:
+    return build_engine(url.removeprefix("sqla+"))
+
+
+def prune_delivered_messages(url: str) -> int:
+    """Delete the messages kombu's SQLAlchemy transport has delivered: it keeps them (`visible` false)
+    and never reads them again (an unacknowledged one is put back as a new row), so the file only grows."""
+    with _embedded_broker_engine(url).begin() as connection:
+        if not inspect(connection).has_table("kombu_message"):
+            return 0
+        return int(connection.execute(text("DELETE FROM kombu_message WHERE visible = 0")).rowcount)
+
+
 def after_fork() -> None:
     """No broker connection may cross a fork: kombu's SQLAlchemy transport caches engines per URL."""
     get_redis.cache_clear()
+    _embedded_broker_engine.cache_clear()
     from kombu.transport import sqlalchemy as kombu_sqla
 
     for engine, _sessions in kombu_sqla.Channel._engines.values():

@@ -9,8 +9,8 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from shared import broker, schedules
 from shared import cycles as shared_cycles
-from shared import schedules
 from shared.at_client import AtTransient
 from shared.db import session_scope
 from shared.inbox import Batch
@@ -96,6 +96,9 @@ def housekeeping() -> None:
     """Put back batches of dead drainers and apply reports that raced their message's commit."""
     store = get_store()
     store.housekeeping()
+    settings = get_settings()
+    if not settings.uses_redis:
+        broker.prune_delivered_messages(settings.effective_broker_url)
     box = store.inbox(wake=lambda: drain.apply_async())
     restored = box.recover_stale(STALE_BATCH_SECONDS)
     if restored:
