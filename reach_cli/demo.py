@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from reach_cli.cycles import progress_line, send_tasks, table
 from shared import cycles
 from shared.contacts import contact_json, import_contacts, rows_from_csv
-from shared.db import session_scope
+from shared.db import get_engine, session_scope
 from shared.models import Call, Contact, ContactStatus
 from shared.settings import Settings
 from shared.store import store_for
@@ -128,7 +128,7 @@ def run_cycle(settings: Settings) -> int:
 def settled(settings: Settings) -> bool:
     """The simulator has posted every callback and the inbox has applied them all."""
     idle = requests.get(f"{settings.voice_base_url}/_sim/idle", timeout=5).json()["idle"]
-    store = store_for(settings)
+    store = store_for(settings, engine=get_engine())
     try:
         inbox = store.inbox()
         return bool(idle) and inbox.depth() == 0 and inbox.in_flight() == 0

@@ -9,6 +9,8 @@ way against ~0.8k/s with a task each. The list is a reliable queue (Redis `LMOVE
   claim time in a sorted set; `ack()` deletes it after the Postgres commit; `release()` puts a failed
   batch back at the head of the inbox.
 - `recover_stale()` puts back batches whose drainer died (SIGKILL, OOM) once older than `stale_after`.
+- Without REDIS_URL (the embedded mode) `shared.sql_store.SqlInbox` keeps the same contract in the
+  database; `shared.store.store_for` chooses.
 - A wake-up (`nudge`) is published at most every `NUDGE_PERIOD_MS` per inbox, so the drain task starts
   within a moment of a callback without one Celery message per callback.
 """

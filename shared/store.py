@@ -114,10 +114,26 @@ class SqlStore:
         """The engine belongs to its creator."""
 
 
-def store_for(settings: Settings, *, redis_client: redis.Redis | None = None, engine: Engine | None = None) -> Store:
-    """The one place that decides: Redis when REDIS_URL is set, otherwise the database."""
+def store_for(
+    settings: Settings,
+    *,
+    redis_client: redis.Redis | None = None,
+    redis_timeout: float = 5,
+    engine: Engine | None = None,
+) -> Store:
+    """The one place that decides: Redis when REDIS_URL is set, otherwise the database.
+
+    Pass the process's own Redis client or database engine to share its connections.
+    """
     if settings.uses_redis:
-        return RedisStore(redis_client or redis.Redis.from_url(settings.redis_url))
+        if redis_client is None:
+            redis_client = redis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=redis_timeout,
+                socket_connect_timeout=redis_timeout,
+                health_check_interval=25,
+            )
+        return RedisStore(redis_client)
     if engine is None:
         from shared.db import build_engine
 

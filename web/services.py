@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
 from celery import Celery
 from flask import Flask, current_app
 from sqlalchemy import Engine
@@ -39,12 +38,8 @@ def init_app(app: Flask, settings: Settings) -> None:
         celery.send_task("reach.ingest.drain")
 
     engine = build_engine(normalise_url(settings.effective_database_url))
-    client = None
-    if settings.uses_redis:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=25
-        )
-    store = store_for(settings, redis_client=client, engine=engine)
+    # Short Redis timeouts: a callback gets its 503 (and AT retries) rather than waiting on a dead Redis.
+    store = store_for(settings, engine=engine, redis_timeout=2)
     app.extensions["reach"] = Services(
         settings=settings,
         store=store,
