@@ -4,10 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format install bench clean
+.PHONY: run demo test lint format install bench clean
 
 run: $(STAMP)
 	$(VENV)/bin/reach up
+
+# Sample contacts, two cycles on the simulator and a summary (needs an empty database: see README).
+demo: $(STAMP)
+	$(VENV)/bin/reach up --demo
 
 test: $(STAMP)
 	./scripts/ensure-postgres

@@ -14,21 +14,9 @@ from typing import Any
 
 from shared.settings import Settings
 
-#: Where the broker is looked for when REDIS_URL is not set: the Redis that `reach up` starts under var/.
-FALLBACK_BROKER = "redis://127.0.0.1:{port}/0"
-
 
 class BrokerUnreachable(RuntimeError):
     """The broker did not take the task messages; the message says why (never the URL's password)."""
-
-
-def broker_settings(settings: Settings) -> Settings:
-    """The settings, with the broker of `reach up` filled in when REDIS_URL is not set."""
-    if settings.redis_url:
-        return settings
-    from reach_cli.up import LOCAL_REDIS_PORT
-
-    return settings.model_copy(update={"redis_url": FALLBACK_BROKER.format(port=LOCAL_REDIS_PORT)})
 
 
 def send_tasks(settings: Settings, names: Sequence[str], args: list[Any]) -> None:
@@ -38,21 +26,20 @@ def send_tasks(settings: Settings, names: Sequence[str], args: list[Any]) -> Non
     producer's connection (one quick retry), and the sends themselves do not retry.
     """
     from kombu.exceptions import OperationalError
-    from redis.exceptions import RedisError
 
     from shared.broker import make_celery
+    from shared.store import STORE_ERRORS
 
-    app = make_celery("reach-cli", broker_settings(settings))
+    app = make_celery("reach-cli", settings)
     try:
         with app.producer_or_acquire() as producer:
             producer.connection.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.3)
             for name in names:
                 app.send_task(name, args=args, producer=producer, retry=False)
-    except (OperationalError, RedisError, OSError) as exc:
+    except (OperationalError, OSError, *STORE_ERRORS) as exc:
         if settings.redis_url:
             raise BrokerUnreachable(f"the broker (REDIS_URL) is unreachable: {exc}") from None
-        local = broker_settings(settings).redis_url.removeprefix("redis://").removesuffix("/0")
-        raise BrokerUnreachable(f"REDIS_URL is not set and no Redis of `reach up` answers at {local}: {exc}") from None
+        raise BrokerUnreachable(f"the embedded broker ({settings.effective_broker_url}) failed: {exc}") from None
     finally:
         app.close()
 

@@ -1,16 +1,20 @@
 """`reach up`: run the whole system on this machine and stop it all cleanly on Ctrl-C.
 
-Starts, as child processes: a Redis of its own when REDIS_URL is not set (under var/redis, AOF on),
-the AT simulator when no AT credentials are set (announced plainly), the receiver (gunicorn) and a
-Celery worker with embedded beat. Migrations run first. Missing tokens are generated once and kept in
-var/ so the URLs printed at start keep working across restarts.
+Starts, as child processes: the AT simulator when no AT credentials are set (announced plainly), the
+receiver (gunicorn) and a Celery worker with embedded beat. Migrations run first. With no DATABASE_URL
+and no REDIS_URL everything is embedded under var/ (or REACH_VAR_DIR): the database in
+`reach.sqlite3`, Celery's broker in `broker.sqlite3` (kombu's SQLAlchemy transport), the callback inbox
+and caches in the database (`shared.store`); nothing else needs installing. Missing tokens are
+generated once and kept in var/ so the URLs printed at start keep working across restarts.
+
+`--demo` then runs `reach demo` against this stack (sample contacts, two cycles, a summary).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +28,8 @@ from reach_cli import processes
 from shared.settings import VAR_DIR, Settings
 
 SIMULATOR_PORT_OFFSET = 1  # the simulator listens on PORT + 1
-LOCAL_REDIS_PORT = 6390
+#: The demo's calls retry a busy or unanswered customer once, a few seconds later (instead of minutes).
+DEMO_SETTINGS = {"CALL_RETRIES": "1", "CALL_RETRY_DELAY_SECONDS": "3"}
 
 
 @dataclass
@@ -39,18 +44,28 @@ class Stack:
         self.children.append((name, process))
 
     def stop(self) -> None:
-        # SIGTERM to each main process only: a Celery worker then finishes its running tasks and gunicorn
-        # its requests (a signal to the whole group would kill their children mid-task). The group gets
-        # SIGKILL only if that takes too long.
+        """SIGTERM each child's main process (Celery and gunicorn then stop their own workers in order;
+        signalling the whole group would kill pool workers under a warm shutdown, which then waits for
+        them), then SIGKILL whatever is left in each child's process group, so nothing outlives us."""
         for _name, process in reversed(self.children):
             if process.poll() is None:
-                process.terminate()
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
         for _name, process in reversed(self.children):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the group outlives its leader only if orphans remain
+            process.wait()
+
+    def run_demo(self, command: list[str]) -> None:
+        """Run the demo in the foreground (its output on this terminal); the stack stays up afterwards."""
+        demo = subprocess.Popen(command, env=self.env, start_new_session=True)
+        self.children.append(("demo", demo))
+        if demo.wait() != 0:
+            click.echo(f"the demo failed (exit {demo.returncode}); the logs are in {VAR_DIR}", err=True)
+        self.children.remove(("demo", demo))
+        click.echo("Reach keeps running; press Ctrl-C to stop everything.")
 
     def watch(self) -> None:
         """Block until Ctrl-C or until a child dies (then say which, and where its log is)."""
@@ -87,20 +102,13 @@ def _wait_port(host: str, port: int, timeout: float = 20) -> bool:
 
 
 def plan(stack: Stack) -> None:
-    """Fill in what is not configured: Redis, AT (the simulator) and tokens."""
+    """Fill in what is not configured: the embedded broker, AT (the simulator) and tokens."""
+    from shared.db import prepare_sqlite
+
     settings, env = stack.settings, stack.env
     env.setdefault("DATABASE_URL", settings.effective_database_url)
-    if not settings.redis_url:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise click.ClickException("REDIS_URL is not set and redis-server is not installed")
-        (VAR_DIR / "redis").mkdir(exist_ok=True)
-        stack.start("redis", [binary, "--port", str(LOCAL_REDIS_PORT), "--bind", "127.0.0.1",
-                              "--dir", str((VAR_DIR / "redis").resolve()), "--appendonly", "yes",
-                              "--maxmemory-policy", "noeviction"])  # fmt: skip
-        env["REDIS_URL"] = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
-        if not _wait_port("127.0.0.1", LOCAL_REDIS_PORT):
-            raise click.ClickException(f"redis-server did not start; see {VAR_DIR / 'redis.log'}")
+    if not settings.uses_redis:
+        prepare_sqlite(settings.effective_broker_url)
     env.setdefault("WEBHOOK_TOKEN", settings.webhook_token.get_secret_value() or _secret("webhook-token"))
     env.setdefault("API_TOKEN", settings.api_token.get_secret_value() or _secret("api-token"))
     if not settings.uses_real_at:
@@ -113,26 +121,38 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_up(settings: Settings) -> None:
-    VAR_DIR.mkdir(exist_ok=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` and supervisors stop the children too
+def run_up(settings: Settings, *, demo: bool = False, demo_scenario: str | None = None) -> None:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # `kill` and supervisors stop the children too; SIGINT explicitly, as a shell may start us with it ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     stack = Stack(settings)
     try:
+        if demo:
+            if settings.uses_real_at:
+                raise click.ClickException("--demo runs on the simulator only; unset AT_USERNAME / AT_API_KEY")
+            for name, value in DEMO_SETTINGS.items():
+                stack.env.setdefault(name, value)
         plan(stack)
         py = sys.executable
         subprocess.run([py, "-m", "reach_cli.main", *processes.MIGRATE[1:]], env=stack.env, check=True)
         host, port = settings.host, settings.port
         receiver = f"http://{host}:{port}"
         if not settings.uses_real_at:
+            scenario = ["--scenario", demo_scenario] if demo_scenario else []
             stack.start("simulator", [py, "-m", "reach_cli.main", "simulator", "--host", "127.0.0.1",
                                       "--port", str(port + SIMULATOR_PORT_OFFSET), "--callback-url", receiver,
-                                      "--api-key", stack.env["AT_API_KEY"]])  # fmt: skip
+                                      "--api-key", stack.env["AT_API_KEY"], *scenario])  # fmt: skip
         stack.start("web", [py, "-m", *processes.receiver(f"{host}:{port}")])
         beat = ("--beat", "--schedule", str(VAR_DIR / "celerybeat-schedule"))
         stack.start("worker", [py, "-m", *processes.worker(processes.ALL_QUEUES, *beat)])
         if not _wait_port(host, port):
             raise click.ClickException(f"the receiver did not start; see {VAR_DIR / 'web.log'}")
+        if not settings.uses_real_at and not _wait_port("127.0.0.1", port + SIMULATOR_PORT_OFFSET):
+            raise click.ClickException(f"the simulator did not start; see {VAR_DIR / 'simulator.log'}")
         announce(settings, stack.env, receiver)
+        if demo:
+            stack.run_demo([py, "-m", "reach_cli.main", "demo"])
         stack.watch()
     except KeyboardInterrupt:
         click.echo("\nstopping...")
@@ -143,14 +163,27 @@ def run_up(settings: Settings) -> None:
 
 def announce(settings: Settings, env: dict[str, str], receiver: str) -> None:
     echo = click.echo
-    echo(f"Reach is up: receiver on {receiver}")
     database = env["DATABASE_URL"]
-    echo(f"  database:   {'SQLite ' + database if database.startswith('sqlite') else 'PostgreSQL'}")
-    echo(f"  broker:     {'a local redis-server under var/redis' if not settings.redis_url else 'REDIS_URL'}")
-    if settings.uses_real_at:
-        echo("  AT:         the real Africa's Talking API (AT_USERNAME is set)")
+    echo(f"Reach is up: receiver on {receiver}")
+    echo(
+        f"  AT callbacks:  {receiver}/dlr, /receiveSMS, /voice, /ussd (?token= from {VAR_DIR / 'webhook-token.secret'})"
+    )
+    echo(f"  operator API:  {receiver}/api (Bearer token in {VAR_DIR / 'api-token.secret'}, or API_TOKEN)")
+    echo(f"  health:        {receiver}/healthz, {receiver}/readyz")
+    echo(f"  dashboard:     {receiver}/ (to come; use the operator API or `reach` meanwhile)")
+    if database.startswith("sqlite"):
+        echo(f"  database:      SQLite file {database.removeprefix('sqlite:///')}")
     else:
-        echo(f"  AT:         NO AT CREDENTIALS: using the built-in simulator on {env['AT_VOICE_URL']}")
-    echo(f"  operator API token: in {VAR_DIR / 'api-token.secret'} (or API_TOKEN)")
-    echo(f"  logs:       {VAR_DIR}/*.log")
+        echo("  database:      PostgreSQL (DATABASE_URL)")
+    if settings.uses_redis:
+        echo("  broker, inbox: Redis (REDIS_URL)")
+    else:
+        broker = settings.effective_broker_url.removeprefix("sqla+sqlite:///")
+        echo(f"  broker:        embedded (no Redis): SQLite file {broker}; callback inbox in the database")
+    if settings.uses_real_at:
+        echo("  AT:            the real Africa's Talking API (AT_USERNAME is set)")
+    else:
+        echo(f"  AT:            NO AT CREDENTIALS: using the built-in simulator on {env['AT_VOICE_URL']}")
+    logs = ["web", "worker"] + ([] if settings.uses_real_at else ["simulator"])
+    echo(f"  logs:          {', '.join(str(VAR_DIR / (name + '.log')) for name in logs)}")
     echo("Press Ctrl-C to stop everything.")

@@ -14,7 +14,9 @@ from typing import Any
 import redis
 from celery import Celery
 from kombu import Queue
+from sqlalchemy import Engine, inspect, text
 
+from shared.db import build_engine, sqlite_connect_args
 from shared.settings import Settings, get_settings
 
 #: Seconds before a message a worker took but never acknowledged goes back to its queue. Larger than
@@ -50,7 +52,46 @@ def get_redis() -> redis.Redis:
     )
 
 
+def embedded_transport_options() -> dict[str, Any]:
+    """kombu's SQLAlchemy transport on a SQLite file: these options go to its `create_engine()`.
+
+    The file is put in WAL mode by `shared.db.prepare_sqlite` (`reach up` does it before starting the
+    worker); the busy timeout lets the receiver, worker and beat processes wait for each other's writes.
+    """
+    return {"connect_args": sqlite_connect_args()}
+
+
+@functools.cache
+def _embedded_broker_engine(url: str) -> Engine:
+    return build_engine(url.removeprefix("sqla+"))
+
+
+def prune_delivered_messages(url: str) -> int:
+    """Delete the messages kombu's SQLAlchemy transport has delivered: it keeps them (`visible` false)
+    and never reads them again (an unacknowledged one is put back as a new row), so the file only grows."""
+    with _embedded_broker_engine(url).begin() as connection:
+        if not inspect(connection).has_table("kombu_message"):
+            return 0
+        return int(connection.execute(text("DELETE FROM kombu_message WHERE visible = 0")).rowcount)
+
+
+def after_fork() -> None:
+    """No broker connection may cross a fork: kombu's SQLAlchemy transport caches engines per URL."""
+    get_redis.cache_clear()
+    _embedded_broker_engine.cache_clear()
+    from kombu.transport import sqlalchemy as kombu_sqla
+
+    for engine, _sessions in kombu_sqla.Channel._engines.values():
+        engine.dispose(close=False)
+    kombu_sqla.Channel._engines.clear()
+
+
 def celery_config(settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+    if not settings.uses_redis:
+        # Embedded mode: the same configuration over kombu's SQLAlchemy transport (no Redis options).
+        return {**_common_config(), "broker_url": settings.effective_broker_url,
+                "broker_transport_options": embedded_transport_options()}  # fmt: skip
     url = redis_url(settings)
     transport = {
         "visibility_timeout": VISIBILITY_TIMEOUT,
@@ -64,9 +105,15 @@ def celery_config(settings: Settings | None = None) -> dict[str, Any]:
         "health_check_interval": 25,
     }
     return {
+        **_common_config(),
         "broker_url": url,
         "broker_transport_options": transport,
         "visibility_timeout": VISIBILITY_TIMEOUT,
+    }
+
+
+def _common_config() -> dict[str, Any]:
+    return {
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "task_serializer": "json",

@@ -28,13 +28,30 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+#: How long a SQLite writer waits for another process's write (receiver, worker and beat share files).
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
+def sqlite_connect_args() -> dict[str, Any]:
+    return {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+
+
+def prepare_sqlite(url: str) -> None:
+    """Create a SQLite file's directory and switch it to WAL (kept in the file), so readers never wait for
+    writers. For files other libraries open with their own engines (kombu's broker file)."""
+    engine = build_engine(url.removeprefix("sqla+"))
+    with engine.connect():
+        pass
+    engine.dispose()
+
+
 def build_engine(url: str, **kwargs: Any) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_engine(url, connect_args=sqlite_connect_args(), **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -48,7 +65,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
     cursor.close()
 
 

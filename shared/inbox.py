@@ -9,6 +9,8 @@ way against ~0.8k/s with a task each. The list is a reliable queue (Redis `LMOVE
   claim time in a sorted set; `ack()` deletes it after the Postgres commit; `release()` puts a failed
   batch back at the head of the inbox.
 - `recover_stale()` puts back batches whose drainer died (SIGKILL, OOM) once older than `stale_after`.
+- Without REDIS_URL (the embedded mode) `shared.sql_store.SqlInbox` keeps the same contract in the
+  database; `shared.store.store_for` chooses.
 - A wake-up (`nudge`) is published at most every `NUDGE_PERIOD_MS` per inbox, so the drain task starts
   within a moment of a callback without one Celery message per callback.
 """
@@ -28,6 +30,7 @@ INBOX = "reach:inbox"
 CLAIMS = "reach:inbox:claims"  # sorted set: processing list name -> claim time
 PROCESSING_PREFIX = "reach:inbox:processing:"
 NUDGE = "reach:inbox:nudge"
+DEAD_LETTERS = "reach:inbox:dead"  # callbacks that could not be applied, kept for an operator
 NUDGE_PERIOD_MS = 500
 
 # Pop up to ARGV[1] items from the inbox's tail into the processing list, 1,000 at a time (Lua's
@@ -132,6 +135,10 @@ class Inbox:
         for key in self.redis.zrangebyscore(CLAIMS, "-inf", cutoff):
             restored += self.release(key.decode() if isinstance(key, bytes) else key)
         return restored
+
+    def dead_letter(self, batch: Batch, item: InboxItem) -> None:
+        """Park one claimed callback that cannot be applied (the batch's ack removes it from processing)."""
+        self.redis.rpush(DEAD_LETTERS, json.dumps({"id": item.id, "kind": item.kind, "data": item.data}))
 
     def mark_idle(self) -> None:
         """Called by a drainer that found the inbox empty, before its last look (see module docs)."""

@@ -8,6 +8,7 @@ operator spells it (`DATABASE_URL: ...`). Secrets are `SecretStr`, so they never
 from __future__ import annotations
 
 import functools
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-#: Embedded defaults for a machine with nothing configured (design §3): files under var/.
-VAR_DIR = Path("var")
+#: Embedded defaults for a machine with nothing configured (design §3): files under var/, or under
+#: REACH_VAR_DIR when set (read from the environment only: it says where `.env`-less runs keep their files).
+VAR_DIR = Path(os.environ.get("REACH_VAR_DIR") or "var")
 
 LIVE_SMS_URL = "https://api.africastalking.com/version1"
 LIVE_VOICE_URL = "https://voice.africastalking.com"
@@ -171,6 +173,16 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{VAR_DIR / 'reach.sqlite3'}"
+
+    @property
+    def uses_redis(self) -> bool:
+        """Redis carries Celery, the inbox and the caches; without it all live in SQLite files (embedded)."""
+        return bool(self.redis_url)
+
+    @property
+    def effective_broker_url(self) -> str:
+        """Celery's broker: Redis, or kombu's SQLAlchemy transport on its own SQLite file under var/."""
+        return self.redis_url or f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -113,6 +113,7 @@ def environment(database_url: str, redis_url: str) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     _reset_caches()
+    _reconfigure_worker_app()
     yield
     for key, value in saved.items():
         if value is None:
@@ -120,6 +121,16 @@ def environment(database_url: str, redis_url: str) -> Iterator[None]:
         else:
             os.environ[key] = value
     _reset_caches()
+
+
+def _reconfigure_worker_app() -> None:
+    """Collection inspects task objects (`from worker.tasks import tick`), which can make Celery read its
+    configuration before this fixture set the environment: without REDIS_URL that is the embedded broker
+    under var/. Read it again now that REDIS_URL is set."""
+    from worker.celery import app, worker_config
+
+    if app.configured:
+        app.conf.update({**broker.celery_config(), **worker_config()})
 
 
 def _reset_caches() -> None:

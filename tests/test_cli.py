@@ -19,11 +19,10 @@ import redis as redis_lib
 from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
-from reach_cli.cycles import broker_settings
 from reach_cli.main import EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, cli
 from shared import cycles
 from shared.models import Call, Contact, ContactStatus, Cycle, CycleState, Message, Schedule
-from shared.settings import Settings, get_settings
+from shared.settings import VAR_DIR, Settings, get_settings
 from tests.conftest import free_port
 from worker.cycles import plan_cycle
 
@@ -238,12 +237,12 @@ def test_run_with_broker_down_keeps_the_cycle_and_exits_3(runner: CliRunner, ses
     assert "within about 2 minutes" in error
 
 
-def test_without_redis_url_the_broker_of_reach_up_is_used(settings: Settings) -> None:
-    from reach_cli.up import LOCAL_REDIS_PORT
+def test_without_redis_url_the_embedded_broker_under_var_is_used(settings: Settings) -> None:
+    from shared.broker import celery_config
 
-    assert broker_settings(settings) is settings
+    assert celery_config(settings)["broker_url"] == settings.redis_url
     unset = settings.model_copy(update={"redis_url": ""})
-    assert broker_settings(unset).redis_url == f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
+    assert celery_config(unset)["broker_url"] == f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}"
 
 
 # -- cycle show / list / watch -------------------------------------------------------------------------------

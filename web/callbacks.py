@@ -1,11 +1,10 @@
-"""AT's callbacks (design §4): validate, queue on Redis, answer fast. Views never write Postgres."""
+"""AT's callbacks (design §4): validate, queue on the inbox, answer fast. Views never write Postgres."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-import redis
 from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
@@ -14,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from shared import ussd, voice_script
 from shared.callbacks import Dlr, IncomingSms, SendRequest, UssdStep, VoiceEvent, parse, phone_or_raw
 from shared.models import Contact
+from shared.store import STORE_ERRORS
 from web import operator_api
 from web.auth import require_operator, require_webhook_token
 from web.errors import ApiError
@@ -25,10 +25,10 @@ bp = Blueprint("callbacks", __name__)
 
 
 def queue(kind: str, fields: dict[str, Any]) -> str:
-    """Put a validated callback on the inbox; 503 (AT retries) if Redis could not keep it."""
+    """Put a validated callback on the inbox; 503 (AT retries) if the store could not keep it."""
     try:
         return services().inbox.push(kind, {k: str(v) for k, v in fields.items() if v is not None})
-    except redis.RedisError as exc:
+    except STORE_ERRORS as exc:
         log.error("could not queue %s callback: %s", kind, exc)
         raise ApiError(503, "temporarily unable to accept callbacks; retry later") from None
 
@@ -100,8 +100,8 @@ def _voice(fields: dict[str, Any]) -> ResponseReturnValue:
         return Response(voice_script.thank(), mimetype="application/xml")
     phone = phone_or_raw(event.caller_number)
     try:
-        message = voice_script.lookup(services().redis, session_id=event.session_id, phone=phone)
-    except redis.RedisError as exc:
+        message = services().store.lookup_script(session_id=event.session_id, phone=phone)
+    except STORE_ERRORS as exc:
         log.error("voice script lookup failed: %s", exc)
         message = None
     if message is None:

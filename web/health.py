@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from shared.store import STORE_ERRORS
 from web.services import services
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _database_ok() -> bool:
 
 def _broker_ok() -> bool:
     try:
-        return bool(services().redis.ping())
-    except redis.RedisError as exc:
+        return services().store.ping()
+    except STORE_ERRORS as exc:
         log.warning("readiness: broker down: %s", exc.__class__.__name__)
         return False

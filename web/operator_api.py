@@ -7,7 +7,6 @@ import binascii
 import logging
 from typing import Any
 
-import redis
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
@@ -27,6 +26,7 @@ from shared.contacts import (
 from shared.cycles import CycleError, CycleNotFound
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message, Schedule
 from shared.phone import InvalidPhone, normalise_phone
+from shared.store import STORE_ERRORS
 from web.auth import require_operator
 from web.errors import ApiError
 from web.services import services
@@ -142,7 +142,7 @@ def enqueue(task: str, row_id: int) -> str | None:
     """
     try:
         services().celery.send_task(task, args=[row_id], retry=False)
-    except (KombuError, OSError, redis.RedisError) as exc:
+    except (KombuError, OSError, *STORE_ERRORS) as exc:
         log.warning("could not queue %s(%s): %s", task, row_id, exc)
         return "the broker is unreachable; the workers will pick this up by themselves once it is back"
     return None

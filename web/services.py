@@ -1,10 +1,10 @@
-"""What views reach through `current_app`: settings, Redis, the inbox, a Celery producer, sessions."""
+"""What views reach through `current_app`: settings, the store (Redis or the database), the inbox, a Celery
+producer, sessions."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
 from celery import Celery
 from flask import Flask, current_app
 from sqlalchemy import Engine
@@ -12,39 +12,38 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.broker import make_celery
 from shared.db import build_engine, normalise_url
-from shared.inbox import Inbox
 from shared.settings import Settings
+from shared.store import CallbackInbox, Store, store_for
 
 
 @dataclass
 class Services:
     settings: Settings
-    redis: redis.Redis
-    inbox: Inbox
+    store: Store
+    inbox: CallbackInbox
     celery: Celery
     engine: Engine
     sessions: sessionmaker[Session]
 
     def close(self) -> None:
         """Release connections (tests build many apps in one process)."""
+        self.store.close()
         self.engine.dispose()
-        self.redis.close()
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=25
-    )
     celery = make_celery("reach-web", settings)
 
     def wake_drainer() -> None:
         celery.send_task("reach.ingest.drain")
 
     engine = build_engine(normalise_url(settings.effective_database_url))
+    # Short Redis timeouts: a callback gets its 503 (and AT retries) rather than waiting on a dead Redis.
+    store = store_for(settings, engine=engine, redis_timeout=2)
     app.extensions["reach"] = Services(
         settings=settings,
-        redis=client,
-        inbox=Inbox(client, wake=wake_drainer),
+        store=store,
+        inbox=store.inbox(wake=wake_drainer),
         celery=celery,
         engine=engine,
         sessions=sessionmaker(engine, expire_on_commit=False),

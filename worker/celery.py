@@ -51,6 +51,6 @@ def _after_fork(**_kwargs: object) -> None:
     dispose_after_fork()
     from shared import at_client, broker
 
-    broker.get_redis.cache_clear()
+    broker.after_fork()
     at_client.reset_at_client()
     logging.getLogger(__name__).debug("worker process initialised")

@@ -21,11 +21,9 @@ import requests
 from sqlalchemy import String, exists, func, literal, select, type_coerce, update
 from sqlalchemy.orm import Session
 
-from shared import cycles, voice_script
+from shared import cycles
 from shared.at_client import AtError, AtRejected, AtTransient, CallEntry, SmsSendResult, get_at_client
-from shared.broker import get_redis
 from shared.db import insert_for, session_scope
-from shared.inbox import Inbox
 from shared.models import (
     Call,
     Channel,
@@ -37,9 +35,9 @@ from shared.models import (
     ItemState,
     Message,
 )
-from shared.ratelimit import acquire
 from shared.settings import Settings, get_settings
 from shared.status_policy import Action
+from shared.store import CallbackInbox, get_store
 from worker import outcomes
 from worker.ingest import apply_pending_dlrs
 
@@ -191,7 +189,7 @@ def dispatch_sms(cycle_id: int, budget_seconds: float = 20.0) -> str:
                 return "paused" if cycle and cycle.state is CycleState.PAUSED else "idle"
             session.expunge(cycle)
         # Wait for the rate budget before claiming, so waiting never eats into the claim's lease.
-        acquire(get_redis(), "sms", settings.sms_batch_size, settings.send_rate_per_second)
+        get_store().acquire_rate("sms", settings.sms_batch_size, settings.send_rate_per_second)
         batch = claim_sms(cycle, settings.sms_batch_size)
         if not batch:
             return "idle"
@@ -388,7 +386,7 @@ def dispatch_calls(cycle_id: int) -> str:
 
 def place_call(cycle: Cycle, claimed: Claimed, settings: Settings) -> str:
     message = cycle.voice_message or cycle.message
-    voice_script.remember(get_redis(), message, phone=claimed.phone)
+    get_store().remember_script(message, phone=claimed.phone)
     try:
         result = get_at_client().call([claimed.phone])
     except AtTransient as exc:
@@ -412,7 +410,7 @@ def record_call(
 ) -> str:
     call = session.get_one(Call, claimed.row_id)
     if entry is not None and entry.session_id:
-        voice_script.remember(get_redis(), message, phone=claimed.phone, session_id=entry.session_id)
+        get_store().remember_script(message, phone=claimed.phone, session_id=entry.session_id)
         # The final callback may already have adopted this call (ingest._lock_call); keep its session id.
         call.session_id = call.session_id or entry.session_id
         call.send_state, call.status = "sent", call.status or entry.status
@@ -464,7 +462,7 @@ def finish_if_done(session: Session, cycle_id: int) -> bool:
     return result.rowcount == 1
 
 
-def reconcile_interrupted(session: Session, inbox: Inbox, grace: timedelta) -> dict[str, int]:
+def reconcile_interrupted(session: Session, inbox: CallbackInbox, grace: timedelta) -> dict[str, int]:
     """Items left `submitting` by a dispatcher that died: adopt what AT shows it sent, resend the rest.
 
     An SMS is adopted when a delivery report for its number arrived after the claim and matches no

@@ -12,12 +12,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared import voice_script
 from shared.at_client import AtRejected, AtTransient, SmsRecipient, get_at_client
-from shared.broker import get_redis
 from shared.db import session_scope
 from shared.models import Call, Message
 from shared.status_policy import Action
+from shared.store import get_store
 from worker import outcomes
 from worker.ingest import apply_pending_dlrs
 
@@ -94,7 +93,7 @@ def place_call(call_id: int) -> str:
             return "skipped"
         call = session.get_one(Call, call_id)
         phone, message = call.phone, call.message or ""
-    voice_script.remember(get_redis(), message, phone=phone)
+    get_store().remember_script(message, phone=phone)
     try:
         result = get_at_client().call([phone])
     except AtRejected as exc:
@@ -105,7 +104,7 @@ def place_call(call_id: int) -> str:
         reason = result.error_message or ", ".join(e.status for e in result.entries) or "no entry"
         fail(Call, call_id, f"AT did not queue the call: {reason}")
         return "rejected"
-    voice_script.remember(get_redis(), message, phone=phone, session_id=entry.session_id)
+    get_store().remember_script(message, phone=phone, session_id=entry.session_id)
     with session_scope() as session:
         call = session.get_one(Call, call_id)
         call.session_id, call.send_state, call.status = entry.session_id, SENT, entry.status

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import timedelta
@@ -10,14 +9,14 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from shared import broker, schedules
 from shared import cycles as shared_cycles
-from shared import schedules
 from shared.at_client import AtTransient
-from shared.broker import get_redis
 from shared.db import session_scope
-from shared.inbox import Batch, Inbox
+from shared.inbox import Batch
 from shared.models import Schedule
 from shared.settings import get_settings
+from shared.store import CallbackInbox, get_store
 from worker import cycles, ingest, sending
 from worker.base import reach_task
 from worker.celery import app
@@ -28,20 +27,19 @@ log = logging.getLogger(__name__)
 DRAIN_BUDGET_SECONDS = 20.0
 #: A claimed batch older than this belongs to a drainer that died; housekeeping puts it back.
 STALE_BATCH_SECONDS = 60.0
-DEAD_LETTERS = "reach:inbox:dead"
 
 
-def inbox() -> Inbox:
-    return Inbox(get_redis(), wake=lambda: drain.apply_async())
+def inbox() -> CallbackInbox:
+    return get_store().inbox(wake=lambda: drain.apply_async())
 
 
 @reach_task("reach.ingest.drain", time_limit=45, soft_time_limit=40)
 def drain() -> int:
-    """Move queued callbacks from Redis into Postgres until the inbox is empty or the budget is spent."""
+    """Move queued callbacks from the inbox into the database until the inbox is empty or the budget is spent."""
     return drain_inbox(inbox(), get_settings().drain_batch_size, DRAIN_BUDGET_SECONDS)
 
 
-def drain_inbox(box: Inbox, batch_size: int, budget_seconds: float) -> int:
+def drain_inbox(box: CallbackInbox, batch_size: int, budget_seconds: float) -> int:
     deadline = time.monotonic() + budget_seconds
     applied = 0
     while time.monotonic() < deadline:
@@ -59,7 +57,7 @@ def drain_inbox(box: Inbox, batch_size: int, budget_seconds: float) -> int:
     return applied
 
 
-def apply_claimed(box: Inbox, batch: Batch) -> int | None:
+def apply_claimed(box: CallbackInbox, batch: Batch) -> int | None:
     """Apply one claimed batch; None when the database is unreachable (the batch went back)."""
     try:
         with session_scope() as session:
@@ -76,7 +74,7 @@ def apply_claimed(box: Inbox, batch: Batch) -> int | None:
     return sum(counts.values())
 
 
-def apply_one_by_one(box: Inbox, batch: Batch) -> int | None:
+def apply_one_by_one(box: CallbackInbox, batch: Batch) -> int | None:
     """Isolate a poison callback: the rest are applied, the bad one is parked in a dead-letter list."""
     applied = 0
     for item in batch.items:
@@ -88,7 +86,7 @@ def apply_one_by_one(box: Inbox, batch: Batch) -> int | None:
             return None
         except Exception as exc:
             log.error("callback %s (%s) could not be applied: %s", item.id, item.kind, exc)
-            box.redis.rpush(DEAD_LETTERS, json.dumps({"id": item.id, "kind": item.kind, "data": item.data}))
+            box.dead_letter(batch, item)
     box.ack(batch)
     return applied
 
@@ -96,7 +94,12 @@ def apply_one_by_one(box: Inbox, batch: Batch) -> int | None:
 @reach_task("reach.ingest.housekeeping", time_limit=60, soft_time_limit=55)
 def housekeeping() -> None:
     """Put back batches of dead drainers and apply reports that raced their message's commit."""
-    box = inbox()
+    store = get_store()
+    store.housekeeping()
+    settings = get_settings()
+    if not settings.uses_redis:
+        broker.prune_delivered_messages(settings.effective_broker_url)
+    box = store.inbox(wake=lambda: drain.apply_async())
     restored = box.recover_stale(STALE_BATCH_SECONDS)
     if restored:
         log.warning("restored %d callbacks from interrupted drains", restored)

@@ -1,0 +1,214 @@
+"""What Redis does for Reach, done in the database instead, for the embedded mode (no REDIS_URL).
+
+Same behaviour as the Redis versions (`shared.inbox.Inbox`, `shared.voice_script`, `shared.ratelimit`),
+same interfaces, chosen in one place (`shared.store.store_for`):
+
+- `SqlInbox`: the reliable callback queue. `push()` commits one `inbox_entries` row before the receiver
+  answers 200. `claim()` stamps up to N unclaimed rows, oldest first, with a fresh claim key in one
+  `UPDATE` (SQLite runs it under its single write lock; Postgres skips rows another claimer holds), so an
+  entry is in at most one batch. `ack()` deletes the batch after the database commit of what it applied;
+  `release()` and `recover_stale()` clear the claim so the entries are claimed again, in their order.
+  A batch applied but not acked (the drainer died in between) is applied again harmlessly: `raw_callbacks`
+  is keyed by the item id.
+- `kv_entries`: keys with an expiry, for voice scripts, the inbox wake-up mark and send-rate windows.
+
+Times are epoch seconds (floats) so SQLite and Postgres compare them the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy import Engine, case, delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db import insert_for
+from shared.inbox import NUDGE_PERIOD_MS, Batch, InboxItem, encode
+from shared.models import InboxEntry, KvEntry
+
+NUDGE_KEY = "inbox:nudge"
+
+
+class SqlInbox:
+    """The callback inbox as rows of `inbox_entries` (see the module docs)."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, wake: Callable[[], None] | None = None) -> None:
+        self.sessions = sessions
+        self._wake = wake
+
+    def push(self, kind: str, data: dict[str, str]) -> str:
+        """Queue one callback; returns its inbox id. Raises `SQLAlchemyError` if the database did not take it."""
+        item_id, payload = encode(kind, data)
+        with self.sessions.begin() as session:
+            session.add(InboxEntry(payload=payload))
+        self.nudge()
+        return item_id
+
+    def nudge(self) -> None:
+        """Wake a drainer, at most once per `NUDGE_PERIOD_MS` (the drainer clears the mark when idle)."""
+        if self._wake is not None and set_if_absent(self.sessions, NUDGE_KEY, NUDGE_PERIOD_MS / 1000):
+            self._wake()
+
+    def claim(self, limit: int) -> Batch | None:
+        key = uuid.uuid4().hex
+        with self.sessions.begin() as session:
+            oldest = (
+                select(InboxEntry.id)
+                .where(InboxEntry.claim_key.is_(None), InboxEntry.dead.is_(False))
+                .order_by(InboxEntry.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)  # Postgres; SQLite serialises writers anyway
+            )
+            session.execute(
+                update(InboxEntry)
+                .where(InboxEntry.id.in_(oldest), InboxEntry.claim_key.is_(None))
+                .values(claim_key=key, claimed_at=time.time())
+                .execution_options(synchronize_session=False)
+            )
+            payloads = session.scalars(
+                select(InboxEntry.payload).where(InboxEntry.claim_key == key).order_by(InboxEntry.id)
+            ).all()
+        if not payloads:
+            return None
+        return Batch(key, [InboxItem.from_json(raw) for raw in payloads])
+
+    def ack(self, batch: Batch) -> None:
+        with self.sessions.begin() as session:
+            session.execute(delete(InboxEntry).where(InboxEntry.claim_key == batch.key))
+
+    def release(self, batch_key: str) -> int:
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(InboxEntry)
+                .where(InboxEntry.claim_key == batch_key)
+                .values(claim_key=None, claimed_at=None)
+                .execution_options(synchronize_session=False)
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def recover_stale(self, stale_after: float) -> int:
+        """Put back the batches of drainers that died; returns how many callbacks went back."""
+        cutoff = time.time() - stale_after
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(InboxEntry)
+                .where(InboxEntry.claim_key.is_not(None), InboxEntry.claimed_at < cutoff)
+                .values(claim_key=None, claimed_at=None)
+                .execution_options(synchronize_session=False)
+            )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def dead_letter(self, batch: Batch, item: InboxItem) -> None:
+        """Park one claimed callback that cannot be applied; it is kept, never claimed again."""
+        with self.sessions.begin() as session:
+            for entry in session.scalars(select(InboxEntry).where(InboxEntry.claim_key == batch.key)):
+                if InboxItem.from_json(entry.payload).id == item.id:
+                    entry.dead, entry.claim_key, entry.claimed_at = True, None, None
+
+    def mark_idle(self) -> None:
+        """Called by a drainer that found the inbox empty, before its last look."""
+        with self.sessions.begin() as session:
+            session.execute(delete(KvEntry).where(KvEntry.key == NUDGE_KEY))
+
+    def depth(self) -> int:
+        with self.sessions() as session:
+            unclaimed = InboxEntry.claim_key.is_(None) & InboxEntry.dead.is_(False)
+            return int(session.scalar(select(func.count()).where(unclaimed)) or 0)
+
+    def in_flight(self) -> int:
+        """Batches claimed and not yet acknowledged."""
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count(func.distinct(InboxEntry.claim_key)))) or 0)
+
+    def dead_letters(self) -> list[dict[str, object]]:
+        with self.sessions() as session:
+            rows = session.scalars(select(InboxEntry.payload).where(InboxEntry.dead.is_(True)).order_by(InboxEntry.id))
+            return [json.loads(raw) for raw in rows]
+
+
+# -- keys with an expiry -------------------------------------------------------------------------------------
+
+
+def set_if_absent(sessions: sessionmaker[Session], key: str, ttl: float, value: str = "1") -> bool:
+    """Redis `SET key value NX PX ttl`: True when the key was absent (or expired) and is now set."""
+    now = time.time()
+    with sessions.begin() as session:
+        stmt = insert_for(session, KvEntry).values(key=key, value=value, counter=0, expires_at=now + ttl)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[KvEntry.key],
+            set_={"value": value, "counter": 0, "expires_at": now + ttl},
+            where=KvEntry.expires_at <= now,
+        )
+        # RETURNING, not rowcount: an upsert's rowcount is not reported the same way by every driver.
+        return session.execute(stmt.returning(KvEntry.key)).scalar_one_or_none() is not None
+
+
+def put(sessions: sessionmaker[Session], values: dict[str, str], ttl: float) -> None:
+    """Redis `SET key value EX ttl` for each pair, in one transaction."""
+    if not values:
+        return
+    expires_at = time.time() + ttl
+    with sessions.begin() as session:
+        for key, value in values.items():
+            stmt = insert_for(session, KvEntry).values(key=key, value=value, counter=0, expires_at=expires_at)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[KvEntry.key], set_={"value": value, "counter": 0, "expires_at": expires_at}
+            )
+            session.execute(stmt)
+
+
+def get_first(sessions: sessionmaker[Session], keys: list[str]) -> str | None:
+    """The value of the first of `keys` that is set and not expired."""
+    with sessions() as session:
+        found = dict(
+            session.execute(
+                select(KvEntry.key, KvEntry.value).where(KvEntry.key.in_(keys), KvEntry.expires_at > time.time())
+            ).all()
+        )
+    return next((found[k] for k in keys if found.get(k) is not None), None)
+
+
+def add_to_counter(sessions: sessionmaker[Session], key: str, amount: int, ttl: float) -> int:
+    """Redis `INCRBY` + `EXPIRE`: the counter's new value (a fresh or expired counter starts at 0)."""
+    now = time.time()
+    with sessions.begin() as session:
+        stmt = insert_for(session, KvEntry).values(key=key, value=None, counter=amount, expires_at=now + ttl)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[KvEntry.key],
+            set_={
+                "counter": case((KvEntry.expires_at > now, KvEntry.counter), else_=0) + amount,
+                "expires_at": now + ttl,
+            },
+        ).returning(KvEntry.counter)
+        return int(session.execute(stmt).scalar_one())
+
+
+def acquire_rate(sessions: sessionmaker[Session], name: str, count: int, per_second: float) -> float:
+    """`shared.ratelimit.acquire` over `kv_entries`: wait until `count` more sends fit this second."""
+    budget = max(1, math.floor(per_second))
+    waited = 0.0
+    while True:
+        second = int(time.time())
+        key = f"rate:{name}:{second}"
+        used = add_to_counter(sessions, key, count, 5)
+        if used <= budget or used == count:
+            return waited
+        add_to_counter(sessions, key, -count, 5)  # give back what did not fit; try in the next second
+        pause = max(0.01, second + 1 - time.time())
+        time.sleep(pause)
+        waited += pause
+
+
+def purge_expired(sessions: sessionmaker[Session]) -> int:
+    with sessions.begin() as session:
+        result = session.execute(delete(KvEntry).where(KvEntry.expires_at <= time.time()))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def ping(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        return connection.execute(select(1)).scalar_one() == 1
