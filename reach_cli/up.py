@@ -27,7 +27,7 @@ import click
 from reach_cli import processes
 from shared.settings import VAR_DIR, Settings
 
-SIMULATOR_PORT_OFFSET = 1  # the simulator listens on PORT + 1
+SIMULATOR_PORT_OFFSET = 1  # the simulator listens on PORT + 1 when that is free
 #: The demo's calls retry a busy or unanswered customer once, a few seconds later (instead of minutes).
 DEMO_SETTINGS = {"CALL_RETRIES": "1", "CALL_RETRY_DELAY_SECONDS": "3"}
 
@@ -37,6 +37,7 @@ class Stack:
     settings: Settings
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    simulator_port: int = 0
 
     def start(self, name: str, command: list[str]) -> None:
         log = (VAR_DIR / f"{name}.log").open("ab")
@@ -92,6 +93,17 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _simulator_port(port: int) -> int:
+    """PORT + 1, the address people come to know, unless something else holds it: then any free port
+    (the workers learn it from AT_SMS_URL / AT_VOICE_URL, so nothing else depends on the number)."""
+    preferred = port + SIMULATOR_PORT_OFFSET
+    if not _port_open("127.0.0.1", preferred):
+        return preferred
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _wait_port(host: str, port: int, timeout: float = 20) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,7 +124,8 @@ def plan(stack: Stack) -> None:
     env.setdefault("WEBHOOK_TOKEN", settings.webhook_token.get_secret_value() or _secret("webhook-token"))
     env.setdefault("API_TOKEN", settings.api_token.get_secret_value() or _secret("api-token"))
     if not settings.uses_real_at:
-        sim = f"http://127.0.0.1:{settings.port + SIMULATOR_PORT_OFFSET}"
+        stack.simulator_port = _simulator_port(settings.port)
+        sim = f"http://127.0.0.1:{stack.simulator_port}"
         env.update(AT_USERNAME="sandbox", AT_API_KEY=_secret("simulator-key"), AT_SMS_URL=f"{sim}/version1",
                    AT_VOICE_URL=sim, AT_VOICE_NUMBER=settings.at_voice_number or "+254711082000")  # fmt: skip
 
@@ -141,14 +154,14 @@ def run_up(settings: Settings, *, demo: bool = False, demo_scenario: str | None 
         if not settings.uses_real_at:
             scenario = ["--scenario", demo_scenario] if demo_scenario else []
             stack.start("simulator", [py, "-m", "reach_cli.main", "simulator", "--host", "127.0.0.1",
-                                      "--port", str(port + SIMULATOR_PORT_OFFSET), "--callback-url", receiver,
+                                      "--port", str(stack.simulator_port), "--callback-url", receiver,
                                       "--api-key", stack.env["AT_API_KEY"], *scenario])  # fmt: skip
         stack.start("web", [py, "-m", *processes.receiver(f"{host}:{port}")])
         beat = ("--beat", "--schedule", str(VAR_DIR / "celerybeat-schedule"))
         stack.start("worker", [py, "-m", *processes.worker(processes.ALL_QUEUES, *beat)])
         if not _wait_port(host, port):
             raise click.ClickException(f"the receiver did not start; see {VAR_DIR / 'web.log'}")
-        if not settings.uses_real_at and not _wait_port("127.0.0.1", port + SIMULATOR_PORT_OFFSET):
+        if not settings.uses_real_at and not _wait_port("127.0.0.1", stack.simulator_port):
             raise click.ClickException(f"the simulator did not start; see {VAR_DIR / 'simulator.log'}")
         announce(settings, stack.env, receiver)
         if demo:
