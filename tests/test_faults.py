@@ -168,24 +168,25 @@ def test_worker_killed_mid_drain_applies_every_report_once(tmp_path: Path) -> No
         killed_at = time.monotonic()
         applied_at_kill, queued_at_kill = applied_reports(stack), poster.accepted()
         in_claims = stack.redis.zcard(CLAIMS)
-        poster.join()
+        poster.join()  # the rest arrive while no worker runs
         stack.start_worker("second")
+        restarted_at = time.monotonic()
         wait_for(
             lambda: applied_reports(stack) == REPORTS and queue_settled(stack),
             timeout=90,
             interval=0.5,
             what="every report applied after the restart",
         )
-        recovered = time.monotonic() - killed_at
+        dead_for, recovered = restarted_at - killed_at, time.monotonic() - restarted_at
         assert applied_at_kill < REPORTS, "the kill came too late to interrupt anything"
         extra = assert_each_report_applied_once(stack, poster, forms)
         assert extra == 0 and all(status == 200 for status, _ in poster.answers)
         restored = log_lines(stack, "restored")
+        restored_text = restored[-1].split(": ", 1)[-1] if restored else "none restored"
         print(
             f"\n[worker-kill] {REPORTS} DLRs posted, {queued_at_kill} answered 200 and {applied_at_kill} applied "
-            f"when the worker's process group was SIGKILLed; {in_claims} drain batch(es) in flight; all applied "
-            f"{recovered:.1f} s after the kill; {restored[-1].split(': ', 1)[-1] if restored else 'none restored'}; "
-            f"lost 0, duplicated 0"
+            f"when the worker's process group was SIGKILLed; {in_claims} drain batch(es) in flight; no worker for "
+            f"{dead_for:.1f} s; all applied {recovered:.1f} s after the restart; {restored_text}; lost 0, duplicated 0"
         )
 
 
