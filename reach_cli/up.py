@@ -93,7 +93,7 @@ def plan(stack: Stack) -> None:
         (VAR_DIR / "redis").mkdir(exist_ok=True)
         stack.start("redis", [binary, "--port", str(LOCAL_REDIS_PORT), "--bind", "127.0.0.1",
                               "--dir", str((VAR_DIR / "redis").resolve()), "--appendonly", "yes",
-                              "--maxmemory-policy", "noeviction"])  # fmt: skip
+                              "--appendfsync", "always", "--maxmemory-policy", "noeviction"])  # fmt: skip
         env["REDIS_URL"] = f"redis://127.0.0.1:{LOCAL_REDIS_PORT}/0"
         if not _wait_port("127.0.0.1", LOCAL_REDIS_PORT):
             raise click.ClickException(f"redis-server did not start; see {VAR_DIR / 'redis.log'}")
