@@ -56,20 +56,20 @@ WORKERS: dict[str, WorkerProfile] = {
 ALL_QUEUES = WorkerProfile(queues=QUEUES, concurrency=2, prefetch=1)
 
 
-def worker(profile: WorkerProfile, *extra: str) -> list[str]:
+def worker(profile: WorkerProfile, *extra: str, app: str = "worker") -> list[str]:
     """`celery -A worker worker` for one profile. Gossip and mingle are off: with a Redis broker they only
     add chatter; Flower follows workers through task events."""
     return [
-        "celery", "-A", "worker", "worker", "--queues", ",".join(profile.queues),
+        "celery", "-A", app, "worker", "--queues", ",".join(profile.queues),
         "--pool", "prefork", "--concurrency", str(profile.concurrency),
         "--prefetch-multiplier", str(profile.prefetch),
         "--without-gossip", "--without-mingle", "--loglevel", "INFO", *extra,
     ]  # fmt: skip
 
 
-def beat(schedule_file: str) -> list[str]:
+def beat(schedule_file: str, app: str = "worker") -> list[str]:
     """`celery -A worker beat`: exactly one in a deployment (cycles are idempotent per period anyway)."""
-    return ["celery", "-A", "worker", "beat", "--schedule", schedule_file, "--loglevel", "INFO"]
+    return ["celery", "-A", app, "beat", "--schedule", schedule_file, "--loglevel", "INFO"]
 
 
 def flower(port: int = 5555) -> list[str]:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     #: Callbacks moved from Redis to Postgres per drain transaction.
     drain_batch_size: int = Field(default=500, ge=1, le=10_000)
+    #: A claimed batch of callbacks older than this belongs to a drainer that died; housekeeping puts it
+    #: back. Too short only re-reads batches still being applied (skipped by their inbox id), never doubles.
+    drain_stale_seconds: float = Field(default=60.0, ge=1, le=3600)
     log_level: str = "INFO"
 
     # -- communication cycles ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,31 +51,62 @@ def fresh_database(url: str, migrated: bool = True) -> Iterator[str]:
         admin.dispose()
 
 
+class RedisServer:
+    """A redis-server of our own on a free port and directory: tests may kill it and start it again there
+    (with `--appendonly yes` it then reloads what it had acknowledged)."""
+
+    def __init__(self, workdir: Path, *extra: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log_path = workdir / f"redis-{self.port}.log"
+        self.command = [
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(workdir), "--maxmemory-policy", "noeviction", "--logfile", str(self.log_path), *extra,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port)
+        try:
+            deadline = time.monotonic() + 10
+            while not _pings(client):
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, no goodbye to clients; only what is on disk survives."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
 @contextmanager
 def private_redis(workdir: Path, *extra: str) -> Iterator[int]:
     """A redis-server of our own on a free port (no persistence unless `extra` asks); yields the port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--maxmemory-policy", "noeviction", *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    client = redis.Redis(port=port)
+    with redis_server(workdir, *extra) as server:
+        yield server.port
+
+
+@contextmanager
+def redis_server(workdir: Path, *extra: str) -> Iterator[RedisServer]:
+    server = RedisServer(workdir, *extra)
+    server.start()
     try:
-        deadline = time.monotonic() + 10
-        while not _pings(client):
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield port
+        yield server
     finally:
-        client.close()
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
 def _pings(client: redis.Redis) -> bool:
@@ -82,6 +114,70 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of our own (`initdb` in a temporary directory) on a free port, which tests may
+    stop, crash and start again without touching the machine's server.
+
+    PostgreSQL refuses to run as root, so when the tests do, the cluster runs as the `postgres` user in a
+    directory of its own under the system temp dir (pytest's are private to root).
+    """
+
+    def __init__(self) -> None:
+        self.bin = _postgres_bin()
+        self.port = free_port()
+        self.user = "postgres" if os.geteuid() == 0 else None
+        self.root = Path(tempfile.mkdtemp(prefix="reach-pg-"))
+        if self.user:
+            shutil.chown(self.root, self.user)
+        self.data = self.root / "data"
+        self.log_path = self.root / "postgres.log"
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log_path), "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast`: a clean shutdown; `immediate`: a crash (no checkpoint; recovery from WAL at the next start)."""
+        if (self.data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _run(self, program: str, *args: str) -> None:
+        result = subprocess.run(
+            [str(self.bin / program), *args], user=self.user, cwd=self.root, capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{program} failed: {result.stdout}{result.stderr}")
+
+
+def _postgres_bin() -> Path:
+    """The newest installed server's programs (Debian keeps them out of PATH), else whatever PATH has."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if candidates:
+        return candidates[-1]
+    found = shutil.which("pg_ctl")
+    if found is None:
+        raise RuntimeError("PostgreSQL server programs (initdb, pg_ctl) are not installed")
+    return Path(found).parent
+
+
+@contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
 
 
 class ServiceProcess:
@@ -142,8 +238,9 @@ class ServiceProcess:
 
 
 class WorkerProcess(ServiceProcess):
-    """`celery -A worker worker --beat` on every queue with 2 processes (what `reach up` runs), or with
-    `profile` and no beat, one of the production workers."""
+    """`celery -A worker worker` on every queue with 2 processes and embedded beat (what `reach up` runs);
+    `profile` for one of the production workers (no beat), `beat=False` for a worker without beat, `app` for
+    a test's own Celery app built on the worker's."""
 
     def __init__(
         self,
@@ -152,9 +249,21 @@ class WorkerProcess(ServiceProcess):
         env: dict[str, str] | None = None,
         profile: processes.WorkerProfile | None = None,
         wait: bool = True,
+        *,
+        app: str = "worker",
+        beat: bool = True,
     ) -> None:
         extra = ["--hostname", f"{name}@%h"]
         if profile is None:
             profile = processes.ALL_QUEUES
-            extra += ["--beat", "--schedule", str(workdir / f"{name}-beat")]
-        super().__init__(workdir, name, processes.worker(profile, *extra), env, wait=wait)
+            if beat:
+                extra += ["--beat", "--schedule", str(workdir / f"{name}-beat")]
+        super().__init__(workdir, name, processes.worker(profile, *extra, app=app), env, wait=wait)
+
+
+class BeatProcess(ServiceProcess):
+    """`celery -A worker beat` on its own: the scheduler alone, as a second host would run it."""
+
+    def __init__(self, workdir: Path, name: str, env: dict[str, str] | None = None, *, app: str = "worker") -> None:
+        command = processes.beat(str(workdir / f"{name}-beat"), app=app)
+        super().__init__(workdir, name, command, env, ready=b"beat: Starting")

@@ -15,12 +15,25 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
-from shared.db import build_engine
+from shared import migrate
+from shared.db import build_engine, normalise_url
 from shared.settings import load_settings
 from simulator.app import SimulatorServer, run_simulator_in_thread
 from simulator.scenario import Scenario
 from tests.conftest import AT_API_KEY, WEBHOOK_TOKEN, QuietHandler
-from tests.services import WorkerProcess, free_port, fresh_database, private_redis
+from tests.services import (
+    PostgresServer,
+    RedisServer,
+    WorkerProcess,
+    free_port,
+    fresh_database,
+    postgres_server,
+    private_redis,
+    redis_server,
+)
+
+#: What production Redis runs with (RELIABILITY.md): every write on disk before Redis answers it.
+DURABLE_REDIS = ("--appendonly", "yes", "--appendfsync", "always")
 
 
 class Stack:
@@ -52,6 +65,9 @@ class Stack:
         self.engine = build_engine(database_url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.workers: list[WorkerProcess] = []
+        #: Set by `fault_stack`: the servers themselves, for tests that stop, kill and restart them.
+        self.postgres: PostgresServer | None = None
+        self.redis_server: RedisServer | None = None
 
     def _start_receiver(self) -> None:
         from web import create_app
@@ -63,8 +79,8 @@ class Stack:
         )
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def start_worker(self, name: str) -> WorkerProcess:
-        self.workers.append(WorkerProcess(self.workdir, name, self.env))
+    def start_worker(self, name: str, **options: Any) -> WorkerProcess:
+        self.workers.append(WorkerProcess(self.workdir, name, self.env, **options))
         return self.workers[-1]
 
     def session(self) -> Session:
@@ -87,6 +103,21 @@ def isolated_stack(workdir: Path, base_database_url: str, scenario: Scenario, **
     stack_db = url.set(database=f"{url.database}_stack").render_as_string(hide_password=False)
     with fresh_database(stack_db) as database_url, private_redis(workdir) as redis_port:
         stack = Stack(workdir, database_url, redis_port, scenario, {k.upper(): str(v) for k, v in env.items()})
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+@contextmanager
+def fault_stack(workdir: Path, scenario: Scenario, **env: Any) -> Iterator[Stack]:
+    """A whole stack on a PostgreSQL cluster and a Redis (AOF, fsync always) of its own, so a test may
+    stop, crash and restart them; `stack.postgres` and `stack.redis_server` are the handles."""
+    with postgres_server() as postgres, redis_server(workdir, *DURABLE_REDIS) as redis_handle:
+        database_url = normalise_url(postgres.url())  # the cluster is the test's own and removed afterwards
+        migrate.upgrade(database_url)
+        stack = Stack(workdir, database_url, redis_handle.port, scenario, {k.upper(): str(v) for k, v in env.items()})
+        stack.postgres, stack.redis_server = postgres, redis_handle
         try:
             yield stack
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging, worker_process_init, worker_ready
 
 from shared.broker import make_celery
 from shared.db import dispose_after_fork
@@ -54,3 +54,11 @@ def _after_fork(**_kwargs: object) -> None:
     broker.after_fork()
     at_client.reset_at_client()
     logging.getLogger(__name__).debug("worker process initialised")
+
+
+@worker_ready.connect
+def _recover_at_start(sender: Any = None, **_kwargs: object) -> None:
+    # A worker that starts (often: restarts after a crash) puts back what dead drainers and dispatchers left
+    # at once, instead of at the first housekeeping tick; both tasks are idempotent.
+    for task in ("reach.ingest.housekeeping", "reach.cycle.housekeeping"):
+        app.send_task(task)

@@ -107,7 +107,9 @@ def place_call(call_id: int) -> str:
     get_store().remember_script(message, phone=phone, session_id=entry.session_id)
     with session_scope() as session:
         call = session.get_one(Call, call_id)
-        call.session_id, call.send_state, call.status = entry.session_id, SENT, entry.status
+        # AT may have called back first (ingest adopts the call): keep the final status it recorded.
+        call.session_id = call.session_id or entry.session_id
+        call.send_state, call.status = SENT, call.status or entry.status
     return "placed"
 
 

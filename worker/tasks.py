@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 
 #: A drain task gives the queue back after this long, so other tasks get a turn on a busy worker.
 DRAIN_BUDGET_SECONDS = 20.0
-#: A claimed batch older than this belongs to a drainer that died; housekeeping puts it back.
-STALE_BATCH_SECONDS = 60.0
 
 
 def inbox() -> CallbackInbox:
@@ -100,7 +98,7 @@ def housekeeping() -> None:
     if not settings.uses_redis:
         broker.prune_delivered_messages(settings.effective_broker_url)
     box = store.inbox(wake=lambda: drain.apply_async())
-    restored = box.recover_stale(STALE_BATCH_SECONDS)
+    restored = box.recover_stale(settings.drain_stale_seconds)
     if restored:
         log.warning("restored %d callbacks from interrupted drains", restored)
         box.nudge()
@@ -223,8 +221,12 @@ def dispatch_calls(cycle_id: int) -> str:
 @reach_task("reach.cycle.tick", time_limit=60, soft_time_limit=55, expires=60)
 def tick() -> list[int]:
     """Start every schedule's due period; a period that has a cycle already is skipped by its unique key."""
+    return start_due_cycles(cycles.now())
+
+
+def start_due_cycles(now: datetime) -> list[int]:
+    """What a tick does at `now`: start (and plan) each schedule's latest due period not started yet."""
     started = []
-    now = cycles.now()
     with session_scope() as session:
         for schedule in session.scalars(select(Schedule).where(Schedule.enabled.is_(True))):
             due = schedules.due_period(schedule, now)
