@@ -60,7 +60,8 @@ def private_redis(workdir: Path, *extra: str) -> Iterator[int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
-    client = redis.Redis(port=port)
+    password = extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
+    client = redis.Redis(port=port, password=password)
     try:
         deadline = time.monotonic() + 10
         while not _pings(client):
