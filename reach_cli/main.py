@@ -121,7 +121,7 @@ def simulator(
     settings = settings_or_exit()
     scenario = Scenario.from_file(scenario_file) if scenario_file else Scenario.from_dict({})
     callback_url = callback_url or f"http://{settings.host}:{settings.port}"
-    token = settings.webhook_token.get_secret_value() or None
+    token = next(iter(settings.webhook_tokens), None)
     click.echo(f"AT simulator on http://{host}:{port} (SMS: /version1/messaging, voice: /call)")
     click.echo(f"posting callbacks to {callback_url}")
     serve(host, port, scenario, api_key, username, callback_url, token)

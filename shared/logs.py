@@ -38,7 +38,7 @@ def configured_secrets() -> list[str]:
     settings = get_settings()
     return [
         settings.at_api_key.get_secret_value(),
-        settings.webhook_token.get_secret_value(),
+        *settings.webhook_tokens,
         *settings.api_tokens,
         # Also outside a URL (a DSN in key=value form, an error that quotes it).
         *url_passwords(settings.database_url),

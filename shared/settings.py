@@ -188,6 +188,12 @@ class Settings(BaseSettings):
         return [t.strip() for t in self.api_token.get_secret_value().split(",") if t.strip()]
 
     @property
+    def webhook_tokens(self) -> list[str]:
+        """Callback tokens, comma-separated like API_TOKEN: the old one stays valid while AT's callback URLs
+        change to the new one. The first is the one Reach hands out (simulator, printed URLs)."""
+        return [t.strip() for t in self.webhook_token.get_secret_value().split(",") if t.strip()]
+
+    @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{VAR_DIR / 'reach.sqlite3'}"
 
