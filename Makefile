@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run demo test lint format install bench clean
+.PHONY: run demo test lint format install bench clean audit
 
 run: $(STAMP)
 	$(VENV)/bin/reach up
@@ -41,3 +41,7 @@ lock: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+# Known vulnerabilities in requirements.lock (pip-audit in its own venv); CI runs it too (.ci/run).
+audit:
+	python3 scripts/audit.py

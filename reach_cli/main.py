@@ -153,7 +153,7 @@ def simulator(
     except (ValueError, TypeError, AttributeError) as exc:  # json.JSONDecodeError is a ValueError
         fail(f"bad scenario {scenario_file}: {exc}", EXIT_USAGE)
     callback_url = callback_url or f"http://{settings.host}:{settings.port}"
-    token = settings.webhook_token.get_secret_value() or None
+    token = next(iter(settings.webhook_tokens), None)
     click.echo(f"AT simulator on http://{host}:{port} (SMS: /version1/messaging, voice: /call)")
     click.echo(f"posting callbacks to {callback_url}")
     try:

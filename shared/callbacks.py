@@ -8,6 +8,7 @@ the receiver accepted can fail to fit a column later.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -55,8 +56,17 @@ def _clean(raw: Any, at_name: str) -> str | None:
         raw = str(int(raw) if isinstance(raw, bool) else raw)
     if not isinstance(raw, str):
         raise BadCallback(f"field must be a string: {at_name}")
-    # Postgres text cannot hold NUL; everything else (emoji, quotes, SQL-looking text) is kept verbatim.
-    return raw.replace("\x00", "\ufffd").strip()
+    return storable(raw).strip()
+
+
+#: What Postgres text and JSONB cannot hold: NUL, and lone surrogates (from JSON `\ud800` escapes).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` with what Postgres cannot store replaced by U+FFFD; everything else (emoji, quotes,
+    SQL-looking text) is kept verbatim."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def phone_or_raw(raw: str | None) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from typing import TextIO
+from urllib.parse import unquote, urlsplit
 
 from shared.settings import get_settings
 
@@ -36,14 +38,34 @@ def configured_secrets() -> list[str]:
     settings = get_settings()
     return [
         settings.at_api_key.get_secret_value(),
-        settings.webhook_token.get_secret_value(),
+        *settings.webhook_tokens,
         *settings.api_tokens,
+        # Also outside a URL (a DSN in key=value form, an error that quotes it).
+        *url_passwords(settings.database_url),
+        *url_passwords(settings.redis_url),
     ]
 
 
+def url_passwords(url: str) -> list[str]:
+    """A URL's password as written and percent-decoded (either may end up in a message)."""
+    try:
+        password = urlsplit(url).password or ""
+    except ValueError:
+        return []
+    return [password, unquote(password)] if password else []
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def redacting_handler(stream: TextIO, secrets: list[str]) -> logging.Handler:
+    """The handler every Reach process logs through: Reach's format, secrets scrubbed."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT, secrets))
+    return handler
+
+
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", configured_secrets()))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [redacting_handler(sys.stderr, configured_secrets())]
     root.setLevel(level)

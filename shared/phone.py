@@ -27,6 +27,9 @@ def normalise_phone(raw: str, default_country: str = "KE") -> str:
         raise InvalidPhone("empty phone number")
     if len(text) > 40:
         raise InvalidPhone("too long")
+    # phonenumbers reads letters as keypad digits ("0711 ABC 001" is +254711222001): someone else's phone.
+    if any(ch.isalpha() for ch in text):
+        raise InvalidPhone("not a phone number (it has letters in it)")
     # "254711..." (international digits without the +) is common in spreadsheets.
     if text[0].isdigit() and not text.startswith("0") and len(_digits(text)) > 10:
         text = "+" + text

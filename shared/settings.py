@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import phonenumbers
+from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -91,6 +92,13 @@ class Settings(BaseSettings):
     call_cost_estimate: Decimal = Field(default=Decimal("3.00"), ge=0)
     cost_currency: str = Field(default="KES", min_length=3, max_length=3)
 
+    # -- request rate limits (Flask-Limiter, counted in Redis; per client address) ------------------------
+    #: AT's callbacks. AT posts from a few servers, so a whole campaign shares a handful of keys, and a 429
+    #: may be a lost report (AT's retries are undocumented): keep this above AT's bursts (README, Security).
+    rate_limit_callbacks: str = "2000/second"
+    #: The operator API (`/api/...`): people and scripts, never bulk traffic.
+    rate_limit_operator: str = "600/minute"
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -133,6 +141,17 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown region {value!r}; use a two-letter code such as KE")
         return value
 
+    @field_validator("rate_limit_callbacks", "rate_limit_operator")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            parsed = parse_many(value)
+        except ValueError:
+            parsed = []
+        if not parsed or any(limit.amount < 1 for limit in parsed):
+            raise ValueError(f"not a rate limit {value!r}; write e.g. 2000/second or 600 per minute")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -172,6 +191,12 @@ class Settings(BaseSettings):
     def api_tokens(self) -> list[str]:
         """Operator tokens: several may be valid at once, so one can be rotated without downtime."""
         return [t.strip() for t in self.api_token.get_secret_value().split(",") if t.strip()]
+
+    @property
+    def webhook_tokens(self) -> list[str]:
+        """Callback tokens, comma-separated like API_TOKEN: the old one stays valid while AT's callback URLs
+        change to the new one. The first is the one Reach hands out (simulator, printed URLs)."""
+        return [t.strip() for t in self.webhook_token.get_secret_value().split(",") if t.strip()]
 
     @property
     def effective_database_url(self) -> str:

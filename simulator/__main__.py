@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         api_key=args.api_key or settings.at_api_key.get_secret_value() or DEFAULT_API_KEY,
         username=args.username or settings.at_username or "sandbox",
         callback_base_url=args.callback_url,
-        webhook_token=args.webhook_token or settings.webhook_token.get_secret_value() or None,
+        webhook_token=args.webhook_token or next(iter(settings.webhook_tokens), None),
     )
     return 0
 

@@ -37,6 +37,13 @@ SECOND_API_TOKEN = "test-rotated-token-9876543210"
 WEBHOOK_TOKEN = "test-webhook-token-abcdef"
 AT_API_KEY = "test-at-api-key-5f2d9c"
 AT_VOICE_NUMBER = "+254711082000"
+#: Passwords in the session's DATABASE_URL and REDIS_URL (Postgres trusts local users and ignores it; our
+#: private Redis requires it), so the log check below has URL passwords to look for.
+DATABASE_PASSWORD = "test-db-password-4e1a7c"
+REDIS_PASSWORD = "test-redis-password-93b0d2"
+
+# Fails the run if any of these secrets shows up in a log record or a subprocess log (tests/leak_check.py).
+pytest_plugins = ("tests.leak_check",)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
@@ -56,14 +63,15 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: floa
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with private_redis(tmp_path_factory.mktemp("redis")) as port:
-        yield f"redis://127.0.0.1:{port}/0"
+    with private_redis(tmp_path_factory.mktemp("redis"), "--requirepass", REDIS_PASSWORD) as port:
+        yield f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh database of this run's own (runs on one machine may overlap), dropped at the end."""
     base = make_url(os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/reach_test"))
+    base = base.set(password=base.password or DATABASE_PASSWORD)
     with fresh_database(base.set(database=f"{base.database}_{os.getpid()}").render_as_string(False)) as url:
         yield url
 
@@ -109,6 +117,9 @@ def environment(database_url: str, redis_url: str) -> Iterator[None]:
         "DISPATCH_LEASE_SECONDS": "1",
         "SIMULATOR_PORT": str(sim_port),
         "LOG_LEVEL": "INFO",
+        # The suite posts thousands of callbacks a second from one address; test_rate_limits.py sets its own.
+        "RATE_LIMIT_CALLBACKS": "1000000/second",
+        "RATE_LIMIT_OPERATOR": "1000000/minute",
     }
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)

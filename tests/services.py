@@ -60,7 +60,9 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
+        auth = f":{self.password}@" if self.password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.log_path = workdir / f"redis-{self.port}.log"
         self.command = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -70,7 +72,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=self.password)
         try:
             deadline = time.monotonic() + 10
             while not _pings(client):

@@ -15,7 +15,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["reach.settings"] = settings
 
-    from web import callbacks, errors, health, openapi, operator_api, services
+    from web import callbacks, errors, health, limits, openapi, operator_api, services
 
     services.init_app(app, settings)
     errors.init_app(app)
@@ -23,4 +23,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(operator_api.bp)
     app.register_blueprint(openapi.bp)
+    limits.init_app(app, settings, callbacks.bp, operator_api.bp)
     return app

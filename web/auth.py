@@ -19,9 +19,9 @@ def _matches(given: str, expected: list[str]) -> bool:
 
 
 def require_webhook_token() -> None:
-    """AT callbacks carry `?token=` when WEBHOOK_TOKEN is set (design §4); otherwise 403."""
-    expected = services().settings.webhook_token.get_secret_value()
-    if expected and not _matches(request.args.get("token", ""), [expected]):
+    """AT callbacks carry `?token=` (one of WEBHOOK_TOKEN) when it is set (design §4); otherwise 403."""
+    expected = services().settings.webhook_tokens
+    if expected and not _matches(request.args.get("token", ""), expected):
         raise ApiError(403, "forbidden: missing or wrong token")
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared import ussd, voice_script
-from shared.callbacks import Dlr, IncomingSms, SendRequest, UssdStep, VoiceEvent, parse, phone_or_raw
+from shared.callbacks import Dlr, IncomingSms, SendRequest, UssdStep, VoiceEvent, parse, phone_or_raw, storable
 from shared.models import Contact
 from shared.store import STORE_ERRORS
 from web import operator_api
@@ -27,7 +27,8 @@ bp = Blueprint("callbacks", __name__)
 def queue(kind: str, fields: dict[str, Any]) -> str:
     """Put a validated callback on the inbox; 503 (AT retries) if the store could not keep it."""
     try:
-        return services().inbox.push(kind, {k: str(v) for k, v in fields.items() if v is not None})
+        data = {storable(k): storable(str(v)) for k, v in fields.items() if v is not None}
+        return services().inbox.push(kind, data)
     except STORE_ERRORS as exc:
         log.error("could not queue %s callback: %s", kind, exc)
         raise ApiError(503, "temporarily unable to accept callbacks; retry later") from None

@@ -252,9 +252,16 @@ def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> 
         update(_contacts)
         .where(_contacts.c.id == bindparam("c_id"), _contacts.c.last_message_id == bindparam("c_message"))
         .values(
-            # An opt-out is the customer's word: no delivery report overrides it.
+            # An opt-out is the customer's word: no delivery report overrides it. A number a call found
+            # unallocated stays invalid when a failure report for the SMS before it arrives late (only a
+            # handset receipt, `Success`, outranks that): else the order of arrival would decide.
             status=case(
                 (status_col == ContactStatus.OPTED_OUT.value, status_col),
+                (
+                    (status_col == ContactStatus.INVALID.value)
+                    & (bindparam("c_target") == ContactStatus.INACTIVE.value),
+                    status_col,
+                ),
                 else_=func.coalesce(bindparam("c_target"), status_col),
             ),
             last_sms_status=bindparam("c_status"),

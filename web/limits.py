@@ -1,0 +1,56 @@
+"""Request rate limits (Flask-Limiter): per client address, counted in Redis so every gunicorn worker and
+every receiver box shares one count (celery-reliability.md §6). Without REDIS_URL (embedded mode) the count
+is kept in this process's memory.
+
+A refused request gets 429 with a JSON error and `Retry-After` in whole seconds (at least 1).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flask import Blueprint, Flask
+from flask.typing import ResponseReturnValue
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
+
+from shared.settings import Settings
+from web.errors import error_response
+
+#: Reach's keys all start with `reach:`, so tests and operators can find (and clear) them.
+KEY_PREFIX = "reach:limits"
+
+
+def storage_uri(redis_url: str) -> str:
+    """The limits library's spelling of our Redis URL; memory when there is no Redis."""
+    if not redis_url:
+        return "memory://"
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url.removeprefix("unix://")
+    return redis_url
+
+
+def init_app(app: Flask, settings: Settings, callbacks: Blueprint, operator: Blueprint) -> Limiter:
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=storage_uri(settings.redis_url),
+        storage_options={"key_prefix": KEY_PREFIX, "socket_timeout": 2, "socket_connect_timeout": 2},
+        # Sliding window: no double burst at a window's edge, and one Redis call per request.
+        strategy="sliding-window-counter",
+        # A Redis outage must not turn into 500s here: the callback then gets the inbox's own 503.
+        swallow_errors=True,
+        headers_enabled=False,
+    )
+    limiter.limit(settings.rate_limit_callbacks)(callbacks)
+    limiter.limit(settings.rate_limit_operator)(operator)
+
+    @app.errorhandler(RateLimitExceeded)
+    def _too_many(exc: RateLimitExceeded) -> ResponseReturnValue:
+        current = limiter.current_limit
+        wait = math.ceil(current.reset_at - time.time()) if current else 1
+        body, status = error_response(429, f"too many requests (limit {exc.description}); retry later")
+        return body, status, {"Retry-After": str(max(1, wait))}
+
+    return limiter
