@@ -139,3 +139,9 @@ def contact_json(contact: Contact) -> dict[str, Any]:
         "created_at": iso(contact.created_at),
         "updated_at": iso(contact.updated_at),
     }
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    """How many contacts have each status, every status listed (zero included)."""
+    found = dict(session.execute(select(Contact.status, func.count()).group_by(Contact.status)).all())
+    return {status.value: found.get(status, 0) for status in ContactStatus}

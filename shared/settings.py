@@ -86,6 +86,18 @@ class Settings(BaseSettings):
     call_cost_estimate: Decimal = Field(default=Decimal("3.00"), ge=0)
     cost_currency: str = Field(default="KES", min_length=3, max_length=3)
 
+    # -- observability ------------------------------------------------------------------------------------
+    #: Bearer token Prometheus sends to `GET /metrics` (its `authorization` scrape setting). Unset: /metrics
+    #: answers 401 unless METRICS_PUBLIC=true says the port is reachable only from a trusted network.
+    metrics_token: SecretStr = SecretStr("")
+    metrics_public: bool = False
+    #: How long a dashboard login lasts; a removed API_TOKEN ends its sessions at once.
+    dashboard_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    #: Most recent cycles the dashboard shows.
+    dashboard_cycles: int = Field(default=10, ge=1, le=100)
+    #: Mark the dashboard cookie `Secure` (sent over HTTPS only). Turn off only for plain-HTTP trials.
+    dashboard_cookie_secure: bool = True
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -126,6 +138,13 @@ class Settings(BaseSettings):
         value = value.upper()
         if value not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"unknown region {value!r}; use a two-letter code such as KE")
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters (it guards every counter Reach keeps)")
         return value
 
     @field_validator("log_level")

@@ -36,6 +36,7 @@ SECOND_API_TOKEN = "test-rotated-token-9876543210"
 WEBHOOK_TOKEN = "test-webhook-token-abcdef"
 AT_API_KEY = "test-at-api-key-5f2d9c"
 AT_VOICE_NUMBER = "+254711082000"
+METRICS_TOKEN = "test-metrics-token-0123456789"
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
@@ -94,6 +95,7 @@ def environment(database_url: str, redis_url: str) -> Iterator[None]:
         "REDIS_URL": redis_url,
         "API_TOKEN": f"{API_TOKEN},{SECOND_API_TOKEN}",
         "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "METRICS_TOKEN": METRICS_TOKEN,
         "AT_USERNAME": "sandbox",
         "AT_API_KEY": AT_API_KEY,
         "AT_VOICE_NUMBER": AT_VOICE_NUMBER,

@@ -33,3 +33,16 @@ def require_operator() -> None:
         raise ApiError(401, "operator API disabled: set API_TOKEN")
     if scheme.lower() != "bearer" or not _matches(given.strip(), tokens):
         raise ApiError(401, "missing or wrong bearer token")
+
+
+def require_metrics_reader() -> None:
+    """`/metrics`: `Authorization: Bearer <METRICS_TOKEN>`; unset, only METRICS_PUBLIC=true opens it."""
+    settings = services().settings
+    expected = settings.metrics_token.get_secret_value()
+    if not expected:
+        if settings.metrics_public:
+            return
+        raise ApiError(401, "metrics disabled: set METRICS_TOKEN (or METRICS_PUBLIC=true on a private network)")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not _matches(given.strip(), [expected]):
+        raise ApiError(401, "missing or wrong bearer token")

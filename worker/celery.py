@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging, task_postrun, worker_process_init
 
 from shared.broker import make_celery
 from shared.db import dispose_after_fork
@@ -54,3 +54,12 @@ def _after_fork(**_kwargs: object) -> None:
     broker.get_redis.cache_clear()
     at_client.reset_at_client()
     logging.getLogger(__name__).debug("worker process initialised")
+
+
+@task_postrun.connect
+def _count_task(sender: Any = None, state: str | None = None, **_kwargs: object) -> None:
+    # Counted in Redis and read by the receiver's /metrics (shared/metrics.py says why).
+    from shared import broker, metrics
+
+    name = getattr(sender, "name", None) or "unknown"
+    metrics.add(broker.get_redis(), [("reach_tasks", {"task": name, "outcome": (state or "unknown").lower()}, 1)])

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared import voice_script
+from shared import metrics, voice_script
 from shared.at_client import AtRejected, AtTransient, SmsRecipient, get_at_client
 from shared.broker import get_redis
 from shared.db import session_scope
@@ -99,16 +99,19 @@ def place_call(call_id: int) -> str:
         result = get_at_client().call([phone])
     except AtRejected as exc:
         fail(Call, call_id, str(exc))
+        metrics.add(get_redis(), [("reach_calls_placed", {"result": "failed"}, 1)])
         return "rejected"
     entry = next((e for e in result.entries if e.session_id), None)
     if entry is None:
         reason = result.error_message or ", ".join(e.status for e in result.entries) or "no entry"
         fail(Call, call_id, f"AT did not queue the call: {reason}")
+        metrics.add(get_redis(), [("reach_calls_placed", {"result": "failed"}, 1)])
         return "rejected"
     voice_script.remember(get_redis(), message, phone=phone, session_id=entry.session_id)
     with session_scope() as session:
         call = session.get_one(Call, call_id)
         call.session_id, call.send_state, call.status = entry.session_id, SENT, entry.status
+        metrics.count_on_commit(session, "reach_calls_placed", result="queued")
     return "placed"
 
 

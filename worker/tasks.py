@@ -15,7 +15,7 @@ from shared import schedules
 from shared.at_client import AtTransient
 from shared.broker import get_redis
 from shared.db import session_scope
-from shared.inbox import Batch, Inbox
+from shared.inbox import DEAD_LETTERS, Batch, Inbox
 from shared.models import Schedule
 from shared.settings import get_settings
 from worker import cycles, ingest, sending
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 DRAIN_BUDGET_SECONDS = 20.0
 #: A claimed batch older than this belongs to a drainer that died; housekeeping puts it back.
 STALE_BATCH_SECONDS = 60.0
-DEAD_LETTERS = "reach:inbox:dead"
 
 
 def inbox() -> Inbox:
