@@ -37,6 +37,7 @@ def configured_secrets() -> list[str]:
     return [
         settings.at_api_key.get_secret_value(),
         settings.webhook_token.get_secret_value(),
+        settings.metrics_token.get_secret_value(),
         *settings.api_tokens,
     ]
 

@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -106,19 +106,18 @@ def test_metrics_needs_its_token(make_app) -> None:
     assert make_app(metrics_token="", metrics_public=True).test_client().get("/metrics").status_code == 200
 
 
-@pytest.fixture
-def gunicorn(tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def gunicorn(multiproc: Path) -> Iterator[str]:
     """The receiver under gunicorn with two workers in Prometheus multiprocess mode."""
     port = free_port()
-    multiproc = tmp_path / "prometheus"
-    multiproc.mkdir()
     command = [
         sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
         "-c", "python:web.gunicorn_conf", "web:create_app()",
     ]  # fmt: skip
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
-    log = (tmp_path / "gunicorn.log").open("wb")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log_path = multiproc.parent / "gunicorn.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -129,23 +128,30 @@ def gunicorn(tmp_path: Path) -> Iterator[str]:
 
     try:
         wait_for(answers, timeout=30, what="gunicorn")
-        assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+        assert process.poll() is None, log_path.read_text()
         yield base_url
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(20)
-        log.close()
 
 
-def test_multiprocess_mode_sums_every_gunicorn_worker(gunicorn: str, clean) -> None:
-    for _ in range(12):  # gunicorn's sync workers close each connection: requests spread over both
-        assert requests.post(f"{gunicorn}/dlr?token=wrong", data=dlr("ATXid_q"), timeout=10).status_code == 403
-    for _ in range(6):  # whichever worker answers, the totals are the sum over both
-        samples = scrape(gunicorn)
-        assert value(samples, "reach_callbacks_total", kind="dlr", outcome="forbidden") == 12
-        assert (
-            value(samples, "reach_http_request_duration_seconds_count", endpoint="callbacks.dlr", method="POST") == 12
-        )
+def forbidden_dlrs(samples: Samples) -> tuple[float, float]:
+    return (
+        value(samples, "reach_callbacks_total", kind="dlr", outcome="forbidden"),
+        value(samples, "reach_http_request_duration_seconds_count", endpoint="callbacks.dlr", method="POST"),
+    )
+
+
+def test_multiprocess_mode_sums_every_gunicorn_worker(tmp_path: Path, clean) -> None:
+    multiproc = tmp_path / "prometheus"  # gunicorn_conf creates it
+    with gunicorn(multiproc) as base_url:
+        for _ in range(12):  # gunicorn's sync workers close each connection: requests spread over both
+            assert requests.post(f"{base_url}/dlr?token=wrong", data=dlr("ATXid_q"), timeout=10).status_code == 403
+        for _ in range(6):  # whichever worker answers, the totals are the sum over both
+            assert forbidden_dlrs(scrape(base_url)) == (12, 12)
+    assert list(multiproc.glob("*.db"))  # the counts were in files, not in one process's memory
+    with gunicorn(multiproc) as base_url:  # a restart starts from zero, not from the last run's files
+        assert forbidden_dlrs(scrape(base_url)) == (0, 0)
 
 
 # -- the workers -----------------------------------------------------------------------------------------------
