@@ -85,6 +85,8 @@ def add(client: redis.Redis, counts: Iterable[tuple[str, dict[str, str], int]]) 
 def count_on_commit(session: Session, name: str, amount: int = 1, **labels: str) -> None:
     """Count once `session`'s transaction commits; forgotten if it rolls back."""
     _field(name, labels)  # a wrong label set fails here, in the caller's code, not at commit
+    if not session.in_transaction():
+        session.begin()  # so the count belongs to a transaction whose end we hear about
     session.info.setdefault("reach.metrics", []).append((name, labels, amount))
 
 
@@ -97,9 +99,11 @@ def _flush_on_commit(session: Session) -> None:
         add(get_redis(), pending)
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget_on_rollback(session: Session) -> None:
-    session.info.pop("reach.metrics", None)
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_on_rollback(session: Session, previous_transaction: Any) -> None:
+    # Only the outermost transaction's end decides (a savepoint's rollback keeps the outer counts).
+    if previous_transaction.parent is None:
+        session.info.pop("reach.metrics", None)
 
 
 def celery_queue_keys(queue: str) -> list[str]:

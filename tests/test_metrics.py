@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from shared.models import Cycle
 from simulator.scenario import Scenario
@@ -152,6 +154,47 @@ def test_multiprocess_mode_sums_every_gunicorn_worker(tmp_path: Path, clean) -> 
     assert list(multiproc.glob("*.db"))  # the counts were in files, not in one process's memory
     with gunicorn(multiproc) as base_url:  # a restart starts from zero, not from the last run's files
         assert forbidden_dlrs(scrape(base_url)) == (0, 0)
+
+
+# -- worker counters, applied in-process (before this module's worker starts) ---------------------------------
+
+
+def test_delivery_reports_counted_once_with_bounded_labels(receiver, clean, drain) -> None:
+    """Real callbacks through the receiver and the drain: a repeat is counted once, unknown words as `other`."""
+    before = scrape(receiver)
+    posted = [
+        dlr("ATXid_b1", "Sent"),
+        dlr("ATXid_b1", "Sent"),  # AT retried the callback: a new inbox item, the same report
+        dlr("ATXid_b2", "Teleported"),  # a status the policy table does not know
+        {**dlr("ATXid_b3", "Failed"), "failureReason": "+254711000001 said no"},  # free text: never a label
+    ]
+    assert [post(receiver, "/dlr", fields) for fields in posted] == [200] * 4
+    assert drain() == 3
+    after = scrape(receiver)
+    reports = "reach_sms_delivery_reports_total"
+    assert delta(before, after, reports, status="Sent", failure_reason="none") == 1
+    assert delta(before, after, reports, status="other", failure_reason="none") == 1
+    assert delta(before, after, reports, status="Failed", failure_reason="other") == 1
+    assert value(after, "reach_inbox_depth") == 0
+
+
+def test_counts_wait_for_the_commit(session, redis_client) -> None:
+    """A rolled-back transaction counts nothing; a committed one counts once."""
+    from shared import metrics
+
+    session.rollback()
+    metrics.count_on_commit(session, "reach_calls_placed", result="queued")  # before any SQL
+    session.rollback()
+    session.execute(text("SELECT 1"))
+    metrics.count_on_commit(session, "reach_calls_placed", result="queued")  # inside a transaction
+    session.rollback()
+    session.commit()  # nothing pending: nothing counted
+    assert redis_client.hgetall(metrics.COUNTERS) == {}
+    metrics.count_on_commit(session, "reach_calls_placed", result="queued", amount=2)
+    session.commit()
+    assert list(redis_client.hgetall(metrics.COUNTERS).values()) == [b"2"]
+    with pytest.raises(ValueError, match="takes labels"):
+        metrics.count_on_commit(session, "reach_calls_placed", phone="+254711000001")
 
 
 # -- the workers -----------------------------------------------------------------------------------------------

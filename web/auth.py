@@ -18,6 +18,12 @@ def _matches(given: str, expected: list[str]) -> bool:
     return found
 
 
+def is_operator_token(given: str) -> bool:
+    """One of API_TOKEN (the dashboard's sign-in form checks this; the API checks the bearer header)."""
+    tokens = services().settings.api_tokens
+    return bool(tokens) and _matches(given, tokens)
+
+
 def require_webhook_token() -> None:
     """AT callbacks carry `?token=` when WEBHOOK_TOKEN is set (design §4); otherwise 403."""
     expected = services().settings.webhook_token.get_secret_value()

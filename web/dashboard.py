@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from shared import cycles
 from shared.contacts import counts_by_status
 from shared.models import Cycle
-from web.auth import _matches
+from web.auth import is_operator_token
 from web.services import services
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates")
@@ -66,7 +66,7 @@ def login() -> ResponseReturnValue:
     given = request.form.get("token", "").strip()
     if not settings.api_tokens:
         return _login_page(401, "The dashboard is disabled: set API_TOKEN.")
-    if not given or not _matches(given, settings.api_tokens):
+    if not given or not is_operator_token(given):
         return _login_page(401, "Wrong token.")
     response = redirect("/dashboard", code=303)
     response.set_cookie(
