@@ -132,12 +132,13 @@ def apply_dlrs(session: Session, reports: Iterable[tuple[datetime, Dlr]]) -> int
     )
     new_rows = session.execute(stmt).all()
     new_ids = {row.at_message_id for row in new_rows}
-    for row in new_rows:
+    for (status, reason), count in Counter((row.status, row.failure_reason) for row in new_rows).items():
         metrics.count_on_commit(
             session,
             "reach_sms_delivery_reports",
-            status=metrics.bounded(row.status, Kind.DLR),
-            failure_reason=metrics.bounded(row.failure_reason, Kind.FAILURE),
+            count,
+            status=metrics.bounded(status, Kind.DLR),
+            failure_reason=metrics.bounded(reason, Kind.FAILURE),
         )
     if new_ids:
         apply_pending_dlrs(session, new_ids)
