@@ -23,7 +23,8 @@ def receiver(bind: str, workers: int = 2, threads: int = 4) -> list[str]:
     """`gunicorn 'web:create_app()'`: `workers` processes of `threads` threads (views wait on Redis and
     Postgres, not the CPU); timeouts well above the slowest view, graceful stop within compose's 30 s."""
     return [
-        "gunicorn", "--bind", bind, "--workers", str(workers), "--threads", str(threads),
+        "gunicorn", "--config", "python:web.gunicorn_conf",
+        "--bind", bind, "--workers", str(workers), "--threads", str(threads),
         "--timeout", "30", "--graceful-timeout", "20", "--keep-alive", "5",
         "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
         "web:create_app()",

@@ -119,6 +119,8 @@ def plan(stack: Stack) -> None:
 
     settings, env = stack.settings, stack.env
     env.setdefault("DATABASE_URL", settings.effective_database_url)
+    # The receiver's processes pool their /metrics counts here (web/gunicorn_conf.py empties it at start).
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str((VAR_DIR / "prometheus").resolve()))
     if not settings.uses_redis:
         prepare_sqlite(settings.effective_broker_url)
     env.setdefault("WEBHOOK_TOKEN", settings.webhook_token.get_secret_value() or _secret("webhook-token"))

@@ -215,3 +215,9 @@ def contact_history(session: Session, contact_id: int, limit: int = 20) -> dict[
             for c in calls
         ],
     }
+
+
+def counts_by_status(session: Session) -> dict[str, int]:
+    """How many contacts have each status, every status listed (zero included)."""
+    found = dict(session.execute(select(Contact.status, func.count()).group_by(Contact.status)).all())
+    return {status.value: found.get(status, 0) for status in ContactStatus}

@@ -32,6 +32,8 @@ PROCESSING_PREFIX = "reach:inbox:processing:"
 NUDGE = "reach:inbox:nudge"
 DEAD_LETTERS = "reach:inbox:dead"  # callbacks that could not be applied, kept for an operator
 NUDGE_PERIOD_MS = 500
+#: Callbacks the drain task could not apply, parked for an operator to look at.
+DEAD_LETTERS = "reach:inbox:dead"
 
 # Pop up to ARGV[1] items from the inbox's tail into the processing list, 1,000 at a time (Lua's
 # unpack() has a stack limit), and record the claim. Atomic: an item is in exactly one list.

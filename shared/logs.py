@@ -39,6 +39,7 @@ def configured_secrets() -> list[str]:
     return [
         settings.at_api_key.get_secret_value(),
         *settings.webhook_tokens,
+        settings.metrics_token.get_secret_value(),
         *settings.api_tokens,
         # Also outside a URL (a DSN in key=value form, an error that quotes it).
         *url_passwords(settings.database_url),

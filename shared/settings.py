@@ -99,6 +99,18 @@ class Settings(BaseSettings):
     #: The operator API (`/api/...`): people and scripts, never bulk traffic.
     rate_limit_operator: str = "600/minute"
 
+    # -- observability ------------------------------------------------------------------------------------
+    #: Bearer token Prometheus sends to `GET /metrics` (its `authorization` scrape setting). Unset: /metrics
+    #: answers 401 unless METRICS_PUBLIC=true says the port is reachable only from a trusted network.
+    metrics_token: SecretStr = SecretStr("")
+    metrics_public: bool = False
+    #: How long a dashboard login lasts; a removed API_TOKEN ends its sessions at once.
+    dashboard_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    #: Most recent cycles the dashboard shows.
+    dashboard_cycles: int = Field(default=10, ge=1, le=100)
+    #: Mark the dashboard cookie `Secure` (sent over HTTPS only). Turn off only for plain-HTTP trials.
+    dashboard_cookie_secure: bool = True
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -150,6 +162,13 @@ class Settings(BaseSettings):
             parsed = []
         if not parsed or any(limit.amount < 1 for limit in parsed):
             raise ValueError(f"not a rate limit {value!r}; write e.g. 2000/second or 600 per minute")
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters (it guards every counter Reach keeps)")
         return value
 
     @field_validator("log_level")

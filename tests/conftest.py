@@ -44,6 +44,7 @@ REDIS_PASSWORD = "test-redis-password-93b0d2"
 
 # Fails the run if any of these secrets shows up in a log record or a subprocess log (tests/leak_check.py).
 pytest_plugins = ("tests.leak_check",)
+METRICS_TOKEN = "test-metrics-token-0123456789"
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
@@ -103,6 +104,7 @@ def environment(database_url: str, redis_url: str) -> Iterator[None]:
         "REDIS_URL": redis_url,
         "API_TOKEN": f"{API_TOKEN},{SECOND_API_TOKEN}",
         "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "METRICS_TOKEN": METRICS_TOKEN,
         "AT_USERNAME": "sandbox",
         "AT_API_KEY": AT_API_KEY,
         "AT_VOICE_NUMBER": AT_VOICE_NUMBER,

@@ -15,9 +15,9 @@ import pytest
 from shared import logs
 from shared.logs import RedactingFormatter, redact
 from shared.settings import SettingsError, get_settings, load_settings
-from tests.conftest import API_TOKEN, AT_API_KEY, SECOND_API_TOKEN, WEBHOOK_TOKEN
+from tests.conftest import API_TOKEN, AT_API_KEY, METRICS_TOKEN, SECOND_API_TOKEN, WEBHOOK_TOKEN
 
-SECRETS = [AT_API_KEY, WEBHOOK_TOKEN, API_TOKEN, SECOND_API_TOKEN]
+SECRETS = [AT_API_KEY, WEBHOOK_TOKEN, API_TOKEN, SECOND_API_TOKEN, METRICS_TOKEN]
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +60,11 @@ BAD_VALUES = [
     ("AT_VOICE_NUMBER", "0711", "E.164"),
     ("AT_TIMEOUT_READ", "0", "greater than 0"),
     ("LOG_LEVEL", "LOUD", "DEBUG"),
+    ("METRICS_TOKEN", "short", "at least 16 characters"),
+    ("METRICS_PUBLIC", "maybe", "boolean"),
+    ("DASHBOARD_SESSION_HOURS", "0", "greater than 0"),
+    ("DASHBOARD_CYCLES", "1000", "less than or equal to 100"),
+    ("DASHBOARD_COOKIE_SECURE", "sometimes", "boolean"),
 ]
 
 
@@ -121,6 +126,9 @@ def test_error_never_echoes_a_password(monkeypatch, variable: str, value: str) -
         ("DEFAULT_COUNTRY", "ug", "default_country", "UG"),
         ("AT_VOICE_NUMBER", "+254711082000", "at_voice_number", "+254711082000"),
         ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
+        ("METRICS_PUBLIC", "true", "metrics_public", True),
+        ("DASHBOARD_COOKIE_SECURE", "false", "dashboard_cookie_secure", False),
+        ("DASHBOARD_CYCLES", "25", "dashboard_cycles", 25),
     ],
 )
 def test_good_values_are_accepted(monkeypatch, variable: str, value: str, attribute: str, expected: object) -> None:
@@ -185,6 +193,14 @@ def test_defaults_without_env_or_env_file(monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
     settings = load_settings()
     assert (settings.default_country, settings.host, settings.port) == ("KE", "127.0.0.1", 8000)
+
+
+def test_observability_defaults_are_closed(monkeypatch) -> None:
+    for name in ("METRICS_TOKEN", "METRICS_PUBLIC", "DASHBOARD_COOKIE_SECURE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.metrics_token.get_secret_value() == "" and settings.metrics_public is False
+    assert settings.dashboard_cookie_secure is True
 
 
 # -- derived values ---------------------------------------------------------------------------------------

@@ -15,13 +15,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["reach.settings"] = settings
 
-    from web import callbacks, errors, health, limits, openapi, operator_api, services
+    from web import callbacks, dashboard, errors, health, limits, metrics, openapi, operator_api, services
 
     services.init_app(app, settings)
+    metrics.init_app(app)
     errors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(operator_api.bp)
     app.register_blueprint(openapi.bp)
     limits.init_app(app, settings, callbacks.bp, operator_api.bp)
+    dashboard.init_app(app)
     return app

@@ -18,6 +18,12 @@ def _matches(given: str, expected: list[str]) -> bool:
     return found
 
 
+def is_operator_token(given: str) -> bool:
+    """One of API_TOKEN (the dashboard's sign-in form checks this; the API checks the bearer header)."""
+    tokens = services().settings.api_tokens
+    return bool(tokens) and _matches(given, tokens)
+
+
 def require_webhook_token() -> None:
     """AT callbacks carry `?token=` (one of WEBHOOK_TOKEN) when it is set (design §4); otherwise 403."""
     expected = services().settings.webhook_tokens
@@ -32,4 +38,17 @@ def require_operator() -> None:
     if not tokens:
         raise ApiError(401, "operator API disabled: set API_TOKEN")
     if scheme.lower() != "bearer" or not _matches(given.strip(), tokens):
+        raise ApiError(401, "missing or wrong bearer token")
+
+
+def require_metrics_reader() -> None:
+    """`/metrics`: `Authorization: Bearer <METRICS_TOKEN>`; unset, only METRICS_PUBLIC=true opens it."""
+    settings = services().settings
+    expected = settings.metrics_token.get_secret_value()
+    if not expected:
+        if settings.metrics_public:
+            return
+        raise ApiError(401, "metrics disabled: set METRICS_TOKEN (or METRICS_PUBLIC=true on a private network)")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not _matches(given.strip(), [expected]):
         raise ApiError(401, "missing or wrong bearer token")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import setup_logging, worker_process_init, worker_ready
+from celery.signals import setup_logging, task_postrun, worker_process_init, worker_ready
 
 from shared.broker import make_celery
 from shared.db import dispose_after_fork
@@ -62,3 +62,12 @@ def _recover_at_start(sender: Any = None, **_kwargs: object) -> None:
     # at once, instead of at the first housekeeping tick; both tasks are idempotent.
     for task in ("reach.ingest.housekeeping", "reach.cycle.housekeeping"):
         app.send_task(task)
+
+
+@task_postrun.connect
+def _count_task(sender: Any = None, state: str | None = None, **_kwargs: object) -> None:
+    # Counted in Redis and read by the receiver's /metrics (shared/metrics.py says why).
+    from shared import metrics
+
+    name = getattr(sender, "name", None) or "unknown"
+    metrics.add(metrics.worker_client(), [("reach_tasks", {"task": name, "outcome": (state or "unknown").lower()}, 1)])

@@ -21,7 +21,7 @@ import requests
 from sqlalchemy import String, exists, func, literal, select, type_coerce, update
 from sqlalchemy.orm import Session
 
-from shared import cycles
+from shared import cycles, metrics
 from shared.at_client import AtError, AtRejected, AtTransient, CallEntry, SmsSendResult, get_at_client
 from shared.db import insert_for, session_scope
 from shared.models import (
@@ -414,11 +414,13 @@ def record_call(
         # The final callback may already have adopted this call (ingest._lock_call); keep its session id.
         call.session_id = call.session_id or entry.session_id
         call.send_state, call.status = "sent", call.status or entry.status
+        metrics.count_on_commit(session, "reach_calls_placed", result="queued")
         if call.ended_at is None:
             finish_item(session, claimed, ItemState.SENT)
         return "sent"
     status = entry.status if entry else (error or "no entry")
     call.send_state, call.send_error = "failed", f"AT did not queue the call: {status}"
+    metrics.count_on_commit(session, "reach_calls_placed", result="failed")
     if status in CALL_PAUSE_STATUSES or (entry is None and error):
         cycles.pause(session, cycle_id, f"AT did not queue calls: {status}")
         give_back(session, [claimed], Call, status)

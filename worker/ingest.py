@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
-from shared import ussd
+from shared import metrics, ussd
 from shared.callbacks import (
     KINDS,
     Dlr,
@@ -128,9 +128,18 @@ def apply_dlrs(session: Session, reports: Iterable[tuple[datetime, Dlr]]) -> int
         insert_for(session, DlrEvent)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["at_message_id", "status"])
-        .returning(DlrEvent.at_message_id)
+        .returning(DlrEvent.at_message_id, DlrEvent.status, DlrEvent.failure_reason)
     )
-    new_ids = set(session.scalars(stmt))
+    new_rows = session.execute(stmt).all()
+    new_ids = {row.at_message_id for row in new_rows}
+    for (status, reason), count in Counter((row.status, row.failure_reason) for row in new_rows).items():
+        metrics.count_on_commit(
+            session,
+            "reach_sms_delivery_reports",
+            count,
+            status=metrics.bounded(status, Kind.DLR),
+            failure_reason=metrics.bounded(reason, Kind.FAILURE),
+        )
     if new_ids:
         apply_pending_dlrs(session, new_ids)
     return len(new_ids)
@@ -428,6 +437,12 @@ def _finish_call(session: Session, call: Call, event: VoiceEvent, at: datetime) 
     call.recording_url = event.recording_url or None
     call.outcome = outcome.value
     call.ended_at = at
+    metrics.count_on_commit(
+        session,
+        "reach_calls_ended",
+        hangup_cause=metrics.bounded(event.hangup_cause, Kind.HANGUP),
+        outcome=outcome.value,
+    )
     fallback.after_call_ended(session, call, outcome)
     if call.contact_id is None:
         return

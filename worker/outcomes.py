@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from shared import metrics
 from shared.at_client import SmsRecipient
 from shared.models import Contact, ContactStatus, Message
 from shared.status_policy import Action, Kind, Rule, decide
@@ -27,6 +28,9 @@ def record_recipient(session: Session, message: Message, recipient: SmsRecipient
     and the contact moves as the policy says. `RETRY` and `PAUSE` leave both for the caller to handle.
     """
     rule = decide(Kind.SEND, recipient.status_code)
+    metrics.count_on_commit(
+        session, "reach_sms_sends", code=metrics.bounded(recipient.status_code, Kind.SEND), action=rule.action.value
+    )
     message.send_status_code, message.send_status = recipient.status_code, recipient.status
     message.cost, message.currency = recipient.cost, recipient.currency
     if rule.action is Action.ACCEPTED:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from shared import metrics
 from shared.at_client import AtRejected, AtTransient, SmsRecipient, get_at_client
 from shared.db import session_scope
 from shared.models import Call, Message
@@ -98,11 +99,13 @@ def place_call(call_id: int) -> str:
         result = get_at_client().call([phone])
     except AtRejected as exc:
         fail(Call, call_id, str(exc))
+        metrics.add(metrics.worker_client(), [("reach_calls_placed", {"result": "failed"}, 1)])
         return "rejected"
     entry = next((e for e in result.entries if e.session_id), None)
     if entry is None:
         reason = result.error_message or ", ".join(e.status for e in result.entries) or "no entry"
         fail(Call, call_id, f"AT did not queue the call: {reason}")
+        metrics.add(metrics.worker_client(), [("reach_calls_placed", {"result": "failed"}, 1)])
         return "rejected"
     get_store().remember_script(message, phone=phone, session_id=entry.session_id)
     with session_scope() as session:
@@ -110,6 +113,7 @@ def place_call(call_id: int) -> str:
         # AT may have called back first (ingest adopts the call): keep the final status it recorded.
         call.session_id = call.session_id or entry.session_id
         call.send_state, call.status = SENT, call.status or entry.status
+        metrics.count_on_commit(session, "reach_calls_placed", result="queued")
     return "placed"
 
 
