@@ -187,7 +187,9 @@ def wrk_command(
     ]  # fmt: skip
 
 
-def run_wrk(url: str, script: str, *, connections: int, seconds: float, threads: int = 1, **lua_env: object) -> WrkResult:
+def run_wrk(
+    url: str, script: str, *, connections: int, seconds: float, threads: int = 1, **lua_env: object
+) -> WrkResult:
     """Run wrk with a Lua script from bench/lua (its options through the environment) and parse its report."""
     env = {**os.environ, **{f"WRK_{k.upper()}": str(v) for k, v in lua_env.items()}}
     command = wrk_command(url, script, connections=connections, seconds=seconds, threads=threads)
@@ -224,13 +226,18 @@ def parse_wrk(output: str) -> WrkResult:
 
 
 class TreeRss:
-    """Samples the resident memory of a process and its descendants; keeps the peaks (bytes)."""
+    """Samples the memory of a process and its descendants; keeps the peaks (bytes).
+
+    RSS summed over a forked tree counts the pages parent and children share once per process; PSS
+    (proportional set size) divides each shared page among its sharers, so its sum is the tree's real use.
+    """
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         self.root = psutil.Process(pid)
         self.interval = interval
         self.peak_total = 0
         self.peak_single = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -243,17 +250,20 @@ class TreeRss:
         self._thread.join(5)
 
     def sample(self) -> None:
-        sizes = []
+        sizes, pss = [], 0
         try:
             processes = [self.root, *self.root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
         for process in processes:
             try:
-                sizes.append(process.memory_info().rss)
-            except psutil.NoSuchProcess:
+                info = process.memory_full_info()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
+            sizes.append(info.rss)
+            pss += getattr(info, "pss", info.rss)
         self.peak_total = max(self.peak_total, sum(sizes))
+        self.peak_pss = max(self.peak_pss, pss)
         self.peak_single = max(self.peak_single, max(sizes, default=0))
 
     def _run(self) -> None:

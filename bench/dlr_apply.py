@@ -104,7 +104,7 @@ def drain_with_worker(svc: Services, n: int, timeout: float) -> dict:
     finally:
         worker.stop()
         engine.dispose()
-    return {"seconds": elapsed, "applied": done, "contacts": contacts_moved, "rss": rss.peak_total}
+    return {"seconds": elapsed, "applied": done, "contacts": contacts_moved, "rss": rss.peak_pss}
 
 
 def raw_bulk_update(engine_url: str, n: int) -> float:
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = raw_bulk_update(svc.database_url, n)
     rate = worker["applied"] / worker["seconds"]
     table(
-        ["path", "DLRs", "seconds", "DLRs/s", "ratio", "contacts moved", "worker peak RSS MB"],
+        ["path", "DLRs", "seconds", "DLRs/s", "ratio", "contacts moved", "worker peak PSS MB"],
         [
             ["worker: inbox → drain → Postgres", worker["applied"], worker["seconds"], rate,
              f"{rate / (n / raw):.0%}", worker["contacts"], worker["rss"] / 2**20],

@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, from: " + ", ".join(SERVERS))
     args = parser.parse_args(argv)
     header("Receiver: DLR callbacks accepted and queued per second", ["-m", "bench.receiver", *(argv or sys.argv[1:])])
-    print(f"wrk -t1 -c{CONNECTIONS} -d{SECONDS[args.size]}s (after a {WARMUP[args.size]} s warm-up), unique form DLRs\n")
+    print(
+        f"wrk -t1 -c{CONNECTIONS} -d{SECONDS[args.size]}s (after a {WARMUP[args.size]} s warm-up), unique form DLRs\n"
+    )
     rows = []
     with services("receiver") as svc:
         for name in args.servers.split(","):
