@@ -200,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
              f"AT client loop {base_send:,.0f}/s", f"{rate / base_send:.0%}", "-"],
         ],
     )  # fmt: skip
+    first_sms = result["first_sms"] or float("nan")
     print(f"plan wall time (task sent → state dispatching): {result['plan_wall']:.2f} s; first SMS recorded "
-          f"{result['first_sms'] or float('nan'):.1f} s after planning; calls placed: {result['calls']} (capped)\n")  # fmt: skip
+          f"{first_sms:.1f} s after planning; calls placed: {result['calls']} (capped)\n")  # fmt: skip
     table(
         ["worker peak memory", "MB", "goal"],
         [

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         i, lo = idle[name], loaded[name]
         goal = "-" if name.startswith("GET") else f"< {GOAL_MS:.0f} ms: {'met' if lo.p99_ms < GOAL_MS else 'NOT met'}"
         rows.append([name, i.rate, i.p50_ms, i.p99_ms, lo.rate, lo.p50_ms, lo.p99_ms,
-                     f"{lo.p99_ms / base_loaded.p99_ms:.1f}×", lo.non_2xx + lo.socket_errors, goal])  # fmt: skip
+                     f"{lo.p99_ms / base_loaded.p99_ms:.1f}x", lo.non_2xx + lo.socket_errors, goal])  # fmt: skip
     table(
         ["request", "idle req/s", "idle p50 ms", "idle p99 ms", "loaded req/s", "loaded p50 ms", "loaded p99 ms",
          "p99 vs baseline", "errors", "goal (loaded p99)"],
