@@ -52,7 +52,6 @@ def test_wrk_report_is_parsed_with_units() -> None:
 
 def test_every_lua_script_the_benchmarks_name_exists() -> None:
     import bench.live
-    import bench.receiver  # noqa: F401
 
     lua = Path(bench.live.__file__).parent / "lua"
     named = {script for script, _path, _opts in bench.live.PROBES.values()} | {"dlr.lua"}
