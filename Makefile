@@ -40,6 +40,16 @@ $(STAMP): pyproject.toml requirements.lock
 lock: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable --disable-pip-version-check | grep -v '^-e ' > requirements.lock
 
+# Benchmarks (bench/RESULTS.md): SIZE=tiny|small|full; needs wrk (apt-get install -y wrk).
+SIZE ?= full
+bench: $(STAMP)
+	./scripts/ensure-postgres
+	$(PY) -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev,bench]'
+	$(PY) -m bench.receiver --size $(SIZE)
+	$(PY) -m bench.dlr_apply --size $(SIZE)
+	$(PY) -m bench.cycle --size $(SIZE)
+	$(PY) -m bench.live --size $(SIZE)
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
 

@@ -105,8 +105,15 @@ class Inbox:
     def push(self, kind: str, data: dict[str, str]) -> str:
         """Queue one callback; returns its inbox id. Raises `redis.RedisError` if Redis did not take it."""
         item_id, payload = encode(kind, data)
-        self.redis.lpush(INBOX, payload)
-        self.nudge()
+        # One round trip for the push and the wake-up mark: the receiver's cost is mostly Redis round trips
+        # (bench/RESULTS.md, "Receiver"). An error in either raises, as a failed push must.
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(INBOX, payload)
+            if self._wake is not None:
+                pipe.set(NUDGE, 1, nx=True, px=NUDGE_PERIOD_MS)
+            marked = pipe.execute()[1:]
+        if self._wake is not None and marked[0]:
+            self._wake()
         return item_id
 
     def nudge(self) -> None:

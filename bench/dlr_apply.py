@@ -1,0 +1,169 @@
+"""DLR apply: N delivery reports for existing messages, queued in the inbox, applied by a real worker.
+
+Loads N contacts and N sent messages (COPY), queues one DLR per message on the Redis inbox in the
+receiver's own format, starts `celery -A worker worker --beat` (prefork, 2 processes) and times from
+"ready" until every message carries its status and the inbox is empty. Baseline in the same run: the
+same statuses applied by one raw COPY into a temp table + `UPDATE messages ... FROM` (forward-only).
+
+    python -m bench.dlr_apply --size full     # 200,000 DLRs
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import create_engine, text
+
+from bench.common import Services, TreeRss, header, load_note, services, size_parser, table
+from shared.broker import make_celery
+from shared.inbox import CLAIMS, INBOX, encode
+from shared.settings import load_settings
+from shared.status_policy import dlr_rank
+from tests.services import WorkerProcess
+
+SIZES = {"tiny": 2_000, "small": 20_000, "full": 200_000}
+#: One report in this many is a failure with a reason; the rest are `Success`.
+FAILED_EVERY = 5
+
+
+def report_for(i: int) -> dict[str, str]:
+    failed = i % FAILED_EVERY == 0
+    return {
+        "id": f"ATXid_bench_{i}",
+        "status": "Failed" if failed else "Success",
+        "phoneNumber": phone(i),
+        "networkCode": "63902",
+        "failureReason": "DeliveryFailure" if failed else "",
+        "retryCount": "0",
+    }
+
+
+def phone(i: int) -> str:
+    return f"+2547{i:08d}"
+
+
+def load_messages(engine_url: str, n: int) -> None:
+    """N contacts, each with one sent SMS awaiting its report (ids 1..N), by COPY."""
+    engine = create_engine(engine_url)
+    now = datetime.now(UTC)
+    with engine.begin() as connection:
+        cursor = connection.connection.driver_connection.cursor()
+        with cursor.copy("COPY contacts (id, phone, status, last_message_id, created_at, updated_at) FROM STDIN") as cp:
+            for i in range(1, n + 1):
+                cp.write_row((i, phone(i), "pending", i, now, now))
+        with cursor.copy(
+            "COPY messages (id, at_message_id, contact_id, phone, text, send_state, created_at) FROM STDIN"
+        ) as cp:
+            for i in range(1, n + 1):
+                cp.write_row((i, f"ATXid_bench_{i}", i, phone(i), "Hello from the benchmark", "sent", now))
+        connection.execute(text("SELECT setval('contacts_id_seq', :n), setval('messages_id_seq', :n)"), {"n": n})
+        connection.execute(text("ANALYZE contacts; ANALYZE messages"))
+    engine.dispose()
+
+
+def queue_reports(svc: Services, n: int) -> None:
+    """Push N DLRs as the receiver would (same JSON), oldest first, 5,000 per round trip."""
+    chunk: list[str] = []
+    for i in range(1, n + 1):
+        chunk.append(encode("dlr", report_for(i))[1])
+        if len(chunk) == 5000 or i == n:
+            svc.redis.lpush(INBOX, *chunk)
+            chunk = []
+
+
+def applied(engine_url: str) -> int:
+    engine = create_engine(engine_url)
+    with engine.connect() as connection:
+        count = connection.scalar(text("SELECT count(*) FROM messages WHERE status IS NOT NULL"))
+    engine.dispose()
+    return int(count or 0)
+
+
+def drain_with_worker(svc: Services, n: int, timeout: float) -> dict:
+    engine = create_engine(svc.database_url)
+    env = svc.env(log_level="INFO")
+    worker = WorkerProcess(svc.workdir, "dlr", env)
+    try:
+        with TreeRss(worker.process.pid) as rss:
+            start = time.monotonic()
+            celery = make_celery("bench", load_settings(redis_url=svc.redis_url))
+            celery.send_task("reach.ingest.drain")  # beat would start one within 2 s anyway
+            done = 0
+            while time.monotonic() - start < timeout:
+                with engine.connect() as connection:
+                    done = connection.scalar(text("SELECT count(*) FROM messages WHERE status IS NOT NULL")) or 0
+                if done >= n and svc.redis.llen(INBOX) == 0 and svc.redis.zcard(CLAIMS) == 0:
+                    break
+                time.sleep(0.25)
+            elapsed = time.monotonic() - start
+        contacts_moved = 0
+        with engine.connect() as connection:
+            contacts_moved = connection.scalar(text("SELECT count(*) FROM contacts WHERE status <> 'pending'")) or 0
+    finally:
+        worker.stop()
+        engine.dispose()
+    return {"seconds": elapsed, "applied": done, "contacts": contacts_moved, "rss": rss.peak_pss}
+
+
+def raw_bulk_update(engine_url: str, n: int) -> float:
+    """The baseline: the same N statuses by COPY + one UPDATE ... FROM, forward-only, in one transaction."""
+    engine = create_engine(engine_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE messages SET status = NULL, status_rank = 0, failure_reason = NULL"))
+    with engine.begin() as connection:
+        start = time.monotonic()
+        connection.execute(
+            text(
+                "CREATE TEMP TABLE dlr_in (at_message_id text, status text, rank int, failure_reason text,"
+                " network_code text, received_at timestamptz) ON COMMIT DROP"
+            )
+        )
+        cursor = connection.connection.driver_connection.cursor()
+        now = datetime.now(UTC)
+        with cursor.copy("COPY dlr_in FROM STDIN") as cp:
+            for i in range(1, n + 1):
+                r = report_for(i)
+                cp.write_row(
+                    (r["id"], r["status"], dlr_rank(r["status"]), r["failureReason"] or None, r["networkCode"], now)
+                )
+        connection.execute(
+            text(
+                "UPDATE messages m SET status = d.status, status_rank = d.rank, failure_reason = d.failure_reason,"
+                " network_code = d.network_code, status_at = d.received_at"
+                " FROM dlr_in d WHERE m.at_message_id = d.at_message_id AND m.status_rank < d.rank"
+            )
+        )
+    elapsed = time.monotonic() - start
+    engine.dispose()
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = size_parser(__doc__.splitlines()[0]).parse_args(argv)
+    n = SIZES[args.size]
+    header("DLR apply: queued delivery reports applied in Postgres", ["-m", "bench.dlr_apply", *(argv or sys.argv[1:])])
+    with services("dlr") as svc:
+        load_messages(svc.database_url, n)
+        queue_reports(svc, n)
+        print(f"{n:,} messages loaded and {svc.redis.llen(INBOX):,} DLRs queued; drain_batch_size "
+              f"{load_settings().drain_batch_size}, worker prefork -c 2 with beat\n", flush=True)  # fmt: skip
+        worker = drain_with_worker(svc, n, timeout=max(120, n / 200))
+        raw = raw_bulk_update(svc.database_url, n)
+    rate = worker["applied"] / worker["seconds"]
+    table(
+        ["path", "DLRs", "seconds", "DLRs/s", "ratio", "contacts moved", "worker peak PSS MB"],
+        [
+            ["worker: inbox → drain → Postgres", worker["applied"], worker["seconds"], rate,
+             f"{rate / (n / raw):.0%}", worker["contacts"], worker["rss"] / 2**20],
+            ["raw: COPY + UPDATE … FROM", n, raw, n / raw, "100%", "-", "-"],
+        ],
+    )  # fmt: skip
+    print(f"goal: ≥ 5,000 DLRs/s end to end → {'met' if rate >= 5000 else 'NOT met'}")
+    print(load_note())
+    return 0 if worker["applied"] == n else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

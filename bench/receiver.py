@@ -1,0 +1,139 @@
+"""Receiver: form-encoded DLRs accepted and queued per second, against a trivial WSGI handler.
+
+For each server configuration, wrk posts unique DLRs on loopback to (a) `bench.trivial_app:app` and (b)
+the real `web:create_app()` on a private Redis; the ratio (b)/(a) is the receiver's own cost. Every 200
+must be on the Redis inbox afterwards (checked: `queued`).
+
+    python -m bench.receiver --size full [--servers sync4,gthread,gevent,granian]
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+
+from bench.common import (
+    BIN,
+    WEBHOOK_TOKEN,
+    Services,
+    free_port,
+    header,
+    http_server,
+    load_note,
+    run_wrk,
+    services,
+    size_parser,
+    table,
+)
+from shared.inbox import INBOX
+
+SECONDS = {"tiny": 1, "small": 3, "full": 10}
+WARMUP = {"tiny": 0, "small": 1, "full": 2}
+CONNECTIONS = 32
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    needs: str | None  # a module that must be importable
+
+    def command(self, target: str, port: int) -> list[str]:
+        bind = f"127.0.0.1:{port}"
+        gunicorn = [str(BIN / "gunicorn"), "--bind", bind, "--log-level", "warning"]
+        factory = target.endswith("()")
+        match self.name:
+            case "sync-w4":
+                return [*gunicorn, "-k", "sync", "-w", "4", target]
+            case "sync-w2":
+                return [*gunicorn, "-k", "sync", "-w", "2", target]
+            case "gthread-w2-t8":
+                return [*gunicorn, "-k", "gthread", "-w", "2", "--threads", "8", target]
+            case "gevent-w2":
+                return [*gunicorn, "-k", "gevent", "-w", "2", "--worker-connections", "200", target]
+            case "granian-w2":
+                app = target.removesuffix("()")
+                return [
+                    str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+                    "--workers", "2", "--log-level", "warning", "--no-ws", *(["--factory"] if factory else []), app,
+                ]  # fmt: skip
+        raise ValueError(self.name)
+
+
+SERVERS = {
+    s.name: s
+    for s in [
+        Server("sync-w4", None),
+        Server("sync-w2", None),
+        Server("gthread-w2-t8", None),
+        Server("gevent-w2", "gevent"),
+        Server("granian-w2", "granian"),
+    ]
+}
+APPS = {"trivial": "bench.trivial_app:app", "reach": "web:create_app()"}
+
+
+def measure(svc: Services, server: Server, app: str, size: str) -> dict:
+    port = free_port()
+    log = svc.workdir / f"{server.name}-{app}.log"
+    url = f"http://127.0.0.1:{port}"
+    with http_server(server.command(APPS[app], port), port, svc.env(), log):
+        if WARMUP[size]:
+            run_wrk(url, "dlr.lua", connections=CONNECTIONS, seconds=WARMUP[size], token=WEBHOOK_TOKEN)
+        svc.redis.delete(INBOX)
+        result = run_wrk(url, "dlr.lua", connections=CONNECTIONS, seconds=SECONDS[size], token=WEBHOOK_TOKEN)
+        queued = svc.redis.llen(INBOX) if app == "reach" else None
+    return {"result": result, "queued": queued}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = size_parser(__doc__.splitlines()[0])
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated, from: " + ", ".join(SERVERS))
+    args = parser.parse_args(argv)
+    header("Receiver: DLR callbacks accepted and queued per second", ["-m", "bench.receiver", *(argv or sys.argv[1:])])
+    print(
+        f"wrk -t1 -c{CONNECTIONS} -d{SECONDS[args.size]}s (after a {WARMUP[args.size]} s warm-up), unique form DLRs\n"
+    )
+    rows = []
+    with services("receiver") as svc:
+        for name in args.servers.split(","):
+            server = SERVERS[name]
+            if server.needs and importlib.util.find_spec(server.needs) is None:
+                print(f"{name}: skipped ({server.needs} is not installed)")
+                continue
+            trivial = measure(svc, server, "trivial", args.size)["result"]
+            real = measure(svc, server, "reach", args.size)
+            result = real["result"]
+            rows.append(
+                [
+                    name,
+                    trivial.rate,
+                    result.rate,
+                    f"{result.rate / trivial.rate:.0%}",
+                    result.p50_ms,
+                    result.p99_ms,
+                    trivial.p99_ms,
+                    result.non_2xx + result.socket_errors,
+                    f"{real['queued']:,} / {result.ok:,}",
+                ]
+            )
+    table(
+        [
+            "server",
+            "trivial req/s",
+            "reach req/s",
+            "ratio",
+            "reach p50 ms",
+            "reach p99 ms",
+            "trivial p99 ms",
+            "errors",
+            "queued / 200s",
+        ],
+        rows,
+    )
+    print(load_note())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

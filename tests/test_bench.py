@@ -1,0 +1,71 @@
+"""The benchmarks must not rot: each module imports, and the pieces with logic of their own work.
+
+Performance itself is measured by `make bench` (bench/RESULTS.md), never by timed tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = ["bench.receiver", "bench.dlr_apply", "bench.cycle", "bench.live"]
+
+WRK_OUTPUT = """\
+Running 10s test @ http://127.0.0.1:40000
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     6.61ms    2.10ms  40.12ms   80.00%
+    Req/Sec     4.85k   300.00     5.20k    70.00%
+  Latency Distribution
+     50%  612.00us
+     75%    7.50ms
+     90%    9.00ms
+     99%    1.20s
+  48250 requests in 10.01s, 7.00MB read
+  Socket errors: connect 0, read 3, write 0, timeout 1
+  Non-2xx or 3xx responses: 12
+Requests/sec:   4820.18
+"""
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_imports_and_accepts_the_sizes(name: str) -> None:
+    module = importlib.import_module(name)
+    assert callable(module.main)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--size", "nonsense"])
+    assert exit_info.value.code == 2  # argparse refused it: the option exists and is checked
+
+
+def test_wrk_report_is_parsed_with_units() -> None:
+    from bench.common import parse_wrk
+
+    result = parse_wrk(WRK_OUTPUT)
+    assert result.requests == 48250
+    assert result.rate == pytest.approx(48250 / 10.01)
+    assert result.p50_ms == pytest.approx(0.612)
+    assert result.p99_ms == pytest.approx(1200.0)
+    assert (result.non_2xx, result.socket_errors, result.ok) == (12, 4, 48238)
+
+
+def test_every_lua_script_the_benchmarks_name_exists() -> None:
+    import bench.live
+
+    lua = Path(bench.live.__file__).parent / "lua"
+    named = {script for script, _path, _opts in bench.live.PROBES.values()} | {"dlr.lua"}
+    assert named <= {p.name for p in lua.glob("*.lua")}
+
+
+def test_trivial_baseline_app_reads_the_body_and_answers() -> None:
+    import io
+
+    from bench.trivial_app import BODY, app
+
+    answered = {}
+    body = b"id=ATXid_1&status=Success"
+    environ = {"CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+    chunks = app(environ, lambda status, headers: answered.update(status=status, headers=dict(headers)))
+    assert answered["status"] == "200 OK" and b"".join(chunks) == BODY
+    assert environ["wsgi.input"].read() == b""  # the whole body was consumed, as a real handler does
