@@ -49,12 +49,16 @@ def rows_from_json(doc: Any) -> list[Mapping[str, Any]]:
 
 
 def rows_from_csv(text: str) -> list[Mapping[str, Any]]:
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    headers = [h.strip().lower() for h in reader.fieldnames or []]
-    if "phone" not in headers:
-        raise BadImport("CSV needs a header row with a 'phone' column (and optionally 'name')")
-    reader.fieldnames = headers
-    return list(reader)
+    # newline=None reads \n, \r\n and a lone \r (old spreadsheet exports) all as line ends.
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=None), strict=True)
+    try:
+        headers = [h.strip().lower() for h in reader.fieldnames or []]
+        if "phone" not in headers:
+            raise BadImport("CSV needs a header row with a 'phone' column (and optionally 'name')")
+        reader.fieldnames = headers
+        return list(reader)
+    except csv.Error as exc:
+        raise BadImport(f"not readable as CSV (line {reader.reader.line_num}): {exc}") from None
 
 
 def import_contacts(

@@ -34,6 +34,7 @@ def secrets() -> dict[str, str]:
         "API_TOKEN": conftest.API_TOKEN,
         "API_TOKEN (second)": conftest.SECOND_API_TOKEN,
         "WEBHOOK_TOKEN": conftest.WEBHOOK_TOKEN,
+        "METRICS_TOKEN": conftest.METRICS_TOKEN,
         "AT_API_KEY": conftest.AT_API_KEY,
         "AT_API_KEY (simulator tests)": SIM_KEY,
         "DATABASE_URL password": conftest.DATABASE_PASSWORD,
@@ -47,7 +48,13 @@ def production_secrets() -> list[str]:
     set later, by the `environment` fixture); test_log_secrets.py checks that the two agree."""
     from tests import conftest
 
-    tokens = [conftest.AT_API_KEY, conftest.WEBHOOK_TOKEN, conftest.API_TOKEN, conftest.SECOND_API_TOKEN]
+    tokens = [
+        conftest.AT_API_KEY,
+        conftest.WEBHOOK_TOKEN,
+        conftest.METRICS_TOKEN,
+        conftest.API_TOKEN,
+        conftest.SECOND_API_TOKEN,
+    ]
     return [*tokens, conftest.DATABASE_PASSWORD, conftest.REDIS_PASSWORD]
 
 

@@ -558,7 +558,7 @@ def test_contacts_import_adds_updates_and_writes_refused_rows_with_reasons(
     assert where == f"refused rows and why: {refused}"
     assert refused.read_text().splitlines() == [
         "row,phone,reason",
-        "4,hello,not a phone number",
+        "4,hello,not a phone number (it has letters in it)",
         "5,+254711000002,duplicate of row 2",
     ]
     assert "importing" in result.stderr  # the progress bar goes to stderr, so stdout stays parseable

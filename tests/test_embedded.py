@@ -130,8 +130,8 @@ def test_reach_up_demo_runs_embedded_and_stops_everything_on_ctrl_c(tmp_path: Pa
 
         children = descendants(up.pid)
         names = {Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in children if alive(pid)}
-        for expected in ("gunicorn", "celery -A worker worker --beat", "reach_cli.main simulator"):
-            assert any(expected in name for name in names), names
+        for expected in (["gunicorn"], ["celery -A worker worker ", " --beat "], ["reach_cli.main simulator"]):
+            assert any(all(part in name for part in expected) for name in names), (expected, names)
     finally:
         children = descendants(up.pid) if up.poll() is None else set()
         up.send_signal(signal.SIGINT)
@@ -141,9 +141,10 @@ def test_reach_up_demo_runs_embedded_and_stops_everything_on_ctrl_c(tmp_path: Pa
         except subprocess.TimeoutExpired:
             up.kill()
             raise
+        finally:
+            reader.join(5)
+            up.stdout.close()  # type: ignore[union-attr]
     stop_seconds = time.monotonic() - stop_started
-    reader.join(5)
-    up.stdout.close()  # type: ignore[union-attr]
     assert up.returncode == 0, "".join(lines)
     left = {pid for pid in children if alive(pid)}
     assert not left, f"processes left running after Ctrl-C: {left}"

@@ -15,6 +15,7 @@ from tests.conftest import (
     API_TOKEN,
     AT_API_KEY,
     DATABASE_PASSWORD,
+    METRICS_TOKEN,
     REDIS_PASSWORD,
     SECOND_API_TOKEN,
     WEBHOOK_TOKEN,
@@ -46,7 +47,8 @@ def test_the_session_urls_carry_passwords(settings) -> None:
 
 def test_configured_secrets_cover_tokens_key_and_url_passwords() -> None:
     configured = configured_secrets()
-    for secret in (API_TOKEN, SECOND_API_TOKEN, WEBHOOK_TOKEN, AT_API_KEY, DATABASE_PASSWORD, REDIS_PASSWORD):
+    tokens = (API_TOKEN, SECOND_API_TOKEN, WEBHOOK_TOKEN, METRICS_TOKEN, AT_API_KEY)
+    for secret in (*tokens, DATABASE_PASSWORD, REDIS_PASSWORD):
         assert secret in configured
     # The session-wide watcher formats records as production would, with the same secrets.
     assert set(production_secrets()) == {secret for secret in configured if secret}

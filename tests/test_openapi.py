@@ -28,10 +28,16 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 EXAMPLES_PER_OPERATION = 30
 
 
+#: Blueprints that serve HTML pages to people, not an API: the dashboard (tests/test_dashboard.py).
+HTML_BLUEPRINTS = {"dashboard"}
+
+
 def flask_routes(app: Any) -> set[tuple[str, str]]:
-    """(METHOD, OpenAPI path) for every route of the app; `<int:cycle_id>` becomes `{cycle_id}`."""
+    """(METHOD, OpenAPI path) for every API route of the app; `<int:cycle_id>` becomes `{cycle_id}`."""
     routes = set()
     for rule in app.url_map.iter_rules():
+        if rule.endpoint.partition(".")[0] in HTML_BLUEPRINTS:
+            continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             routes.add((method, path))

@@ -167,6 +167,8 @@ CSV_BODIES = {
     "00254711000004,\n254711000005,Wanjirũ\n",
     "columns-swapped-extra-column": "Name,Notes,PHONE\nAmina,vip,0711000001\n,,254711000002\nBaraka,,+254 711 000 003\n"
     ",x,00254711000004\nWanjirũ,,254711000005\n",
+    "old-mac-line-ends": "phone,name\r0711000001,Amina\r254711000002,\r+254 711 000 003,Baraka\r"
+    "00254711000004,\r254711000005,Wanjirũ\r",
 }
 
 
@@ -297,6 +299,14 @@ def test_large_csv_import_is_allowed_beyond_the_callback_limit(
     callback = client.post(f"/dlr?token={WEBHOOK_TOKEN}", data=body, content_type="application/x-www-form-urlencoded")
     assert callback.status_code == 413
     assert [k for k in redis_client.keys("reach:*") if not k.startswith(b"reach:limits:")] == []  # nothing queued
+
+
+def test_csv_the_csv_module_cannot_read_is_a_400_naming_the_line(client, session, operator_headers) -> None:
+    body = 'phone,name\n0711000001,"Amina\n0711000002,never closed'  # an opened quote runs off the end
+    response = client.post("/api/contacts", data=body, content_type="text/csv", headers=operator_headers)
+    assert response.status_code == 400
+    assert "not readable as CSV (line 3)" in error_of(response)
+    assert phones_in_db(session) == {}
 
 
 def test_upload_over_the_operator_limit_is_413(client, session, operator_headers) -> None:
