@@ -185,7 +185,7 @@ def announce(settings: Settings, env: dict[str, str], receiver: str) -> None:
     )
     echo(f"  operator API:  {receiver}/api (Bearer token in {VAR_DIR / 'api-token.secret'}, or API_TOKEN)")
     echo(f"  health:        {receiver}/healthz, {receiver}/readyz")
-    echo(f"  dashboard:     {receiver}/ (to come; use the operator API or `reach` meanwhile)")
+    echo(f"  dashboard:     {receiver}/dashboard (sign in with the operator API token)")
     if database.startswith("sqlite"):
         echo(f"  database:      SQLite file {database.removeprefix('sqlite:///')}")
     else:
