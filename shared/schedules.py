@@ -72,8 +72,7 @@ def due_period(schedule: Schedule, now: datetime) -> datetime | None:
     tz = zone(schedule.timezone)
     local_now = now.astimezone(tz)
     latest = croniter(schedule.cron, local_now + timedelta(seconds=1)).get_prev(datetime)
-    created = schedule.created_at if schedule.created_at.tzinfo else schedule.created_at.replace(tzinfo=UTC)
-    if latest < created.astimezone(tz):
+    if latest < schedule.created_at.astimezone(tz):
         return None
     return latest.astimezone(UTC)
 

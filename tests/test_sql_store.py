@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,14 @@ def test_the_embedded_broker_carries_messages_and_its_delivered_ones_are_pruned(
     engine.dispose()
     assert broker.prune_delivered_messages(url) == 1  # kombu kept the delivered message until now
     assert broker.prune_delivered_messages(url) == 0
+
+
+def test_times_come_back_in_utc_whatever_was_written(engine: Engine) -> None:
+    """SQLite keeps no offset: a time written with one must still mean the same instant when read back."""
+    nairobi = timezone(timedelta(hours=3))
+    written = datetime(2026, 11, 28, 12, 0, tzinfo=nairobi)
+    with sessionmaker(engine).begin() as session:
+        session.add(RawCallback(inbox_id="utc-check", kind="dlr", received_at=written, payload=DLR))
+    with sessionmaker(engine)() as session:
+        read = session.scalars(select(RawCallback.received_at).where(RawCallback.inbox_id == "utc-check")).one()
+    assert read == written and read.utcoffset() == timedelta(0)
