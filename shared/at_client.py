@@ -56,6 +56,18 @@ class AtRejected(AtError):
     """Permanent: bad credentials, a bad request or number, or an answer Reach cannot read."""
 
 
+def maybe_sent(exc: AtError) -> bool:
+    """True when AT may have acted on the request although we got no answer (it timed out mid-read)."""
+    cause = exc.__cause__
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return False
+    if isinstance(cause, requests.exceptions.ReadTimeout):
+        return True
+    if isinstance(cause, requests.exceptions.ConnectionError):
+        return "Connection aborted" in str(cause) or "RemoteDisconnected" in str(cause)
+    return False
+
+
 @dataclass(frozen=True)
 class SmsRecipient:
     """One recipient entry of an SMS send answer (at-api.md §2.2)."""

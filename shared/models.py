@@ -231,6 +231,7 @@ class Message(Base):
     #: `queued` → `submitting` (committed before AT is called) → `sent` | `failed`; claimed once.
     send_state: Mapped[str] = mapped_column(String(20), default="queued", server_default="queued")
     send_error: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[datetime | None]  # when a one-off send was last handed to AT
     send_status_code: Mapped[int | None]
     send_status: Mapped[str | None] = mapped_column(String(40))
     #: Latest delivery status (forward-only by `status_rank`); NULL until the first report.
@@ -282,6 +283,7 @@ class Call(Base):
     #: `queued` → `submitting` → `sent` | `failed`, as for messages; NULL for calls we did not place.
     send_state: Mapped[str | None] = mapped_column(String(20))
     send_error: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[datetime | None]  # when a one-off call was last handed to AT
     status: Mapped[str | None] = mapped_column(String(40))
     call_session_state: Mapped[str | None] = mapped_column(String(40))
     hangup_cause: Mapped[str | None] = mapped_column(String(60))

@@ -269,6 +269,9 @@ def _record_and_guard() -> Response | None:
     if fault is None:
         return None
     g.sim_entry["fault"] = fault.status
+    if fault.status == "slow":
+        g.sim_slow = True  # handled as usual; the answer is held in _record_status
+        return None
     if fault.status == "timeout":
         # Hold the request past the client's read timeout; close() wakes it so shutdown is quick.
         state.stopping.wait(state.scenario.timeout_seconds)
@@ -281,6 +284,9 @@ def _record_status(resp: Response) -> Response:
     entry = g.get("sim_entry")
     if entry is not None:
         entry["status"] = resp.status_code
+    if g.get("sim_slow"):
+        # The request was done (and its callbacks scheduled); only the answer comes too late.
+        _state().stopping.wait(_state().scenario.timeout_seconds)
     return resp
 
 

@@ -44,8 +44,10 @@ Rule fields (all optional):
 - `network_code`: `networkCode` of the reports (default `63902`).
 
 Scenario fields: `faults` answer the next `count` requests to `path` (exact, or a prefix ending in `*`)
-with HTTP `status`, or, for `"timeout"`, by holding the request for `timeout_seconds` (default 30);
-an optional `body` replaces the default error text. `allowed_sender_ids`: when given, a `from` not in
+with HTTP `status`, or, for `"timeout"`, by holding the request for `timeout_seconds` (default 30) and
+doing nothing; `"slow"` does the request (the SMS goes out, the call is placed, callbacks follow) and
+holds only the answer that long, as when AT acted but its answer was lost. An optional `body` replaces
+the default error text. `allowed_sender_ids`: when given, a `from` not in
 the list gets the request-level `InvalidSenderId` answer. `seed` makes `shuffle` repeatable.
 """
 
@@ -119,10 +121,10 @@ class Rule:
 
 @dataclass(frozen=True)
 class Fault:
-    """Answer the next `count` requests to `path` with `status` (or hold them: `"timeout"`)."""
+    """Answer the next `count` requests to `path` with `status` (or hold them: `"timeout"`, `"slow"`)."""
 
     path: str
-    status: int | Literal["timeout"]
+    status: int | Literal["timeout", "slow"]
     count: int = 1
     body: str | None = None
 
@@ -133,8 +135,8 @@ class Fault:
     def from_dict(cls, raw: dict[str, Any]) -> Fault:
         """A fault from its JSON form."""
         _check_keys(raw, {f.name for f in fields(cls)}, "fault")
-        if raw.get("status") != "timeout" and not isinstance(raw.get("status"), int):
-            raise ValueError("fault status: must be an HTTP status code or 'timeout'")
+        if raw.get("status") not in ("timeout", "slow") and not isinstance(raw.get("status"), int):
+            raise ValueError("fault status: must be an HTTP status code, 'timeout' or 'slow'")
         return cls(**raw)
 
 

@@ -25,6 +25,7 @@ from shared.at_client import (
     CallEntry,
     SmsRecipient,
     get_at_client,
+    maybe_sent,
     parse_cost,
 )
 from shared.settings import SANDBOX_SMS_URL, SANDBOX_VOICE_URL, Settings
@@ -223,6 +224,17 @@ def test_read_timeout_is_transient(sim: SimulatorServer) -> None:
     assert "ReadTimeout" in str(caught.value)
     assert caught.value.http_status is None
     assert_redacted(caught.value)
+
+
+def test_a_slow_answer_is_a_read_timeout_although_at_sent_the_sms(sim: SimulatorServer) -> None:
+    """The case a resend must not follow blindly: AT acted, only its answer was lost."""
+    sim.set_scenario(Scenario(faults=(Fault("/version1/messaging", "slow"),), timeout_seconds=10))
+    client = AtClient(sim_settings(sim, at_timeout_read=0.5))
+    with pytest.raises(AtTransient) as caught:
+        client.send_sms("hello", [A])
+    assert "ReadTimeout" in str(caught.value) and maybe_sent(caught.value)
+    [request] = sim.requests("/version1/messaging")
+    assert request["status"] == 201  # AT accepted it; the answer was what got lost
 
 
 def test_connection_refused_is_transient() -> None:

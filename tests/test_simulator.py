@@ -381,7 +381,7 @@ def test_scenario_without_numbers_uses_the_default() -> None:
         ({"defaults": {}}, "unknown field(s) defaults"),
         ({"default": {"dlr": [["Failed"]]}}, "dlr"),
         ({"default": {"send_status": 999}}, "send_status"),
-        ({"faults": [{"path": "/call", "status": "slow"}]}, "fault status"),
+        ({"faults": [{"path": "/call", "status": "sluggish"}]}, "fault status"),
         ({"default": {"duplicates": 0}}, "duplicates"),
     ],
 )

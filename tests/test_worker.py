@@ -4,6 +4,7 @@ Postgres, and the AT simulator posting delivery reports and voice callbacks back
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 import requests
@@ -13,6 +14,7 @@ from shared.models import Call, Contact, ContactStatus, DlrEvent, IncomingSms, M
 from simulator import wire
 from simulator.scenario import Scenario
 from tests.conftest import API_TOKEN, AT_VOICE_NUMBER, FIXTURES, WEBHOOK_TOKEN, wait_for
+from worker import sending
 
 pytestmark = pytest.mark.worker
 
@@ -136,3 +138,89 @@ def test_send_is_retried_after_at_server_error_and_sent_once(live, receiver, ses
         what="sent after retry",
     )
     assert len(live.requests("/version1/messaging")) == 2  # the 500, then the one that went out
+
+
+# -- one-off sends AT did not answer --------------------------------------------------------------------------
+
+
+def message_row(session, message_id: int) -> Message:
+    session.expire_all()
+    return session.get_one(Message, message_id)
+
+
+def settle(session, grace: timedelta) -> tuple[int, list[tuple[str, int]]]:
+    """What send housekeeping does, without waiting out its two minutes (the task's time limit)."""
+    result = sending.settle_unanswered(session, grace, inbox_settled=True, settle_after=timedelta(0))
+    session.commit()
+    return result
+
+
+def test_sms_at_sent_but_never_answered_is_adopted_from_its_report_not_sent_again(live, receiver, session) -> None:
+    phone = "+254766000006"
+    live.set_scenario(
+        Scenario.from_dict(
+            {"faults": [{"path": "/version1/messaging", "status": "slow", "count": 1}], "timeout_seconds": 8}
+        )
+    )
+    answer = send(receiver, phone, "answer lost")
+    wait_for(
+        lambda: "did not answer" in (message_row(session, answer["id"]).send_error or ""),
+        timeout=30,
+        what="the send to time out",
+    )
+    assert message_row(session, answer["id"]).send_state == "submitting"  # not retried blindly
+    wait_for(lambda: count(session, DlrEvent) == 2, timeout=30, what="AT's reports applied")
+
+    assert settle(session, grace=timedelta(hours=1)) == (1, [])
+
+    message = message_row(session, answer["id"])
+    assert message.send_state == "sent" and message.at_message_id.startswith("ATXid_")
+    assert message.status == "Success" and contact(session, phone).status is ContactStatus.ACTIVE
+    assert len(live.requests("/version1/messaging")) == 1
+
+
+def test_sms_at_never_answered_nor_reported_is_sent_again_once_after_the_grace(live, receiver, session) -> None:
+    phone = "+254766000007"
+    live.set_scenario(
+        Scenario.from_dict(
+            {"faults": [{"path": "/version1/messaging", "status": "timeout", "count": 1}], "timeout_seconds": 8}
+        )
+    )
+    answer = send(receiver, phone, "nothing came back")
+    wait_for(
+        lambda: "did not answer" in (message_row(session, answer["id"]).send_error or ""),
+        timeout=30,
+        what="the send to time out",
+    )
+    assert settle(session, grace=timedelta(hours=1)) == (0, [])  # within the grace: wait for a report
+    assert message_row(session, answer["id"]).send_state == "submitting"
+
+    assert settle(session, grace=timedelta(0)) == (0, [("reach.send.sms", answer["id"])])
+    assert message_row(session, answer["id"]).send_state == "queued"
+    assert sending.send_message(answer["id"]) == "sent"  # what the published task does
+
+    wait_for(lambda: (c := contact(session, phone)) and c.status is ContactStatus.ACTIVE, timeout=30, what="active")
+    accepted = [r for r in live.requests("/version1/messaging") if r["status"] == 201]
+    assert len(live.requests("/version1/messaging")) == 2 and len(accepted) == 1
+
+
+def test_call_at_placed_but_never_answered_is_adopted_from_its_callbacks(live, receiver, session) -> None:
+    phone = "+254766000008"
+    session.add(Contact(phone=phone, status=ContactStatus.INACTIVE))  # so /communicate calls
+    session.commit()
+    faults = [{"path": "/call", "status": "slow", "count": 1}]
+    live.set_scenario(Scenario.from_dict({"default": {"voice": "answered"}, "faults": faults, "timeout_seconds": 8}))
+    answer = send(receiver, phone, "call me")
+    assert answer["channel"] == "voice"
+
+    def call() -> Call:
+        session.expire_all()
+        return session.get_one(Call, answer["id"])
+
+    wait_for(lambda: "did not answer" in (call().send_error or ""), timeout=30, what="the call request to time out")
+    wait_for(lambda: call().ended_at is not None, timeout=30, what="AT's callbacks for the call applied")
+
+    assert settle(session, grace=timedelta(hours=1)) == (1, [])
+
+    assert call().send_state == "sent" and call().outcome == "answered"
+    assert len(live.requests("/call")) == 1

@@ -31,7 +31,7 @@ def worker_config() -> dict[str, Any]:
                 "schedule": 15.0,
                 "options": {"expires": 60},
             },
-            "send-housekeeping": {"task": "reach.send.housekeeping", "schedule": 60.0, "options": {"expires": 60}},
+            "send-housekeeping": {"task": "reach.send.housekeeping", "schedule": 15.0, "options": {"expires": 60}},
             "schedules": {"task": "reach.cycle.tick", "schedule": tick, "options": {"expires": 60}},
         },
     }

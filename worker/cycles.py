@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import requests
-from sqlalchemy import String, exists, func, literal, select, type_coerce, update
+from sqlalchemy import String, func, literal, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from shared import cycles, metrics
-from shared.at_client import AtError, AtRejected, AtTransient, CallEntry, SmsSendResult, get_at_client
+from shared.at_client import AtRejected, AtTransient, CallEntry, SmsSendResult, get_at_client, maybe_sent
 from shared.db import insert_for, session_scope
 from shared.models import (
     Call,
@@ -31,7 +30,6 @@ from shared.models import (
     Cycle,
     CycleItem,
     CycleState,
-    DlrEvent,
     ItemState,
     Message,
 )
@@ -40,6 +38,7 @@ from shared.status_policy import Action
 from shared.store import CallbackInbox, get_store
 from worker import outcomes
 from worker.ingest import apply_pending_dlrs
+from worker.sending import unmatched_report
 
 log = logging.getLogger(__name__)
 
@@ -298,18 +297,6 @@ def retry_later(
         )
 
 
-def maybe_sent(exc: AtError) -> bool:
-    """True when AT may have acted on the request although we got no answer (it timed out mid-read)."""
-    cause = exc.__cause__
-    if isinstance(cause, requests.exceptions.ConnectTimeout):
-        return False
-    if isinstance(cause, requests.exceptions.ReadTimeout):
-        return True
-    if isinstance(cause, requests.exceptions.ConnectionError):
-        return "Connection aborted" in str(cause) or "RemoteDisconnected" in str(cause)
-    return False
-
-
 # -- voice ----------------------------------------------------------------------------------------------------
 
 
@@ -513,16 +500,7 @@ def adopt(session: Session, channel: Channel, claimed: Claimed) -> bool:
     message = session.get(Message, claimed.row_id)
     if message is None:
         return False
-    orphan = session.scalar(
-        select(DlrEvent.at_message_id)
-        .where(
-            DlrEvent.phone == message.phone,
-            DlrEvent.received_at >= message.created_at - timedelta(seconds=5),
-            ~exists().where(Message.at_message_id == DlrEvent.at_message_id),
-        )
-        .order_by(DlrEvent.id)
-        .limit(1)
-    )
+    orphan = unmatched_report(session, message.phone, message.created_at)
     if orphan is None:
         return False
     message.at_message_id, message.send_state = orphan, "sent"

@@ -2,6 +2,10 @@
 
 A row is claimed by moving it from `queued` to `submitting` in its own committed transaction before AT
 is called, so a duplicate or redelivered task finds nothing to do and cannot send twice.
+
+When AT may have acted but its answer never came (a read timeout, a worker killed mid-request), the row
+stays `submitting` and is not retried blindly: housekeeping adopts it when AT's callbacks show it went
+out, and sends it again only after UNKNOWN_SEND_GRACE_SECONDS with nothing to show and an empty inbox.
 """
 
 from __future__ import annotations
@@ -9,13 +13,13 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from shared import metrics
-from shared.at_client import AtRejected, AtTransient, SmsRecipient, get_at_client
+from shared.at_client import AtRejected, AtTransient, SmsRecipient, get_at_client, maybe_sent
 from shared.db import session_scope
-from shared.models import Call, Message
+from shared.models import Call, DlrEvent, Message
 from shared.status_policy import Action
 from shared.store import get_store
 from worker import outcomes
@@ -30,7 +34,9 @@ ORPHAN_AFTER = timedelta(minutes=10)
 
 def claim(session: Session, model: type[Message] | type[Call], row_id: int) -> bool:
     result = session.execute(
-        update(model).where(model.id == row_id, model.send_state == QUEUED).values(send_state=SUBMITTING)
+        update(model)
+        .where(model.id == row_id, model.send_state == QUEUED)
+        .values(send_state=SUBMITTING, claimed_at=datetime.now(UTC))
     )
     return result.rowcount == 1
 
@@ -50,6 +56,15 @@ def fail(model: type[Message] | type[Call], row_id: int, error: str) -> None:
         session.execute(update(model).where(model.id == row_id).values(send_state=FAILED, send_error=error))
 
 
+def unanswered(model: type[Message] | type[Call], row_id: int, exc: AtTransient) -> str:
+    """AT may have acted although it did not answer: leave the row `submitting` for housekeeping."""
+    with session_scope() as session:
+        error = f"AT did not answer ({exc}); it may have acted: waiting for its callbacks before sending again"
+        session.execute(update(model).where(model.id == row_id).values(send_error=error))
+    log.warning("%s %s: %s", model.__tablename__, row_id, error)
+    return "unknown"
+
+
 def send_message(message_id: int) -> str:
     """Send one queued SMS; returns what happened. `AtTransient` propagates for the task to retry."""
     with session_scope() as session:
@@ -63,6 +78,10 @@ def send_message(message_id: int) -> str:
     except AtRejected as exc:
         fail(Message, message_id, str(exc))
         return "rejected"
+    except AtTransient as exc:
+        if maybe_sent(exc):
+            return unanswered(Message, message_id, exc)
+        raise
     recipient = next((r for r in result.recipients if r.number == phone), None)
     if recipient is None:
         fail(Message, message_id, f"AT accepted no recipient: {result.summary}")
@@ -101,6 +120,10 @@ def place_call(call_id: int) -> str:
         fail(Call, call_id, str(exc))
         metrics.add(metrics.worker_client(), [("reach_calls_placed", {"result": "failed"}, 1)])
         return "rejected"
+    except AtTransient as exc:
+        if maybe_sent(exc):
+            return unanswered(Call, call_id, exc)
+        raise
     entry = next((e for e in result.entries if e.session_id), None)
     if entry is None:
         reason = result.error_message or ", ".join(e.status for e in result.entries) or "no entry"
@@ -126,3 +149,60 @@ def orphaned(session: Session, older_than: timedelta = ORPHAN_AFTER) -> list[tup
         stale = select(model.id).where(model.send_state == QUEUED, model.cycle_id.is_(None), model.created_at < cutoff)
         found += [(task, row_id) for row_id in session.scalars(stale)]
     return found
+
+
+def unmatched_report(session: Session, phone: str, since: datetime) -> str | None:
+    """The AT id of a delivery report for `phone`, received since `since`, that matches no message of
+    ours: the proof that a send whose answer never came did go out (AT's id was in the lost answer)."""
+    return session.scalar(
+        select(DlrEvent.at_message_id)
+        .where(
+            DlrEvent.phone == phone,
+            DlrEvent.received_at >= since - timedelta(seconds=5),
+            ~exists().where(Message.at_message_id == DlrEvent.at_message_id),
+        )
+        .order_by(DlrEvent.id)
+        .limit(1)
+    )
+
+
+def settle_unanswered(
+    session: Session, grace: timedelta, inbox_settled: bool, settle_after: timedelta
+) -> tuple[int, list[tuple[str, int]]]:
+    """One-off sends left `submitting` for over `settle_after`, the dispatch lease (AT's answer lost, or
+    the worker died mid-request): adopt those AT's callbacks show it acted on; queue again those with
+    nothing to show after `grace`, once every queued callback has been applied. Returns how many were
+    adopted, and the (task, id) pairs to publish once this transaction has committed."""
+    now = datetime.now(UTC)
+    adopted, resend = 0, []
+    for task, model in (("reach.send.sms", Message), ("reach.send.call", Call)):
+        claimed_at = func.coalesce(model.claimed_at, model.created_at)
+        rows = session.scalars(
+            select(model)
+            .where(model.cycle_id.is_(None), model.send_state == SUBMITTING, claimed_at < now - settle_after)
+            .with_for_update(skip_locked=True)
+            .limit(500)
+        ).all()
+        for row in rows:
+            if adopt_unanswered(session, row):
+                adopted += 1
+            elif inbox_settled and (row.claimed_at or row.created_at) + grace < now:
+                row.send_state, row.send_error = QUEUED, "AT shows nothing of the unanswered request: sending again"
+                resend.append((task, row.id))
+    return adopted, resend
+
+
+def adopt_unanswered(session: Session, row: Message | Call) -> bool:
+    if isinstance(row, Call):  # a callback for its number adopted it (worker/ingest.py `_lock_call`)
+        if row.session_id is None:
+            return False
+        row.send_state = SENT
+        return True
+    orphan = unmatched_report(session, row.phone, row.claimed_at or row.created_at)
+    if orphan is None:
+        return False
+    row.at_message_id, row.send_state = orphan, SENT
+    outcomes.mark_contact_pending(session, row.contact_id, row.id)
+    session.flush()
+    apply_pending_dlrs(session, [orphan])
+    return True

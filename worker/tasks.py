@@ -110,13 +110,24 @@ def housekeeping() -> None:
 
 @reach_task("reach.send.housekeeping", time_limit=60, soft_time_limit=55, expires=60)
 def send_housekeeping() -> int:
-    """Publish again one-off sends whose task never reached the broker."""
+    """Publish again one-off sends whose task never reached the broker; settle those AT never answered."""
+    settings = get_settings()
+    box = inbox()
+    settled = box.depth() == 0 and box.in_flight() == 0
     with session_scope() as session:
         found = sending.orphaned(session)
+        grace = timedelta(seconds=settings.unknown_send_grace_seconds)
+        lease = timedelta(seconds=settings.dispatch_lease)
+        adopted, resend = sending.settle_unanswered(session, grace, inbox_settled=settled, settle_after=lease)
+    if adopted:
+        log.info("adopted %d unanswered one-off sends from AT's callbacks", adopted)
+    for task, row_id in resend:
+        log.warning("sending again %s(%s): AT never answered and shows nothing of it", task, row_id)
+        app.send_task(task, args=[row_id])
     for task, row_id in found:
         log.warning("re-queueing orphaned send %s(%s)", task, row_id)
         app.send_task(task, args=[row_id])
-    return len(found)
+    return len(found) + len(resend)
 
 
 @reach_task(
