@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     rate_limit_callbacks: str = "2000/second"
     #: The operator API (`/api/...`): people and scripts, never bulk traffic.
     rate_limit_operator: str = "600/minute"
+    #: Reverse proxies in front of the receiver whose X-Forwarded-For is believed (0: none, the client is
+    #: the connection's address). Set it to how many there are, or every client shares the proxy's budget.
+    trusted_proxies: int = Field(default=0, ge=0, le=5)
 
     # -- observability ------------------------------------------------------------------------------------
     #: Bearer token Prometheus sends to `GET /metrics` (its `authorization` scrape setting). Unset: /metrics

@@ -38,6 +38,34 @@ def test_each_client_address_has_its_own_budget(make_app) -> None:
     assert dlr(client, 9, "10.2.2.2").status_code == 200
 
 
+def forwarded_dlr(client, n: int, forwarded_for: str):
+    body = wire.dlr(f"ATXid_{n:032x}", "Success", CUSTOMER)
+    headers = {"X-Forwarded-For": forwarded_for}
+    return client.post(
+        f"/dlr?token={WEBHOOK_TOKEN}", data=body, headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.1"}
+    )
+
+
+def test_behind_a_trusted_proxy_each_client_keeps_its_own_budget(make_app) -> None:
+    client = make_app(rate_limit_callbacks="2/hour", trusted_proxies=1).test_client()
+    assert [forwarded_dlr(client, n, "41.90.1.1").status_code for n in range(3)] == [200, 200, 429]
+    assert forwarded_dlr(client, 5, "41.90.2.2").status_code == 200  # same proxy, another client
+
+
+def test_without_trusted_proxies_a_forwarded_address_changes_nothing(make_app) -> None:
+    """A client cannot escape its budget by writing its own X-Forwarded-For."""
+    client = make_app(rate_limit_callbacks="2/hour").test_client()
+    codes = [forwarded_dlr(client, n, f"41.90.3.{n}").status_code for n in range(3)]
+    assert codes == [200, 200, 429]
+
+
+def test_only_the_configured_hops_are_believed(make_app) -> None:
+    client = make_app(rate_limit_callbacks="2/hour", trusted_proxies=1).test_client()
+    # The client prepends made-up addresses; the proxy appends the one it saw, which alone counts.
+    codes = [forwarded_dlr(client, n, f"1.2.3.{n}, 41.90.4.4").status_code for n in range(3)]
+    assert codes == [200, 200, 429]
+
+
 def test_the_count_is_shared_by_every_receiver_process(make_app) -> None:
     """Two apps (two gunicorn workers) on one Redis: one budget, not one each."""
     first = make_app(rate_limit_callbacks="4/hour").test_client()

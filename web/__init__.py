@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.settings import Settings, get_settings
 
@@ -26,4 +27,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     limits.init_app(app, settings, callbacks.bp, operator_api.bp)
     dashboard.init_app(app)
+    if settings.trusted_proxies:
+        # The client address (rate limits, logs) and scheme as the trusted proxies saw them; never more
+        # hops than configured, so a client cannot choose its own address.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
     return app
