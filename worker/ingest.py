@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from shared import metrics, ussd
@@ -193,6 +193,50 @@ def apply_pending_dlrs(session: Session, at_message_ids: Collection[str] | None 
     return moved
 
 
+#: On Postgres the two per-row UPDATEs of a batch (messages, then their contacts) are one statement each over
+#: arrays: an executemany sent one UPDATE per row (~1,000 statements per 500 reports). Same SET and WHERE as
+#: the SQLAlchemy statements below, which SQLite (embedded mode) keeps. Rows are locked in the join's order;
+#: a deadlock between two drainers is an OperationalError, so the batch goes back and is applied again.
+ADVANCE_MESSAGES = text(
+    """
+    UPDATE messages AS m
+    SET status = b.status, status_rank = b.rank, failure_reason = b.reason,
+        network_code = coalesce(b.network, m.network_code), status_at = b.at
+    FROM unnest(CAST(:b_id AS bigint[]), CAST(:b_status AS text[]), CAST(:b_rank AS int[]),
+                CAST(:b_reason AS text[]), CAST(:b_network AS text[]), CAST(:b_at AS timestamptz[]))
+         AS b(id, status, rank, reason, network, at)
+    WHERE m.id = b.id AND m.status_rank < b.rank
+    """
+)
+
+UPDATE_CONTACTS = text(
+    """
+    UPDATE contacts AS c
+    SET status = CASE
+            WHEN c.status = 'opted_out' THEN c.status
+            WHEN c.status = 'invalid' AND u.target = 'inactive' THEN c.status
+            ELSE coalesce(u.target, c.status)
+        END,
+        last_sms_status = u.status, last_failure_reason = u.reason,
+        last_network_code = coalesce(u.network, c.last_network_code), last_sms_at = u.at, updated_at = now()
+    FROM unnest(CAST(:c_id AS bigint[]), CAST(:c_message AS bigint[]), CAST(:c_target AS text[]),
+                CAST(:c_status AS text[]), CAST(:c_reason AS text[]), CAST(:c_network AS text[]),
+                CAST(:c_at AS timestamptz[]))
+         AS u(id, message_id, target, status, reason, network, at)
+    WHERE c.id = u.id AND c.last_message_id = u.message_id
+    """
+)
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _columns(rows: list[dict[str, object]], prefix: str) -> dict[str, list[object]]:
+    """Rows of parameters as one array per column (for the unnest statements above)."""
+    return {key: [row[key] for row in rows] for key in rows[0] if key.startswith(prefix)}
+
+
 def _advance_messages(session: Session, best: list[_Best]) -> int:
     if not best:
         return 0
@@ -219,7 +263,10 @@ def _advance_messages(session: Session, best: list[_Best]) -> int:
             status_at=bindparam("b_at"),
         )
     )
-    result = session.execute(stmt, params)
+    if _is_postgres(session):
+        result = session.execute(ADVANCE_MESSAGES, _columns(params, "b_"))
+    else:
+        result = session.execute(stmt, params)
     return max(result.rowcount, 0)
 
 
@@ -282,7 +329,10 @@ def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> 
             updated_at=func.now(),
         )
     )
-    session.execute(stmt, params)
+    if _is_postgres(session):
+        session.execute(UPDATE_CONTACTS, _columns(params, "c_"))
+    else:
+        session.execute(stmt, params)
 
 
 # -- contacts touched by the customer ------------------------------------------------------------------------

@@ -72,6 +72,4 @@ def downgrade() -> None:
     op.drop_index("ix_cycle_items_cycle_id_state", table_name="cycle_items")
     with op.batch_alter_table("cycle_items") as batch:
         batch.create_index("ix_cycle_items_cycle_id_state", ["cycle_id", "state"])
-        batch.create_foreign_key(
-            "fk_cycle_items_cycle_id_cycles", "cycles", ["cycle_id"], ["id"], ondelete="CASCADE"
-        )
+        batch.create_foreign_key("fk_cycle_items_cycle_id_cycles", "cycles", ["cycle_id"], ["id"], ondelete="CASCADE")
