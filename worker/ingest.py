@@ -7,6 +7,7 @@ that AT itself sends (a second post of the same report) are absorbed by each tab
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Collection, Iterable
@@ -85,10 +86,33 @@ def apply_batch(session: Session, items: list[InboxItem]) -> Counter[str]:
     return applied
 
 
-#: Batch inserts below pass their rows as executemany parameters to one cached statement on the Core table:
-#: SQLAlchemy then sends them in pages of multi-row VALUES (insertmanyvalues) with RETURNING. Building a
-#: `.values(rows)` statement instead compiled ~3,500 bind parameters per batch and dominated the drain
-#: (bench/RESULTS.md, "DLR apply").
+#: Batch writes on Postgres pass one array per column to a short, fixed statement over unnest(): psycopg then
+#: caches and prepares it, where a multi-row VALUES of ~3,500 placeholders per batch was re-parsed by psycopg
+#: every time (a fifth of the drain's CPU, py-spy in bench/RESULTS.md "DLR apply"). SQLite (embedded mode)
+#: passes the rows as executemany parameters to one cached `insert(table)` on the Core table, which SQLAlchemy
+#: pages as multi-row VALUES (insertmanyvalues) with RETURNING.
+
+RECORD_RAW = text(
+    """
+    INSERT INTO raw_callbacks (inbox_id, kind, received_at, payload)
+    SELECT inbox_id, kind, received_at, CAST(payload AS jsonb)
+    FROM unnest(CAST(:inbox_id AS text[]), CAST(:kind AS text[]), CAST(:received_at AS timestamptz[]),
+                CAST(:payload AS text[])) AS t(inbox_id, kind, received_at, payload)
+    ON CONFLICT (inbox_id) DO NOTHING
+    RETURNING inbox_id
+    """
+)
+
+INSERT_DLR_EVENTS = text(
+    """
+    INSERT INTO dlr_events (at_message_id, status, failure_reason, phone, network_code, retry_count, received_at)
+    SELECT * FROM unnest(CAST(:at_message_id AS text[]), CAST(:status AS text[]), CAST(:failure_reason AS text[]),
+                         CAST(:phone AS text[]), CAST(:network_code AS text[]), CAST(:retry_count AS int[]),
+                         CAST(:received_at AS timestamptz[]))
+    ON CONFLICT (at_message_id, status) DO NOTHING
+    RETURNING at_message_id, status, failure_reason
+    """
+)
 
 
 def record_raw(session: Session, items: list[InboxItem]) -> list[InboxItem]:
@@ -99,9 +123,16 @@ def record_raw(session: Session, items: list[InboxItem]) -> list[InboxItem]:
         {"inbox_id": item.id, "kind": item.kind, "received_at": item.received_at, "payload": item.data}
         for item in items
     ]
-    table = RawCallback.__table__
-    stmt = insert_for(session, table).on_conflict_do_nothing(index_elements=["inbox_id"]).returning(table.c.inbox_id)
-    new_ids = set(session.scalars(stmt, rows))
+    if _is_postgres(session):
+        for row in rows:
+            row["payload"] = json.dumps(row["payload"])
+        new_ids = set(session.scalars(RECORD_RAW, _columns(rows)))
+    else:
+        table = RawCallback.__table__
+        stmt = (
+            insert_for(session, table).on_conflict_do_nothing(index_elements=["inbox_id"]).returning(table.c.inbox_id)
+        )
+        new_ids = set(session.scalars(stmt, rows))
     if len(new_ids) < len(items):
         log.info("skipped %d callbacks already applied", len(items) - len(new_ids))
     return [item for item in items if item.id in new_ids]
@@ -126,13 +157,16 @@ def apply_dlrs(session: Session, reports: Iterable[tuple[datetime, Dlr]]) -> int
     ]
     if not rows:
         return 0
-    table = DlrEvent.__table__
-    stmt = (
-        insert_for(session, table)
-        .on_conflict_do_nothing(index_elements=["at_message_id", "status"])
-        .returning(table.c.at_message_id, table.c.status, table.c.failure_reason)
-    )
-    new_rows = session.execute(stmt, rows).all()
+    if _is_postgres(session):
+        new_rows = session.execute(INSERT_DLR_EVENTS, _columns(rows)).all()
+    else:
+        table = DlrEvent.__table__
+        stmt = (
+            insert_for(session, table)
+            .on_conflict_do_nothing(index_elements=["at_message_id", "status"])
+            .returning(table.c.at_message_id, table.c.status, table.c.failure_reason)
+        )
+        new_rows = session.execute(stmt, rows).all()
     new_ids = {row.at_message_id for row in new_rows}
     for (status, reason), count in Counter((row.status, row.failure_reason) for row in new_rows).items():
         metrics.count_on_commit(
@@ -232,8 +266,8 @@ def _is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _columns(rows: list[dict[str, object]], prefix: str) -> dict[str, list[object]]:
-    """Rows of parameters as one array per column (for the unnest statements above)."""
+def _columns(rows: list[dict[str, object]], prefix: str = "") -> dict[str, list[object]]:
+    """Rows of parameters as one array per column (for the unnest statements)."""
     return {key: [row[key] for row in rows] for key in rows[0] if key.startswith(prefix)}
 
 
