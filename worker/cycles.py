@@ -422,12 +422,15 @@ def record_call(
 
 
 def finish_if_done(session: Session, cycle_id: int) -> bool:
+    # Two probes, one per partial index: pending items (ix_cycle_items_due) and claimed or submitting ones
+    # (ix_cycle_items_cycle_id_state, which holds only items past pending).
     open_items = session.scalar(
-        select(func.count())
-        .select_from(CycleItem)
-        .where(
-            CycleItem.cycle_id == cycle_id,
-            CycleItem.state.in_([ItemState.PENDING, ItemState.CLAIMED, ItemState.SUBMITTING]),
+        select(exists().where(CycleItem.cycle_id == cycle_id, CycleItem.state == ItemState.PENDING))
+    ) or session.scalar(
+        select(
+            exists().where(
+                CycleItem.cycle_id == cycle_id, CycleItem.state.in_([ItemState.CLAIMED, ItemState.SUBMITTING])
+            )
         )
     )
     calls_open = session.scalar(

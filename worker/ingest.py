@@ -7,13 +7,14 @@ that AT itself sends (a second post of the same report) are absorbed by each tab
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from shared import metrics, ussd
@@ -85,10 +86,33 @@ def apply_batch(session: Session, items: list[InboxItem]) -> Counter[str]:
     return applied
 
 
-#: Batch inserts below pass their rows as executemany parameters to one cached statement on the Core table:
-#: SQLAlchemy then sends them in pages of multi-row VALUES (insertmanyvalues) with RETURNING. Building a
-#: `.values(rows)` statement instead compiled ~3,500 bind parameters per batch and dominated the drain
-#: (bench/RESULTS.md, "DLR apply").
+#: Batch writes on Postgres pass one array per column to a short, fixed statement over unnest(): psycopg then
+#: caches and prepares it, where a multi-row VALUES of ~3,500 placeholders per batch was re-parsed by psycopg
+#: every time (a fifth of the drain's CPU, py-spy in bench/RESULTS.md "DLR apply"). SQLite (embedded mode)
+#: passes the rows as executemany parameters to one cached `insert(table)` on the Core table, which SQLAlchemy
+#: pages as multi-row VALUES (insertmanyvalues) with RETURNING.
+
+RECORD_RAW = text(
+    """
+    INSERT INTO raw_callbacks (inbox_id, kind, received_at, payload)
+    SELECT inbox_id, kind, received_at, CAST(payload AS jsonb)
+    FROM unnest(CAST(:inbox_id AS text[]), CAST(:kind AS text[]), CAST(:received_at AS timestamptz[]),
+                CAST(:payload AS text[])) AS t(inbox_id, kind, received_at, payload)
+    ON CONFLICT (inbox_id) DO NOTHING
+    RETURNING inbox_id
+    """
+)
+
+INSERT_DLR_EVENTS = text(
+    """
+    INSERT INTO dlr_events (at_message_id, status, failure_reason, phone, network_code, retry_count, received_at)
+    SELECT * FROM unnest(CAST(:at_message_id AS text[]), CAST(:status AS text[]), CAST(:failure_reason AS text[]),
+                         CAST(:phone AS text[]), CAST(:network_code AS text[]), CAST(:retry_count AS int[]),
+                         CAST(:received_at AS timestamptz[]))
+    ON CONFLICT (at_message_id, status) DO NOTHING
+    RETURNING at_message_id, status, failure_reason
+    """
+)
 
 
 def record_raw(session: Session, items: list[InboxItem]) -> list[InboxItem]:
@@ -99,9 +123,16 @@ def record_raw(session: Session, items: list[InboxItem]) -> list[InboxItem]:
         {"inbox_id": item.id, "kind": item.kind, "received_at": item.received_at, "payload": item.data}
         for item in items
     ]
-    table = RawCallback.__table__
-    stmt = insert_for(session, table).on_conflict_do_nothing(index_elements=["inbox_id"]).returning(table.c.inbox_id)
-    new_ids = set(session.scalars(stmt, rows))
+    if _is_postgres(session):
+        for row in rows:
+            row["payload"] = json.dumps(row["payload"])
+        new_ids = set(session.scalars(RECORD_RAW, _columns(rows)))
+    else:
+        table = RawCallback.__table__
+        stmt = (
+            insert_for(session, table).on_conflict_do_nothing(index_elements=["inbox_id"]).returning(table.c.inbox_id)
+        )
+        new_ids = set(session.scalars(stmt, rows))
     if len(new_ids) < len(items):
         log.info("skipped %d callbacks already applied", len(items) - len(new_ids))
     return [item for item in items if item.id in new_ids]
@@ -126,13 +157,16 @@ def apply_dlrs(session: Session, reports: Iterable[tuple[datetime, Dlr]]) -> int
     ]
     if not rows:
         return 0
-    table = DlrEvent.__table__
-    stmt = (
-        insert_for(session, table)
-        .on_conflict_do_nothing(index_elements=["at_message_id", "status"])
-        .returning(table.c.at_message_id, table.c.status, table.c.failure_reason)
-    )
-    new_rows = session.execute(stmt, rows).all()
+    if _is_postgres(session):
+        new_rows = session.execute(INSERT_DLR_EVENTS, _columns(rows)).all()
+    else:
+        table = DlrEvent.__table__
+        stmt = (
+            insert_for(session, table)
+            .on_conflict_do_nothing(index_elements=["at_message_id", "status"])
+            .returning(table.c.at_message_id, table.c.status, table.c.failure_reason)
+        )
+        new_rows = session.execute(stmt, rows).all()
     new_ids = {row.at_message_id for row in new_rows}
     for (status, reason), count in Counter((row.status, row.failure_reason) for row in new_rows).items():
         metrics.count_on_commit(
@@ -193,6 +227,50 @@ def apply_pending_dlrs(session: Session, at_message_ids: Collection[str] | None 
     return moved
 
 
+#: On Postgres the two per-row UPDATEs of a batch (messages, then their contacts) are one statement each over
+#: arrays: an executemany sent one UPDATE per row (~1,000 statements per 500 reports). Same SET and WHERE as
+#: the SQLAlchemy statements below, which SQLite (embedded mode) keeps. Rows are locked in the join's order;
+#: a deadlock between two drainers is an OperationalError, so the batch goes back and is applied again.
+ADVANCE_MESSAGES = text(
+    """
+    UPDATE messages AS m
+    SET status = b.status, status_rank = b.rank, failure_reason = b.reason,
+        network_code = coalesce(b.network, m.network_code), status_at = b.at
+    FROM unnest(CAST(:b_id AS bigint[]), CAST(:b_status AS text[]), CAST(:b_rank AS int[]),
+                CAST(:b_reason AS text[]), CAST(:b_network AS text[]), CAST(:b_at AS timestamptz[]))
+         AS b(id, status, rank, reason, network, at)
+    WHERE m.id = b.id AND m.status_rank < b.rank
+    """
+)
+
+UPDATE_CONTACTS = text(
+    """
+    UPDATE contacts AS c
+    SET status = CASE
+            WHEN c.status = 'opted_out' THEN c.status
+            WHEN c.status = 'invalid' AND u.target = 'inactive' THEN c.status
+            ELSE coalesce(u.target, c.status)
+        END,
+        last_sms_status = u.status, last_failure_reason = u.reason,
+        last_network_code = coalesce(u.network, c.last_network_code), last_sms_at = u.at, updated_at = now()
+    FROM unnest(CAST(:c_id AS bigint[]), CAST(:c_message AS bigint[]), CAST(:c_target AS text[]),
+                CAST(:c_status AS text[]), CAST(:c_reason AS text[]), CAST(:c_network AS text[]),
+                CAST(:c_at AS timestamptz[]))
+         AS u(id, message_id, target, status, reason, network, at)
+    WHERE c.id = u.id AND c.last_message_id = u.message_id
+    """
+)
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _columns(rows: list[dict[str, object]], prefix: str = "") -> dict[str, list[object]]:
+    """Rows of parameters as one array per column (for the unnest statements)."""
+    return {key: [row[key] for row in rows] for key in rows[0] if key.startswith(prefix)}
+
+
 def _advance_messages(session: Session, best: list[_Best]) -> int:
     if not best:
         return 0
@@ -219,7 +297,10 @@ def _advance_messages(session: Session, best: list[_Best]) -> int:
             status_at=bindparam("b_at"),
         )
     )
-    result = session.execute(stmt, params)
+    if _is_postgres(session):
+        result = session.execute(ADVANCE_MESSAGES, _columns(params, "b_"))
+    else:
+        result = session.execute(stmt, params)
     return max(result.rowcount, 0)
 
 
@@ -282,7 +363,10 @@ def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> 
             updated_at=func.now(),
         )
     )
-    session.execute(stmt, params)
+    if _is_postgres(session):
+        session.execute(UPDATE_CONTACTS, _columns(params, "c_"))
+    else:
+        session.execute(stmt, params)
 
 
 # -- contacts touched by the customer ------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""The migrations against the models, on both databases Reach runs on, and what the schema itself enforces
+for cycle items (revision b5d2f0c7e913 replaced a foreign key by a trigger and narrowed an index)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy.orm import Session
+
+from shared import migrate
+from shared.db import build_engine
+from shared.models import Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState
+from tests.services import fresh_database
+from worker import cycles
+
+BEFORE_LIGHTER_PLANNING = "e7b3c1d4a5f6"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'reach.sqlite3'}"
+        return
+    base = request.getfixturevalue("database_url")
+    with fresh_database(f"{base}_mig_{os.getpid()}", migrated=False) as database_url:
+        yield database_url
+
+
+@pytest.fixture
+def engine(url: str) -> Iterator[Engine]:
+    migrate.upgrade(url)
+    engine = build_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def test_upgrade_matches_the_models_and_downgrades_cleanly(url: str) -> None:
+    migrate.upgrade(url)
+    migrate.check(url)  # raises when models and migrations disagree
+    command.downgrade(migrate.alembic_config(url), BEFORE_LIGHTER_PLANNING)
+    migrate.upgrade(url)
+    migrate.check(url)
+
+
+def planned_cycle(session: Session, n: int = 3) -> int:
+    """A cycle planned over every contact, after adding `n` new ones."""
+    start = session.scalar(select(func.count()).select_from(Contact))
+    session.add_all(Contact(phone=f"+2547330{start + i:05d}", status=ContactStatus.NEW) for i in range(n))
+    cycle = Cycle(message="hello", state=CycleState.PLANNING)
+    session.add(cycle)
+    session.flush()
+    cycles.plan_cycle(session, cycle.id)
+    session.commit()
+    return cycle.id
+
+
+def items_of(session: Session, cycle_id: int) -> int:
+    return session.scalar(select(func.count()).select_from(CycleItem).where(CycleItem.cycle_id == cycle_id))
+
+
+def test_deleting_a_cycle_still_deletes_its_items(engine: Engine) -> None:
+    with Session(engine) as session:
+        kept, gone = planned_cycle(session), planned_cycle(session)
+        assert items_of(session, gone) == 6
+        session.execute(delete(Cycle).where(Cycle.id == gone))
+        session.commit()
+        assert items_of(session, gone) == 0
+        assert items_of(session, kept) == 3
+
+
+def test_a_cycle_is_done_only_when_no_item_is_pending_claimed_or_submitting(engine: Engine) -> None:
+    with Session(engine) as session:
+        cycle_id = planned_cycle(session, n=2)
+        first, second = session.scalars(select(CycleItem).where(CycleItem.cycle_id == cycle_id)).all()
+        for state in (ItemState.PENDING, ItemState.CLAIMED, ItemState.SUBMITTING):
+            first.state, second.state = ItemState.DONE, state
+            session.flush()
+            assert cycles.finish_if_done(session, cycle_id) is False, state
+        second.state = ItemState.CANCELLED
+        session.flush()
+        assert cycles.finish_if_done(session, cycle_id) is True
+        session.commit()
+
+
+def test_finish_if_done_reads_the_partial_indexes(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("Postgres plans only")
+    with engine.connect() as connection:
+        connection.execute(text("SET enable_seqscan = off"))
+        for states in ("'pending'", "'claimed', 'submitting'"):
+            plan = "\n".join(
+                connection.scalars(
+                    text(f"EXPLAIN SELECT 1 FROM cycle_items WHERE cycle_id = 1 AND state IN ({states}) LIMIT 1")
+                )
+            )
+            assert "ix_cycle_items_due" in plan or "ix_cycle_items_cycle_id_state" in plan, plan
