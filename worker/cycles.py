@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, func, literal, select, type_coerce, update
+from sqlalchemy import String, exists, func, literal, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from shared import cycles, metrics

@@ -1,8 +1,8 @@
 """one-off sends keep when they were claimed, so an answer AT never gave can be settled later
 
 Revision ID: c4d8e2f1a9b7
-Revises: e7b3c1d4a5f6
-Create Date: 2026-11-28 18:30:00.000000
+Revises: b5d2f0c7e913
+Create Date: 2026-11-28 18:50:00.000000
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "c4d8e2f1a9b7"
-down_revision: str | None = "e7b3c1d4a5f6"
+down_revision: str | None = "b5d2f0c7e913"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
