@@ -221,6 +221,13 @@ class CycleItem(Base):
             postgresql_where=sql_text("state <> 'pending'"),
             sqlite_where=sql_text("state <> 'pending'"),
         ),
+        # What housekeeping looks for every 15 s: sends whose lease ran out (a handful, in any cycle).
+        Index(
+            "ix_cycle_items_submitting_lease",
+            "lease_until",
+            postgresql_where=sql_text("state = 'submitting'"),
+            sqlite_where=sql_text("state = 'submitting'"),
+        ),
     )
 
 
