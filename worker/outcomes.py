@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, func, select, update
+from sqlalchemy import String, bindparam, func, update
 from sqlalchemy.orm import Session
 
 from shared import metrics
@@ -113,18 +113,15 @@ def mark_contacts_pending(session: Session, sent: Sequence[tuple[int, int]]) -> 
     """Contacts whose SMS AT accepted wait for its report: pending on that message (an opt-out stays)."""
     if not sent:
         return
-    contact_ids = sorted(contact for contact, _ in sent)
-    message_ids = [message for _, message in sent]
-    # Each contact has one message in `sent`: a correlated look-up keeps it one statement.
-    their_message = (
-        select(_messages.c.id)
-        .where(_messages.c.contact_id == _contacts.c.id, _messages.c.id.in_(message_ids))
-        .scalar_subquery()
-    )
+    # UPDATE … FROM messages (Postgres, SQLite ≥ 3.33): each contact takes its own message's id.
     session.execute(
         update(_contacts)
-        .where(_contacts.c.id.in_(contact_ids), _contacts.c.status != ContactStatus.OPTED_OUT.value)
-        .values(status=ContactStatus.PENDING.value, last_message_id=their_message, last_sms_at=now(), updated_at=now())
+        .where(
+            _contacts.c.id == _messages.c.contact_id,
+            _messages.c.id.in_(sorted(message for _, message in sent)),
+            _contacts.c.status != ContactStatus.OPTED_OUT.value,
+        )
+        .values(status=ContactStatus.PENDING.value, last_message_id=_messages.c.id, last_sms_at=now(), updated_at=now())
     )
 
 
