@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, exists, func, literal, select, type_coerce, update
+from sqlalchemy import String, exists, func, insert, literal, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from shared import cycles, metrics
@@ -41,6 +42,8 @@ from worker.ingest import apply_pending_dlrs
 from worker.sending import unmatched_report
 
 log = logging.getLogger(__name__)
+
+_messages = Message.__table__
 
 #: A call AT accepted but never reported back on stops counting against the in-flight cap after this.
 CALL_STALE = timedelta(minutes=15)
@@ -106,7 +109,7 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
 # -- SMS ------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Claimed:
     item_id: int
     contact_id: int
@@ -114,9 +117,10 @@ class Claimed:
     row_id: int  # the Message or Call written for this attempt
 
 
-def claim(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[tuple[int, int, str]]:
-    lease = timedelta(seconds=get_settings().dispatch_lease)
-    """Take up to `limit` due items of one channel; rows other dispatchers hold are skipped, not awaited."""
+def due_items(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[int]:
+    """Lock up to `limit` due items of one channel of a dispatching cycle; rows other dispatchers hold are
+    skipped, not awaited. A paused cycle has no due items, so a dispatcher stops at its next batch."""
+    dispatching = exists().where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
     due = (
         select(CycleItem.id)
         .where(
@@ -124,20 +128,35 @@ def claim(session: Session, cycle_id: int, channel: Channel, limit: int) -> list
             CycleItem.channel == channel,
             CycleItem.state == ItemState.PENDING,
             CycleItem.next_attempt_at <= func.now(),
+            dispatching,
         )
         .order_by(CycleItem.next_attempt_at, CycleItem.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=CycleItem)
     )
-    ids = list(session.scalars(due))
+    return list(session.scalars(due))
+
+
+def _claimed_values(lease: timedelta) -> dict[str, Any]:
+    return {
+        "state": ItemState.SUBMITTING,
+        "lease_until": now() + lease,
+        "attempts": CycleItem.attempts + 1,
+        "updated_at": now(),
+    }
+
+
+def claim(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[tuple[int, int, str]]:
+    """Take up to `limit` due items of one channel: (item, contact, phone), each claimed once."""
+    ids = due_items(session, cycle_id, channel, limit)
     if not ids:
         return []
+    lease = timedelta(seconds=get_settings().dispatch_lease)
     session.execute(
         update(CycleItem)
         .where(CycleItem.id.in_(ids))
-        .values(
-            state=ItemState.SUBMITTING, lease_until=now() + lease, attempts=CycleItem.attempts + 1, updated_at=now()
-        )
+        .values(**_claimed_values(lease))
+        .execution_options(synchronize_session=False)
     )
     return list(
         session.execute(
@@ -150,28 +169,45 @@ def claim(session: Session, cycle_id: int, channel: Channel, limit: int) -> list
 
 
 def claim_sms(cycle: Cycle, limit: int) -> list[Claimed]:
-    """Claim a batch and write its Message rows (`submitting`) in one committed transaction."""
+    """Claim a batch and write its Message rows (`submitting`) in one committed transaction.
+
+    Three statements whatever the batch size: lock the due items, one INSERT … SELECT … RETURNING for
+    the messages, one UPDATE moving the items to `submitting` with their message ids.
+    """
     with session_scope() as session:
-        taken = claim(session, cycle.id, Channel.SMS, limit)
-        claimed = []
-        for item_id, contact_id, phone in taken:
-            message = Message(
-                contact_id=contact_id,
-                cycle_id=cycle.id,
-                cycle_item_id=item_id,
-                phone=phone,
-                text=cycle.message,
-                send_state="submitting",
+        ids = due_items(session, cycle.id, Channel.SMS, limit)
+        if not ids:
+            return []
+        created = now()
+        columns = ["contact_id", "cycle_id", "cycle_item_id", "phone", "text", "send_state", "created_at"]
+        rows = (
+            select(
+                CycleItem.contact_id,
+                literal(cycle.id),
+                CycleItem.id,
+                Contact.phone,
+                literal(cycle.message, type_=_messages.c.text.type),
+                literal("submitting", type_=_messages.c.send_state.type),
+                literal(created, type_=_messages.c.created_at.type),
             )
-            session.add(message)
-            session.flush()
-            claimed.append(Claimed(item_id, contact_id, phone, message.id))
-        if claimed:
-            session.execute(
-                update(CycleItem),
-                [{"id": c.item_id, "message_id": c.row_id} for c in claimed],
-            )
-        return claimed
+            .join(Contact, Contact.id == CycleItem.contact_id)
+            .where(CycleItem.id.in_(ids))
+            .order_by(CycleItem.id)
+        )
+        written = session.execute(
+            insert(_messages)
+            .from_select(columns, rows)
+            .returning(_messages.c.cycle_item_id, _messages.c.contact_id, _messages.c.phone, _messages.c.id)
+        ).all()
+        latest = select(func.max(_messages.c.id)).where(_messages.c.cycle_item_id == CycleItem.id).scalar_subquery()
+        lease = timedelta(seconds=get_settings().dispatch_lease)
+        session.execute(
+            update(CycleItem)
+            .where(CycleItem.id.in_(ids))
+            .values(message_id=latest, **_claimed_values(lease))
+            .execution_options(synchronize_session=False)
+        )
+        return sorted(Claimed(*row) for row in written)
 
 
 def dispatch_sms(cycle_id: int, budget_seconds: float = 20.0) -> str:
@@ -181,21 +217,28 @@ def dispatch_sms(cycle_id: int, budget_seconds: float = 20.0) -> str:
     """
     settings = get_settings()
     deadline = time.monotonic() + budget_seconds
+    cycle = read_cycle(cycle_id)
+    if cycle is None or cycle.state is not CycleState.DISPATCHING:
+        return "paused" if cycle and cycle.state is CycleState.PAUSED else "idle"
     while time.monotonic() < deadline:
-        with session_scope() as session:
-            cycle = session.get(Cycle, cycle_id)
-            if cycle is None or cycle.state is not CycleState.DISPATCHING:
-                return "paused" if cycle and cycle.state is CycleState.PAUSED else "idle"
-            session.expunge(cycle)
         # Wait for the rate budget before claiming, so waiting never eats into the claim's lease.
         get_store().acquire_rate("sms", settings.sms_batch_size, settings.send_rate_per_second)
-        batch = claim_sms(cycle, settings.sms_batch_size)
+        batch = claim_sms(cycle, settings.sms_batch_size)  # claims nothing once the cycle left `dispatching`
         if not batch:
-            return "idle"
+            latest = read_cycle(cycle_id)
+            return "paused" if latest and latest.state is CycleState.PAUSED else "idle"
         outcome = send_sms_batch(cycle, batch, settings)
         if outcome != "sent":
             return outcome
     return "more"
+
+
+def read_cycle(cycle_id: int) -> Cycle | None:
+    with session_scope() as session:
+        cycle = session.get(Cycle, cycle_id)
+        if cycle is not None:
+            session.expunge(cycle)
+        return cycle
 
 
 def send_sms_batch(cycle: Cycle, batch: list[Claimed], settings: Settings) -> str:
@@ -218,82 +261,119 @@ def send_sms_batch(cycle: Cycle, batch: list[Claimed], settings: Settings) -> st
 
 
 def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], result: SmsSendResult) -> str:
-    by_number = {r.number: r for r in result.recipients}
+    """Record AT's whole answer for a batch in a few set-based statements (`outcomes.record_sends`, then
+    one UPDATE per item outcome present), and apply delivery reports that arrived before it."""
     if not result.recipients:
         # A request-level refusal (e.g. InvalidSenderId): every message would fail the same way.
         cycles.pause(session, cycle_id, f"AT refused the whole request: {result.summary}")
         give_back(session, batch, Message, result.summary)
         return "paused"
-    outcome = "sent"
+    by_number = {r.number: r for r in result.recipients}
+    listed = [(c, by_number[c.phone]) for c in batch if c.phone in by_number]
+    unlisted = [c for c in batch if c.phone not in by_number]
+    rules = outcomes.record_sends(session, [outcomes.Send(c.row_id, c.contact_id, r) for c, r in listed])
+    sent: list[Claimed] = []
+    failed: dict[str, list[Claimed]] = defaultdict(list)
+    paused: dict[str, list[Claimed]] = defaultdict(list)
+    retried: dict[str, list[Claimed]] = defaultdict(list)
     accepted: list[str] = []
-    for claimed in batch:
-        recipient = by_number.get(claimed.phone)
-        if recipient is None:
-            why = "AT's answer did not list this number"
-            session.execute(
-                update(Message).where(Message.id == claimed.row_id).values(send_state="failed", send_error=why)
-            )
-            finish_item(session, claimed, ItemState.FAILED, why)
-            continue
-        message = session.get_one(Message, claimed.row_id)
-        rule = outcomes.record_recipient(session, message, recipient)
+    pause_reason = None
+    for (claimed, recipient), rule in zip(listed, rules, strict=True):
         if rule.action is Action.ACCEPTED:
-            finish_item(session, claimed, ItemState.SENT)
+            sent.append(claimed)
             accepted.extend([recipient.message_id] if recipient.message_id else [])
         elif rule.action is Action.PAUSE:
-            cycles.pause(session, cycle_id, f"{recipient.status} ({recipient.status_code}): {rule.why}")
-            give_back(session, [claimed], Message, recipient.status)
-            outcome = "paused"
+            pause_reason = pause_reason or f"{recipient.status} ({recipient.status_code}): {rule.why}"
+            paused[recipient.status].append(claimed)
         elif rule.action is Action.RETRY:
-            why = f"{recipient.status} ({recipient.status_code})"
-            retry_later(session, [claimed], Message, why, get_settings().send_attempts)
+            retried[f"{recipient.status} ({recipient.status_code})"].append(claimed)
         else:
-            finish_item(session, claimed, ItemState.FAILED, message.send_error)
-    session.flush()
+            failed[outcomes.send_error(recipient, rule)].append(claimed)
+    if unlisted:
+        why = "AT's answer did not list this number"
+        session.execute(
+            update(_messages)
+            .where(_messages.c.id.in_([c.row_id for c in unlisted]))
+            .values(send_state="failed", send_error=why)
+        )
+        failed[why].extend(unlisted)
+    finish_items(session, sent, ItemState.SENT)
+    for error, claims in failed.items():
+        finish_items(session, claims, ItemState.FAILED, error)
+    if pause_reason is not None:
+        cycles.pause(session, cycle_id, pause_reason)
+    for status, claims in paused.items():
+        give_back(session, claims, Message, status)
+    for why, claims in retried.items():
+        retry_later(session, claims, Message, why, get_settings().send_attempts)
     if accepted:
         apply_pending_dlrs(session, accepted)  # reports may have arrived before we recorded the ids
-    return outcome
+    return "paused" if pause_reason is not None else "sent"
+
+
+def finish_items(session: Session, batch: Sequence[Claimed], state: ItemState, error: str | None = None) -> None:
+    if not batch:
+        return
+    session.execute(
+        update(CycleItem)
+        .where(CycleItem.id.in_(sorted(c.item_id for c in batch)))
+        .values(state=state, error=error, lease_until=None, updated_at=now())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def finish_item(session: Session, claimed: Claimed, state: ItemState, error: str | None = None) -> None:
-    session.execute(
-        update(CycleItem)
-        .where(CycleItem.id == claimed.item_id)
-        .values(state=state, error=error, lease_until=None, updated_at=now())
-    )
+    finish_items(session, [claimed], state, error)
 
 
 def give_back(session: Session, batch: Sequence[Claimed], model: type[Message] | type[Call], why: str) -> None:
     """Nothing was sent (the cycle paused): items go back untouched, their attempt not counted."""
+    if not batch:
+        return
     ids = [c.item_id for c in batch]
     session.execute(
         update(CycleItem)
         .where(CycleItem.id.in_(ids))
         .values(state=ItemState.PENDING, lease_until=None, attempts=CycleItem.attempts - 1, updated_at=now())
+        .execution_options(synchronize_session=False)
     )
     session.execute(
         update(model)
         .where(model.id.in_([c.row_id for c in batch]))
         .values(send_state="failed", send_error=f"not sent: {why}")
+        .execution_options(synchronize_session=False)
     )
 
 
 def retry_later(
     session: Session, batch: Sequence[Claimed], model: type[Message] | type[Call], why: str, max_attempts: int
 ) -> None:
-    """A transient AT failure: try again after a backoff, or record the item failed after `max_attempts`."""
+    """A transient AT failure: try again after a backoff, or record the item failed after `max_attempts`.
+
+    One UPDATE per distinct attempt count in the batch (the backoff depends on it), not one per item."""
+    if not batch:
+        return
     session.execute(
-        update(model).where(model.id.in_([c.row_id for c in batch])).values(send_state="failed", send_error=why)
+        update(model)
+        .where(model.id.in_([c.row_id for c in batch]))
+        .values(send_state="failed", send_error=why)
+        .execution_options(synchronize_session=False)
     )
-    for claimed in batch:
-        attempts = session.scalar(select(CycleItem.attempts).where(CycleItem.id == claimed.item_id)) or 0
+    by_id = {c.item_id: c for c in batch}
+    attempts_of = session.execute(select(CycleItem.id, CycleItem.attempts).where(CycleItem.id.in_(list(by_id))))
+    by_attempts: dict[int, list[int]] = defaultdict(list)
+    for item_id, attempts in attempts_of:
+        by_attempts[attempts or 0].append(item_id)
+    for attempts, item_ids in sorted(by_attempts.items()):
         if attempts >= max_attempts:
-            finish_item(session, claimed, ItemState.FAILED, f"gave up after {attempts} attempts: {why}")
+            claims = [by_id[i] for i in item_ids]
+            finish_items(session, claims, ItemState.FAILED, f"gave up after {attempts} attempts: {why}")
             continue
         session.execute(
             update(CycleItem)
-            .where(CycleItem.id == claimed.item_id)
+            .where(CycleItem.id.in_(sorted(item_ids)))
             .values(state=ItemState.PENDING, lease_until=None, error=why, next_attempt_at=now() + backoff(attempts))
+            .execution_options(synchronize_session=False)
         )
 
 
