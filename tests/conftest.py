@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis as redis_lib
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -295,3 +295,20 @@ def drain(redis_client: redis_lib.Redis) -> Callable[[], int]:
         return drain_inbox(Inbox(redis_client), batch_size=500, budget_seconds=30)
 
     return run
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def dialect_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on each database Reach runs on: a migrated SQLite file (embedded mode, as `reach up` makes
+    it) and the test Postgres database, emptied."""
+    from shared import migrate
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'reach.sqlite3'}"
+        migrate.upgrade(url)
+    else:
+        url = request.getfixturevalue("database_url")
+        request.getfixturevalue("clean")
+    engine = db.build_engine(url)
+    yield engine
+    engine.dispose()

@@ -4,17 +4,13 @@ design §6 case by case, in one batch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import sessionmaker
 
-from shared import migrate
 from shared.callbacks import Dlr
-from shared.db import build_engine
 from shared.models import Contact, ContactStatus, DlrEvent, Message
 from worker import ingest
 
@@ -31,17 +27,9 @@ CASES = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'reach.sqlite3'}"
-        migrate.upgrade(url)
-    else:
-        url = request.getfixturevalue("database_url")
-        request.getfixturevalue("clean")
-    engine = build_engine(url)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(dialect_engine: Engine) -> Engine:
+    return dialect_engine
 
 
 def test_reports_apply_the_same_on_both_databases(engine: Engine) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import sessionmaker
 
-from shared import migrate, sql_store
+from shared import sql_store
 from shared.db import build_engine
 from shared.models import InboxEntry, KvEntry, RawCallback
 from shared.store import SqlStore
@@ -29,20 +28,12 @@ from worker import ingest
 DLR = {"id": "ATXid_1", "status": "Success", "phoneNumber": "+254711000001", "networkCode": "63902"}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'reach.sqlite3'}"
-        migrate.upgrade(url)
-    else:
-        url = request.getfixturevalue("database_url")
-        request.getfixturevalue("clean")
-    engine = build_engine(url)
-    with engine.begin() as connection:
+@pytest.fixture
+def engine(dialect_engine: Engine) -> Engine:
+    with dialect_engine.begin() as connection:
         connection.execute(delete(InboxEntry))
         connection.execute(delete(KvEntry))
-    yield engine
-    engine.dispose()
+    return dialect_engine
 
 
 @pytest.fixture

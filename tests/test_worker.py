@@ -160,26 +160,30 @@ def settle(session, grace: timedelta) -> tuple[int, list[tuple[str, int]]]:
     return result
 
 
-def test_sms_at_sent_but_never_answered_is_adopted_from_its_report_not_sent_again(live, receiver, session) -> None:
-    phone = "+254766000006"
-    live.set_scenario(
-        Scenario.from_dict(
-            {"faults": [{"path": "/version1/messaging", "status": "slow", "count": 1}], "timeout_seconds": 8}
-        )
-    )
-    answer = send(receiver, phone, "answer lost")
+def send_unanswered(live, receiver, session, phone: str, fault: str) -> int:
+    """A one-off SMS whose AT request meets `fault` ("slow": AT sends, the answer is lost; "timeout": AT
+    does nothing); returns its id once the worker has given up waiting for the answer."""
+    faults = [{"path": "/version1/messaging", "status": fault, "count": 1}]
+    live.set_scenario(Scenario.from_dict({"faults": faults, "timeout_seconds": 8}))
+    message_id = send(receiver, phone, f"{fault} answer")["id"]
     wait_for(
-        lambda: "did not answer" in (message_row(session, answer["id"]).send_error or ""),
+        lambda: "did not answer" in (message_row(session, message_id).send_error or ""),
         timeout=30,
         what="the send to time out",
     )
-    assert message_row(session, answer["id"]).send_state == "submitting"  # not retried blindly
+    return message_id
+
+
+def test_sms_at_sent_but_never_answered_is_adopted_from_its_report_not_sent_again(live, receiver, session) -> None:
+    phone = "+254766000006"
+    message_id = send_unanswered(live, receiver, session, phone, "slow")
+    assert message_row(session, message_id).send_state == "submitting"  # not retried blindly
     # Counted for this number: a previous test's late reports may still be draining into the emptied tables.
     wait_for(lambda: reports_for(session, phone) == 2, timeout=30, what="AT's reports applied")
 
     assert settle(session, grace=timedelta(hours=1)) == (1, [])
 
-    message = message_row(session, answer["id"])
+    message = message_row(session, message_id)
     assert message.send_state == "sent" and message.at_message_id.startswith("ATXid_")
     assert message.status == "Success" and contact(session, phone).status is ContactStatus.ACTIVE
     assert len(live.requests("/version1/messaging")) == 1
@@ -187,23 +191,13 @@ def test_sms_at_sent_but_never_answered_is_adopted_from_its_report_not_sent_agai
 
 def test_sms_at_never_answered_nor_reported_is_sent_again_once_after_the_grace(live, receiver, session) -> None:
     phone = "+254766000007"
-    live.set_scenario(
-        Scenario.from_dict(
-            {"faults": [{"path": "/version1/messaging", "status": "timeout", "count": 1}], "timeout_seconds": 8}
-        )
-    )
-    answer = send(receiver, phone, "nothing came back")
-    wait_for(
-        lambda: "did not answer" in (message_row(session, answer["id"]).send_error or ""),
-        timeout=30,
-        what="the send to time out",
-    )
+    message_id = send_unanswered(live, receiver, session, phone, "timeout")
     assert settle(session, grace=timedelta(hours=1)) == (0, [])  # within the grace: wait for a report
-    assert message_row(session, answer["id"]).send_state == "submitting"
+    assert message_row(session, message_id).send_state == "submitting"
 
-    assert settle(session, grace=timedelta(0)) == (0, [("reach.send.sms", answer["id"])])
-    assert message_row(session, answer["id"]).send_state == "queued"
-    assert sending.send_message(answer["id"]) == "sent"  # what the published task does
+    assert settle(session, grace=timedelta(0)) == (0, [("reach.send.sms", message_id)])
+    assert message_row(session, message_id).send_state == "queued"
+    assert sending.send_message(message_id) == "sent"  # what the published task does
 
     wait_for(lambda: (c := contact(session, phone)) and c.status is ContactStatus.ACTIVE, timeout=30, what="active")
     accepted = [r for r in live.requests("/version1/messaging") if r["status"] == 201]
