@@ -231,3 +231,17 @@ def test_readyz_names_what_is_down(make_app) -> None:
 def test_unknown_route_is_json_404(client) -> None:
     response = client.get("/nope")
     assert response.status_code == 404 and response.get_json() == {"error": "not found"}
+
+
+def test_a_kept_callback_is_200_even_when_the_drainer_cannot_be_woken(make_app, redis_client) -> None:
+    """Redis took the callback, then the broker went away before the wake-up task was sent (seen when
+    Redis was killed mid-load): the answer must still say kept, not 500; beat's drain tick applies it."""
+    app = make_app()
+    app.extensions["reach"].celery.conf.broker_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens
+    redis_client.delete(inbox.NUDGE)
+    response = app.test_client().post(
+        f"/dlr?token={WEBHOOK_TOKEN}", data=wire.dlr("ATXid_wake", "Success", "+254711000001")
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    [kept] = redis_client.lrange(inbox.INBOX, 0, -1)
+    assert json.loads(kept)["id"] == response.json["id"]

@@ -3,10 +3,12 @@ producer, sessions."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from celery import Celery
 from flask import Flask, current_app
+from kombu.exceptions import OperationalError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,6 +16,8 @@ from shared.broker import make_celery
 from shared.db import build_engine, normalise_url
 from shared.settings import Settings
 from shared.store import CallbackInbox, Store, store_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,7 +39,12 @@ def init_app(app: Flask, settings: Settings) -> None:
     celery = make_celery("reach-web", settings)
 
     def wake_drainer() -> None:
-        celery.send_task("reach.ingest.drain")
+        # Best effort: the callback is already kept when this runs, so a broker that just went away must not
+        # turn its answer into an error; beat's drain tick (every 2 s) picks it up.
+        try:
+            celery.send_task("reach.ingest.drain")
+        except OperationalError as exc:
+            log.warning("callback kept, but the drainer could not be woken: %s", exc)
 
     engine = build_engine(normalise_url(settings.effective_database_url))
     # Short Redis timeouts: a callback gets its 503 (and AT retries) rather than waiting on a dead Redis.
