@@ -8,6 +8,7 @@ the receiver accepted can fail to fit a column later.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,20 +34,28 @@ T = TypeVar("T")
 def parse(cls: type[T], fields: Mapping[str, Any]) -> T:
     """Build `cls` from AT's field names; `BadCallback` for a missing, empty or oversized field."""
     values: dict[str, str | None] = {}
-    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
-        at_name, required, max_len = spec.metadata["at"], spec.metadata["required"], spec.metadata["max_len"]
-        raw = fields.get(at_name)
-        value = _clean(raw, at_name)
+    for name, at_name, required, max_len in _specs(cls):
+        value = _clean(fields.get(at_name), at_name)
         if required and not value:
             raise BadCallback(f"missing field: {at_name}")
         if value is not None and len(value) > max_len:
             raise BadCallback(f"field too long: {at_name} (at most {max_len} characters)")
-        values[spec.name] = value
+        values[name] = value
     obj = cls(**values)
     validate = getattr(obj, "validate", None)
     if validate is not None:
         validate()
     return obj
+
+
+@functools.cache
+def _specs(cls: type) -> tuple[tuple[str, str, bool, int], ...]:
+    """Each field's (name, AT's name, required, max length), read once per class: the receiver parses every
+    callback."""
+    return tuple(
+        (spec.name, spec.metadata["at"], spec.metadata["required"], spec.metadata["max_len"])
+        for spec in dataclasses.fields(cls)
+    )
 
 
 def _clean(raw: Any, at_name: str) -> str | None:
@@ -67,6 +76,11 @@ def storable(text: str) -> str:
     """`text` with what Postgres cannot store replaced by U+FFFD; everything else (emoji, quotes,
     SQL-looking text) is kept verbatim."""
     return _UNSTORABLE.sub("\ufffd", text)
+
+
+def storable_fields(fields: Mapping[str, Any]) -> dict[str, str]:
+    """A callback's fields as the inbox keeps them: text, storable, the absent ones left out."""
+    return {storable(k): storable(str(v)) for k, v in fields.items() if v is not None}
 
 
 def phone_or_raw(raw: str | None) -> str | None:

@@ -16,7 +16,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["reach.settings"] = settings
 
-    from web import callbacks, dashboard, errors, health, limits, metrics, openapi, operator_api, services
+    from web import callbacks, dashboard, errors, fastpath, health, limits, metrics, openapi, operator_api, services
 
     services.init_app(app, settings)
     metrics.init_app(app)
@@ -27,6 +27,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     limits.init_app(app, settings, callbacks.bp, operator_api.bp)
     dashboard.init_app(app)
+    if settings.uses_redis:
+        # DLRs and incoming SMS skip Flask on their happy path (web/fastpath.py); anything else reaches it.
+        inbox = app.extensions["reach"].inbox
+        app.wsgi_app = fastpath.CallbackFastPath(app.wsgi_app, settings, inbox)  # type: ignore[method-assign]
     if settings.trusted_proxies:
         # The client address (rate limits, logs) and scheme as the trusted proxies saw them; never more
         # hops than configured, so a client cannot choose its own address.

@@ -10,7 +10,7 @@ from web.errors import ApiError
 from web.services import services
 
 
-def _matches(given: str, expected: list[str]) -> bool:
+def matches_any(given: str, expected: list[str]) -> bool:
     # Compare against every token (no early exit), so timing says nothing about which one matched.
     found = False
     for token in expected:
@@ -21,13 +21,13 @@ def _matches(given: str, expected: list[str]) -> bool:
 def is_operator_token(given: str) -> bool:
     """One of API_TOKEN (the dashboard's sign-in form checks this; the API checks the bearer header)."""
     tokens = services().settings.api_tokens
-    return bool(tokens) and _matches(given, tokens)
+    return bool(tokens) and matches_any(given, tokens)
 
 
 def require_webhook_token() -> None:
     """AT callbacks carry `?token=` (one of WEBHOOK_TOKEN) when it is set (design §4); otherwise 403."""
     expected = services().settings.webhook_tokens
-    if expected and not _matches(request.args.get("token", ""), expected):
+    if expected and not matches_any(request.args.get("token", ""), expected):
         raise ApiError(403, "forbidden: missing or wrong token")
 
 
@@ -37,7 +37,7 @@ def require_operator() -> None:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if not tokens:
         raise ApiError(401, "operator API disabled: set API_TOKEN")
-    if scheme.lower() != "bearer" or not _matches(given.strip(), tokens):
+    if scheme.lower() != "bearer" or not matches_any(given.strip(), tokens):
         raise ApiError(401, "missing or wrong bearer token")
 
 
@@ -50,5 +50,5 @@ def require_metrics_reader() -> None:
             return
         raise ApiError(401, "metrics disabled: set METRICS_TOKEN (or METRICS_PUBLIC=true on a private network)")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not _matches(given.strip(), [expected]):
+    if scheme.lower() != "bearer" or not matches_any(given.strip(), [expected]):
         raise ApiError(401, "missing or wrong bearer token")

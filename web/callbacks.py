@@ -11,7 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared import ussd, voice_script
-from shared.callbacks import Dlr, IncomingSms, SendRequest, UssdStep, VoiceEvent, parse, phone_or_raw, storable
+from shared.callbacks import (
+    Dlr,
+    IncomingSms,
+    SendRequest,
+    UssdStep,
+    VoiceEvent,
+    parse,
+    phone_or_raw,
+    storable_fields,
+)
 from shared.models import Contact
 from shared.store import STORE_ERRORS
 from web import operator_api
@@ -23,15 +32,17 @@ from web.services import services
 log = logging.getLogger(__name__)
 bp = Blueprint("callbacks", __name__)
 
+#: The 503 of a callback the inbox could not keep (AT retries it); web/fastpath.py answers the same.
+UNAVAILABLE = "temporarily unable to accept callbacks; retry later"
+
 
 def queue(kind: str, fields: dict[str, Any]) -> str:
     """Put a validated callback on the inbox; 503 (AT retries) if the store could not keep it."""
     try:
-        data = {storable(k): storable(str(v)) for k, v in fields.items() if v is not None}
-        return services().inbox.push(kind, data)
+        return services().inbox.push(kind, storable_fields(fields))
     except STORE_ERRORS as exc:
         log.error("could not queue %s callback: %s", kind, exc)
-        raise ApiError(503, "temporarily unable to accept callbacks; retry later") from None
+        raise ApiError(503, UNAVAILABLE) from None
 
 
 def accepted(item_id: str) -> ResponseReturnValue:

@@ -7,6 +7,7 @@ A refused request gets 429 with a JSON error and `Retry-After` in whole seconds 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -14,7 +15,9 @@ from flask import Blueprint, Flask
 from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from limits import parse_many
 
+from shared.inbox import Window
 from shared.settings import Settings
 from web.errors import error_response
 
@@ -54,3 +57,23 @@ def init_app(app: Flask, settings: Settings, callbacks: Blueprint, operator: Blu
         return body, status, {"Retry-After": str(max(1, wait))}
 
     return limiter
+
+
+class ClientWindows:
+    """The Redis windows Flask-Limiter counts one client's requests to one endpoint in, for the receiver's fast
+    path (web/fastpath.py), which counts in the same windows without Flask. Keys as Flask-Limiter builds them
+    (`LIMITER/<address>/<endpoint>/<amount>/<multiples>/<unit>`, limits checked in sorted order) and as the
+    `limits` Redis storage stores a sliding window (`<prefix>:{key}` and `<prefix>:{key}/-1`);
+    tests/test_fastpath.py fails if either library changes them."""
+
+    def __init__(self, limit_value: str) -> None:
+        self.items = sorted(parse_many(limit_value))
+        # AT calls from a handful of addresses: their keys are built once (bounded: any client may call).
+        self.for_request = functools.lru_cache(maxsize=1024)(self._for_request)
+
+    def _for_request(self, address: str | None, endpoint: str) -> tuple[Window, ...]:
+        windows = []
+        for item in self.items:
+            key = f"{KEY_PREFIX}:{{{item.key_for(address or '127.0.0.1', endpoint)}}}"
+            windows.append(Window(key + "/-1", key, item.amount, item.get_expiry()))
+        return tuple(windows)
