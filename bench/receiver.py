@@ -1,8 +1,9 @@
 """Receiver: form-encoded DLRs accepted and queued per second, against a trivial WSGI handler.
 
-For each server configuration, wrk posts unique DLRs on loopback to (a) `bench.trivial_app:app` and (b)
-the real `web:create_app()` on a private Redis; the ratio (b)/(a) is the receiver's own cost. Every 200
-must be on the Redis inbox afterwards (checked: `queued`).
+For each server configuration, wrk posts unique DLRs on loopback to (a) `bench.trivial_app:app`, (b)
+`bench.trivial_app:push_app` (a) plus one Redis LPUSH per request, and (c) the real `web:create_app()` on a
+private Redis; the ratio (c)/(a) is the receiver's own cost. Every 200 must be on the Redis inbox afterwards
+(checked: `queued`). CPU per request (server processes + Redis) is reported beside each rate.
 
     python -m bench.receiver --size full [--servers sync4,gthread,gevent,granian]
 """
@@ -21,10 +22,12 @@ from bench.common import (
     header,
     http_server,
     load_note,
+    redis_cpu_seconds,
     run_wrk,
     services,
     size_parser,
     table,
+    tree_cpu_seconds,
 )
 from shared.inbox import INBOX
 
@@ -76,7 +79,7 @@ SERVERS = {
         Server("granian-w2", "granian"),
     ]
 }
-APPS = {"trivial": "bench.trivial_app:app", "reach": "web:create_app()"}
+APPS = {"trivial": "bench.trivial_app:app", "push": "bench.trivial_app:push_app", "reach": "web:create_app()"}
 
 
 def measure(svc: Services, server: Server, app: str, size: str) -> dict:
@@ -85,13 +88,17 @@ def measure(svc: Services, server: Server, app: str, size: str) -> dict:
     url = f"http://127.0.0.1:{port}"
     # The window is still counted per request, but wide enough that one load generator is never refused.
     env = svc.env(rate_limit_callbacks="1000000/second")
-    with http_server(server.command(APPS[app], port), port, env, log):
+    with http_server(server.command(APPS[app], port), port, env, log) as process:
         if WARMUP[size]:
             run_wrk(url, "dlr.lua", connections=CONNECTIONS, seconds=WARMUP[size], token=WEBHOOK_TOKEN)
         svc.redis.delete(INBOX)
+        cpu_before = tree_cpu_seconds(process.pid) + redis_cpu_seconds(svc.redis)
         result = run_wrk(url, "dlr.lua", connections=CONNECTIONS, seconds=SECONDS[size], token=WEBHOOK_TOKEN)
+        cpu = tree_cpu_seconds(process.pid) + redis_cpu_seconds(svc.redis) - cpu_before
         queued = svc.redis.llen(INBOX) if app == "reach" else None
-    return {"result": result, "queued": queued}
+    # The server's and Redis's CPU per answered request: steadier than the rate on a shared machine, since
+    # it does not count what other processes take from the cores.
+    return {"result": result, "queued": queued, "cpu_us": cpu / max(1, result.requests) * 1e6}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,18 +116,21 @@ def main(argv: list[str] | None = None) -> int:
             if server.needs and importlib.util.find_spec(server.needs) is None:
                 print(f"{name}: skipped ({server.needs} is not installed)")
                 continue
-            trivial = measure(svc, server, "trivial", args.size)["result"]
+            trivial = measure(svc, server, "trivial", args.size)
+            push = measure(svc, server, "push", args.size)
             real = measure(svc, server, "reach", args.size)
             result = real["result"]
             rows.append(
                 [
                     name,
-                    trivial.rate,
+                    trivial["result"].rate,
+                    push["result"].rate,
                     result.rate,
-                    f"{result.rate / trivial.rate:.0%}",
+                    f"{result.rate / trivial['result'].rate:.0%}",
                     result.p50_ms,
                     result.p99_ms,
-                    trivial.p99_ms,
+                    trivial["result"].p99_ms,
+                    f"{trivial['cpu_us']:.0f} / {push['cpu_us']:.0f} / {real['cpu_us']:.0f}",
                     result.non_2xx + result.socket_errors,
                     f"{real['queued']:,} / {result.ok:,}",
                 ]
@@ -129,11 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         [
             "server",
             "trivial req/s",
+            "trivial+push req/s",
             "reach req/s",
             "ratio",
             "reach p50 ms",
             "reach p99 ms",
             "trivial p99 ms",
+            "CPU µs/req trivial / push / reach",
             "errors",
             "queued / 200s",
         ],

@@ -19,12 +19,18 @@ CONTAINER_BIND = "0.0.0.0:8000"
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
-def receiver(bind: str, workers: int = 2, threads: int = 4) -> list[str]:
-    """`gunicorn 'web:create_app()'`: `workers` processes of `threads` threads (views wait on Redis and
-    Postgres, not the CPU); timeouts well above the slowest view, graceful stop within compose's 30 s."""
+def receiver(bind: str, workers: int = 2, connections: int = 500) -> list[str]:
+    """`gunicorn 'web:create_app()'`: `workers` gevent processes, each serving up to `connections` requests at
+    once (views wait on Redis and Postgres, not the CPU; psycopg 3 cooperates with gevent since 3.1.14);
+    timeouts well above the slowest view, graceful stop within compose's 30 s.
+
+    gevent because it took the least CPU per callback and the most callbacks per second of the gunicorn
+    worker classes (bench/RESULTS.md, section 1): concurrent callbacks share a Redis round trip there
+    (web/group_commit.py)."""
     return [
         "gunicorn", "--config", "python:web.gunicorn_conf",
-        "--bind", bind, "--workers", str(workers), "--threads", str(threads),
+        "--bind", bind, "--workers", str(workers), "--worker-class", "gevent",
+        "--worker-connections", str(connections),
         "--timeout", "30", "--graceful-timeout", "20", "--keep-alive", "5",
         "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
         "web:create_app()",

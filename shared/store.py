@@ -45,6 +45,9 @@ class Store(Protocol):
     def remember_script(self, message: str, *, phone: str, session_id: str | None = None) -> None: ...
     def lookup_script(self, *, session_id: str, phone: str | None) -> str | None: ...
     def acquire_rate(self, name: str, count: int, per_second: float) -> float: ...
+    def mark(self, key: str, seconds: float) -> None: ...
+    def is_marked(self, key: str) -> bool: ...
+    def unmark(self, key: str) -> None: ...
     def ping(self) -> bool: ...
     def housekeeping(self) -> None: ...
     def close(self) -> None: ...
@@ -69,6 +72,16 @@ class RedisStore:
 
     def acquire_rate(self, name: str, count: int, per_second: float) -> float:
         return ratelimit.acquire(self.redis, name, count, per_second)
+
+    def mark(self, key: str, seconds: float) -> None:
+        """A flag that lapses by itself after `seconds`."""
+        self.redis.set(key, 1, px=max(1, int(seconds * 1000)))
+
+    def is_marked(self, key: str) -> bool:
+        return bool(self.redis.exists(key))
+
+    def unmark(self, key: str) -> None:
+        self.redis.delete(key)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
@@ -102,6 +115,15 @@ class SqlStore:
 
     def acquire_rate(self, name: str, count: int, per_second: float) -> float:
         return sql_store.acquire_rate(self.sessions, name, count, per_second)
+
+    def mark(self, key: str, seconds: float) -> None:
+        sql_store.put(self.sessions, {key: "1"}, seconds)
+
+    def is_marked(self, key: str) -> bool:
+        return sql_store.get_first(self.sessions, [key]) is not None
+
+    def unmark(self, key: str) -> None:
+        sql_store.put(self.sessions, {key: "1"}, 0)  # expired at once; housekeeping purges the row
 
     def ping(self) -> bool:
         return sql_store.ping(self.engine)

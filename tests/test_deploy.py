@@ -357,7 +357,7 @@ def test_receiver_command_serves_health_and_callbacks_and_logs_no_token(clean: N
 def _get(url: str) -> requests.Response | None:
     try:
         response = requests.get(url, timeout=2)
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # not listening yet, or its workers still booting
         return None
     return response if response.status_code == 200 else None
 

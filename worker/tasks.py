@@ -16,7 +16,7 @@ from shared.db import session_scope
 from shared.inbox import Batch
 from shared.models import Schedule
 from shared.settings import get_settings
-from shared.store import CallbackInbox, get_store
+from shared.store import STORE_ERRORS, CallbackInbox, get_store
 from worker import cycles, ingest, sending
 from worker.base import reach_task
 from worker.celery import app
@@ -185,6 +185,33 @@ CALL_POLL_SECONDS = 2
 SMS_DISPATCH_BUDGET_SECONDS = 5.0
 
 
+def _dispatching(kind: str, cycle_id: int) -> str:
+    """The mark a dispatcher chain keeps on its cycle while it runs; housekeeping starts no chain beside it."""
+    return f"reach:dispatching:{kind}:{cycle_id}"
+
+
+def _mark_dispatching(kind: str, cycle_id: int, *, running: bool) -> None:
+    """Set (for one dispatch lease: a chain whose worker died is resumed by housekeeping once it lapses, as its
+    claimed sends are) or clear the mark. Best effort: dispatching never waits on it."""
+    store, key = get_store(), _dispatching(kind, cycle_id)
+    try:
+        if running:
+            store.mark(key, get_settings().dispatch_lease)
+        else:
+            store.unmark(key)
+    except STORE_ERRORS as exc:
+        log.warning(
+            "could not %s the %s dispatcher mark of cycle %s: %s", "set" if running else "clear", kind, cycle_id, exc
+        )
+
+
+def _chain_running(kind: str, cycle_id: int) -> bool:
+    try:
+        return get_store().is_marked(_dispatching(kind, cycle_id))
+    except STORE_ERRORS:
+        return False  # start one: an extra chain only shares the work
+
+
 def kick(cycle_id: int, *, sms: bool = True, voice: bool = True) -> None:
     """Nudge dispatchers for a cycle; extra nudges are harmless (each re-reads Postgres)."""
     if sms:
@@ -212,12 +239,15 @@ def plan_cycle(cycle_id: int) -> dict | None:
 
 @reach_task("reach.cycle.dispatch_sms", time_limit=120, soft_time_limit=100)
 def dispatch_sms(cycle_id: int) -> str:
+    _mark_dispatching("sms", cycle_id, running=True)
     outcome = cycles.dispatch_sms(cycle_id, budget_seconds=SMS_DISPATCH_BUDGET_SECONDS)
     if outcome == "more":
         dispatch_sms.apply_async((cycle_id,))
     elif outcome == "retry":
         dispatch_sms.apply_async((cycle_id,), countdown=cycles.backoff(1).total_seconds())
-    elif outcome == "idle":
+    else:  # the chain ends here
+        _mark_dispatching("sms", cycle_id, running=False)
+    if outcome == "idle":
         with session_scope() as session:
             cycles.finish_if_done(session, cycle_id)
     return outcome
@@ -225,10 +255,13 @@ def dispatch_sms(cycle_id: int) -> str:
 
 @reach_task("reach.cycle.dispatch_calls", time_limit=120, soft_time_limit=100)
 def dispatch_calls(cycle_id: int) -> str:
+    _mark_dispatching("voice", cycle_id, running=True)
     outcome = cycles.dispatch_calls(cycle_id)
     if outcome == "waiting":
         dispatch_calls.apply_async((cycle_id,), countdown=CALL_POLL_SECONDS)
-    elif outcome == "idle":
+    else:  # the chain ends here
+        _mark_dispatching("voice", cycle_id, running=False)
+    if outcome == "idle":
         with session_scope() as session:
             cycles.finish_if_done(session, cycle_id)
     return outcome
@@ -279,6 +312,12 @@ def cycle_housekeeping() -> None:
     for cycle_id in stuck:
         plan_cycle.apply_async((cycle_id,))
     for cycle_id, sms, voice in due:
-        kick(cycle_id, sms=sms, voice=voice)
+        # Only where no chain is at work: every 15 s another would pile up behind the running ones on a long
+        # cycle, holding pool processes the voice dispatcher and drains need.
+        kick(
+            cycle_id,
+            sms=sms and not _chain_running("sms", cycle_id),
+            voice=voice and not _chain_running("voice", cycle_id),
+        )
     for cycle_id in finished:
         log.info("cycle %s is done", cycle_id)
