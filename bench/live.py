@@ -5,7 +5,7 @@ one wrk connection sending requests back to back (`wrk -c1 --latency`); the load
 unique DLRs at a capped rate (per-connection delay). Baseline in the same run: `GET /healthz` (no Redis,
 no Postgres) measured the same way, idle and under the same load.
 
-    python -m bench.live --size full [--server gthread-w2-t8] [--dlr-rate 1000]
+    python -m bench.live --size full [--server gevent-w2] [--dlr-rate 1000]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def probe_all(url: str, seconds: float) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = size_parser(__doc__.splitlines()[0])
-    parser.add_argument("--server", default="gthread-w2-t8", choices=list(SERVERS))
+    parser.add_argument("--server", default="gevent-w2", choices=list(SERVERS))
     parser.add_argument("--dlr-rate", type=int, help="DLRs per second offered as load (default by size)")
     args = parser.parse_args(argv)
     seconds, rate = SECONDS[args.size], args.dlr_rate or DLR_RATE[args.size]
