@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
+from typing import TYPE_CHECKING
 
-from shared.settings import Settings, get_settings
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from shared.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Build the Flask app; every piece of wiring happens here, none at import time."""
+    """Build the Flask app; every piece of wiring happens here, none at import time.
+
+    Imports too: gunicorn's master imports this package to read `web.gunicorn_conf`, before a gevent
+    worker monkey-patches the standard library; what the app uses is imported in the worker, patched."""
+    from flask import Flask
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from shared.settings import get_settings
+
     settings = settings or get_settings()
     app = Flask(__name__, static_folder=None)  # an API: no static files
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -46,6 +46,9 @@ def init_app(app: Flask, settings: Settings, callbacks: Blueprint, operator: Blu
         swallow_errors=True,
         headers_enabled=False,
     )
+    client = getattr(limiter.storage, "storage", None)  # the limits RedisStorage's client; none in memory
+    if client is not None:
+        app.extensions["reach"].closers.append(client.close)
     limiter.limit(settings.rate_limit_callbacks)(callbacks)
     limiter.limit(settings.rate_limit_operator)(operator)
 
