@@ -16,6 +16,7 @@ from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
 from limits import parse_many
+from limits.storage import RedisStorage
 
 from shared.inbox import Window
 from shared.settings import Settings
@@ -46,9 +47,8 @@ def init_app(app: Flask, settings: Settings, callbacks: Blueprint, operator: Blu
         swallow_errors=True,
         headers_enabled=False,
     )
-    client = getattr(limiter.storage, "storage", None)  # the limits RedisStorage's client; none in memory
-    if client is not None:
-        app.extensions["reach"].closers.append(client.close)
+    if isinstance(limiter.storage, RedisStorage):  # memory (embedded mode) has nothing to close
+        app.extensions["reach"].closers.append(limiter.storage.storage.close)
     limiter.limit(settings.rate_limit_callbacks)(callbacks)
     limiter.limit(settings.rate_limit_operator)(operator)
 
