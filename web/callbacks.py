@@ -83,8 +83,8 @@ def ussd_step() -> ResponseReturnValue:
 
 def _status_screen(phone: str) -> str:
     try:
-        with services().sessions() as session:
-            row = session.execute(
+        with services().live_reads.connect() as connection:
+            row = connection.execute(
                 select(Contact.status, Contact.channel_preference).where(Contact.phone == phone)
             ).first()
     except SQLAlchemyError as exc:

@@ -29,6 +29,9 @@ class Services:
     celery: Celery
     engine: Engine
     sessions: sessionmaker[Session]
+    #: For a single read a caller waits on (the USSD status screen): autocommit, so no BEGIN and ROLLBACK
+    #: round trips around it; the same pool. Measured: 0.56 to 0.70 ms a lookup against 1.09 ms in a Session.
+    live_reads: Engine
 
     #: More connections to release with the rest (the rate limiter's Redis client: web/limits.py).
     closers: list[Callable[[], None]] = field(default_factory=list)
@@ -64,6 +67,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         celery=celery,
         engine=engine,
         sessions=sessionmaker(engine, expire_on_commit=False),
+        live_reads=engine.execution_options(isolation_level="AUTOCOMMIT"),
     )
 
 
