@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 import werkzeug.urls  # noqa: F401  registers the "werkzeug.url_quote" codec error handler used below
 
@@ -141,7 +141,7 @@ class CallbackFastPath:
             query = raw.encode("latin1").decode()
         except UnicodeError:
             return False
-        given = _first_values(parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote"))
+        given = _first_values(form_pairs(query))
         if not matches_any(given.get("token", ""), self.tokens):
             return False
         if len(self.good_queries) < MAX_GOOD_QUERIES:  # bounded: a client could vary the rest of it
@@ -166,7 +166,8 @@ class CallbackFastPath:
 
 def form_pairs(text: str) -> list[tuple[str, str]]:
     """`parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")`, which Werkzeug parses a form
-    body with, minus its generic argument handling (tests/test_fastpath.py checks they agree)."""
+    body and `request.args` with, minus its generic argument handling (tests/test_fastpath.py checks they
+    agree)."""
     pairs = []
     for pair in text.split("&"):
         if pair:
