@@ -43,7 +43,7 @@ def sim() -> Iterator[SimulatorServer]:
 @pytest.fixture
 def at(sim: SimulatorServer, monkeypatch: pytest.MonkeyPatch) -> AtClient:
     client = AtClient(sim_settings(sim))
-    monkeypatch.setattr(cycles, "get_at_client", lambda: client)
+    monkeypatch.setattr(cycles.sms, "get_at_client", lambda: client)
     return client
 
 

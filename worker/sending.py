@@ -193,7 +193,7 @@ def settle_unanswered(
 
 
 def adopt_unanswered(session: Session, row: Message | Call) -> bool:
-    if isinstance(row, Call):  # a callback for its number adopted it (worker/ingest.py `_lock_call`)
+    if isinstance(row, Call):  # a callback for its number adopted it (worker/ingest/voice.py `_lock_call`)
         if row.session_id is None:
             return False
         row.send_state = SENT

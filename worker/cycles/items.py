@@ -1,0 +1,170 @@
+"""A cycle item's state changes shared by every stage: claim, finish, give back, retry later."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session
+
+from shared.db import session_scope
+from shared.models import (
+    Call,
+    Channel,
+    Contact,
+    Cycle,
+    CycleItem,
+    CycleState,
+    ItemState,
+    Message,
+)
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def backoff(attempt: int) -> timedelta:
+    """5 s, 10 s, 20 s ... capped at 5 minutes (broker countdowns stay short, celery-reliability §0)."""
+    return timedelta(seconds=min(300, 5 * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True, order=True)
+class Claimed:
+    item_id: int
+    contact_id: int
+    phone: str
+    row_id: int  # the Message or Call written for this attempt
+
+
+def due_items(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[int]:
+    """Lock up to `limit` due items of one channel of a dispatching cycle; rows other dispatchers hold are
+    skipped, not awaited. A paused cycle has no due items, so a dispatcher stops at its next batch."""
+    dispatching = exists().where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
+    due = (
+        select(CycleItem.id)
+        .where(
+            CycleItem.cycle_id == cycle_id,
+            CycleItem.channel == channel,
+            CycleItem.state == ItemState.PENDING,
+            CycleItem.next_attempt_at <= func.now(),
+            dispatching,
+        )
+        .order_by(CycleItem.next_attempt_at, CycleItem.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=CycleItem)
+    )
+    return list(session.scalars(due))
+
+
+def claimed_values(lease: timedelta) -> dict[str, Any]:
+    return {
+        "state": ItemState.SUBMITTING,
+        "lease_until": now() + lease,
+        "attempts": CycleItem.attempts + 1,
+        "updated_at": now(),
+    }
+
+
+def claim(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[tuple[int, int, str]]:
+    """Take up to `limit` due items of one channel: (item, contact, phone), each claimed once."""
+    ids = due_items(session, cycle_id, channel, limit)
+    if not ids:
+        return []
+    lease = timedelta(seconds=get_settings().dispatch_lease)
+    session.execute(
+        update(CycleItem)
+        .where(CycleItem.id.in_(ids))
+        .values(**claimed_values(lease))
+        .execution_options(synchronize_session=False)
+    )
+    return list(
+        session.execute(
+            select(CycleItem.id, CycleItem.contact_id, Contact.phone)
+            .join(Contact, Contact.id == CycleItem.contact_id)
+            .where(CycleItem.id.in_(ids))
+            .order_by(CycleItem.id)
+        ).all()
+    )
+
+
+def read_cycle(cycle_id: int) -> Cycle | None:
+    with session_scope() as session:
+        cycle = session.get(Cycle, cycle_id)
+        if cycle is not None:
+            session.expunge(cycle)
+        return cycle
+
+
+def finish_items(session: Session, batch: Sequence[Claimed], state: ItemState, error: str | None = None) -> None:
+    if not batch:
+        return
+    session.execute(
+        update(CycleItem)
+        .where(CycleItem.id.in_(sorted(c.item_id for c in batch)))
+        .values(state=state, error=error, lease_until=None, updated_at=now())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish_item(session: Session, claimed: Claimed, state: ItemState, error: str | None = None) -> None:
+    finish_items(session, [claimed], state, error)
+
+
+def give_back(session: Session, batch: Sequence[Claimed], model: type[Message] | type[Call], why: str) -> None:
+    """Nothing was sent (the cycle paused): items go back untouched, their attempt not counted."""
+    if not batch:
+        return
+    ids = [c.item_id for c in batch]
+    session.execute(
+        update(CycleItem)
+        .where(CycleItem.id.in_(ids))
+        .values(state=ItemState.PENDING, lease_until=None, attempts=CycleItem.attempts - 1, updated_at=now())
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(model)
+        .where(model.id.in_([c.row_id for c in batch]))
+        .values(send_state="failed", send_error=f"not sent: {why}")
+        .execution_options(synchronize_session=False)
+    )
+
+
+def retry_later(
+    session: Session, batch: Sequence[Claimed], model: type[Message] | type[Call], why: str, max_attempts: int
+) -> None:
+    """A transient AT failure: try again after a backoff, or record the item failed after `max_attempts`.
+
+    One UPDATE per distinct attempt count in the batch (the backoff depends on it), not one per item."""
+    if not batch:
+        return
+    session.execute(
+        update(model)
+        .where(model.id.in_([c.row_id for c in batch]))
+        .values(send_state="failed", send_error=why)
+        .execution_options(synchronize_session=False)
+    )
+    by_id = {c.item_id: c for c in batch}
+    attempts_of = session.execute(select(CycleItem.id, CycleItem.attempts).where(CycleItem.id.in_(list(by_id))))
+    by_attempts: dict[int, list[int]] = defaultdict(list)
+    for item_id, attempts in attempts_of:
+        by_attempts[attempts or 0].append(item_id)
+    for attempts, item_ids in sorted(by_attempts.items()):
+        if attempts >= max_attempts:
+            claims = [by_id[i] for i in item_ids]
+            finish_items(session, claims, ItemState.FAILED, f"gave up after {attempts} attempts: {why}")
+            continue
+        session.execute(
+            update(CycleItem)
+            .where(CycleItem.id.in_(sorted(item_ids)))
+            .values(state=ItemState.PENDING, lease_until=None, error=why, next_attempt_at=now() + backoff(attempts))
+            .execution_options(synchronize_session=False)
+        )

@@ -1,0 +1,67 @@
+"""Planning a cycle: one item per reachable contact, routed to SMS or voice in one statement."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import String, func, literal, select, type_coerce
+from sqlalchemy.orm import Session
+
+from shared import cycles
+from shared.db import insert_for
+from shared.models import (
+    Contact,
+    Cycle,
+    CycleItem,
+    CycleState,
+    ItemState,
+)
+from worker.cycles.items import (
+    now,
+)
+
+log = logging.getLogger(__name__)
+
+
+def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
+    """One item per reachable contact, routed in SQL in one statement; safe to run twice."""
+    cycle = session.get(Cycle, cycle_id, with_for_update=True)
+    if cycle is None or cycle.state is not CycleState.PLANNING:
+        return None
+    columns = ["cycle_id", "contact_id", "channel", "state", "attempts", "next_attempt_at", "updated_at"]
+    rows = select(
+        literal(cycle_id),
+        Contact.id,
+        cycles.channel_expr(),
+        literal(ItemState.PENDING.value),
+        literal(0),
+        func.now(),
+        func.now(),
+    ).where(cycles.reachable())
+    session.execute(
+        insert_for(session, CycleItem)
+        .from_select(columns, rows)
+        .on_conflict_do_nothing(index_elements=["cycle_id", "contact_id"])
+    )
+    counts = dict(
+        session.execute(
+            select(type_coerce(CycleItem.channel, String), func.count())
+            .where(CycleItem.cycle_id == cycle_id)
+            .group_by(CycleItem.channel)
+        ).all()
+    )
+    skipped = dict(
+        session.execute(
+            select(type_coerce(Contact.status, String), func.count())
+            .where(~cycles.reachable())
+            .group_by(type_coerce(Contact.status, String))
+        ).all()
+    )
+    cycle.plan = {
+        "sms": counts.get("sms", 0),
+        "voice": counts.get("voice", 0),
+        "skipped": {s.value: skipped.get(s.value, 0) for s in cycles.SKIPPED_STATUSES},
+    }
+    cycle.state, cycle.planned_at = CycleState.DISPATCHING, now()
+    return cycle.plan

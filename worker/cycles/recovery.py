@@ -1,0 +1,156 @@
+"""Completion and recovery: finish cycles, adopt or resend interrupted sends, find work to resume."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import String, exists, func, select, type_coerce, update
+from sqlalchemy.orm import Session
+
+from shared.models import (
+    Call,
+    Channel,
+    Cycle,
+    CycleItem,
+    CycleState,
+    ItemState,
+    Message,
+)
+from shared.store import CallbackInbox
+from worker import outcomes
+from worker.cycles.calls import CALL_STALE
+from worker.cycles.items import (
+    Claimed,
+    finish_item,
+    now,
+    retry_later,
+)
+from worker.ingest import apply_pending_dlrs
+from worker.sending import unmatched_report
+
+log = logging.getLogger(__name__)
+
+
+def finish_if_done(session: Session, cycle_id: int) -> bool:
+    # Two probes, one per partial index: pending items (ix_cycle_items_due) and claimed or submitting ones
+    # (ix_cycle_items_cycle_id_state, which holds only items past pending).
+    open_items = session.scalar(
+        select(exists().where(CycleItem.cycle_id == cycle_id, CycleItem.state == ItemState.PENDING))
+    ) or session.scalar(
+        select(
+            exists().where(
+                CycleItem.cycle_id == cycle_id, CycleItem.state.in_([ItemState.CLAIMED, ItemState.SUBMITTING])
+            )
+        )
+    )
+    calls_open = session.scalar(
+        select(func.count())
+        .select_from(CycleItem)
+        .join(Call, Call.id == CycleItem.call_id)
+        .where(
+            CycleItem.cycle_id == cycle_id,
+            CycleItem.state == ItemState.SENT,
+            Call.ended_at.is_(None),
+            Call.created_at > now() - CALL_STALE,
+        )
+    )
+    if open_items or calls_open:
+        return False
+    result = session.execute(
+        update(Cycle)
+        .where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
+        .values(state=CycleState.DONE, finished_at=now())
+    )
+    return result.rowcount == 1
+
+
+def reconcile_interrupted(session: Session, inbox: CallbackInbox, grace: timedelta) -> dict[str, int]:
+    """Items left `submitting` by a dispatcher that died: adopt what AT shows it sent, resend the rest.
+
+    An SMS is adopted when a delivery report for its number arrived after the claim and matches no
+    message of ours; a call when its callbacks adopted it (ingest). Anything else is sent again once
+    the grace period has passed *and* every queued callback has been applied, so a report still waiting
+    in Redis cannot be mistaken for a send that never happened.
+    """
+    stale = list(
+        session.execute(
+            select(
+                CycleItem.id,
+                CycleItem.contact_id,
+                CycleItem.channel,
+                CycleItem.message_id,
+                CycleItem.call_id,
+                CycleItem.lease_until,
+            )
+            .where(CycleItem.state == ItemState.SUBMITTING, CycleItem.lease_until < now())
+            .with_for_update(skip_locked=True)
+            .limit(1000)
+        ).all()
+    )
+    counts = {"adopted": 0, "resent": 0, "waiting": 0}
+    inbox_settled = inbox.depth() == 0 and inbox.in_flight() == 0
+    for item_id, contact_id, channel, message_id, call_id, lease_until in stale:
+        claimed = Claimed(item_id, contact_id, "", message_id or call_id or 0)
+        if adopt(session, channel, claimed):
+            counts["adopted"] += 1
+        elif inbox_settled and lease_until + grace < now():
+            model = Message if channel is Channel.SMS else Call
+            retry_later(session, [claimed], model, "outcome unknown (dispatcher interrupted); sending again", 10**6)
+            counts["resent"] += 1
+        else:
+            counts["waiting"] += 1
+    return counts
+
+
+def adopt(session: Session, channel: Channel, claimed: Claimed) -> bool:
+    if channel is Channel.VOICE:
+        call = session.get(Call, claimed.row_id)
+        if call is None or call.session_id is None:
+            return False
+        call.send_state = "sent"
+        finish_item(session, claimed, ItemState.DONE if call.ended_at else ItemState.SENT)
+        return True
+    message = session.get(Message, claimed.row_id)
+    if message is None:
+        return False
+    orphan = unmatched_report(session, message.phone, message.created_at)
+    if orphan is None:
+        return False
+    message.at_message_id, message.send_state = orphan, "sent"
+    finish_item(session, claimed, ItemState.SENT)
+    outcomes.mark_contact_pending(session, claimed.contact_id, message.id)
+    session.flush()
+    apply_pending_dlrs(session, [orphan])
+    return True
+
+
+def cycles_to_nudge(session: Session) -> list[tuple[int, bool, bool]]:
+    """Dispatching cycles with due SMS or voice items, for housekeeping to restart their dispatchers."""
+    rows = session.execute(
+        select(CycleItem.cycle_id, type_coerce(CycleItem.channel, String), func.count())
+        .join(Cycle, Cycle.id == CycleItem.cycle_id)
+        .where(
+            Cycle.state == CycleState.DISPATCHING,
+            CycleItem.state == ItemState.PENDING,
+            CycleItem.next_attempt_at <= func.now(),
+        )
+        .group_by(CycleItem.cycle_id, CycleItem.channel)
+    ).all()
+    found: dict[int, tuple[bool, bool]] = {}
+    for cycle_id, channel, _n in rows:
+        sms, voice = found.get(cycle_id, (False, False))
+        found[cycle_id] = (sms or channel == "sms", voice or channel == "voice")
+    return [(cycle_id, sms, voice) for cycle_id, (sms, voice) in found.items()]
+
+
+def stuck_planning(session: Session, older_than: timedelta = timedelta(minutes=2)) -> list[int]:
+    return list(
+        session.scalars(
+            select(Cycle.id).where(Cycle.state == CycleState.PLANNING, Cycle.created_at < now() - older_than)
+        )
+    )
+
+
+def open_cycles(session: Session) -> list[int]:
+    return list(session.scalars(select(Cycle.id).where(Cycle.state == CycleState.DISPATCHING)))

@@ -1,0 +1,178 @@
+"""SMS dispatch: claim a batch, send it in one AT request, record AT's whole answer in a few statements."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from datetime import timedelta
+
+from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy.orm import Session
+
+from shared import cycles
+from shared.at_client import AtRejected, AtTransient, SmsSendResult, get_at_client, maybe_sent
+from shared.db import session_scope
+from shared.models import (
+    Channel,
+    Contact,
+    Cycle,
+    CycleItem,
+    CycleState,
+    ItemState,
+    Message,
+)
+from shared.settings import Settings, get_settings
+from shared.status_policy import Action
+from shared.store import get_store
+from worker import outcomes
+from worker.cycles.items import (
+    Claimed,
+    claimed_values,
+    due_items,
+    finish_items,
+    give_back,
+    now,
+    read_cycle,
+    retry_later,
+)
+from worker.ingest import apply_pending_dlrs
+
+log = logging.getLogger(__name__)
+
+_messages = Message.__table__
+
+
+def claim_sms(cycle: Cycle, limit: int) -> list[Claimed]:
+    """Claim a batch and write its Message rows (`submitting`) in one committed transaction.
+
+    Three statements whatever the batch size: lock the due items, one INSERT … SELECT … RETURNING for
+    the messages, one UPDATE moving the items to `submitting` with their message ids.
+    """
+    with session_scope() as session:
+        ids = due_items(session, cycle.id, Channel.SMS, limit)
+        if not ids:
+            return []
+        created = now()
+        columns = ["contact_id", "cycle_id", "cycle_item_id", "phone", "text", "send_state", "created_at"]
+        rows = (
+            select(
+                CycleItem.contact_id,
+                literal(cycle.id),
+                CycleItem.id,
+                Contact.phone,
+                literal(cycle.message, type_=_messages.c.text.type),
+                literal("submitting", type_=_messages.c.send_state.type),
+                literal(created, type_=_messages.c.created_at.type),
+            )
+            .join(Contact, Contact.id == CycleItem.contact_id)
+            .where(CycleItem.id.in_(ids))
+            .order_by(CycleItem.id)
+        )
+        written = session.execute(
+            insert(_messages)
+            .from_select(columns, rows)
+            .returning(_messages.c.cycle_item_id, _messages.c.contact_id, _messages.c.phone, _messages.c.id)
+        ).all()
+        latest = select(func.max(_messages.c.id)).where(_messages.c.cycle_item_id == CycleItem.id).scalar_subquery()
+        lease = timedelta(seconds=get_settings().dispatch_lease)
+        session.execute(
+            update(CycleItem)
+            .where(CycleItem.id.in_(ids))
+            .values(message_id=latest, **claimed_values(lease))
+            .execution_options(synchronize_session=False)
+        )
+        return sorted(Claimed(*row) for row in written)
+
+
+def dispatch_sms(cycle_id: int, budget_seconds: float = 20.0) -> str:
+    """Send the cycle's due SMS in batches until none are due, the cycle pauses or the budget is spent.
+
+    Returns `idle` (nothing due), `more` (budget spent), `paused` or `retry` (AT failing: try later).
+    """
+    settings = get_settings()
+    deadline = time.monotonic() + budget_seconds
+    cycle = read_cycle(cycle_id)
+    if cycle is None or cycle.state is not CycleState.DISPATCHING:
+        return "paused" if cycle and cycle.state is CycleState.PAUSED else "idle"
+    while time.monotonic() < deadline:
+        # Wait for the rate budget before claiming, so waiting never eats into the claim's lease.
+        get_store().acquire_rate("sms", settings.sms_batch_size, settings.send_rate_per_second)
+        batch = claim_sms(cycle, settings.sms_batch_size)  # claims nothing once the cycle left `dispatching`
+        if not batch:
+            latest = read_cycle(cycle_id)
+            return "paused" if latest and latest.state is CycleState.PAUSED else "idle"
+        outcome = send_sms_batch(cycle, batch, settings)
+        if outcome != "sent":
+            return outcome
+    return "more"
+
+
+def send_sms_batch(cycle: Cycle, batch: list[Claimed], settings: Settings) -> str:
+    try:
+        result = get_at_client().send_sms(cycle.message, [c.phone for c in batch])
+    except AtTransient as exc:
+        if maybe_sent(exc):
+            log.warning("cycle %s: AT did not answer in time; %d sends wait for reconciliation", cycle.id, len(batch))
+            return "retry"
+        with session_scope() as session:
+            retry_later(session, batch, Message, str(exc), settings.send_attempts)
+        return "retry"
+    except AtRejected as exc:
+        with session_scope() as session:
+            cycles.pause(session, cycle.id, f"AT refused the request: {exc}")
+            give_back(session, batch, Message, str(exc))
+        return "paused"
+    with session_scope() as session:
+        return record_sms_batch(session, cycle.id, batch, result)
+
+
+def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], result: SmsSendResult) -> str:
+    """Record AT's whole answer for a batch in a few set-based statements (`outcomes.record_sends`, then
+    one UPDATE per item outcome present), and apply delivery reports that arrived before it."""
+    if not result.recipients:
+        # A request-level refusal (e.g. InvalidSenderId): every message would fail the same way.
+        cycles.pause(session, cycle_id, f"AT refused the whole request: {result.summary}")
+        give_back(session, batch, Message, result.summary)
+        return "paused"
+    by_number = {r.number: r for r in result.recipients}
+    listed = [(c, by_number[c.phone]) for c in batch if c.phone in by_number]
+    unlisted = [c for c in batch if c.phone not in by_number]
+    rules = outcomes.record_sends(session, [outcomes.Send(c.row_id, c.contact_id, r) for c, r in listed])
+    sent: list[Claimed] = []
+    failed: dict[str, list[Claimed]] = defaultdict(list)
+    paused: dict[str, list[Claimed]] = defaultdict(list)
+    retried: dict[str, list[Claimed]] = defaultdict(list)
+    accepted: list[str] = []
+    pause_reason = None
+    for (claimed, recipient), rule in zip(listed, rules, strict=True):
+        if rule.action is Action.ACCEPTED:
+            sent.append(claimed)
+            accepted.extend([recipient.message_id] if recipient.message_id else [])
+        elif rule.action is Action.PAUSE:
+            pause_reason = pause_reason or f"{recipient.status} ({recipient.status_code}): {rule.why}"
+            paused[recipient.status].append(claimed)
+        elif rule.action is Action.RETRY:
+            retried[f"{recipient.status} ({recipient.status_code})"].append(claimed)
+        else:
+            failed[outcomes.send_error(recipient, rule)].append(claimed)
+    if unlisted:
+        why = "AT's answer did not list this number"
+        session.execute(
+            update(_messages)
+            .where(_messages.c.id.in_([c.row_id for c in unlisted]))
+            .values(send_state="failed", send_error=why)
+        )
+        failed[why].extend(unlisted)
+    finish_items(session, sent, ItemState.SENT)
+    for error, claims in failed.items():
+        finish_items(session, claims, ItemState.FAILED, error)
+    if pause_reason is not None:
+        cycles.pause(session, cycle_id, pause_reason)
+    for status, claims in paused.items():
+        give_back(session, claims, Message, status)
+    for why, claims in retried.items():
+        retry_later(session, claims, Message, why, get_settings().send_attempts)
+    if accepted:
+        apply_pending_dlrs(session, accepted)  # reports may have arrived before we recorded the ids
+    return "paused" if pause_reason is not None else "sent"

@@ -1,0 +1,77 @@
+"""What callbacks change on a contact: statuses after an outcome, and the customer's opt-out and opt-in."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from shared.db import insert_for
+from shared.models import (
+    Channel,
+    Contact,
+    ContactStatus,
+    Message,
+)
+from shared.status_policy import Action
+from worker import fallback
+
+log = logging.getLogger(__name__)
+
+
+#: Contacts in these states get nothing more: their pending cycle items are cancelled.
+UNREACHABLE = {ContactStatus.OPTED_OUT.value, ContactStatus.INVALID.value}
+
+#: A contact's status after a final outcome of its last SMS or call.
+CONTACT_STATUS_AFTER = {
+    Action.DELIVERED: ContactStatus.ACTIVE,
+    Action.UNDELIVERED: ContactStatus.INACTIVE,
+    Action.INVALID: ContactStatus.INVALID,
+    Action.OPT_OUT: ContactStatus.OPTED_OUT,
+}
+
+_contacts = Contact.__table__
+_messages = Message.__table__
+
+
+def find_contact_id(session: Session, phone: str | None) -> int | None:
+    if not phone:
+        return None
+    return session.scalar(select(Contact.id).where(Contact.phone == phone))
+
+
+def opt_out(session: Session, phone: str, at: datetime) -> None:
+    """The customer asked to stop: recorded even for a number we never messaged, so it stays stopped."""
+    stmt = insert_for(session, Contact).values(
+        phone=phone, status=ContactStatus.OPTED_OUT, opted_out_at=at, created_at=at, updated_at=at
+    )
+    contact_id = session.scalar(
+        stmt.on_conflict_do_update(
+            index_elements=["phone"],
+            set_={
+                "status": ContactStatus.OPTED_OUT.value,
+                "opted_out_at": func.coalesce(_contacts.c.opted_out_at, at),
+                "updated_at": at,
+            },
+        ).returning(Contact.id)
+    )
+    fallback.cancel_pending(session, [contact_id], "the customer opted out")
+
+
+def opt_in(session: Session, phone: str, at: datetime, preference: Channel | None = None) -> None:
+    """The customer asked for messages: an opted-out contact becomes `new`; a stranger is added."""
+    values: dict[str, object] = {"updated_at": at}
+    if preference is not None:
+        values["channel_preference"] = preference.value
+    status_col = _contacts.c.status
+    stmt = insert_for(session, Contact).values(
+        phone=phone, status=ContactStatus.NEW, channel_preference=preference, created_at=at, updated_at=at
+    )
+    set_ = {
+        **values,
+        "status": case((status_col == ContactStatus.OPTED_OUT.value, ContactStatus.NEW.value), else_=status_col),
+        "opted_out_at": None,
+    }
+    session.execute(stmt.on_conflict_do_update(index_elements=["phone"], set_=set_))

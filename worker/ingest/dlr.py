@@ -1,0 +1,262 @@
+"""SMS delivery reports: stored once per (id, status), applied forward-only to their message, then its contact."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import bindparam, case, func, select, text, update
+from sqlalchemy.orm import Session
+
+from shared import metrics
+from shared.callbacks import (
+    Dlr,
+    phone_or_raw,
+    to_int,
+)
+from shared.db import insert_for
+from shared.models import (
+    Contact,
+    ContactStatus,
+    DlrEvent,
+    Message,
+)
+from shared.status_policy import Action, Kind, decide, dlr_outcome, dlr_rank
+from worker import fallback
+from worker.ingest.batch_sql import as_columns, is_postgres
+from worker.ingest.contacts import CONTACT_STATUS_AFTER, UNREACHABLE, _contacts, _messages
+
+log = logging.getLogger(__name__)
+
+INSERT_DLR_EVENTS = text(
+    """
+    INSERT INTO dlr_events (at_message_id, status, failure_reason, phone, network_code, retry_count, received_at)
+    SELECT * FROM unnest(CAST(:at_message_id AS text[]), CAST(:status AS text[]), CAST(:failure_reason AS text[]),
+                         CAST(:phone AS text[]), CAST(:network_code AS text[]), CAST(:retry_count AS int[]),
+                         CAST(:received_at AS timestamptz[]))
+    ON CONFLICT (at_message_id, status) DO NOTHING
+    RETURNING at_message_id, status, failure_reason
+    """
+)
+
+
+def apply_dlrs(session: Session, reports: Iterable[tuple[datetime, Dlr]]) -> int:
+    """Store new delivery reports and apply them to messages that exist; returns how many were new."""
+    rows = [
+        {
+            "at_message_id": dlr.id,
+            "status": dlr.status,
+            "failure_reason": dlr.failure_reason or None,
+            "phone": phone_or_raw(dlr.phone_number),
+            "network_code": dlr.network_code or None,
+            "retry_count": to_int(dlr.retry_count),
+            "received_at": received_at,
+        }
+        for received_at, dlr in reports
+    ]
+    if not rows:
+        return 0
+    if is_postgres(session):
+        new_rows = session.execute(INSERT_DLR_EVENTS, as_columns(rows)).all()
+    else:
+        table = DlrEvent.__table__
+        stmt = (
+            insert_for(session, table)
+            .on_conflict_do_nothing(index_elements=["at_message_id", "status"])
+            .returning(table.c.at_message_id, table.c.status, table.c.failure_reason)
+        )
+        new_rows = session.execute(stmt, rows).all()
+    new_ids = {row.at_message_id for row in new_rows}
+    for (status, reason), count in Counter((row.status, row.failure_reason) for row in new_rows).items():
+        metrics.count_on_commit(
+            session,
+            "reach_sms_delivery_reports",
+            count,
+            status=metrics.bounded(status, Kind.DLR),
+            failure_reason=metrics.bounded(reason, Kind.FAILURE),
+        )
+    if new_ids:
+        apply_pending_dlrs(session, new_ids)
+    return len(new_ids)
+
+
+@dataclass(frozen=True)
+class _Best:
+    message_id: int
+    status: str
+    rank: int
+    failure_reason: str | None
+    network_code: str | None
+    at: datetime
+
+
+def apply_pending_dlrs(session: Session, at_message_ids: Collection[str] | None = None, limit: int = 5000) -> int:
+    """Apply stored reports whose message now exists: forward-only, then the contact. Returns messages moved.
+
+    Called for each drained batch, by the send path once it has recorded AT's message ids (a report may
+    arrive first), and by housekeeping for the case where both committed at the same moment.
+    """
+    query = (
+        select(
+            DlrEvent.id,
+            Message.id,
+            DlrEvent.status,
+            DlrEvent.failure_reason,
+            DlrEvent.network_code,
+            DlrEvent.received_at,
+        )
+        .join(Message, Message.at_message_id == DlrEvent.at_message_id)
+        .where(DlrEvent.applied_at.is_(None))
+    )
+    query = query.where(DlrEvent.at_message_id.in_(at_message_ids)) if at_message_ids else query.limit(limit)
+    events = session.execute(query).all()
+    if not events:
+        return 0
+    best: dict[int, _Best] = {}
+    for _event_id, message_id, status, reason, network, received_at in events:
+        candidate = _Best(message_id, status, dlr_rank(status), reason, network, received_at)
+        current = best.get(message_id)
+        if current is None or (candidate.rank, candidate.status) > (current.rank, current.status):
+            best[message_id] = candidate
+    moved = _advance_messages(session, [b for b in best.values() if b.rank > 0])
+    _update_contacts_from_messages(session, sorted(best))
+    now = datetime.now(UTC)
+    event_ids = [row[0] for row in events]
+    session.execute(update(DlrEvent).where(DlrEvent.id.in_(event_ids)).values(applied_at=now))
+    return moved
+
+
+#: On Postgres the two per-row UPDATEs of a batch (messages, then their contacts) are one statement each over
+#: arrays: an executemany sent one UPDATE per row (~1,000 statements per 500 reports). Same SET and WHERE as
+#: the SQLAlchemy statements below, which SQLite (embedded mode) keeps. Rows are locked in the join's order;
+#: a deadlock between two drainers is an OperationalError, so the batch goes back and is applied again.
+ADVANCE_MESSAGES = text(
+    """
+    UPDATE messages AS m
+    SET status = b.status, status_rank = b.rank, failure_reason = b.reason,
+        network_code = coalesce(b.network, m.network_code), status_at = b.at
+    FROM unnest(CAST(:b_id AS bigint[]), CAST(:b_status AS text[]), CAST(:b_rank AS int[]),
+                CAST(:b_reason AS text[]), CAST(:b_network AS text[]), CAST(:b_at AS timestamptz[]))
+         AS b(id, status, rank, reason, network, at)
+    WHERE m.id = b.id AND m.status_rank < b.rank
+    """
+)
+
+UPDATE_CONTACTS = text(
+    """
+    UPDATE contacts AS c
+    SET status = CASE
+            WHEN c.status = 'opted_out' THEN c.status
+            WHEN c.status = 'invalid' AND u.target = 'inactive' THEN c.status
+            ELSE coalesce(u.target, c.status)
+        END,
+        last_sms_status = u.status, last_failure_reason = u.reason,
+        last_network_code = coalesce(u.network, c.last_network_code), last_sms_at = u.at, updated_at = now()
+    FROM unnest(CAST(:c_id AS bigint[]), CAST(:c_message AS bigint[]), CAST(:c_target AS text[]),
+                CAST(:c_status AS text[]), CAST(:c_reason AS text[]), CAST(:c_network AS text[]),
+                CAST(:c_at AS timestamptz[]))
+         AS u(id, message_id, target, status, reason, network, at)
+    WHERE c.id = u.id AND c.last_message_id = u.message_id
+    """
+)
+
+
+def _advance_messages(session: Session, best: list[_Best]) -> int:
+    if not best:
+        return 0
+    # Sorted by id so concurrent drainers lock rows in the same order (no deadlock).
+    params = [
+        {
+            "b_id": b.message_id,
+            "b_status": b.status,
+            "b_rank": b.rank,
+            "b_reason": b.failure_reason if decide(Kind.DLR, b.status).action is not Action.DELIVERED else None,
+            "b_network": b.network_code,
+            "b_at": b.at,
+        }
+        for b in sorted(best, key=lambda b: b.message_id)
+    ]
+    stmt = (
+        update(_messages)
+        .where(_messages.c.id == bindparam("b_id"), _messages.c.status_rank < bindparam("b_rank"))
+        .values(
+            status=bindparam("b_status"),
+            status_rank=bindparam("b_rank"),
+            failure_reason=bindparam("b_reason"),
+            network_code=func.coalesce(bindparam("b_network"), _messages.c.network_code),
+            status_at=bindparam("b_at"),
+        )
+    )
+    if is_postgres(session):
+        result = session.execute(ADVANCE_MESSAGES, as_columns(params, "b_"))
+    else:
+        result = session.execute(stmt, params)
+    return max(result.rowcount, 0)
+
+
+def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> None:
+    """Contacts follow the status of their *last* SMS, read back after the forward-only update."""
+    rows = session.execute(
+        select(
+            Contact.id,
+            Message.id,
+            Message.status,
+            Message.failure_reason,
+            Message.network_code,
+            Message.status_at,
+        )
+        .join(Contact, Contact.last_message_id == Message.id)
+        .where(Message.id.in_(message_ids), Message.status.is_not(None))
+        .order_by(Contact.id)
+    ).all()
+    params = []
+    for contact_id, message_id, status, reason, network, status_at in rows:
+        target = CONTACT_STATUS_AFTER.get(dlr_outcome(status, reason))
+        params.append(
+            {
+                "c_id": contact_id,
+                "c_message": message_id,
+                "c_target": target.value if target else None,
+                "c_status": status,
+                "c_reason": reason,
+                "c_network": network,
+                "c_at": status_at,
+            }
+        )
+    if not params:
+        return
+    delivered = [p["c_id"] for p in params if p["c_target"] == ContactStatus.ACTIVE.value]
+    fallback.cancel_fallback_calls(session, delivered)
+    unreachable = [p["c_id"] for p in params if p["c_target"] in UNREACHABLE]
+    fallback.cancel_pending(session, unreachable, "the contact can no longer be reached")
+    status_col = _contacts.c.status
+    stmt = (
+        update(_contacts)
+        .where(_contacts.c.id == bindparam("c_id"), _contacts.c.last_message_id == bindparam("c_message"))
+        .values(
+            # An opt-out is the customer's word: no delivery report overrides it. A number a call found
+            # unallocated stays invalid when a failure report for the SMS before it arrives late (only a
+            # handset receipt, `Success`, outranks that): else the order of arrival would decide.
+            status=case(
+                (status_col == ContactStatus.OPTED_OUT.value, status_col),
+                (
+                    (status_col == ContactStatus.INVALID.value)
+                    & (bindparam("c_target") == ContactStatus.INACTIVE.value),
+                    status_col,
+                ),
+                else_=func.coalesce(bindparam("c_target"), status_col),
+            ),
+            last_sms_status=bindparam("c_status"),
+            last_failure_reason=bindparam("c_reason"),
+            last_network_code=func.coalesce(bindparam("c_network"), _contacts.c.last_network_code),
+            last_sms_at=bindparam("c_at"),
+            updated_at=func.now(),
+        )
+    )
+    if is_postgres(session):
+        session.execute(UPDATE_CONTACTS, as_columns(params, "c_"))
+    else:
+        session.execute(stmt, params)
