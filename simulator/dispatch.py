@@ -4,6 +4,9 @@ A job is any callable. Jobs run one at a time on a single worker thread, ordered
 by the order they were scheduled, so callbacks scheduled for the same instant keep their order. A job
 may schedule follow-ups (a voice call posts its next step once it has the reply to the last one).
 `clear()` drops every pending job and any follow-up a running job schedules afterwards.
+
+Due times are read on the dispatcher's own clock: the monotonic clock plus an offset that `advance()`
+moves forward, so a report scheduled hours ahead is posted as soon as a test advances past it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,26 @@ class Dispatcher:
         self._busy = 0
         self._stopped = False
         self._thread: threading.Thread | None = None
+        #: Seconds the clock was advanced by (`advance()`).
+        self._offset = 0.0
+
+    def now(self) -> float:
+        """The dispatcher's clock: monotonic seconds, plus every `advance()` so far."""
+        return time.monotonic() + self._offset
+
+    @property
+    def offset(self) -> float:
+        """How far `advance()` has moved the clock, in seconds."""
+        with self._cond:
+            return self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward: jobs that fall due in between run now, in their order."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        with self._cond:
+            self._offset += seconds
+            self._cond.notify_all()
 
     def schedule(self, delay: float, job: Job) -> None:
         """Run `job` on the worker thread after `delay` seconds."""
@@ -46,7 +69,7 @@ class Dispatcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="simulator-dispatch", daemon=True)
                 self._thread.start()
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), generation, job))
+            heapq.heappush(self._heap, (self.now() + delay, next(self._seq), generation, job))
             self._busy += 1
             self._cond.notify_all()
 
@@ -104,7 +127,7 @@ class Dispatcher:
     def _next_job(self) -> Job | None:
         with self._cond:
             while not self._stopped:
-                now = time.monotonic()
+                now = self.now()
                 if self._heap and self._heap[0][0] <= now:
                     _, _, self._acting.generation, job = heapq.heappop(self._heap)
                     return job

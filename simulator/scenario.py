@@ -43,12 +43,45 @@ Rule fields (all optional):
 - `shuffle`: post the message's delivery reports in a different order than listed.
 - `network_code`: `networkCode` of the reports (default `63902`).
 
-Scenario fields: `faults` answer the next `count` requests to `path` (exact, or a prefix ending in `*`)
-with HTTP `status`, or, for `"timeout"`, by holding the request for `timeout_seconds` (default 30) and
-doing nothing; `"slow"` does the request (the SMS goes out, the call is placed, callbacks follow) and
-holds only the answer that long, as when AT acted but its answer was lost. An optional `body` replaces
-the default error text. `allowed_sender_ids`: when given, a `from` not in
-the list gets the request-level `InvalidSenderId` answer. `seed` makes `shuffle` repeatable.
+Scenario fields:
+
+- `faults`: each answers the next `count` (default 1) requests to `path` (exact, or a prefix ending in
+  `*`); the first fault with count left wins. Shapes:
+
+  - `{"path": "/call", "status": 500}`: an HTTP error *instead of* AT: nothing is sent, nothing placed.
+    The body is akka-http's text for 429/500/502/503/504 (AT's server), else `"<code> <reason>"`;
+    `body` replaces it, `content_type` replaces `text/plain; charset=UTF-8`.
+  - `{"path": "/version1/messaging", "status": 502, "acted": true}`: accept-then-fail. AT acts (the
+    SMS is accepted and its delivery reports follow; the call is placed and its callbacks follow) but
+    the answer is a proxy's page: for 502/503/504 nginx's HTML page (`<html><head><title>502 Bad
+    Gateway</title>...`, `text/html`), else the text above; `body` and `content_type` replace them.
+  - `{"path": "/version1/messaging", "content_type": "application/json; charset=utf-8"}`: AT's real
+    answer under another Content-Type (the SDK hands back a str for anything but `application/json`).
+  - `{"path": "/version1/messaging", "truncate": 40}`: AT acts; its real answer is cut to the first 40
+    bytes (a JSON cut short), with the real Content-Type and a matching Content-Length.
+  - `{"path": "/call", "status": "reset"}`: AT reads the request and acts, then the connection is shut
+    without a byte of answer (the client sees `RemoteDisconnected`, a `ConnectionError`).
+  - `{"path": "/call", "status": "timeout"}`: the request is held for `timeout_seconds` (default 30)
+    and nothing is done; `"slow"` does the request (the SMS goes out, the call is placed, callbacks
+    follow) and holds only the answer that long, as when AT acted but its answer was lost.
+
+- `callback_attempts`: posts per callback before the simulator gives up on it (default 4, backing off
+  from 50 ms); `1` means a callback that fails is never posted again.
+- `allowed_sender_ids`: when given, a `from` not in the list gets the request-level `InvalidSenderId`
+  answer. `seed` makes `shuffle` repeatable.
+
+What the simulator does whatever the scenario:
+
+- A `to` number that is not E.164 (`^\\+\\d{1,3}\\d{3,}$`, the SDK's own check) gets what AT gives a
+  number it refuses: on `/version1/messaging` statusCode 403 `InvalidPhoneNumber`, messageId `"None"`,
+  cost `"0"` (at-api.md §2.2); on `/call` status `InvalidPhoneNumber`, sessionId `"None"`.
+- Every XML answer to a voice callback is parsed strictly, as AT would (`xml.etree`, root `<Response>`).
+  A live call whose answer does not parse is played as failed: AT has nothing to say, so its final
+  callback is `status=Failed`, `callSessionState=Completed`, `hangupCause=UNSPECIFIED` ("AT could not get a
+  cause": AT documents no cause for a bad XML answer, and this one can never be read as answered),
+  `durationInSeconds=0`. The callback log keeps the parser's message under `xml_error`.
+- Callbacks are due on the simulator's clock, which `POST /_sim/clock {"advance_seconds": N}` moves
+  forward: a rule with `"delay": 10800` posts its report "3 h later" as soon as the clock passes it.
 """
 
 from __future__ import annotations
@@ -119,14 +152,38 @@ class Rule:
         return cls(**values)
 
 
+#: Fault statuses that are not an HTTP status code.
+FAULT_WORDS = ("timeout", "slow", "reset")
+
+
 @dataclass(frozen=True)
 class Fault:
-    """Answer the next `count` requests to `path` with `status` (or hold them: `"timeout"`, `"slow"`)."""
+    """One fault for the next `count` requests to `path`; see the module docstring for each shape."""
 
     path: str
-    status: int | Literal["timeout", "slow"]
+    status: int | Literal["timeout", "slow", "reset"] | None = None
     count: int = 1
     body: str | None = None
+    acted: bool = False
+    content_type: str | None = None
+    truncate: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is not None and self.status not in FAULT_WORDS and not _is_status_code(self.status):
+            raise ValueError("fault status: must be an HTTP status code, 'timeout', 'slow' or 'reset'")
+        if self.status is None and self.content_type is None and self.truncate is None:
+            raise ValueError("fault: give a status, a content_type or truncate")
+        if self.acted and not _is_status_code(self.status):
+            raise ValueError("fault acted: only with an HTTP status code (the answer that replaces AT's)")
+        if self.truncate is not None and (isinstance(self.truncate, bool) or self.truncate < 0):
+            raise ValueError("fault truncate: a number of bytes >= 0")
+        if self.count < 1:
+            raise ValueError("fault count: must be >= 1")
+
+    @property
+    def before_acting(self) -> bool:
+        """Answered instead of AT: nothing is sent, no call placed, no callback follows."""
+        return self.status == "timeout" or (_is_status_code(self.status) and not self.acted)
 
     def matches(self, path: str) -> bool:
         return path.startswith(self.path[:-1]) if self.path.endswith("*") else path == self.path
@@ -135,9 +192,11 @@ class Fault:
     def from_dict(cls, raw: dict[str, Any]) -> Fault:
         """A fault from its JSON form."""
         _check_keys(raw, {f.name for f in fields(cls)}, "fault")
-        if raw.get("status") not in ("timeout", "slow") and not isinstance(raw.get("status"), int):
-            raise ValueError("fault status: must be an HTTP status code, 'timeout' or 'slow'")
         return cls(**raw)
+
+
+def _is_status_code(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
 
 
 @dataclass(frozen=True)
@@ -150,6 +209,11 @@ class Scenario:
     allowed_sender_ids: tuple[str, ...] | None = None
     timeout_seconds: float = 30.0
     seed: int | None = None
+    callback_attempts: int = 4
+
+    def __post_init__(self) -> None:
+        if self.callback_attempts < 1:
+            raise ValueError("callback_attempts: must be >= 1")
 
     def rule_for(self, number: str) -> Rule:
         """The rule for one number: exact match, then the longest matching prefix, then the default."""
@@ -172,6 +236,7 @@ class Scenario:
             allowed_sender_ids=None if allowed is None else tuple(allowed),
             timeout_seconds=float(raw.get("timeout_seconds", 30.0)),
             seed=raw.get("seed"),
+            callback_attempts=int(raw.get("callback_attempts", 4)),
         )
 
     @classmethod

@@ -133,6 +133,28 @@ def voice_final_not_answered(
     }
 
 
+def voice_final_failed(
+    session_id: str, caller: str, dest: str, hangup_cause: str = "UNSPECIFIED", direction: str = "Outbound"
+) -> dict[str, str]:
+    """The final callback of a call AT could not play (its XML answer did not parse): picked up, nothing
+    said, hung up. AT documents no cause for this; `UNSPECIFIED` is its "could not get a cause"."""
+    return {
+        "isActive": "0",
+        "sessionId": session_id,
+        "direction": direction,
+        "callerNumber": caller,
+        "destinationNumber": dest,
+        "callSessionState": "Completed",
+        "status": "Failed",
+        "hangupCause": hangup_cause,
+        "durationInSeconds": "0",
+        "currencyCode": "KES",
+        "amount": "0",
+        "recordingUrl": "",
+        "callStartTime": _now("%Y-%m-%d %H:%M:%S"),
+    }
+
+
 def ussd(
     session_id: str,
     phone: str,

@@ -1,0 +1,163 @@
+"""Building and running a simulator: the Flask app, a background-thread server for tests, `serve()`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from simulator.control import control_bp
+from simulator.faults import faults_bp
+from simulator.scenario import Scenario
+from simulator.sms import sms_bp
+from simulator.state import SimState
+from simulator.voice import voice_bp
+
+log = logging.getLogger(__name__)
+
+
+def create_simulator_app(
+    scenario: Scenario,
+    *,
+    api_key: str,
+    username: str,
+    callback_base_url: str | None,
+    webhook_token: str | None,
+) -> Flask:
+    """A Flask app that plays Africa's Talking per `scenario`; call `close_simulator_app` when done."""
+    if not api_key:
+        raise ValueError("the simulator needs the API key its clients must send")
+    app = Flask("simulator")
+    app.extensions["reach_simulator"] = SimState(
+        scenario,
+        api_key=api_key,
+        username=username,
+        callback_base_url=callback_base_url,
+        webhook_token=webhook_token,
+    )
+    for blueprint in (faults_bp, sms_bp, voice_bp, control_bp):
+        app.register_blueprint(blueprint)
+    return app
+
+
+def close_simulator_app(app: Flask) -> None:
+    """Stop the app's callback thread and release requests held by a timeout fault."""
+    app.extensions["reach_simulator"].close()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log: tests start many simulators and the log would drown their output."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+@dataclass
+class SimulatorServer:
+    """A simulator serving on a background thread; what a pytest fixture hands to tests."""
+
+    app: Flask
+    server: BaseWSGIServer
+    thread: threading.Thread
+
+    @property
+    def state(self) -> SimState:
+        return self.app.extensions["reach_simulator"]
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.host}:{self.port}"
+
+    def requests(self, path: str | None = None) -> list[dict[str, Any]]:
+        """AT requests received so far, optionally only those to `path`."""
+        return [r for r in self.state.requests() if path is None or r["path"] == path]
+
+    def callbacks(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Callback attempts so far, optionally only `"dlr"` or `"voice"`."""
+        return [c for c in self.state.callbacks() if kind is None or c["kind"] == kind]
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until every scheduled callback has been posted; False on timeout."""
+        return self.state.dispatcher.wait_idle(timeout)
+
+    def set_scenario(self, scenario: Scenario) -> None:
+        """Replace the scenario (faults start afresh)."""
+        self.state.set_scenario(scenario)
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the simulator's clock forward: callbacks due in between are posted now."""
+        self.state.dispatcher.advance(seconds)
+
+    def reset(self) -> None:
+        """Forget requests and callbacks and drop pending callbacks."""
+        self.state.reset()
+
+    def stop(self) -> None:
+        """Stop serving and stop the callback thread."""
+        self.state.close()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+def run_simulator_in_thread(
+    scenario: Scenario | None = None,
+    *,
+    api_key: str = "sim-key",
+    username: str = "sandbox",
+    callback_base_url: str | None = None,
+    webhook_token: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+) -> SimulatorServer:
+    """Start a simulator on a background thread (port 0: a free port); `.stop()` it when done."""
+    app = create_simulator_app(
+        scenario or Scenario(),
+        api_key=api_key,
+        username=username,
+        callback_base_url=callback_base_url,
+        webhook_token=webhook_token,
+    )
+    server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
+    # A short poll interval: shutdown() waits for the serving loop to notice, up to one interval.
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="simulator-http", daemon=True
+    )
+    thread.start()
+    return SimulatorServer(app=app, server=server, thread=thread)
+
+
+def serve(
+    host: str,
+    port: int,
+    scenario: Scenario,
+    api_key: str,
+    username: str,
+    callback_base_url: str | None,
+    webhook_token: str | None,
+) -> None:
+    """Run a simulator in the foreground until interrupted."""
+    app = create_simulator_app(
+        scenario,
+        api_key=api_key,
+        username=username,
+        callback_base_url=callback_base_url,
+        webhook_token=webhook_token,
+    )
+    server = make_server(host, port, app, threaded=True)
+    log.info("AT simulator on http://%s:%s, callbacks to %s", host, server.port, callback_base_url or "nowhere")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        close_simulator_app(app)
+        server.server_close()

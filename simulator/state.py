@@ -1,0 +1,154 @@
+"""What one simulator app holds: the scenario and its fault budget, the logs, and the callback poster.
+
+Callbacks are posted form-encoded by one dispatcher thread (`simulator.dispatch`) to
+`callback_base_url + "/<kind>"`, with `?token=` when given, and posted again (up to the scenario's
+`callback_attempts`) while they are not answered 2xx.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from flask import current_app
+
+from simulator.dispatch import Dispatcher
+from simulator.scenario import Fault, Scenario
+
+log = logging.getLogger(__name__)
+
+#: The first back-off between two posts of a failed callback (doubling), and each post's timeouts.
+CALLBACK_BACKOFF_S = 0.05
+CALLBACK_TIMEOUT_S = (2.0, 5.0)
+#: Attempts per callback of the default scenario (`Scenario.callback_attempts`).
+CALLBACK_ATTEMPTS = Scenario().callback_attempts
+
+#: Given the reply body of a callback (None when every attempt failed), decides what comes next.
+Then = Callable[[str | None], None]
+#: Reads a callback's reply into extra fields for the callback log (the voice XML check).
+ReadReply = Callable[[str], dict[str, Any]]
+
+
+class SimState:
+    """Everything one simulator app holds: scenario, fault budget, logs and the callback dispatcher."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        api_key: str,
+        username: str,
+        callback_base_url: str | None,
+        webhook_token: str | None,
+    ) -> None:
+        self.api_key = api_key
+        self.username = username
+        self.callback_base_url = callback_base_url.rstrip("/") if callback_base_url else None
+        self.webhook_token = webhook_token or None
+        self.dispatcher = Dispatcher()
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._http = requests.Session()  # used by the dispatcher thread only
+        self._requests: list[dict[str, Any]] = []
+        self._callbacks: list[dict[str, Any]] = []
+        self.set_scenario(scenario)
+
+    # -- scenario and logs --------------------------------------------------------------------------
+
+    def set_scenario(self, scenario: Scenario) -> None:
+        """Replace the scenario; its faults start with their full counts."""
+        with self._lock:
+            self.scenario = scenario
+            self._faults = [[fault, fault.count] for fault in scenario.faults]
+            self._rng = random.Random(scenario.seed)
+
+    def reset(self) -> None:
+        """Forget requests and callbacks, drop pending callbacks, refill the faults."""
+        self.dispatcher.clear()
+        with self._lock:
+            self._requests.clear()
+            self._callbacks.clear()
+        self.set_scenario(self.scenario)
+
+    def requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._requests]
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(c) for c in self._callbacks]
+
+    def record_request(self, entry: dict[str, Any]) -> None:
+        with self._lock:
+            self._requests.append(entry)
+
+    def take_fault(self, path: str) -> Fault | None:
+        """The fault that answers this request, if any; each use spends one of its count."""
+        with self._lock:
+            for budget in self._faults:
+                if budget[1] > 0 and budget[0].matches(path):
+                    budget[1] -= 1
+                    return budget[0]
+        return None
+
+    def shuffled(self, steps: list[Any]) -> list[Any]:
+        """`steps` in another order (when there is one), from the scenario's seeded generator."""
+        with self._lock:
+            out = list(steps)
+            self._rng.shuffle(out)
+        if out == steps and len(set(map(repr, steps))) > 1:
+            out.reverse()
+        return out
+
+    def close(self) -> None:
+        """Stop the dispatcher and wake requests held by a timeout fault."""
+        self.stopping.set()
+        self.dispatcher.stop()
+        self._http.close()
+
+    # -- callbacks ------------------------------------------------------------------------------------
+
+    def post_later(
+        self, delay: float, kind: str, form: dict[str, str], then: Then | None = None, read: ReadReply | None = None
+    ) -> None:
+        """Post a callback `delay` s from now on the simulator's clock; `then` gets the reply body (None if
+        every attempt failed); `read` turns a 2xx reply into fields of the callback log."""
+        if self.callback_base_url is None:
+            return
+        self.dispatcher.schedule(delay, lambda: self._post(kind, form, 1, then, read))
+
+    def _post(self, kind: str, form: dict[str, str], attempt: int, then: Then | None, read: ReadReply | None) -> None:
+        url = f"{self.callback_base_url}/{kind}"
+        entry: dict[str, Any] = {"kind": kind, "url": url, "form": form, "attempt": attempt, "time": time.time()}
+        entry.update(status=None, error=None, reply=None, sim_clock=self.dispatcher.offset)
+        params = {"token": self.webhook_token} if self.webhook_token else None
+        try:
+            resp = self._http.post(url, data=form, params=params, timeout=CALLBACK_TIMEOUT_S)
+            entry.update(status=resp.status_code, reply=resp.text, url=resp.url)
+        except requests.RequestException as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        ok = entry["status"] is not None and 200 <= entry["status"] < 300
+        if ok and read is not None:
+            entry.update(read(entry["reply"]))
+        with self._lock:
+            self._callbacks.append(entry)
+            attempts = self.scenario.callback_attempts
+        if not ok and attempt < attempts:
+            log.info("callback %s failed (%s); retrying", url, entry["error"] or entry["status"])
+            backoff = CALLBACK_BACKOFF_S * 2 ** (attempt - 1)
+            self.dispatcher.schedule(backoff, lambda: self._post(kind, form, attempt + 1, then, read))
+            return
+        if not ok:
+            log.warning("callback %s failed %d time(s); giving up", url, attempt)
+        if then is not None:
+            then(entry["reply"] if ok else None)
+
+
+def current_state() -> SimState:
+    """The state of the simulator app serving this request."""
+    return current_app.extensions["reach_simulator"]
