@@ -2,12 +2,30 @@
 
 `AtClient` wraps `africastalking==2.0.3`. It points the SDK at the configured base URLs (the live or
 sandbox AT, or the loopback simulator), always calls synchronously with Reach's timeouts, turns the
-SDK's answers into frozen dataclasses, and classifies every failure once, here (style.md §4):
+SDK's answers into frozen dataclasses, and classifies every answer once, here (style.md §4), into one
+of three outcomes:
 
-- `AtTransient`: worth retrying. Timeouts, connection errors, HTTP 429 and 5xx.
-- `AtRejected`: permanent. 401, other 4xx, a number the SDK refuses, an answer that is not JSON.
+- **Known outcome per recipient**: AT's own JSON answer (`SMSMessageData` for a send; `entries` or
+  `errorMessage` for a call), whatever its Content-Type (the SDK hands back a str for anything but
+  exactly `application/json`) and whatever HTTP status carries it (the SDK raises
+  `AfricasTalkingException(res.text)` for every non-2xx, e.g. the 409 DoNotDisturbRejection).
+  Returned as `SmsSendResult` / `CallResult`.
+- **Known not sent**, raised with `maybe_sent` False:
+  - `AtTransient`, worth retrying with backoff: the request never went out (connection refused, DNS
+    failure, TLS failure, connect timeout), or AT refused it before acting (HTTP 429 "too many
+    requests": a throttle rejects before the route runs);
+  - `AtRejected`, permanent: AT's own documented refusals (401 `The supplied authentication is
+    invalid`, 400 `Request is missing required form field ...`), a number the SDK's own check refuses
+    before any HTTP, a base URL that is not one.
+- **Maybe sent**, `AtMaybeSent` (`maybe_sent` True): everything else. A read timeout, a connection
+  reset or closed after the request was written, a proxy's page (502/504 HTML, an empty body, any
+  body that is not AT's), a 2xx whose body is unreadable, truncated or not AT's JSON, and akka-http's
+  500 and 503 texts too: its 503 "not able to produce a timely response" is its request timeout,
+  answered while AT's handler may still be sending. AT may have acted: callers leave the sends
+  `submitting` and reconcile them from AT's callbacks; they never send again at once.
 
-No message of these errors, and no log line, contains the API key.
+`maybe_sent(exc)` is the one predicate callers use. No message of these errors, and no log line,
+contains the API key.
 """
 
 from __future__ import annotations
@@ -21,10 +39,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import africastalking
 import requests
+import urllib3.exceptions
 from africastalking.Service import AfricasTalkingException
 
 from shared.settings import Settings, get_settings
@@ -36,12 +55,20 @@ log = logging.getLogger(__name__)
 #: silently sending to the real AT, and tests/test_at_client.py fails.
 OVERRIDDEN_ATTRIBUTES: dict[str, tuple[str, ...]] = {"SMS": ("_baseUrl", "_contentUrl"), "Voice": ("_baseUrl",)}
 
+#: What `AtClient._read` builds from AT's JSON.
+_Result = TypeVar("_Result")
+
 #: Longest piece of an AT answer quoted in an error message.
 _QUOTE_CHARS = 200
 
 
 class AtError(Exception):
-    """Africa's Talking did not do what was asked; `http_status` is None when it is not known."""
+    """Africa's Talking did not do what was asked; `http_status` is None when it is not known.
+
+    `maybe_sent` is set by the class, once, where the answer is classified: True only on `AtMaybeSent`.
+    """
+
+    maybe_sent: bool = False
 
     def __init__(self, message: str, http_status: int | None = None) -> None:
         super().__init__(message)
@@ -49,23 +76,25 @@ class AtError(Exception):
 
 
 class AtTransient(AtError):
-    """Worth retrying: a timeout, a connection error, HTTP 429 or 5xx."""
+    """Known not sent, worth retrying: the request never went out, or AT throttled it (429)."""
 
 
 class AtRejected(AtError):
-    """Permanent: bad credentials, a bad request or number, or an answer Reach cannot read."""
+    """Known not sent, permanent: bad credentials, a missing field, a number the SDK refuses."""
 
 
-def maybe_sent(exc: AtError) -> bool:
-    """True when AT may have acted on the request although we got no answer (it timed out mid-read)."""
-    cause = exc.__cause__
-    if isinstance(cause, requests.exceptions.ConnectTimeout):
-        return False
-    if isinstance(cause, requests.exceptions.ReadTimeout):
-        return True
-    if isinstance(cause, requests.exceptions.ConnectionError):
-        return "Connection aborted" in str(cause) or "RemoteDisconnected" in str(cause)
-    return False
+class AtMaybeSent(AtError):
+    """AT may have acted: the request went out and no answer of AT's that Reach can read came back.
+
+    Never retried blindly: the sends stay `submitting` until AT's callbacks show what happened.
+    """
+
+    maybe_sent = True
+
+
+def maybe_sent(exc: BaseException) -> bool:
+    """True when AT may have acted on the request although Reach cannot read an answer of AT's."""
+    return isinstance(exc, AtError) and exc.maybe_sent
 
 
 @dataclass(frozen=True)
@@ -137,12 +166,8 @@ class AtClient:
         options: dict[str, Any] = {"enqueue": enqueue, "timeout": self._timeout}
         if self._settings.at_sender_id:
             options["sender_id"] = self._settings.at_sender_id
-        # A 409 DoNotDisturbRejection is a normal answer sent with HTTP 409 (at-api.md §2.2): the SDK
-        # raises it as an error, so its JSON is accepted from the error path too.
-        answer = self._request(
-            "SMS send", lambda: self._sms.send(message, numbers, **options), error_payload="SMSMessageData"
-        )
-        result = _sms_result(answer)
+        answer = self._request("SMS send", lambda: self._sms.send(message, numbers, **options), _is_sms_answer)
+        result = self._read("SMS send", _sms_result, answer)
         log.info("SMS send to %d number(s): %s", len(numbers), result.summary)
         return result
 
@@ -152,32 +177,47 @@ class AtClient:
         caller = self._settings.at_voice_number
         if not caller:
             raise AtRejected("voice call: AT_VOICE_NUMBER is not configured")
-        answer = self._request("voice call", lambda: self._voice.call(caller, numbers, timeout=self._timeout))
-        result = _call_result(answer)
+        send = lambda: self._voice.call(caller, numbers, timeout=self._timeout)  # noqa: E731
+        result = self._read("voice call", _call_result, self._request("voice call", send, _is_call_answer))
         log.info("voice call to %d number(s): %s", len(numbers), result.error_message or "accepted")
         return result
 
-    # -- the one place errors are classified ------------------------------------------------------------
+    # -- the one place answers are classified -------------------------------------------------------------
 
-    def _request(self, what: str, send: Callable[[], Any], error_payload: str | None = None) -> dict[str, Any]:
-        """Run one synchronous SDK call; return its JSON answer or raise AtTransient / AtRejected."""
+    def _request(
+        self, what: str, send: Callable[[], Any], is_answer: Callable[[dict[str, Any]], bool]
+    ) -> dict[str, Any]:
+        """Run one synchronous SDK call; return AT's JSON answer, or raise AtTransient / AtRejected (known
+        not sent) or AtMaybeSent. `is_answer` tells AT's JSON answer from any other JSON."""
         try:
             answer = send()
         except requests.exceptions.RequestException as exc:
             raise self._fail(_transport_error(what, exc, self._redact)) from exc
         except AfricasTalkingException as exc:
-            payload = _json_object(str(exc))
-            if error_payload and payload is not None and error_payload in payload:
+            # Any non-2xx. AT's own JSON answer is a known outcome whatever its status (e.g. the 409
+            # DoNotDisturbRejection, at-api.md §2.2). `from None`: the SDK's exception is the raw body,
+            # which our error quotes redacted.
+            body = str(exc)
+            payload = _json_object(body)
+            if payload is not None and is_answer(payload):
                 return payload
-            # `from None`: the SDK's exception is the raw body, which this error quotes redacted.
-            raise self._fail(_http_error(what, str(exc), self._redact)) from None
+            raise self._fail(_http_error(what, body, self._redact)) from None
         except ValueError as exc:  # the SDK validates numbers before any HTTP request
             raise self._fail(AtRejected(f"{what}: {self._redact(str(exc))}")) from exc
-        if isinstance(answer, dict):
-            return answer
-        # The SDK returns res.text for a 2xx whose Content-Type is not exactly application/json.
-        quoted = self._redact(_quote(str(answer)))
-        raise self._fail(AtRejected(f"{what}: AT answered without Content-Type application/json: {quoted}"))
+        # A 2xx: a dict for exactly `application/json`, else the body as a str (at-api.md §1.5).
+        payload = answer if isinstance(answer, dict) else _json_object(str(answer))
+        if payload is not None and is_answer(payload):
+            return payload
+        quoted = self._redact(_quote(str(answer))) or "(empty body)"
+        raise self._fail(AtMaybeSent(f"{what}: AT's 2xx answer is not AT's JSON, AT may have acted: {quoted}"))
+
+    def _read(self, what: str, parse: Callable[[dict[str, Any]], _Result], answer: dict[str, Any]) -> _Result:
+        """AT's JSON as a result; JSON of AT's shape with unreadable entries means AT may have acted."""
+        try:
+            return parse(answer)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            detail = f"{what}: unreadable entries in AT's answer ({type(exc).__name__}: {exc}), AT may have acted"
+            raise self._fail(AtMaybeSent(self._redact(detail))) from None
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "[redacted]") if self._key else text
@@ -236,13 +276,18 @@ def _none_word(value: object) -> str | None:
     return None if value is None or value == "None" else str(value)
 
 
+def _is_sms_answer(payload: dict[str, Any]) -> bool:
+    return isinstance(payload.get("SMSMessageData"), dict)
+
+
+def _is_call_answer(payload: dict[str, Any]) -> bool:
+    return isinstance(payload.get("entries"), list) or "errorMessage" in payload
+
+
 def _sms_result(answer: dict[str, Any]) -> SmsSendResult:
-    try:
-        data = answer["SMSMessageData"]
-        recipients = [_recipient(raw) for raw in data.get("Recipients") or []]
-        return SmsSendResult(summary=str(data.get("Message", "")), recipients=recipients)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise AtRejected(f"SMS send: unexpected answer shape ({type(exc).__name__}: {exc})") from None
+    data = answer["SMSMessageData"]
+    recipients = [_recipient(raw) for raw in data.get("Recipients") or []]
+    return SmsSendResult(summary=str(data.get("Message", "")), recipients=recipients)
 
 
 def _recipient(raw: dict[str, Any]) -> SmsRecipient:
@@ -258,18 +303,15 @@ def _recipient(raw: dict[str, Any]) -> SmsRecipient:
 
 
 def _call_result(answer: dict[str, Any]) -> CallResult:
-    try:
-        entries = [
-            CallEntry(
-                phone_number=str(raw["phoneNumber"]),
-                status=str(raw["status"]),
-                session_id=_none_word(raw.get("sessionId")),
-            )
-            for raw in answer.get("entries") or []
-        ]
-        return CallResult(entries=entries, error_message=_none_word(answer.get("errorMessage")))
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise AtRejected(f"voice call: unexpected answer shape ({type(exc).__name__}: {exc})") from None
+    entries = [
+        CallEntry(
+            phone_number=str(raw["phoneNumber"]),
+            status=str(raw["status"]),
+            session_id=_none_word(raw.get("sessionId")),
+        )
+        for raw in answer.get("entries") or []
+    ]
+    return CallResult(entries=entries, error_message=_none_word(answer.get("errorMessage")))
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
@@ -291,16 +333,23 @@ def _quote(text: str) -> str:
 # (at-api.md §1.5). We read the status back from the body rather than reach under the SDK: recovering
 # it would mean replacing `africastalking.Service.requests` (process-wide, every thread) or a
 # name-mangled private method, both more fragile than the one documented override we already make.
-# AT's own errors have known bodies (akka-http texts and the 401 line), and proxies in front of it
-# write "<code> <reason>"; anything else that reads like a server problem is retried, the rest is not.
+# The status is only told in the error; what decides is whether the body is one of AT's own refusals.
 
-#: Known bodies, most specific first (504's text also says "timely response").
+#: AT's own refusals, made before it acts (at-api.md §2.2): the body, the status, and whether a retry helps.
+_REFUSALS: tuple[tuple[re.Pattern[str], int, type[AtError]], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), status, kind)
+    for pattern, status, kind in (
+        (r"^\s*the supplied authentication is invalid\s*$", 401, AtRejected),
+        (r"^\s*request is missing required form field\b", 400, AtRejected),
+        # akka-http's throttle text, or a proxy's "429 Too Many Requests": a limiter refuses up front.
+        (r"too many requests", 429, AtTransient),
+    )
+)
+
+#: Known bodies of answers that do not prove anything either way (most specific first).
 _KNOWN_BODIES: tuple[tuple[re.Pattern[str], int], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), status)
     for pattern, status in (
-        (r"supplied authentication is invalid", 401),
-        (r"missing required form field", 400),
-        (r"too many requests", 429),
         (r"did not receive a timely response|gateway time-?out", 504),
         (r"received an invalid response from the upstream|bad gateway", 502),
         (r"timely response|currently unavailable|service unavailable", 503),
@@ -309,15 +358,13 @@ _KNOWN_BODIES: tuple[tuple[re.Pattern[str], int], ...] = tuple(
 )
 #: "502 Bad Gateway", "<title>504 Gateway Time-out</title>": a status code followed by its own reason.
 _STATUS_AND_REASON = re.compile(r"\b([1-5]\d\d)\s+([A-Za-z][A-Za-z -]*)")
-#: Words of a server-side problem whose status we could not read.
-_SERVER_TROUBLE = re.compile(
-    r"server error|try again|temporar|unavailable|overload|maintenance|timed? ?out|rate limit|throttl",
-    re.IGNORECASE,
-)
 
 
 def status_from_body(text: str) -> int | None:
     """The HTTP status an AT error body implies, or None when it does not say."""
+    for pattern, status, _kind in _REFUSALS:
+        if pattern.search(text):
+            return status
     for pattern, status in _KNOWN_BODIES:
         if pattern.search(text):
             return status
@@ -336,32 +383,58 @@ def _squash(text: str) -> str:
     return re.sub(r"[^a-z]", "", text.lower())
 
 
-def _is_transient_status(status: int) -> bool:
-    return status in (408, 429) or status >= 500
-
-
 def _http_error(what: str, body: str, redact: Callable[[str], str]) -> AtError:
+    """A non-2xx without AT's JSON: one of AT's own refusals (not sent), or anything else (maybe sent)."""
     status = status_from_body(body)
-    message = f"{what}: AT answered HTTP {status or 'error'}: {redact(_quote(body)) or '(empty body)'}"
-    if status is not None:
-        return (AtTransient if _is_transient_status(status) else AtRejected)(message, status)
-    # AT's own application errors always explain themselves; an empty body is a proxy or gateway.
-    transient = not body.strip() or bool(_SERVER_TROUBLE.search(body))
-    return (AtTransient if transient else AtRejected)(message, None)
+    quoted = redact(_quote(body)) or "(empty body)"
+    for pattern, refused_status, kind in _REFUSALS:
+        if pattern.search(body):
+            return kind(f"{what}: AT refused the request (HTTP {refused_status}): {quoted}", refused_status)
+    return AtMaybeSent(f"{what}: HTTP {status or 'error'} without AT's answer, AT may have acted: {quoted}", status)
+
+
+#: Errors of a base URL that is not one: nothing was sent, and retrying cannot help.
+_CONFIGURATION = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+)
+#: urllib3's reasons for a connection that was never made (refused, DNS, TLS, connect timeout, proxy).
+_NOT_CONNECTED = (
+    urllib3.exceptions.NewConnectionError,  # refused; NameResolutionError (DNS) is one
+    urllib3.exceptions.ConnectTimeoutError,
+    urllib3.exceptions.SSLError,
+    urllib3.exceptions.ProxyError,
+)
 
 
 def _transport_error(what: str, exc: requests.exceptions.RequestException, redact: Callable[[str], str]) -> AtError:
     detail = f"{what}: {type(exc).__name__}: {redact(_quote(str(exc)))}"
+    if isinstance(exc, _CONFIGURATION):
+        return AtRejected(detail)
+    if _never_went_out(exc):
+        return AtTransient(detail)
     if isinstance(exc, requests.exceptions.InvalidJSONError):
-        # The SDK calls res.json() on an application/json answer that turned out not to be JSON.
-        return AtRejected(f"{what}: AT answered with invalid JSON")
-    transient = (
-        requests.exceptions.Timeout,
-        requests.exceptions.ConnectionError,
-        requests.exceptions.ChunkedEncodingError,
-    )
-    # Anything else (InvalidURL, MissingSchema, TooManyRedirects) is configuration: retrying cannot help.
-    return (AtTransient if isinstance(exc, transient) else AtRejected)(detail)
+        # The SDK calls res.json() on an `application/json` 2xx that turned out not to be JSON.
+        return AtMaybeSent(f"{what}: AT's 2xx answer is invalid JSON, AT may have acted")
+    # A read timeout, a reset or hang-up after the request was written, a body cut short.
+    return AtMaybeSent(f"{detail} (AT may have acted)")
+
+
+def _never_went_out(exc: requests.exceptions.RequestException) -> bool:
+    """True when the request cannot have reached AT: the connection (TCP, TLS, proxy) was never made."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.SSLError):
+        return True
+    if not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    # requests wraps urllib3's error: MaxRetryError(reason=...) when connecting failed, the error
+    # itself (ProtocolError: "Connection aborted") when the connection broke after it was made.
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, _NOT_CONNECTED)
 
 
 # -- one client per process ----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ class Receiver:
     def __init__(self) -> None:
         self.ask_digits = False  # answer the first voice post with <GetDigits>
         self.fail_first = 0  # answer this many posts with 500 before accepting
+        self.voice_xml: str | None = None  # answer every live voice post with this instead
         self._lock = threading.Lock()
         self._posts: list[dict[str, Any]] = []
         self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_Quiet)
@@ -76,6 +77,8 @@ class Receiver:
         if request.path == "/voice":
             asked = self.ask_digits and "dtmfDigits" not in post["form"]
             body = ASK_XML if asked else SAY_XML
+            if self.voice_xml is not None and post["form"].get("isActive") == "1":
+                body = self.voice_xml
         return Response(body, status=200, content_type="application/xml")(environ, start_response)
 
 

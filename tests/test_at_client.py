@@ -20,6 +20,8 @@ from shared import at_client
 from shared.at_client import (
     OVERRIDDEN_ATTRIBUTES,
     AtClient,
+    AtError,
+    AtMaybeSent,
     AtRejected,
     AtTransient,
     CallEntry,
@@ -174,26 +176,37 @@ def test_wrong_key_is_rejected_with_401(sim: SimulatorServer) -> None:
         simulator.stop()
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
-def test_throttling_and_server_errors_are_transient(at: AtClient, sim: SimulatorServer, status: int) -> None:
+def test_throttling_is_known_not_sent_and_transient(at: AtClient, sim: SimulatorServer) -> None:
+    sim.set_scenario(Scenario(faults=(Fault("/version1/messaging", 429), Fault("/call", 429))))
+    for attempt in (lambda: at.send_sms("hello", [A]), lambda: at.call([A])):
+        with pytest.raises(AtTransient) as caught:
+            attempt()
+        assert caught.value.http_status == 429 and not maybe_sent(caught.value)
+        assert_redacted(caught.value)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_server_errors_may_have_been_sent(at: AtClient, sim: SimulatorServer, status: int) -> None:
+    # akka-http's 503 is its request timeout (AT's handler runs on), 502/504 come from gateways: AT may have acted.
     sim.set_scenario(Scenario(faults=(Fault("/version1/messaging", status), Fault("/call", status))))
-    with pytest.raises(AtTransient) as sms_error:
+    with pytest.raises(AtMaybeSent) as sms_error:
         at.send_sms("hello", [A])
-    with pytest.raises(AtTransient) as call_error:
+    with pytest.raises(AtMaybeSent) as call_error:
         at.call([A])
     assert sms_error.value.http_status == call_error.value.http_status == status
+    assert maybe_sent(sms_error.value) and maybe_sent(call_error.value)
     assert_redacted(sms_error.value)
 
 
 @pytest.mark.parametrize(
     ("body", "expected", "status"),
     [
-        ("<html><head><title>502 Bad Gateway</title></head></html>", AtTransient, 502),
-        ("", AtTransient, None),
-        ("Service temporarily overloaded", AtTransient, None),
-        ("404 Not Found", AtRejected, 404),
+        ("<html><head><title>502 Bad Gateway</title></head></html>", AtMaybeSent, 502),
+        ("", AtMaybeSent, None),
+        ("Service temporarily overloaded", AtMaybeSent, None),
+        ("404 Not Found", AtMaybeSent, 404),
         ("Request is missing required form field 'to'", AtRejected, 400),
-        ("Something we have never seen", AtRejected, None),
+        ("Something we have never seen", AtMaybeSent, None),
     ],
 )
 def test_error_bodies_are_classified(
@@ -208,17 +221,17 @@ def test_error_bodies_are_classified(
 
 def test_a_body_echoing_the_key_is_redacted(at: AtClient, sim: SimulatorServer) -> None:
     sim.set_scenario(Scenario(faults=(Fault("/version1/messaging", 400, body=f"bad apiKey {SIM_KEY}"),)))
-    with pytest.raises(AtRejected) as caught:
+    with pytest.raises(AtMaybeSent) as caught:
         at.send_sms("hello", [A])
     assert "[redacted]" in str(caught.value)
     assert_redacted(caught.value)
 
 
-def test_read_timeout_is_transient(sim: SimulatorServer) -> None:
+def test_read_timeout_may_have_been_sent(sim: SimulatorServer) -> None:
     sim.set_scenario(Scenario(faults=(Fault("/version1/messaging", "timeout"),), timeout_seconds=10))
     client = AtClient(sim_settings(sim, at_timeout_read=0.5))
     started = time.monotonic()
-    with pytest.raises(AtTransient) as caught:
+    with pytest.raises(AtMaybeSent) as caught:
         client.send_sms("hello", [A])
     assert time.monotonic() - started < 3
     assert "ReadTimeout" in str(caught.value)
@@ -230,7 +243,7 @@ def test_a_slow_answer_is_a_read_timeout_although_at_sent_the_sms(sim: Simulator
     """The case a resend must not follow blindly: AT acted, only its answer was lost."""
     sim.set_scenario(Scenario(faults=(Fault("/version1/messaging", "slow"),), timeout_seconds=10))
     client = AtClient(sim_settings(sim, at_timeout_read=0.5))
-    with pytest.raises(AtTransient) as caught:
+    with pytest.raises(AtMaybeSent) as caught:
         client.send_sms("hello", [A])
     assert "ReadTimeout" in str(caught.value) and maybe_sent(caught.value)
     [request] = sim.requests("/version1/messaging")
@@ -261,17 +274,17 @@ def test_a_bare_string_is_not_sent_digit_by_digit(at: AtClient) -> None:
         at.call(A)  # type: ignore[arg-type]
 
 
-def test_non_json_success_answer_is_rejected(at: AtClient, sim: SimulatorServer) -> None:
+def test_non_json_success_answer_may_have_been_sent(at: AtClient, sim: SimulatorServer) -> None:
     # A 2xx whose Content-Type is not exactly application/json comes back from the SDK as a str.
     sim.set_scenario(Scenario(faults=(Fault("/version1/messaging", 201, body="<Response/>"),)))
-    with pytest.raises(AtRejected, match="Content-Type application/json"):
+    with pytest.raises(AtMaybeSent, match="not AT's JSON"):
         at.send_sms("hello", [A])
 
 
 def test_logs_never_show_the_key(at: AtClient, sim: SimulatorServer, caplog: pytest.LogCaptureFixture) -> None:
     at.send_sms("hello", [A])
     sim.set_scenario(Scenario(faults=(Fault("/version1/messaging", 500),)))
-    with pytest.raises(AtTransient):
+    with pytest.raises(AtMaybeSent):
         at.send_sms("hello", [A])
     assert "shared.at_client" in {r.name for r in caplog.records}
     assert SIM_KEY not in caplog.text  # the autouse fixture checks this after every test too
@@ -335,3 +348,102 @@ def test_get_at_client_is_rebuilt_after_fork(process_client: Settings, sim: Simu
     assert answer == bytes([0])
     assert [r["form"]["message"] for r in sim.requests()] == ["from the child"]
     assert get_at_client() is parent  # the parent keeps its own
+
+
+# -- one classification: known outcome, known not sent, maybe sent ----------------------------------------------
+
+KNOWN, NOT_SENT_RETRY, NOT_SENT_REFUSED, MAYBE_SENT = (
+    "known outcome",
+    "not sent: retry",
+    "not sent: refused",
+    "maybe sent",
+)
+PROXY_502 = "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
+SMS_JSON = '{"SMSMessageData":{"Message":"Sent to 0/1 Total Cost: 0","Recipients":[]}}'
+
+
+def outcome(attempt) -> str:
+    """What AtClient says happened: a result, or how its error classifies the request."""
+    try:
+        attempt()
+    except AtError as exc:
+        assert_redacted(exc)
+        if maybe_sent(exc):
+            return MAYBE_SENT
+        return NOT_SENT_RETRY if isinstance(exc, AtTransient) else NOT_SENT_REFUSED
+    return KNOWN
+
+
+ANSWERS = [
+    # AT's JSON, whatever its Content-Type or HTTP status: a known outcome per recipient.
+    ("charset JSON", Fault("*", content_type="application/json; charset=utf-8"), KNOWN),
+    ("JSON as text/plain", Fault("*", content_type="text/plain"), KNOWN),
+    ("409-style JSON on a 400", Fault("/version1/messaging", 400, body=SMS_JSON), KNOWN),
+    # Known not sent: AT refused before acting.
+    ("AT's 429", Fault("*", 429), NOT_SENT_RETRY),
+    ("AT's 400 missing field", Fault("*", 400, body="Request is missing required form field 'to'"), NOT_SENT_REFUSED),
+    # Everything else: AT may have acted.
+    ("accept-then-502 page", Fault("*", 502, acted=True), MAYBE_SENT),
+    ("accept-then-504 page", Fault("*", 504, acted=True), MAYBE_SENT),
+    ("502 page before acting", Fault("*", 502, body=PROXY_502), MAYBE_SENT),
+    ("empty 502", Fault("*", 502, body=""), MAYBE_SENT),
+    ("akka 500", Fault("*", 500), MAYBE_SENT),
+    ("akka 503 request timeout", Fault("*", 503), MAYBE_SENT),
+    ("proxy 404", Fault("*", 404), MAYBE_SENT),
+    ("unknown body", Fault("*", 418, body="Something we have never seen"), MAYBE_SENT),
+    ("truncated JSON", Fault("*", truncate=25), MAYBE_SENT),
+    ("truncated charset JSON", Fault("*", truncate=25, content_type="application/json; charset=utf-8"), MAYBE_SENT),
+    ("2xx non-JSON", Fault("*", 201, body="<Response/>"), MAYBE_SENT),
+    ("2xx JSON of another shape", Fault("*", 200, body='{"ok": true}', content_type="application/json"), MAYBE_SENT),
+    ("reset after acting", Fault("*", "reset"), MAYBE_SENT),
+]
+
+
+@pytest.mark.parametrize(("fault", "expected"), [(f, e) for _, f, e in ANSWERS], ids=[n for n, _, _ in ANSWERS])
+def test_every_sms_answer_is_classified_once(at: AtClient, sim: SimulatorServer, fault: Fault, expected: str) -> None:
+    sim.set_scenario(Scenario(faults=(fault,)))
+    assert outcome(lambda: at.send_sms("hello", [A])) == expected
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [(f, e) for n, f, e in ANSWERS if "400" not in n],
+    ids=[n for n, _, _ in ANSWERS if "400" not in n],
+)
+def test_every_call_answer_is_classified_once(at: AtClient, sim: SimulatorServer, fault: Fault, expected: str) -> None:
+    sim.set_scenario(Scenario(faults=(fault,)))
+    assert outcome(lambda: at.call([A])) == expected
+
+
+def test_charset_json_gives_ats_own_ids(at: AtClient, sim: SimulatorServer) -> None:
+    sim.set_scenario(Scenario(faults=(Fault("*", content_type="application/json; charset=utf-8", count=2),)))
+    [recipient] = at.send_sms("hello", [A]).recipients
+    assert recipient.status_code == 102 and recipient.message_id and recipient.message_id.startswith("ATXid_")
+    [entry] = at.call([A]).entries
+    assert entry.status == "Queued" and entry.session_id and entry.session_id.startswith("ATVId_")
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "expected"),
+    [
+        ("connection refused", {"port": "closed"}, NOT_SENT_RETRY),
+        ("DNS failure", {"host": "reach-test.invalid"}, NOT_SENT_RETRY),
+        ("TLS failure", {"scheme": "https"}, NOT_SENT_RETRY),
+        ("read timeout", {"fault": Fault("*", "timeout")}, MAYBE_SENT),
+        ("slow answer", {"fault": Fault("*", "slow")}, MAYBE_SENT),
+    ],
+)
+def test_transport_failures_are_classified(sim: SimulatorServer, name: str, settings: dict, expected: str) -> None:
+    host, port, scheme = settings.get("host", "127.0.0.1"), sim.port, settings.get("scheme", "http")
+    if settings.get("port") == "closed":
+        port = closed_port()
+    if "fault" in settings:
+        sim.set_scenario(Scenario(faults=(settings["fault"],), timeout_seconds=5))
+    base = f"{scheme}://{host}:{port}"
+    client = AtClient(sim_settings(at_sms_url=f"{base}/version1", at_voice_url=base, at_timeout_read=0.5))
+    assert outcome(lambda: client.send_sms("hello", [A])) == expected, name
+
+
+def test_a_number_the_sdk_refuses_is_known_not_sent(at: AtClient, sim: SimulatorServer) -> None:
+    assert outcome(lambda: at.send_sms("hello", ["0711000001"])) == NOT_SENT_REFUSED
+    assert sim.requests() == []

@@ -3,7 +3,8 @@
 A row is claimed by moving it from `queued` to `submitting` in its own committed transaction before AT
 is called, so a duplicate or redelivered task finds nothing to do and cannot send twice.
 
-When AT may have acted but its answer never came (a read timeout, a worker killed mid-request), the row
+When AT may have acted but no answer of AT's can be read (`maybe_sent`: a read timeout, a reset after the
+request was written, a proxy's 502/504 page, a truncated body, a worker killed mid-request), the row
 stays `submitting` and is not retried blindly: housekeeping adopts it when AT's callbacks show it went
 out, and sends it again only after UNKNOWN_SEND_GRACE_SECONDS with nothing to show and an empty inbox.
 """
@@ -17,7 +18,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from shared import metrics
-from shared.at_client import AtRejected, AtTransient, SmsRecipient, get_at_client, maybe_sent
+from shared.at_client import AtError, AtRejected, AtTransient, SmsRecipient, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import Call, DlrEvent, Message
 from shared.status_policy import Action
@@ -56,7 +57,7 @@ def fail(model: type[Message] | type[Call], row_id: int, error: str) -> None:
         session.execute(update(model).where(model.id == row_id).values(send_state=FAILED, send_error=error))
 
 
-def unanswered(model: type[Message] | type[Call], row_id: int, exc: AtTransient) -> str:
+def unanswered(model: type[Message] | type[Call], row_id: int, exc: AtError) -> str:
     """AT may have acted although it did not answer: leave the row `submitting` for housekeeping."""
     with session_scope() as session:
         error = f"AT did not answer ({exc}); it may have acted: waiting for its callbacks before sending again"
@@ -75,13 +76,13 @@ def send_message(message_id: int) -> str:
         text, phone = message.text, message.phone
     try:
         result = get_at_client().send_sms(text, [phone])
-    except AtRejected as exc:
-        fail(Message, message_id, str(exc))
-        return "rejected"
-    except AtTransient as exc:
+    except AtError as exc:
         if maybe_sent(exc):
             return unanswered(Message, message_id, exc)
-        raise
+        if isinstance(exc, AtRejected):
+            fail(Message, message_id, str(exc))
+            return "rejected"
+        raise  # known not sent and transient: the task retries
     recipient = next((r for r in result.recipients if r.number == phone), None)
     if recipient is None:
         fail(Message, message_id, f"AT accepted no recipient: {result.summary}")
@@ -116,14 +117,14 @@ def place_call(call_id: int) -> str:
     get_store().remember_script(message, phone=phone)
     try:
         result = get_at_client().call([phone])
-    except AtRejected as exc:
-        fail(Call, call_id, str(exc))
-        metrics.add(metrics.worker_client(), [("reach_calls_placed", {"result": "failed"}, 1)])
-        return "rejected"
-    except AtTransient as exc:
+    except AtError as exc:
         if maybe_sent(exc):
             return unanswered(Call, call_id, exc)
-        raise
+        if isinstance(exc, AtRejected):
+            fail(Call, call_id, str(exc))
+            metrics.add(metrics.worker_client(), [("reach_calls_placed", {"result": "failed"}, 1)])
+            return "rejected"
+        raise  # known not sent and transient: the task retries
     entry = next((e for e in result.entries if e.session_id), None)
     if entry is None:
         reason = result.error_message or ", ".join(e.status for e in result.entries) or "no entry"

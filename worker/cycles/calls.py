@@ -9,7 +9,7 @@ from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from shared import cycles, metrics
-from shared.at_client import AtRejected, AtTransient, CallEntry, get_at_client, maybe_sent
+from shared.at_client import AtError, AtRejected, CallEntry, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
     Call,
@@ -116,20 +116,29 @@ def place_call(cycle: Cycle, claimed: Claimed, settings: Settings) -> str:
     get_store().remember_script(message, phone=claimed.phone)
     try:
         result = get_at_client().call([claimed.phone])
-    except AtTransient as exc:
-        if maybe_sent(exc):
-            return "unknown"  # AT may be ringing them: its callbacks will tell (reconcile_interrupted)
-        with session_scope() as session:
-            retry_later(session, [claimed], Call, str(exc), settings.send_attempts)
-        return "retry"
-    except AtRejected as exc:
-        with session_scope() as session:
-            cycles.pause(session, cycle.id, f"AT refused the call request: {exc}")
-            give_back(session, [claimed], Call, str(exc))
-        return "paused"
+    except AtError as exc:
+        return unanswered_call(cycle, claimed, exc, settings)
     entry = next(iter(result.entries), None)
     with session_scope() as session:
         return record_call(session, cycle.id, claimed, entry, result.error_message, message)
+
+
+def unanswered_call(cycle: Cycle, claimed: Claimed, exc: AtError, settings: Settings) -> str:
+    """No answer of AT's to record. Maybe sent: AT may be ringing them, so the call stays `submitting`
+    for its callbacks to adopt (`reconcile_interrupted`); never placed again now. Known not sent:
+    retried after a backoff (transient) or given back with the cycle paused."""
+    with session_scope() as session:
+        if maybe_sent(exc):
+            why = f"AT may have acted ({exc}): waiting for its callbacks before calling again"
+            session.execute(update(Call).where(Call.id == claimed.row_id).values(send_error=why))
+            log.warning("cycle %s: call %s: %s", cycle.id, claimed.row_id, why)
+            return "unknown"
+        if not isinstance(exc, AtRejected):
+            retry_later(session, [claimed], Call, str(exc), settings.send_attempts)
+            return "retry"
+        cycles.pause(session, cycle.id, f"AT refused the call request: {exc}")
+        give_back(session, [claimed], Call, str(exc))
+    return "paused"
 
 
 def record_call(

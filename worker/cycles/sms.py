@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from shared import cycles
-from shared.at_client import AtRejected, AtTransient, SmsSendResult, get_at_client, maybe_sent
+from shared.at_client import AtError, AtRejected, SmsSendResult, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
     Channel,
@@ -111,20 +111,33 @@ def dispatch_sms(cycle_id: int, budget_seconds: float = 20.0) -> str:
 def send_sms_batch(cycle: Cycle, batch: list[Claimed], settings: Settings) -> str:
     try:
         result = get_at_client().send_sms(cycle.message, [c.phone for c in batch])
-    except AtTransient as exc:
-        if maybe_sent(exc):
-            log.warning("cycle %s: AT did not answer in time; %d sends wait for reconciliation", cycle.id, len(batch))
-            return "retry"
-        with session_scope() as session:
-            retry_later(session, batch, Message, str(exc), settings.send_attempts)
-        return "retry"
-    except AtRejected as exc:
-        with session_scope() as session:
-            cycles.pause(session, cycle.id, f"AT refused the request: {exc}")
-            give_back(session, batch, Message, str(exc))
-        return "paused"
+    except AtError as exc:
+        return unanswered_batch(cycle, batch, exc, settings)
     with session_scope() as session:
         return record_sms_batch(session, cycle.id, batch, result)
+
+
+def unanswered_batch(cycle: Cycle, batch: list[Claimed], exc: AtError, settings: Settings) -> str:
+    """No answer of AT's to record. Maybe sent: the items stay `submitting`, for `reconcile_interrupted`
+    to adopt from AT's delivery reports (or send again once, when none come); never sent again now.
+    Known not sent: retried after a backoff (transient) or given back with the cycle paused."""
+    with session_scope() as session:
+        if maybe_sent(exc):
+            log.warning("cycle %s: %d sends wait for AT's callbacks: %s", cycle.id, len(batch), exc)
+            note_unanswered(session, batch, exc)
+            return "retry"
+        if not isinstance(exc, AtRejected):
+            retry_later(session, batch, Message, str(exc), settings.send_attempts)
+            return "retry"
+        cycles.pause(session, cycle.id, f"AT refused the request: {exc}")
+        give_back(session, batch, Message, str(exc))
+    return "paused"
+
+
+def note_unanswered(session: Session, batch: list[Claimed], exc: AtError) -> None:
+    """Say on each message why it is still `submitting` (the item keeps its state and lease)."""
+    why = f"AT may have acted ({exc}): waiting for its callbacks before sending again"
+    session.execute(update(_messages).where(_messages.c.id.in_([c.row_id for c in batch])).values(send_error=why))
 
 
 def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], result: SmsSendResult) -> str:
