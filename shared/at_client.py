@@ -36,8 +36,6 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -46,9 +44,36 @@ import requests
 import urllib3.exceptions
 from africastalking.Service import AfricasTalkingException
 
+from shared.at_results import (
+    CallEntry,
+    CallResult,
+    SmsRecipient,
+    SmsSendResult,
+    call_result,
+    parse_cost,
+    sms_result,
+)
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "OVERRIDDEN_ATTRIBUTES",
+    "AtClient",
+    "AtError",
+    "AtMaybeSent",
+    "AtRejected",
+    "AtTransient",
+    "CallEntry",
+    "CallResult",
+    "SmsRecipient",
+    "SmsSendResult",
+    "get_at_client",
+    "maybe_sent",
+    "parse_cost",
+    "reset_at_client",
+    "status_from_body",
+]
 
 #: The SDK's private base-URL attributes that `AtClient` overwrites (at-api.md §1.4). There is no
 #: supported way to change the host; if an SDK upgrade renames these, `AtClient()` raises instead of
@@ -97,43 +122,6 @@ def maybe_sent(exc: BaseException) -> bool:
     return isinstance(exc, AtError) and exc.maybe_sent
 
 
-@dataclass(frozen=True)
-class SmsRecipient:
-    """One recipient entry of an SMS send answer (at-api.md §2.2)."""
-
-    number: str
-    status_code: int
-    status: str
-    message_id: str | None  # None when AT says "None": nothing was sent, no delivery report will come
-    cost: Decimal | None
-    currency: str | None
-
-
-@dataclass(frozen=True)
-class SmsSendResult:
-    """AT's answer to a send: the summary line, and one entry per recipient (none on a request error)."""
-
-    summary: str
-    recipients: list[SmsRecipient]
-
-
-@dataclass(frozen=True)
-class CallEntry:
-    """One number of a call request: `Queued` with a session id, or an error status."""
-
-    phone_number: str
-    status: str
-    session_id: str | None
-
-
-@dataclass(frozen=True)
-class CallResult:
-    """AT's answer to a call request; `error_message` is set only when the whole request failed."""
-
-    entries: list[CallEntry]
-    error_message: str | None
-
-
 class AtClient:
     """Sends SMS and places calls through the SDK, at the configured base URLs."""
 
@@ -167,7 +155,7 @@ class AtClient:
         if self._settings.at_sender_id:
             options["sender_id"] = self._settings.at_sender_id
         answer = self._request("SMS send", lambda: self._sms.send(message, numbers, **options), _is_sms_answer)
-        result = self._read("SMS send", _sms_result, answer)
+        result = self._read("SMS send", sms_result, answer)
         log.info("SMS send to %d number(s): %s", len(numbers), result.summary)
         return result
 
@@ -178,7 +166,7 @@ class AtClient:
         if not caller:
             raise AtRejected("voice call: AT_VOICE_NUMBER is not configured")
         send = lambda: self._voice.call(caller, numbers, timeout=self._timeout)  # noqa: E731
-        result = self._read("voice call", _call_result, self._request("voice call", send, _is_call_answer))
+        result = self._read("voice call", call_result, self._request("voice call", send, _is_call_answer))
         log.info("voice call to %d number(s): %s", len(numbers), result.error_message or "accepted")
         return result
 
@@ -254,27 +242,6 @@ def _as_list(numbers: list[str], name: str) -> list[str]:
 
 # -- reading AT's answers ----------------------------------------------------------------------------------
 
-_COST = re.compile(r"^\s*([A-Z]{3})\s+(-?\d+(?:\.\d+)?)\s*$")
-
-
-def parse_cost(text: object) -> tuple[str | None, Decimal | None]:
-    """AT's cost string as (currency, amount): "KES 0.8000" -> ("KES", 0.8000), "0" -> (None, 0)."""
-    if text is None:
-        return None, None
-    match = _COST.match(str(text))
-    if match:
-        return match.group(1), Decimal(match.group(2))
-    try:
-        return None, Decimal(str(text).strip())
-    except InvalidOperation:
-        log.warning("unreadable cost %r", text)
-        return None, None
-
-
-def _none_word(value: object) -> str | None:
-    """AT writes a missing id as the string "None"."""
-    return None if value is None or value == "None" else str(value)
-
 
 def _is_sms_answer(payload: dict[str, Any]) -> bool:
     return isinstance(payload.get("SMSMessageData"), dict)
@@ -282,36 +249,6 @@ def _is_sms_answer(payload: dict[str, Any]) -> bool:
 
 def _is_call_answer(payload: dict[str, Any]) -> bool:
     return isinstance(payload.get("entries"), list) or "errorMessage" in payload
-
-
-def _sms_result(answer: dict[str, Any]) -> SmsSendResult:
-    data = answer["SMSMessageData"]
-    recipients = [_recipient(raw) for raw in data.get("Recipients") or []]
-    return SmsSendResult(summary=str(data.get("Message", "")), recipients=recipients)
-
-
-def _recipient(raw: dict[str, Any]) -> SmsRecipient:
-    currency, cost = parse_cost(raw.get("cost"))
-    return SmsRecipient(
-        number=str(raw["number"]),
-        status_code=int(raw["statusCode"]),
-        status=str(raw.get("status", "")),
-        message_id=_none_word(raw.get("messageId")),
-        cost=cost,
-        currency=currency,
-    )
-
-
-def _call_result(answer: dict[str, Any]) -> CallResult:
-    entries = [
-        CallEntry(
-            phone_number=str(raw["phoneNumber"]),
-            status=str(raw["status"]),
-            session_id=_none_word(raw.get("sessionId")),
-        )
-        for raw in answer.get("entries") or []
-    ]
-    return CallResult(entries=entries, error_message=_none_word(answer.get("errorMessage")))
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

@@ -128,16 +128,16 @@ def test_busy_call_is_recorded(live, receiver, session) -> None:
     assert (call.hangup_cause, call.outcome, call.status) == ("USER_BUSY", "retry_later", "NotAnswered")
 
 
-def test_send_is_retried_after_at_server_error_and_sent_once(live, receiver, session) -> None:
+def test_send_is_retried_after_at_throttled_it_and_sent_once(live, receiver, session) -> None:
     phone = "+254755000005"
-    live.set_scenario(Scenario.from_dict({"faults": [{"path": "/version1/messaging", "status": 500, "count": 1}]}))
+    live.set_scenario(Scenario.from_dict({"faults": [{"path": "/version1/messaging", "status": 429, "count": 1}]}))
     answer = send(receiver, phone, "retry me")
     wait_for(
         lambda: (m := session.get(Message, answer["id"])) and session.refresh(m) is None and m.send_state == "sent",
         timeout=40,
         what="sent after retry",
     )
-    assert len(live.requests("/version1/messaging")) == 2  # the 500, then the one that went out
+    assert len(live.requests("/version1/messaging")) == 2  # the 429 (known not sent), then the one that went out
 
 
 # -- one-off sends AT did not answer --------------------------------------------------------------------------
