@@ -122,6 +122,10 @@ class SimState:
             return
         self.dispatcher.schedule(delay, lambda: self._post(kind, form, 1, then, read))
 
+    def _redact(self, text: str) -> str:
+        # A requests error quotes the URL with its query string: the webhook token must not reach a log.
+        return text.replace(self.webhook_token, "[redacted]") if self.webhook_token else text
+
     def _post(self, kind: str, form: dict[str, str], attempt: int, then: Then | None, read: ReadReply | None) -> None:
         url = f"{self.callback_base_url}/{kind}"
         entry: dict[str, Any] = {"kind": kind, "url": url, "form": form, "attempt": attempt, "time": time.time()}
@@ -131,7 +135,7 @@ class SimState:
             resp = self._http.post(url, data=form, params=params, timeout=CALLBACK_TIMEOUT_S)
             entry.update(status=resp.status_code, reply=resp.text, url=resp.url)
         except requests.RequestException as exc:
-            entry["error"] = f"{type(exc).__name__}: {exc}"
+            entry["error"] = self._redact(f"{type(exc).__name__}: {exc}")
         ok = entry["status"] is not None and 200 <= entry["status"] < 300
         if ok and read is not None:
             entry.update(read(entry["reply"]))

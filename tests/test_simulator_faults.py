@@ -185,3 +185,22 @@ def test_fault_shapes_are_checked() -> None:
             Fault.from_dict(raw)
     with pytest.raises(ValueError, match="callback_attempts"):
         Scenario.from_dict({"callback_attempts": 0})
+
+
+def test_a_callback_that_cannot_be_posted_never_logs_the_webhook_token(caplog) -> None:
+    """requests quotes the whole URL (query string included) in a connection error; the simulator's log
+    line about the failed callback must not carry the token."""
+    token = "sim-webhook-token-never-logged"
+    dead = Receiver()
+    dead.stop()  # nothing listens there any more: every callback fails with a connection error
+    s = run_simulator_in_thread(Scenario(), api_key=SIM_KEY, callback_base_url=dead.url, webhook_token=token)
+    try:
+        with caplog.at_level("INFO", logger="simulator"):
+            assert send(s).status_code == 201
+            assert s.wait_idle(10)
+        errors = [c["error"] for c in s.callbacks()]
+        assert errors and all(errors), "every callback should have failed to connect"
+        assert "retrying" in caplog.text
+        assert token not in caplog.text and not any(token in e for e in errors)
+    finally:
+        s.stop()
