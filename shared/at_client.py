@@ -19,7 +19,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Any
 
@@ -27,6 +27,7 @@ import africastalking
 import requests
 from africastalking.Service import AfricasTalkingException
 
+from shared.numbers import bounded_decimal
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -223,12 +224,11 @@ def parse_cost(text: object) -> tuple[str | None, Decimal | None]:
         return None, None
     match = _COST.match(str(text))
     if match:
-        return match.group(1), Decimal(match.group(2))
-    try:
-        return None, Decimal(str(text).strip())
-    except InvalidOperation:
+        return match.group(1), bounded_decimal(match.group(2))
+    amount = bounded_decimal(str(text))  # bounded: AT's text may hold any exponent (shared/numbers.py)
+    if amount is None:
         log.warning("unreadable cost %r", text)
-        return None, None
+    return None, amount
 
 
 def _none_word(value: object) -> str | None:
