@@ -29,7 +29,7 @@ DRAIN_WAIT_SECONDS = 60
 DRAIN_ONCE = """
 import redis, sys
 from shared.inbox import Inbox
-from worker.tasks import drain_inbox
+from worker.drain import drain_inbox
 print(drain_inbox(Inbox(redis.Redis.from_url(sys.argv[1])), batch_size=500, budget_seconds=30))
 """
 
