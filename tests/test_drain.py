@@ -245,8 +245,13 @@ def test_a_soft_time_limit_mid_batch_sends_the_batch_back(
         waiting = text(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
         )
-        with db.get_engine().connect() as probe:
-            wait_for(lambda: probe.execute(waiting).scalar_one() > 0, timeout=30, what="the drain waiting on the lock")
+
+        def drain_waits() -> bool:
+            # A connection per look: pg_stat_activity is a snapshot taken once per transaction.
+            with db.get_engine().connect() as probe:
+                return probe.execute(waiting).scalar_one() > 0
+
+        wait_for(drain_waits, timeout=30, what="the drain waiting on the lock")
         os.kill(os.getpid(), signal.SIGUSR1)
 
     timer = threading.Thread(target=expire_when_waiting)
