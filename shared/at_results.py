@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
+
+from shared.numbers import bounded_decimal
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +64,11 @@ def parse_cost(text: object) -> tuple[str | None, Decimal | None]:
         return None, None
     match = _COST.match(str(text))
     if match:
-        return match.group(1), Decimal(match.group(2))
-    try:
-        return None, Decimal(str(text).strip())
-    except InvalidOperation:
+        return match.group(1), bounded_decimal(match.group(2))
+    amount = bounded_decimal(str(text))  # bounded: AT's text may hold any exponent (shared/numbers.py)
+    if amount is None:
         log.warning("unreadable cost %r", text)
-        return None, None
+    return None, amount
 
 
 def _none_word(value: object) -> str | None:

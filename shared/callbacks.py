@@ -12,9 +12,10 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeVar
 
+from shared.numbers import bounded_decimal, bounded_int
 from shared.phone import InvalidPhone, normalise_phone
 
 
@@ -94,23 +95,16 @@ def phone_or_raw(raw: str | None) -> str | None:
 
 
 def to_int(raw: str | None) -> int | None:
-    if not raw:
-        return None
-    try:
-        return int(Decimal(raw))
-    except (InvalidOperation, ValueError):
-        return None
+    """A count or duration; None when absent, unreadable or absurd (`shared.numbers` says why bounded)."""
+    return bounded_int(raw) if raw else None
 
 
 def to_decimal(raw: str | None) -> Decimal | None:
-    """AT amounts: `"0"`, `"147.440"`, or `"KES 0.8000"` (currency first)."""
+    """AT amounts: `"0"`, `"147.440"`, or `"KES 0.8000"` (currency first); None as `to_int`."""
     if not raw or raw == "None":
         return None
-    try:
-        value = Decimal(raw.split()[-1])
-    except (InvalidOperation, ValueError):
-        return None
-    return value if value.is_finite() and abs(value) < 10**9 else None
+    words = raw.split()
+    return bounded_decimal(words[-1]) if words else None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ way against ~0.8k/s with a task each. The list is a reliable queue (Redis `LMOVE
   claim time in a sorted set; `ack()` deletes it after the Postgres commit; `release()` puts a failed
   batch back at the head of the inbox.
 - `recover_stale()` puts back batches whose drainer died (SIGKILL, OOM) once older than `stale_after`.
+- `dead_letter()` takes a poison callback out of its batch into a dead-letter list, with the reason and
+  time (`DeadLetter`); `dead_letters()` lists them and `replay()` puts them back on the inbox under their
+  own id, so one applied already is not applied again (`raw_callbacks.inbox_id` is unique).
 - Without REDIS_URL (the embedded mode) `shared.sql_store.SqlInbox` keeps the same contract in the
   database; `shared.store.store_for` chooses.
 - A wake-up (`nudge`) is published at most every `NUDGE_PERIOD_MS` per inbox, so the drain task starts
@@ -23,7 +26,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,7 +37,7 @@ CLAIMS = "reach:inbox:claims"  # sorted set: processing list name -> claim time
 PROCESSING_PREFIX = "reach:inbox:processing:"
 NUDGE = "reach:inbox:nudge"
 NUDGE_PERIOD_MS = 500
-#: Callbacks the drain task could not apply, parked for an operator to look at.
+#: Callbacks the drain task could not apply, parked for an operator to look at (JSON `DeadLetter`s).
 DEAD_LETTERS = "reach:inbox:dead"
 
 # Pop up to ARGV[1] items from the inbox's tail into the processing list, 1,000 at a time (Lua's
@@ -61,6 +64,20 @@ for i = #items, 1, -1 do redis.call('RPUSH', KEYS[1], items[i]) end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[3], KEYS[2])
 return #items
+"""
+
+# Move one item (by its id) from a processing list to the dead-letter list, so that releasing the batch
+# later cannot put it back. KEYS: processing list, dead letters. ARGV: item id, dead-letter document.
+_DEAD_LETTER = """
+for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local ok, doc = pcall(cjson.decode, raw)
+  if ok and type(doc) == 'table' and doc.id == ARGV[1] then
+    redis.call('LREM', KEYS[1], 1, raw)
+    break
+  end
+end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
 """
 
 
@@ -144,6 +161,49 @@ class InboxItem:
 
 
 @dataclass(frozen=True)
+class DeadLetter:
+    """A parked callback: the inbox item as it was queued, why it was parked, and when."""
+
+    item: InboxItem
+    reason: str
+    parked_at: datetime | None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {**_item_doc(self.item), "reason": self.reason, "parked_at": _iso(self.parked_at)},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> DeadLetter:
+        """Also reads the entries parked before reasons were kept (no reason, time or received time)."""
+        doc = json.loads(raw)
+        parked_at = datetime.fromisoformat(doc["parked_at"]) if doc.get("parked_at") else None
+        received = doc.get("received_at")
+        item = InboxItem(
+            id=doc["id"],
+            kind=doc["kind"],
+            received_at=datetime.fromisoformat(received) if received else parked_at or datetime.now(UTC),
+            data=doc["data"],
+        )
+        return cls(item=item, reason=doc.get("reason") or "", parked_at=parked_at)
+
+
+def _item_doc(item: InboxItem) -> dict[str, object]:
+    return {"id": item.id, "kind": item.kind, "received_at": item.received_at.isoformat(), "data": item.data}
+
+
+def item_json(item: InboxItem) -> str:
+    """An item as the inbox keeps it (what `encode` wrote)."""
+    return json.dumps(_item_doc(item), ensure_ascii=False, separators=(",", ":"))
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+@dataclass(frozen=True)
 class Batch:
     key: str
     items: list[InboxItem]
@@ -185,6 +245,7 @@ class Inbox:
         self._wake = wake
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
+        self._dead_letter = client.register_script(_DEAD_LETTER)
         self._push_within_limits = client.register_script(_PUSH_WITHIN_LIMITS)
 
     def push(self, kind: str, data: dict[str, str]) -> str:
@@ -245,9 +306,37 @@ class Inbox:
             restored += self.release(key.decode() if isinstance(key, bytes) else key)
         return restored
 
-    def dead_letter(self, batch: Batch, item: InboxItem) -> None:
-        """Park one claimed callback that cannot be applied (the batch's ack removes it from processing)."""
-        self.redis.rpush(DEAD_LETTERS, json.dumps({"id": item.id, "kind": item.kind, "data": item.data}))
+    def dead_letter(self, batch: Batch, item: InboxItem, reason: str = "") -> None:
+        """Park one claimed callback that cannot be applied: out of its batch (a release of the batch leaves
+        it parked), into the dead-letter list with `reason` and the time."""
+        parked = DeadLetter(item=item, reason=reason, parked_at=datetime.now(UTC))
+        self._dead_letter(keys=[batch.key, DEAD_LETTERS], args=[item.id, parked.to_json()])
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The parked callbacks, oldest parked first."""
+        return [DeadLetter.from_json(raw) for raw in self.redis.lrange(DEAD_LETTERS, 0, -1)]
+
+    def replay(self, ids: Collection[str] | None = None) -> int:
+        """Put parked callbacks (those of `ids`, or all) back on the inbox, next to be claimed, under their own
+        ids; returns how many. Atomic against a drainer parking another one meanwhile (WATCH)."""
+        wanted = None if ids is None else set(ids)
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(DEAD_LETTERS)
+                    raws = pipe.lrange(DEAD_LETTERS, 0, -1)
+                    chosen = [r for r in raws if wanted is None or DeadLetter.from_json(r).item.id in wanted]
+                    if not chosen:
+                        pipe.unwatch()
+                        return 0
+                    pipe.multi()
+                    for raw in chosen:
+                        pipe.lrem(DEAD_LETTERS, 1, raw)
+                        pipe.rpush(INBOX, item_json(DeadLetter.from_json(raw).item))  # tail: claimed next
+                    pipe.execute()
+                    return len(chosen)
+                except redis.WatchError:
+                    continue
 
     def mark_idle(self) -> None:
         """Called by a drainer that found the inbox empty, before its last look (see module docs)."""

@@ -48,6 +48,11 @@ WORKER_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "reach_calls_placed": ("Calls handed to AT, by result (queued or failed)", ("result",)),
     "reach_calls_ended": ("Final voice callbacks applied, by hang-up cause and outcome", ("hangup_cause", "outcome")),
+    "reach_callbacks_parked": ("Callbacks parked in the inbox's dead-letter list, by kind", ("kind",)),
+    "reach_inbox_batches_released": (
+        "Drained batches sent back to the inbox untouched, by cause (database, store, time_limit, other)",
+        ("cause",),
+    ),
 }
 
 

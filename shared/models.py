@@ -121,6 +121,9 @@ class Contact(Base):
     last_hangup_cause: Mapped[str | None] = mapped_column(String(60))
     last_call_at: Mapped[datetime | None]
     opted_out_at: Mapped[datetime | None]
+    #: The customer's time of the consent change last applied (STOP, START, a USSD choice): an older one
+    #: that arrives later is ignored (worker/ingest/contacts.py).
+    consent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
     updated_at: Mapped[datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=sql_text("CURRENT_TIMESTAMP")
@@ -388,7 +391,7 @@ class InboxEntry(Base):
 
     `payload` is the same JSON document the Redis inbox keeps (`shared.inbox.encode`). A claimed entry
     carries its batch's `claim_key` and claim time (epoch seconds); `dead` parks a callback that could not
-    be applied.
+    be applied, with the reason and time.
     """
 
     __tablename__ = "inbox_entries"
@@ -398,6 +401,9 @@ class InboxEntry(Base):
     claim_key: Mapped[str | None] = mapped_column(String(40), index=True)
     claimed_at: Mapped[float | None] = mapped_column(Float)
     dead: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
+    #: Why and when (epoch seconds) a dead entry was parked.
+    dead_reason: Mapped[str | None] = mapped_column(Text)
+    dead_at: Mapped[float | None] = mapped_column(Float)
 
 
 class KvEntry(Base):

@@ -17,17 +17,17 @@ Times are epoch seconds (floats) so SQLite and Postgres compare them the same wa
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, case, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import insert_for
-from shared.inbox import NUDGE_PERIOD_MS, Batch, InboxItem, encode
+from shared.inbox import NUDGE_PERIOD_MS, Batch, DeadLetter, InboxItem, encode
 from shared.models import InboxEntry, KvEntry
 
 NUDGE_KEY = "inbox:nudge"
@@ -102,12 +102,14 @@ class SqlInbox:
             )
         return int(result.rowcount)  # type: ignore[attr-defined]
 
-    def dead_letter(self, batch: Batch, item: InboxItem) -> None:
-        """Park one claimed callback that cannot be applied; it is kept, never claimed again."""
+    def dead_letter(self, batch: Batch, item: InboxItem, reason: str = "") -> None:
+        """Park one claimed callback that cannot be applied, with `reason` and the time; it is kept, never
+        claimed again until replayed."""
         with self.sessions.begin() as session:
             for entry in session.scalars(select(InboxEntry).where(InboxEntry.claim_key == batch.key)):
                 if InboxItem.from_json(entry.payload).id == item.id:
                     entry.dead, entry.claim_key, entry.claimed_at = True, None, None
+                    entry.dead_reason, entry.dead_at = reason, time.time()
 
     def mark_idle(self) -> None:
         """Called by a drainer that found the inbox empty, before its last look."""
@@ -124,10 +126,35 @@ class SqlInbox:
         with self.sessions() as session:
             return int(session.scalar(select(func.count(func.distinct(InboxEntry.claim_key)))) or 0)
 
-    def dead_letters(self) -> list[dict[str, object]]:
+    def dead_letters(self) -> list[DeadLetter]:
+        """The parked callbacks, oldest parked first."""
         with self.sessions() as session:
-            rows = session.scalars(select(InboxEntry.payload).where(InboxEntry.dead.is_(True)).order_by(InboxEntry.id))
-            return [json.loads(raw) for raw in rows]
+            rows = session.execute(
+                select(InboxEntry.payload, InboxEntry.dead_reason, InboxEntry.dead_at)
+                .where(InboxEntry.dead.is_(True))
+                .order_by(InboxEntry.dead_at, InboxEntry.id)
+            ).all()
+        return [
+            DeadLetter(
+                item=InboxItem.from_json(payload),
+                reason=reason or "",
+                parked_at=datetime.fromtimestamp(dead_at, UTC) if dead_at is not None else None,
+            )
+            for payload, reason, dead_at in rows
+        ]
+
+    def replay(self, ids: Collection[str] | None = None) -> int:
+        """Put parked callbacks (those of `ids`, or all) back on the inbox under their own ids; returns how
+        many. An entry keeps its place in the queue (claims go by row id), so it is among the next claimed."""
+        wanted = None if ids is None else set(ids)
+        with self.sessions.begin() as session:
+            dead = session.scalars(select(InboxEntry).where(InboxEntry.dead.is_(True)).with_for_update()).all()
+            chosen = [e for e in dead if wanted is None or InboxItem.from_json(e.payload).id in wanted]
+            for entry in chosen:
+                entry.dead, entry.dead_reason, entry.dead_at = False, None, None
+        if chosen:
+            self.nudge()
+        return len(chosen)
 
 
 # -- keys with an expiry -------------------------------------------------------------------------------------

@@ -230,3 +230,72 @@ def test_a_late_failure_report_leaves_a_number_a_call_found_unallocated_invalid(
         apply([[(e.key, e)] for e in order])
         states.append(outcome()["contacts"][phone][0])
     assert states == [ContactStatus.INVALID.value, ContactStatus.INVALID.value]
+
+
+# -- consent follows the customer's own order, whatever path re-delivers a callback ----------------------------
+
+T1 = datetime(2026, 11, 28, 9, tzinfo=UTC)
+T2 = T1 + timedelta(minutes=5)
+
+
+def apply_at(kind: str, data: dict[str, str], received_at: datetime) -> None:
+    """One callback as the drain applies it, received by the receiver at `received_at`."""
+    _, payload = encode(kind, data, now=received_at)
+    factory = db._session_factory()
+    with factory() as session, session.begin():
+        ingest.apply_batch(session, [InboxItem.from_json(payload)])
+
+
+def contact_of(phone: str) -> Contact:
+    factory = db._session_factory()
+    with factory() as session:
+        return session.scalars(select(Contact).where(Contact.phone == phone)).one()
+
+
+def texted(word: str, n: int) -> dict[str, str]:
+    return wire.incoming_sms(TEXTER, SHORTCODE, word, f"in-consent-{n}")
+
+
+def test_a_stale_start_after_a_newer_stop_leaves_the_customer_opted_out(clean: None) -> None:
+    reset()
+    apply_at("sms", texted("START", 0), T1 - timedelta(hours=1))  # a known contact
+    apply_at("sms", texted("STOP", 1), T2)
+    apply_at("sms", texted("START", 2), T1)  # sent before the STOP, applied after it (a recovered batch)
+    assert contact_of(TEXTER).status is ContactStatus.OPTED_OUT
+
+
+def test_a_stale_stop_after_a_newer_start_leaves_the_customer_subscribed(clean: None) -> None:
+    reset()
+    apply_at("sms", texted("STOP", 0), T1 - timedelta(hours=1))
+    apply_at("sms", texted("START", 1), T2)
+    apply_at("sms", texted("STOP", 2), T1)
+    contact = contact_of(TEXTER)
+    assert contact.status is ContactStatus.NEW and contact.opted_out_at is None
+
+
+def test_a_stale_ussd_choice_does_not_undo_a_newer_one(clean: None) -> None:
+    reset()
+    apply_at("ussd", wire.ussd("ATUid_new", TEXTER, "3"), T2)
+    apply_at("ussd", wire.ussd("ATUid_old", TEXTER, "2"), T1)
+    assert contact_of(TEXTER).channel_preference == "voice"
+
+
+def test_a_dead_drainers_start_recovered_after_a_newer_stop_leaves_the_customer_opted_out(
+    clean: None, redis_client: Any
+) -> None:
+    """The issue's path: a drainer claims a batch with START and dies; the STOP texted after it is applied;
+    housekeeping puts the START back (`recover_stale`)."""
+    from shared.inbox import Inbox
+    from worker.drain import drain_inbox
+
+    reset()
+    apply_at("sms", texted("START", 0), T1 - timedelta(hours=1))
+    box = Inbox(redis_client)
+    box.push("sms", texted("START", 1))
+    assert box.claim(10) is not None  # the drainer that took it dies here
+    box.push("sms", texted("STOP", 2))
+    drain_inbox(box, batch_size=10, budget_seconds=10)
+    assert contact_of(TEXTER).status is ContactStatus.OPTED_OUT
+    assert box.recover_stale(stale_after=-1) == 1
+    drain_inbox(box, batch_size=10, budget_seconds=10)
+    assert contact_of(TEXTER).status is ContactStatus.OPTED_OUT

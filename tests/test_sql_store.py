@@ -135,7 +135,7 @@ def test_a_poison_callback_is_parked_and_never_claimed_again(store: SqlStore) ->
     box.dead_letter(batch, batch.items[0])
     box.ack(batch)
     assert box.depth() == 0 and box.in_flight() == 0 and box.claim(10) is None
-    assert [doc["id"] for doc in box.dead_letters()] == [batch.items[0].id]
+    assert [dead.item.id for dead in box.dead_letters()] == [batch.items[0].id]
 
 
 def test_nudge_wakes_once_per_period_until_the_drainer_is_idle(store: SqlStore) -> None:
@@ -206,3 +206,19 @@ def test_times_come_back_in_utc_whatever_was_written(engine: Engine) -> None:
     with sessionmaker(engine)() as session:
         read = session.scalars(select(RawCallback.received_at).where(RawCallback.inbox_id == "utc-check")).one()
     assert read == written and read.utcoffset() == timedelta(0)
+
+
+def test_a_parked_callback_keeps_its_reason_and_is_replayed_in_its_place(store: SqlStore) -> None:
+    box = store.inbox()
+    first, second = push_many(box, 2)
+    batch = box.claim(10)
+    assert batch is not None
+    box.dead_letter(batch, batch.items[0], reason="BadCallback: field too long: id")
+    box.release(batch.key)  # the rest of the batch went back; the parked one stays parked
+    [dead] = box.dead_letters()
+    assert dead.item.id == first and dead.reason.startswith("BadCallback") and dead.parked_at is not None
+    assert box.depth() == 1
+    assert box.replay(["no-such-id"]) == 0
+    assert box.replay([first]) == 1 and box.dead_letters() == []
+    again = box.claim(10)
+    assert again is not None and [item.id for item in again.items] == [first, second]  # oldest first, as before

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 
 from shared import broker, schedules
 from shared import cycles as shared_cycles
 from shared.at_client import AtTransient
 from shared.db import session_scope
-from shared.inbox import Batch
 from shared.models import Schedule
 from shared.settings import get_settings
 from shared.store import STORE_ERRORS, CallbackInbox, get_store
 from worker import cycles, ingest, sending
 from worker.base import reach_task
 from worker.celery import app
+from worker.drain import drain_inbox
 
 log = logging.getLogger(__name__)
 
@@ -35,58 +33,6 @@ def inbox() -> CallbackInbox:
 def drain() -> int:
     """Move queued callbacks from the inbox into the database until the inbox is empty or the budget is spent."""
     return drain_inbox(inbox(), get_settings().drain_batch_size, DRAIN_BUDGET_SECONDS)
-
-
-def drain_inbox(box: CallbackInbox, batch_size: int, budget_seconds: float) -> int:
-    deadline = time.monotonic() + budget_seconds
-    applied = 0
-    while time.monotonic() < deadline:
-        batch = box.claim(batch_size)
-        if batch is None:
-            box.mark_idle()
-            if box.depth() == 0:  # looked again after clearing the mark: no wake-up can be lost
-                return applied
-            continue
-        done = apply_claimed(box, batch)
-        if done is None:
-            return applied  # the database is down; the beat tick tries again in a few seconds
-        applied += done
-    box.nudge()  # budget spent with work left: let the next drain continue
-    return applied
-
-
-def apply_claimed(box: CallbackInbox, batch: Batch) -> int | None:
-    """Apply one claimed batch; None when the database is unreachable (the batch went back)."""
-    try:
-        with session_scope() as session:
-            counts = ingest.apply_batch(session, batch.items)
-    except OperationalError:
-        # Postgres unreachable: the batch goes back untouched; the beat tick retries every few seconds.
-        box.release(batch.key)
-        log.warning("database unavailable; %d callbacks stay queued", len(batch.items))
-        return None
-    except Exception:  # a poison callback must not block the ones behind it
-        log.exception("batch of %d failed; applying one by one", len(batch.items))
-        return apply_one_by_one(box, batch)
-    box.ack(batch)
-    return sum(counts.values())
-
-
-def apply_one_by_one(box: CallbackInbox, batch: Batch) -> int | None:
-    """Isolate a poison callback: the rest are applied, the bad one is parked in a dead-letter list."""
-    applied = 0
-    for item in batch.items:
-        try:
-            with session_scope() as session:
-                applied += sum(ingest.apply_batch(session, [item]).values())
-        except OperationalError:
-            box.release(batch.key)  # the ones already applied are skipped next time (raw_callbacks)
-            return None
-        except Exception as exc:
-            log.error("callback %s (%s) could not be applied: %s", item.id, item.kind, exc)
-            box.dead_letter(batch, item)
-    box.ack(batch)
-    return applied
 
 
 @reach_task("reach.ingest.housekeeping", time_limit=60, soft_time_limit=55)

@@ -1,0 +1,200 @@
+"""`reach cycle`: run, show, watch, resume and list cycles."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from reach_cli.common import (
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_UNREACHABLE,
+    echo_json,
+    fail,
+    session_or_exit,
+    settings_or_exit,
+)
+from shared.settings import Settings
+
+
+@click.group()
+def cycle() -> None:
+    """Communication cycles: SMS to new and active contacts, a voice call to inactive and pending ones.
+
+    A started cycle is planned and dispatched by the worker (`celery -A worker worker`); follow it with
+    `reach cycle watch ID`.
+    """
+
+
+def _messages(message: str, voice_message: str | None) -> tuple[str, str | None]:
+    from shared.cycles import CycleError, check_message
+
+    try:
+        return check_message(message), check_message(voice_message, "voice message") if voice_message else None
+    except CycleError as exc:
+        fail(str(exc))
+
+
+def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str) -> None:
+    """Nudge the worker; if the broker is down say so (exit 3) and what happens to the cycle anyway."""
+    from reach_cli.cycles import BrokerUnreachable, send_tasks
+
+    try:
+        send_tasks(settings, names, [cycle_id])
+    except BrokerUnreachable as exc:
+        fail(f"{exc}\n{then}", EXIT_UNREACHABLE)
+
+
+@cycle.command("run", options_metavar="--message TEXT [--voice-message TEXT] [--dry-run] [--json]")
+@click.option("--message", required=True, help="The SMS text (also spoken on calls unless --voice-message).")
+@click.option("--voice-message", default=None, help="What calls say instead of the SMS text.")
+@click.option("--dry-run", is_flag=True, help="Only show who would get what and the cost; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cycle_run(message: str, voice_message: str | None, dry_run: bool, as_json: bool) -> None:
+    """Start a cycle now (or with --dry-run, show what it would do)."""
+    from reach_cli.cycles import preview_lines
+    from shared import cycles
+
+    settings = settings_or_exit()
+    message, voice_message = _messages(message, voice_message)
+    if dry_run:
+        with session_or_exit() as session:
+            preview = cycles.preview(session, settings)
+        if as_json:
+            echo_json({"dry_run": True, **preview})
+        else:
+            click.echo("\n".join(preview_lines(preview)))
+        return
+    with session_or_exit() as session:
+        try:
+            cycle_id = cycles.start_cycle(session, message, voice_message)
+        except cycles.CycleError as exc:
+            fail(str(exc))
+    if cycle_id is None:  # only a scheduled period can conflict; kept for safety
+        fail("the cycle was not created")
+    then = (
+        f"cycle {cycle_id} is recorded (planning); the worker's housekeeping plans it within about 2 minutes "
+        "once the broker is reachable again"
+    )
+    _send_or_exit(settings, ["reach.cycle.plan"], cycle_id, then)
+    if as_json:
+        echo_json({"id": cycle_id, "state": "planning"})
+    else:
+        click.echo(f"cycle {cycle_id} started (planning); follow it with: reach cycle watch {cycle_id}")
+
+
+def _report_or_exit(cycle_id: int) -> dict[str, Any]:
+    from shared import cycles
+
+    with session_or_exit() as session:
+        found = cycles.report(session, cycle_id)
+    if found is None:
+        fail(f"no cycle {cycle_id}", EXIT_NOT_FOUND)
+    return found
+
+
+@cycle.command("show")
+@click.argument("cycle_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def cycle_show(cycle_id: int, as_json: bool) -> None:
+    """Show a cycle's state and counts: SMS sent/delivered/failed, calls placed/answered, skipped, cost."""
+    from reach_cli.cycles import report_lines
+
+    settings_or_exit()
+    found = _report_or_exit(cycle_id)
+    if as_json:
+        echo_json(found)
+    else:
+        click.echo("\n".join(report_lines(found)))
+
+
+@cycle.command("watch")
+@click.argument("cycle_id", metavar="ID", type=int)
+@click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(0.1, 3600), metavar="SECONDS",
+              help="Seconds between updates.")  # fmt: skip
+def cycle_watch(cycle_id: int, interval: float) -> None:
+    """Print the cycle's progress every few seconds until it is done (exit 0) or failed (exit 1).
+
+    Ctrl-C stops watching; the cycle carries on.
+    """
+    from reach_cli.cycles import progress_line
+
+    settings_or_exit()
+    try:
+        while True:
+            found = _report_or_exit(cycle_id)
+            click.echo(progress_line(found, datetime.now(UTC).astimezone()))
+            if found["state"] in {"done", "failed"}:
+                sys.exit(EXIT_FAILED if found["state"] == "failed" else 0)
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo("stopped watching; the cycle carries on")
+
+
+@cycle.command("resume")
+@click.argument("cycle_id", metavar="ID", type=int)
+def cycle_resume(cycle_id: int) -> None:
+    """Resume a cycle paused for an account problem (after topping up the AT balance, say)."""
+    from shared import cycles
+
+    settings = settings_or_exit()
+    with session_or_exit() as session:
+        try:
+            cycles.resume(session, cycle_id)
+        except cycles.CycleNotFound as exc:
+            fail(str(exc), EXIT_NOT_FOUND)
+        except cycles.CycleError as exc:
+            fail(str(exc))
+    then = (
+        f"cycle {cycle_id} is resumed (dispatching); the worker's housekeeping restarts its sends within a minute "
+        "once the broker is reachable again"
+    )
+    _send_or_exit(settings, ["reach.cycle.dispatch_sms", "reach.cycle.dispatch_calls"], cycle_id, then)
+    click.echo(f"cycle {cycle_id} resumed (dispatching)")
+
+
+@cycle.command("list")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="At most this many.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cycle_list(limit: int, as_json: bool) -> None:
+    """The latest cycles, newest first."""
+    from sqlalchemy import select
+
+    from reach_cli.cycles import counts, table
+    from shared.models import Cycle
+
+    settings_or_exit()
+    with session_or_exit() as session:
+        found = list(session.scalars(select(Cycle).order_by(Cycle.id.desc()).limit(limit)))
+    docs = [
+        {
+            "id": c.id,
+            "state": c.state.value,
+            "schedule_id": c.schedule_id,
+            "created_at": c.created_at.isoformat(),
+            "finished_at": c.finished_at.isoformat() if c.finished_at else None,
+            "plan": c.plan,
+            "paused_reason": c.paused_reason,
+        }
+        for c in found
+    ]
+    if as_json:
+        echo_json({"cycles": docs})
+        return
+    if not docs:
+        click.echo("no cycles yet; start one with: reach cycle run --message TEXT")
+        return
+    rows = []
+    for c, doc in zip(found, docs, strict=True):
+        plan = doc["plan"] or {}
+        state = f"{doc['state']} ({c.paused_reason})" if c.paused_reason else doc["state"]
+        rows.append((
+            c.id, state, f"{c.created_at:%Y-%m-%d %H:%M}", plan.get("sms"), plan.get("voice"),
+            counts(plan["skipped"]) if "skipped" in plan else None, c.schedule_id,
+        ))  # fmt: skip
+    for line in table(("id", "state", "created (UTC)", "sms", "voice", "skipped", "schedule"), rows):
+        click.echo(line)

@@ -1,0 +1,51 @@
+"""`reach db`: the database schema."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from reach_cli.common import (
+    EXIT_FAILED,
+    EXIT_UNREACHABLE,
+    settings_or_exit,
+)
+
+
+@click.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Alembic revision to upgrade to.")
+def db_upgrade(revision: str) -> None:
+    """Create or migrate the database schema (safe to run again)."""
+    from sqlalchemy.exc import OperationalError
+
+    from shared import migrate
+
+    settings = settings_or_exit()
+    try:
+        migrate.upgrade(settings.effective_database_url, revision)
+    except OperationalError as exc:
+        click.echo(f"error: database unreachable: {exc.orig}", err=True)
+        sys.exit(EXIT_UNREACHABLE)
+    click.echo(f"database is at revision {revision}")
+
+
+@db.command("check")
+def db_check() -> None:
+    """Fail if the models and the migrations disagree."""
+    from alembic.util.exc import CommandError
+
+    from shared import migrate
+
+    settings = settings_or_exit()
+    try:
+        migrate.check(settings.effective_database_url)
+    except CommandError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo("models and migrations agree")

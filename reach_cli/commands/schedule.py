@@ -1,0 +1,84 @@
+"""`reach schedule`: recurring cycles."""
+
+from __future__ import annotations
+
+import click
+
+from reach_cli.common import (
+    EXIT_NOT_FOUND,
+    echo_json,
+    fail,
+    session_or_exit,
+    settings_or_exit,
+)
+
+
+@click.group()
+def schedule() -> None:
+    """Recurring cycles: beat starts one for each due time of a cron expression, in its time zone."""
+
+
+@schedule.command("add", options_metavar="--cron EXPR --message TEXT [--voice-message TEXT] [--timezone TZ]")
+@click.argument("name")
+@click.option("--cron", required=True, metavar="EXPR", help="Five cron fields, e.g. '0 9 * * 1' (Mondays 09:00).")
+@click.option("--message", required=True, help="The SMS text (also spoken on calls unless --voice-message).")
+@click.option("--voice-message", default=None, help="What calls say instead of the SMS text.")
+@click.option(
+    "--timezone", default="UTC", show_default=True, metavar="TZ", help="Time zone of --cron, e.g. Africa/Nairobi."
+)
+def schedule_add(name: str, cron: str, message: str, voice_message: str | None, timezone: str) -> None:
+    """Add a schedule NAME that starts a cycle at each time of --cron."""
+    from shared import schedules
+    from shared.cycles import CycleError
+
+    settings_or_exit()
+    with session_or_exit() as session:
+        try:
+            added = schedules.schedule_json(
+                schedules.add_schedule(session, name, cron, message, timezone=timezone, voice_message=voice_message)
+            )
+        except CycleError as exc:
+            fail(str(exc))
+    click.echo(
+        f"schedule {added['id']} {added['name']!r} added: {added['cron']} ({added['timezone']}); "
+        f"next run {added['next_run']}"
+    )
+
+
+@schedule.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def schedule_list(as_json: bool) -> None:
+    """All schedules, with when each runs next."""
+    from sqlalchemy import select
+
+    from reach_cli.cycles import short, table
+    from shared import schedules
+    from shared.models import Schedule
+
+    settings_or_exit()
+    with session_or_exit() as session:
+        found = [schedules.schedule_json(s) for s in session.scalars(select(Schedule).order_by(Schedule.id))]
+    if as_json:
+        echo_json({"schedules": found})
+        return
+    if not found:
+        click.echo("no schedules; add one with: reach schedule add NAME --cron EXPR --message TEXT")
+        return
+    columns = ("id", "name", "cron", "timezone", "enabled", "next_run", "message")
+    rows = ([s[k] if k != "message" else short(s[k], 40) for k in columns] for s in found)
+    for line in table(columns, rows):
+        click.echo(line)
+
+
+@schedule.command("remove")
+@click.argument("key", metavar="NAME_OR_ID")
+def schedule_remove(key: str) -> None:
+    """Remove a schedule by name or id; the cycles it already started keep their history."""
+    from shared import schedules
+
+    settings_or_exit()
+    with session_or_exit() as session:
+        removed = schedules.remove_schedule(session, key)
+    if not removed:
+        fail(f"no schedule {key!r}", EXIT_NOT_FOUND)
+    click.echo(f"schedule {key!r} removed")

@@ -1,0 +1,116 @@
+"""Draining the callback inbox into the database: what may park a callback, and what sends a batch back.
+
+Every callback here got a 200, so only a fault of the callback itself may take it out of the flow:
+
+- A *data* error of one item (`ITEM_ERRORS`: its fields do not parse, or the database refuses its values)
+  parks that item, with the reason, in the inbox's dead-letter list; `reach inbox replay` puts it back.
+  A batch that fails twice with such an error is split in two, and so on, until the poison item is alone
+  and fails twice by itself; the others are applied.
+- Anything else (the database read-only during a fail-over, a column missing mid-deploy, a pool timeout,
+  a soft time limit, Redis, a bug) is not about any one callback: the whole batch goes back to the inbox
+  and the drain stops until the next tick (a few seconds). Items applied before that are skipped when the
+  batch comes again (`raw_callbacks` is keyed by the inbox id).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
+
+from shared import metrics
+from shared.callbacks import KINDS, BadCallback
+from shared.db import session_scope
+from shared.inbox import Batch, InboxItem
+from shared.store import STORE_ERRORS, CallbackInbox
+from worker import ingest
+
+log = logging.getLogger(__name__)
+
+#: Errors that are about one callback's own data, and so may park it once it is alone and fails twice.
+ITEM_ERRORS: tuple[type[Exception], ...] = (BadCallback, DataError, IntegrityError)
+#: How many times a batch (or a lone item) meets an item error before it is split (or parked).
+ATTEMPTS = 2
+#: Reasons are kept for an operator to read, not whole tracebacks.
+REASON_MAX_CHARS = 500
+
+
+def drain_inbox(box: CallbackInbox, batch_size: int, budget_seconds: float) -> int:
+    """Apply claimed batches until the inbox is empty, the budget is spent or a batch had to go back."""
+    deadline = time.monotonic() + budget_seconds
+    applied = 0
+    while time.monotonic() < deadline:
+        batch = box.claim(batch_size)
+        if batch is None:
+            box.mark_idle()
+            if box.depth() == 0:  # looked again after clearing the mark: no wake-up can be lost
+                return applied
+            continue
+        done = apply_claimed(box, batch)
+        if done is None:
+            return applied  # the batch went back; the beat tick tries again in a few seconds
+        applied += done
+    box.nudge()  # budget spent with work left: let the next drain continue
+    return applied
+
+
+def apply_claimed(box: CallbackInbox, batch: Batch) -> int | None:
+    """Apply one claimed batch, parking only poison items; None when the batch went back to the inbox."""
+    try:
+        applied = _apply_isolating(box, batch, batch.items)
+    except BaseException as exc:  # a soft time limit too: nothing about the callbacks, so nothing is lost
+        box.release(batch.key)
+        metrics.add(metrics.worker_client(), [("reach_inbox_batches_released", {"cause": _cause(exc)}, 1)])
+        log.warning("%d callbacks sent back to the inbox (%s)", len(batch.items), reason_of(exc))
+        if not isinstance(exc, Exception):
+            raise  # KeyboardInterrupt, SystemExit: the process is going
+        return None
+    box.ack(batch)
+    return applied
+
+
+def _apply_isolating(box: CallbackInbox, batch: Batch, items: list[InboxItem]) -> int:
+    """Apply `items` in one transaction; after `ATTEMPTS` item errors, each half on its own (a lone item is
+    parked). Any other error propagates: the caller sends the whole batch back."""
+    for _ in range(ATTEMPTS):
+        try:
+            return _apply(items)
+        except ITEM_ERRORS as exc:
+            error = exc
+    if len(items) == 1:
+        park(box, batch, items[0], reason_of(error))
+        return 0
+    half = len(items) // 2
+    return _apply_isolating(box, batch, items[:half]) + _apply_isolating(box, batch, items[half:])
+
+
+def _apply(items: list[InboxItem]) -> int:
+    with session_scope() as session:
+        return sum(ingest.apply_batch(session, items).values())
+
+
+def park(box: CallbackInbox, batch: Batch, item: InboxItem, reason: str) -> None:
+    """Take one poison callback out of its batch into the dead-letter list, counted and logged."""
+    box.dead_letter(batch, item, reason=reason)
+    kind = item.kind if item.kind in KINDS else metrics.OTHER
+    metrics.add(metrics.worker_client(), [("reach_callbacks_parked", {"kind": kind}, 1)])
+    log.warning("parked callback %s (%s, received %s): %s", item.id, item.kind, item.received_at.isoformat(), reason)
+
+
+def reason_of(exc: BaseException) -> str:
+    """The error as an operator reads it: the driver's own error class and first line, when there is one."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"[:REASON_MAX_CHARS]
+
+
+def _cause(exc: BaseException) -> str:
+    """A bounded label for why a batch went back."""
+    if isinstance(exc, SQLAlchemyError):
+        return "database"
+    if isinstance(exc, STORE_ERRORS):
+        return "store"
+    if type(exc).__name__ in {"SoftTimeLimitExceeded", "TimeLimitExceeded"}:
+        return "time_limit"
+    return "other"
