@@ -266,3 +266,19 @@ def test_a_soft_time_limit_mid_batch_sends_the_batch_back(
     assert redis_client.llen(inbox.INBOX) == 1
     drain(redis_client)
     assert session.scalars(select(Contact.status).where(Contact.phone == stopper)).one() is ContactStatus.OPTED_OUT
+
+
+def test_an_item_that_trips_the_code_is_parked_and_the_rest_applied(session: Any, redis_client: Any) -> None:
+    """A bug one odd callback triggers (here: fields that are a JSON list, which the parser cannot read) is
+    about that callback: the batch is split down to it, it is parked, the others are applied."""
+    reports = seed_messages(5)
+    box = inbox.Inbox(redis_client)
+    for report in reports[:3]:
+        push(box, "dlr", report)
+    odd = push_raw(redis_client, "dlr", ["id", "ATXid_not_a_mapping"])  # type: ignore[arg-type]
+    for report in reports[3:]:
+        push(box, "dlr", report)
+    drain(redis_client)
+    assert applied_reports() == len(reports) and settled(redis_client)
+    [dead] = parked(redis_client)
+    assert dead["id"] == odd and dead["reason"].startswith("AttributeError")

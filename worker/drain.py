@@ -2,14 +2,16 @@
 
 Every callback here got a 200, so only a fault of the callback itself may take it out of the flow:
 
-- A *data* error of one item (`ITEM_ERRORS`: its fields do not parse, or the database refuses its values)
-  parks that item, with the reason, in the inbox's dead-letter list; `reach inbox replay` puts it back.
+- A *data* error of one item (`ITEM_ERRORS`: its fields do not parse, the database refuses its values, or
+  the Python code applying them trips over them: a bug that one odd callback triggers must not hold up
+  the thousands behind it) parks that item, with the reason, in the inbox's dead-letter list;
+  `reach inbox replay` puts it back.
   A batch that fails twice with such an error is split in two, and so on, until the poison item is alone
   and fails twice by itself; the others are applied.
 - Anything else (the database read-only during a fail-over, a column missing mid-deploy, a pool timeout,
-  a soft time limit, Redis, a bug) is not about any one callback: the whole batch goes back to the inbox
-  and the drain stops until the next tick (a few seconds). Items applied before that are skipped when the
-  batch comes again (`raw_callbacks` is keyed by the inbox id).
+  a soft time limit, Redis, the network) is about the environment, not any one callback: the whole batch
+  goes back to the inbox and the drain stops until the next tick (a few seconds). Items applied before
+  that are skipped when the batch comes again (`raw_callbacks` is keyed by the inbox id).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from shared import metrics
-from shared.callbacks import KINDS, BadCallback
+from shared.callbacks import KINDS
 from shared.db import session_scope
 from shared.inbox import Batch, InboxItem
 from shared.store import STORE_ERRORS, CallbackInbox
@@ -28,8 +30,18 @@ from worker import ingest
 
 log = logging.getLogger(__name__)
 
-#: Errors that are about one callback's own data, and so may park it once it is alone and fails twice.
-ITEM_ERRORS: tuple[type[Exception], ...] = (BadCallback, DataError, IntegrityError)
+#: Errors that are about one callback's own data, and so may park it once it is alone and fails twice: the
+#: database refusing its values, and Python's own data errors (BadCallback is a ValueError). Not here, so
+#: they send the batch back: every other SQLAlchemy error, Redis errors, OSError, time limits.
+ITEM_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    IntegrityError,
+    ValueError,
+    ArithmeticError,
+    LookupError,
+    TypeError,
+    AttributeError,
+)
 #: How many times a batch (or a lone item) meets an item error before it is split (or parked).
 ATTEMPTS = 2
 #: Reasons are kept for an operator to read, not whole tracebacks.
