@@ -48,6 +48,7 @@ WORKER_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "reach_calls_placed": ("Calls handed to AT, by result (queued or failed)", ("result",)),
     "reach_calls_ended": ("Final voice callbacks applied, by hang-up cause and outcome", ("hangup_cause", "outcome")),
+    "reach_sms_sent_twice": ("Interrupted SMS sent again whose first attempt AT reported later", ()),
 }
 
 

@@ -155,7 +155,7 @@ def reports_for(session, phone: str) -> int:
 
 def settle(session, grace: timedelta) -> tuple[int, list[tuple[str, int]]]:
     """What send housekeeping does, without waiting out its two minutes (the task's time limit)."""
-    result = sending.settle_unanswered(session, grace, inbox_settled=True, settle_after=timedelta(0))
+    result = sending.settle_unanswered(session, grace, oldest_pending=None, settle_after=timedelta(0))
     session.commit()
     return result
 

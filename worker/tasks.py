@@ -17,7 +17,7 @@ from shared.inbox import Batch
 from shared.models import Schedule
 from shared.settings import get_settings
 from shared.store import STORE_ERRORS, CallbackInbox, get_store
-from worker import cycles, ingest, sending
+from worker import cycles, ingest, sending, unknown_sends
 from worker.base import reach_task
 from worker.celery import app
 
@@ -112,13 +112,12 @@ def housekeeping() -> None:
 def send_housekeeping() -> int:
     """Publish again one-off sends whose task never reached the broker; settle those AT never answered."""
     settings = get_settings()
-    box = inbox()
-    settled = box.depth() == 0 and box.in_flight() == 0
+    oldest_pending = inbox().oldest_received_at()  # before the evidence is read (unknown_sends.may_send_again)
     with session_scope() as session:
         found = sending.orphaned(session)
-        grace = timedelta(seconds=settings.unknown_send_grace_seconds)
+        grace = unknown_sends.effective_grace(session, settings)
         lease = timedelta(seconds=settings.dispatch_lease)
-        adopted, resend = sending.settle_unanswered(session, grace, inbox_settled=settled, settle_after=lease)
+        adopted, resend = sending.settle_unanswered(session, grace, oldest_pending, settle_after=lease)
     if adopted:
         log.info("adopted %d unanswered one-off sends from AT's callbacks", adopted)
     for task, row_id in resend:
@@ -302,8 +301,9 @@ def cycle_housekeeping() -> None:
     settings = get_settings()
     box = inbox()
     with session_scope() as session:
-        grace = timedelta(seconds=settings.unknown_send_grace_seconds)
-        counts = cycles.reconcile_interrupted(session, box, grace)
+        grace = unknown_sends.effective_grace(session, settings)
+        late_window = timedelta(hours=settings.unmatched_dlr_hours)
+        counts = cycles.reconcile_interrupted(session, box, grace, late_window)
         stuck = cycles.stuck_planning(session)
         due = cycles.cycles_to_nudge(session)
         finished = [cid for cid in cycles.open_cycles(session) if cycles.finish_if_done(session, cid)]
