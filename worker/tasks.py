@@ -17,7 +17,7 @@ from shared.inbox import Batch
 from shared.models import Schedule
 from shared.settings import get_settings
 from shared.store import STORE_ERRORS, CallbackInbox, get_store
-from worker import cycles, ingest, sending, unknown_sends
+from worker import cycles, ingest, retention, sending, unknown_sends
 from worker.base import reach_task
 from worker.celery import app
 
@@ -91,7 +91,7 @@ def apply_one_by_one(box: CallbackInbox, batch: Batch) -> int | None:
 
 @reach_task("reach.ingest.housekeeping", time_limit=60, soft_time_limit=55)
 def housekeeping() -> None:
-    """Put back batches of dead drainers and apply reports that raced their message's commit."""
+    """Put back batches of dead drainers, apply reports that raced their message's commit, prune old callbacks."""
     store = get_store()
     store.housekeeping()
     settings = get_settings()
@@ -106,6 +106,9 @@ def housekeeping() -> None:
         moved = ingest.apply_pending_dlrs(session)
     if moved:
         log.info("applied late delivery reports to %d messages", moved)
+    pruned = retention.prune_callbacks(settings)
+    if any(pruned.values()):
+        log.info("pruned callbacks older than %d days: %s", settings.callback_retention_days, pruned)
 
 
 @reach_task("reach.send.housekeeping", time_limit=60, soft_time_limit=55, expires=60)

@@ -24,7 +24,7 @@ import logging
 import math
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from shared import metrics
@@ -50,9 +50,13 @@ def now() -> datetime:
 
 def unmatched_report(session: Session, phone: str, since: datetime) -> str | None:
     """The AT id of a delivery report for `phone`, received since `since`, that matches no message of
-    ours: the proof that a send whose answer never came did go out (AT's id was in the lost answer).
-    Served by `ix_dlr_events_phone_received`."""
-    return session.scalar(
+    ours: the proof that a send whose answer never came did go out (AT's id was in the lost answer)."""
+    return session.scalar(unmatched_report_query(phone, since))
+
+
+def unmatched_report_query(phone: str, since: datetime) -> Select[tuple[str]]:
+    """Served by `ix_dlr_events_phone_received` (tests/test_retention.py reads the plan)."""
+    return (
         select(DlrEvent.at_message_id)
         .where(
             DlrEvent.phone == phone,
