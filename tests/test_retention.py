@@ -70,10 +70,10 @@ def test_an_unapplied_report_younger_than_the_give_up_time_is_never_pruned(sessi
     from worker import retention
 
     settings = load_settings(callback_retention_days=2, unmatched_dlr_hours=48)
-    add_dlr(session, "ATXid_applied", ago(hours=47), applied=True)  # younger than retention: kept too
-    add_dlr(session, "ATXid_applied_old", ago(hours=50), applied=True)
-    add_dlr(session, "ATXid_still_matching", ago(hours=47), applied=False)
+    add_dlr(session, "ATXid_applied_old", ago(hours=50), applied=True)  # in the order they arrived
     add_dlr(session, "ATXid_given_up", ago(hours=50), applied=False)
+    add_dlr(session, "ATXid_applied", ago(hours=47), applied=True)  # younger than retention: kept too
+    add_dlr(session, "ATXid_still_matching", ago(hours=47), applied=False)
     session.commit()
 
     assert retention.prune_callbacks(settings)["dlr_events"] == 2
