@@ -274,7 +274,15 @@ def test_the_grace_grows_to_at_recent_p99_report_delay_within_its_cap(session) -
 def test_the_grace_ignores_sends_older_than_a_day(session) -> None:
     from worker import unknown_sends
 
-    sent_and_reported(session, [timedelta(hours=5)] * 3, sent_ago=timedelta(days=2))
+    sent_and_reported(session, [timedelta(hours=5)] * 100, sent_ago=timedelta(days=2))
 
     assert unknown_sends.report_delay_p99(session) is None
     assert unknown_sends.effective_grace(session, load_settings(unknown_send_grace_seconds=2)) == timedelta(seconds=2)
+
+
+def test_too_few_reports_say_nothing_about_at_pace(session) -> None:
+    from worker import unknown_sends
+
+    sent_and_reported(session, [timedelta(seconds=10)] * 98 + [timedelta(hours=5)])  # one outlier is no P99
+
+    assert unknown_sends.report_delay_p99(session) is None

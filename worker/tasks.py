@@ -305,8 +305,7 @@ def cycle_housekeeping() -> None:
     box = inbox()
     with session_scope() as session:
         grace = unknown_sends.effective_grace(session, settings)
-        late_window = timedelta(hours=settings.unmatched_dlr_hours)
-        counts = cycles.reconcile_interrupted(session, box, grace, late_window)
+        counts = cycles.reconcile_interrupted(session, box, grace)
         stuck = cycles.stuck_planning(session)
         due = cycles.cycles_to_nudge(session)
         finished = [cid for cid in cycles.open_cycles(session) if cycles.finish_if_done(session, cid)]

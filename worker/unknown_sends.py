@@ -40,6 +40,8 @@ UNANSWERED = "unanswered"
 #: AT's pace is read from the newest messages written, those from the last day: bounded work every run.
 DELAY_SAMPLE = 1000
 DELAY_WINDOW = timedelta(days=1)
+#: Below this many reported sends the P99 is just the slowest one: a single outlier would set the grace.
+DELAY_MIN_SAMPLE = 100
 #: Rows looked at per housekeeping run for late reports (resent sends are rare: a crash's batch at most).
 LATE_BATCH = 500
 
@@ -70,8 +72,8 @@ def unmatched_report_query(phone: str, since: datetime) -> Select[tuple[str]]:
 
 def report_delay_p99(session: Session) -> timedelta | None:
     """The P99 of the time from a send to its first delivery report, over the newest `DELAY_SAMPLE` messages
-    of the last day that got one; None without any. Messages still waiting do not count: the figure is how
-    long reports that come take, which is what the grace must outlast."""
+    of the last day that got one; None with fewer than `DELAY_MIN_SAMPLE`. Messages still waiting do not
+    count: the figure is how long reports that come take, which is what the grace must outlast."""
     sent_at = func.coalesce(Message.claimed_at, Message.created_at)
     newest = (
         select(Message.at_message_id, sent_at.label("sent_at"))
@@ -86,7 +88,7 @@ def report_delay_p99(session: Session) -> timedelta | None:
         .group_by(newest.c.at_message_id, newest.c.sent_at)
     ).all()
     delays = sorted(max(timedelta(0), first - sent) for sent, first in rows)
-    return delays[math.ceil(0.99 * len(delays)) - 1] if delays else None
+    return delays[math.ceil(0.99 * len(delays)) - 1] if len(delays) >= DELAY_MIN_SAMPLE else None
 
 
 def effective_grace(session: Session, settings: Settings) -> timedelta:

@@ -17,6 +17,7 @@ from shared.models import (
     ItemState,
     Message,
 )
+from shared.settings import get_settings
 from shared.store import CallbackInbox
 from worker import outcomes, unknown_sends
 from worker.cycles.calls import CALL_STALE
@@ -65,9 +66,7 @@ def finish_if_done(session: Session, cycle_id: int) -> bool:
     return result.rowcount == 1
 
 
-def reconcile_interrupted(
-    session: Session, inbox: CallbackInbox, grace: timedelta, late_window: timedelta = timedelta(hours=48)
-) -> dict[str, int]:
+def reconcile_interrupted(session: Session, inbox: CallbackInbox, grace: timedelta) -> dict[str, int]:
     """Items left `submitting` by a dispatcher that died: adopt what AT shows it sent, resend the rest, and
     adopt reports that came for first attempts after they were sent again (worker/unknown_sends.py).
 
@@ -102,6 +101,7 @@ def reconcile_interrupted(
             counts["resent"] += 1
         else:
             counts["waiting"] += 1
+    late_window = timedelta(hours=get_settings().unmatched_dlr_hours)
     counts["adopted_late"] = unknown_sends.adopt_late_reports(session, late_window)
     return counts
 
