@@ -81,7 +81,8 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
     lines += [
         "",
         f"  planned    SMS {report['sms']}, voice {report['voice']}",
-        f"  SMS        sent {sms['sent']}, delivered {sms['delivered']}, failed {sms_failed}",
+        f"  SMS        sent {sms['sent']}, delivered {sms['delivered']}, failed {sms_failed}"
+        + (f", sent twice {sms['sent_twice']}" if sms.get("sent_twice") else ""),
         f"             failed by reason: {counts(sms['failed'])}",
         f"             items: {counts(sms['items'])}",
         f"  voice      called {voice['called']}, answered {voice['answered']}, acknowledged {voice['acknowledged']},"

@@ -34,6 +34,8 @@ from shared.status_policy import Action, Kind, rules_of
 SKIPPED_STATUSES = (ContactStatus.OPTED_OUT, ContactStatus.INVALID)
 VOICE_STATUSES = (ContactStatus.INACTIVE, ContactStatus.PENDING)
 MAX_MESSAGE = 1600  # 10 concatenated SMS parts
+#: `send_error` of a first attempt AT reported after it was sent again (worker/unknown_sends.py).
+SENT_TWICE = "AT had sent it after all: its report came after it was sent again (sent twice)"
 
 
 class CycleError(ValueError):
@@ -193,6 +195,7 @@ def _sms_counts(session: Session, cycle_id: int) -> dict[str, Any]:
         select(
             func.count().filter(sent),
             func.count().filter(sent, Message.status == "Success"),
+            func.count().filter(sent, Message.send_error == SENT_TWICE),
         ).where(Message.cycle_id == cycle_id)
     ).one()
     # literal_column, not a bound parameter: GROUP BY must repeat the select's expression exactly.
@@ -203,7 +206,7 @@ def _sms_counts(session: Session, cycle_id: int) -> dict[str, Any]:
         .where((Message.send_state == "failed") | Message.status.in_(undelivered_statuses()))
         .group_by(reason)
     ).all()
-    return {"sent": row[0], "delivered": row[1], "failed": dict(failed)}
+    return {"sent": row[0], "delivered": row[1], "failed": dict(failed), "sent_twice": row[2]}
 
 
 def _voice_counts(session: Session, cycle_id: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from shared import metrics
+from shared.cycles import SENT_TWICE
 from shared.models import CycleItem, DlrEvent, ItemState, Message
 from shared.settings import Settings
 from worker import outcomes
@@ -146,7 +147,7 @@ def newer_attempt(session: Session, message: Message, send_state: str) -> bool:
 def adopt_late(session: Session, message: Message, at_message_id: str) -> None:
     message.at_message_id, message.send_state = at_message_id, "sent"
     if newer_attempt(session, message, "sent"):
-        message.send_error = "AT had sent it after all: its report came after it was sent again (sent twice)"
+        message.send_error = SENT_TWICE
         metrics.count_on_commit(session, "reach_sms_sent_twice")
         log.warning(
             "message %s to contact %s was sent twice: AT's report %s came after the resend",
