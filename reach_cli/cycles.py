@@ -54,19 +54,18 @@ def counts(values: Mapping[str, int], empty: str = "none") -> str:
 
 
 def preview_lines(preview: Mapping[str, Any]) -> list[str]:
-    skipped = preview["skipped"]
     cost = preview["estimated_cost"]
     return [
         "dry run: nothing was sent and no cycle was created",
         f"  SMS:            {preview['sms']}",
         f"  voice calls:    {preview['voice']}",
-        f"  skipped:        {sum(skipped.values())} ({counts(skipped)})",
+        f"  skipped:        {preview['skipped']} ({counts(preview['skipped_by_status'])})",
         f"  estimated cost: {cost['currency']} {cost['amount']}",
     ]
 
 
 def report_lines(report: Mapping[str, Any]) -> list[str]:
-    sms, voice = report["sms"], report["voice"]
+    sms, voice = report["sms_detail"], report["voice_detail"]
     sms_failed, not_answered = sum(sms["failed"].values()), sum(voice["not_answered"].values())
     lines = [f"cycle {report['id']}: {report['state']}"]
     if report["paused_reason"]:
@@ -81,14 +80,16 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"  voice:     {short(report['voice_message'])}")
     lines += [
         "",
-        f"  SMS        sent {sms['sent']}, delivered {sms['delivered']}, failed {sms_failed}",
+        f"  planned    SMS {report['sms']}, voice {report['voice']}",
+        f"  SMS        sent {sms['sent']}, delivered {sms['delivered']}, failed {sms_failed}"
+        + (f", sent twice {sms['sent_twice']}" if sms.get("sent_twice") else ""),
         f"             failed by reason: {counts(sms['failed'])}",
         f"             items: {counts(sms['items'])}",
         f"  voice      called {voice['called']}, answered {voice['answered']}, acknowledged {voice['acknowledged']},"
         f" not answered {not_answered}",
         f"             not answered by cause: {counts(voice['not_answered'])}",
         f"             items: {counts(voice['items'])}",
-        f"  skipped    {counts(report['skipped'])}",
+        f"  skipped    {report['skipped']} ({counts(report['skipped_by_status'])})",
         f"  cost       {counts_cost(report['cost'])}",
     ]
     return lines
@@ -103,8 +104,8 @@ OPEN_ITEMS = ("pending", "claimed", "submitting")
 
 def progress_line(report: Mapping[str, Any], now: datetime) -> str:
     """One line per `reach cycle watch` tick."""
-    sms, voice = report["sms"], report["voice"]
-    to_go = sum(report[channel]["items"].get(state, 0) for channel in ("sms", "voice") for state in OPEN_ITEMS)
+    sms, voice = report["sms_detail"], report["voice_detail"]
+    to_go = sum(detail["items"].get(state, 0) for detail in (sms, voice) for state in OPEN_ITEMS)
     state = report["state"]
     if report["paused_reason"]:
         state += f" ({report['paused_reason']}; reach cycle resume {report['id']})"

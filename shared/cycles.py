@@ -34,6 +34,8 @@ from shared.status_policy import Action, Kind, rules_of
 SKIPPED_STATUSES = (ContactStatus.OPTED_OUT, ContactStatus.INVALID)
 VOICE_STATUSES = (ContactStatus.INACTIVE, ContactStatus.PENDING)
 MAX_MESSAGE = 1600  # 10 concatenated SMS parts
+#: `send_error` of a first attempt AT reported after it was sent again (worker/unknown_sends.py).
+SENT_TWICE = "AT had sent it after all: its report came after it was sent again (sent twice)"
 
 
 class CycleError(ValueError):
@@ -113,11 +115,15 @@ def preview(session: Session, settings: Settings) -> dict[str, Any]:
     sms, voice = channels.get("sms", 0), channels.get("voice", 0)
     cost = settings.sms_cost_estimate * sms + settings.call_cost_estimate * voice
     return {
-        "sms": sms,
-        "voice": voice,
-        "skipped": {status.value: skipped.get(status.value, 0) for status in SKIPPED_STATUSES},
+        **planned_counts(sms, voice, skipped),
         "estimated_cost": {"currency": settings.cost_currency, "amount": str(cost.quantize(Decimal("0.01")))},
     }
+
+
+def planned_counts(sms: int, voice: int, skipped: dict[str, int]) -> dict[str, Any]:
+    """The contract's integer `sms`, `voice`, `skipped` (design §4, §4.1), and who was skipped by status."""
+    by_status = {status.value: int(skipped.get(status.value, 0)) for status in SKIPPED_STATUSES}
+    return {"sms": int(sms), "voice": int(voice), "skipped": sum(by_status.values()), "skipped_by_status": by_status}
 
 
 def resume(session: Session, cycle_id: int) -> Cycle:
@@ -152,6 +158,7 @@ def report(session: Session, cycle_id: int) -> dict[str, Any] | None:
         ).all()
     )
     plan = cycle.plan or {}
+    planned = planned_counts(_planned(items, "sms"), _planned(items, "voice"), plan.get("skipped", {}))
     return {
         "id": cycle.id,
         "state": cycle.state.value,
@@ -161,15 +168,21 @@ def report(session: Session, cycle_id: int) -> dict[str, Any] | None:
         "voice_message": cycle.voice_message,
         "created_at": cycle.created_at.isoformat(),
         "finished_at": cycle.finished_at.isoformat() if cycle.finished_at else None,
-        "sms": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
-        "voice": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
-        "skipped": {**plan.get("skipped", {}), "cancelled": items.get("voice:cancelled", 0)},
+        **planned,
+        # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
+        "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
+        "voice_detail": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
         "cost": _cost(session, cycle_id),
     }
 
 
 def undelivered_statuses() -> list[str]:
     return [status for status, rule in rules_of(Kind.DLR).items() if rule.action is Action.UNDELIVERED]
+
+
+def _planned(items: dict[str, int], channel: str) -> int:
+    """Contacts planned for `channel`: its items in every state (one item per contact and cycle)."""
+    return sum(count for key, count in items.items() if key.startswith(f"{channel}:"))
 
 
 def _by_state(items: dict[str, int], channel: str) -> dict[str, int]:
@@ -182,6 +195,7 @@ def _sms_counts(session: Session, cycle_id: int) -> dict[str, Any]:
         select(
             func.count().filter(sent),
             func.count().filter(sent, Message.status == "Success"),
+            func.count().filter(sent, Message.send_error == SENT_TWICE),
         ).where(Message.cycle_id == cycle_id)
     ).one()
     # literal_column, not a bound parameter: GROUP BY must repeat the select's expression exactly.
@@ -192,7 +206,7 @@ def _sms_counts(session: Session, cycle_id: int) -> dict[str, Any]:
         .where((Message.send_state == "failed") | Message.status.in_(undelivered_statuses()))
         .group_by(reason)
     ).all()
-    return {"sent": row[0], "delivered": row[1], "failed": dict(failed)}
+    return {"sent": row[0], "delivered": row[1], "failed": dict(failed), "sent_twice": row[2]}
 
 
 def _voice_counts(session: Session, cycle_id: int) -> dict[str, Any]:

@@ -132,6 +132,21 @@ return {woke, accepted}
 """
 
 
+# The callbacks that may be the oldest not yet applied: the inbox's tail (LPUSH puts the newest at the head,
+# claims take from the tail, a released batch goes back to the tail) and the head of every processing list
+# (a claim keeps the inbox's order). One per list: O(batches), atomic, so no item is missed as it moves.
+_OLDEST_CANDIDATES = """
+local found = {}
+local tail = redis.call('LINDEX', KEYS[1], -1)
+if tail then found[#found + 1] = tail end
+for _, key in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local head = redis.call('LINDEX', key, 0)
+  if head then found[#found + 1] = head end
+end
+return found
+"""
+
+
 @dataclass(frozen=True)
 class Window:
     """One client's rate-limit window, as the `limits` library keeps it in Redis (web/limits.py builds it)."""
@@ -247,6 +262,7 @@ class Inbox:
         self._release = client.register_script(_RELEASE)
         self._dead_letter = client.register_script(_DEAD_LETTER)
         self._push_within_limits = client.register_script(_PUSH_WITHIN_LIMITS)
+        self._oldest_candidates = client.register_script(_OLDEST_CANDIDATES)
 
     def push(self, kind: str, data: dict[str, str]) -> str:
         """Queue one callback; returns its inbox id. Raises `redis.RedisError` if Redis did not take it."""
@@ -347,3 +363,12 @@ class Inbox:
 
     def in_flight(self) -> int:
         return int(self.redis.zcard(CLAIMS))
+
+    def oldest_received_at(self) -> datetime | None:
+        """When the oldest callback not yet applied (queued or in a claimed batch) was received; None when
+        every callback received so far has been applied. Parked (dead-lettered) callbacks do not count.
+
+        Order in the list is push order; the receiver stamps `received_at` just before it pushes, so two
+        receivers can interleave by a few milliseconds: negligible against the send grace it is used with."""
+        candidates = self._oldest_candidates(keys=[INBOX, CLAIMS])
+        return min((InboxItem.from_json(raw).received_at for raw in candidates), default=None)

@@ -53,6 +53,7 @@ WORKER_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "Drained batches sent back to the inbox untouched, by cause (database, store, time_limit, other)",
         ("cause",),
     ),
+    "reach_sms_sent_twice": ("Interrupted SMS sent again whose first attempt AT reported later", ()),
 }
 
 

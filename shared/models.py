@@ -263,6 +263,17 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
     status_at: Mapped[datetime | None]
 
+    __table_args__ = (
+        # The few first attempts sent again after their answer was lost, looked at for a late report
+        # (worker/unknown_sends.py).
+        Index(
+            "ix_messages_unanswered",
+            "created_at",
+            postgresql_where=sql_text("send_state = 'unanswered'"),
+            sqlite_where=sql_text("send_state = 'unanswered'"),
+        ),
+    )
+
 
 class DlrEvent(Base):
     """Each distinct delivery report, kept even when its message is not (yet) known."""
@@ -283,6 +294,14 @@ class DlrEvent(Base):
     __table_args__ = (
         UniqueConstraint("at_message_id", "status"),
         Index("ix_dlr_events_unapplied", "at_message_id", postgresql_where=sql_text("applied_at IS NULL")),
+        # A report for this number since a claim (`unmatched_report`), and the rescan of recent unmatched ones.
+        Index("ix_dlr_events_phone_received", "phone", "received_at"),
+        Index(
+            "ix_dlr_events_unapplied_received",
+            "received_at",
+            postgresql_where=sql_text("applied_at IS NULL"),
+            sqlite_where=sql_text("applied_at IS NULL"),
+        ),
     )
 
 

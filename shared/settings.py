@@ -14,7 +14,7 @@ from pathlib import Path
 
 import phonenumbers
 from limits import parse_many
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     #: How long an interrupted send (worker killed while AT was answering) waits for a delivery report
     #: proving it went out before it is sent again.
     unknown_send_grace_seconds: int = Field(default=900, ge=0, le=86_400)
+    #: The grace actually used is the larger of UNKNOWN_SEND_GRACE_SECONDS and the recent P99 of how long AT
+    #: took to post a message's first delivery report (worker/unknown_sends.py), the latter capped here.
+    unknown_send_grace_max_seconds: int = Field(default=3600, ge=0, le=86_400)
+    #: A delivery report that matches no message is looked at for this long (rescanned in case its message
+    #: appears, adopted by an interrupted send of that number); afterwards it is kept for audit only.
+    unmatched_dlr_hours: int = Field(default=48, ge=1, le=24 * 365)
+    #: Raw callbacks, delivery reports and call events are deleted by housekeeping after this many days.
+    callback_retention_days: int = Field(default=90, ge=1, le=3650)
     #: How long a dispatcher may hold claimed items before they count as interrupted (never less than an AT
     #: request can take: connect + read timeout + 10 s).
     dispatch_lease_seconds: int = Field(default=60, ge=1, le=3600)
@@ -181,6 +189,14 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
+
+    @model_validator(mode="after")
+    def _retention_outlives_matching(self) -> Settings:
+        if self.callback_retention_days * 24 < self.unmatched_dlr_hours:
+            raise ValueError(
+                "CALLBACK_RETENTION_DAYS must cover UNMATCHED_DLR_HOURS: a report still being matched is never pruned"
+            )
+        return self
 
     # -- derived values -------------------------------------------------------------------------------
 

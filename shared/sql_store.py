@@ -126,6 +126,15 @@ class SqlInbox:
         with self.sessions() as session:
             return int(session.scalar(select(func.count(func.distinct(InboxEntry.claim_key)))) or 0)
 
+    def oldest_received_at(self) -> datetime | None:
+        """When the oldest callback not yet applied (queued or claimed) was received; None when there is
+        none. Entries are in push order, so the lowest live id is the oldest: one index probe."""
+        with self.sessions() as session:
+            payload = session.scalar(
+                select(InboxEntry.payload).where(InboxEntry.dead.is_(False)).order_by(InboxEntry.id).limit(1)
+            )
+        return None if payload is None else InboxItem.from_json(payload).received_at
+
     def dead_letters(self) -> list[DeadLetter]:
         """The parked callbacks, oldest parked first."""
         with self.sessions() as session:

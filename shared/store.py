@@ -8,6 +8,7 @@ chooses, from the settings; everything else talks to a `Store` and catches `STOR
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from datetime import datetime
 from typing import Protocol
 
 import redis
@@ -38,6 +39,7 @@ class CallbackInbox(Protocol):
     def mark_idle(self) -> None: ...
     def depth(self) -> int: ...
     def in_flight(self) -> int: ...
+    def oldest_received_at(self) -> datetime | None: ...
 
 
 class Store(Protocol):

@@ -168,7 +168,8 @@ def test_dry_run_json(runner: CliRunner, session: Any, contacts: Any) -> None:
         "dry_run": True,
         "sms": 5,
         "voice": 3,
-        "skipped": {"opted_out": 1, "invalid": 1},
+        "skipped": 2,
+        "skipped_by_status": {"opted_out": 1, "invalid": 1},
         "estimated_cost": {"currency": "KES", "amount": "13.00"},
     }
     assert cycle_count(session) == 0
@@ -277,7 +278,8 @@ def test_show_a_planned_cycle(runner: CliRunner, session: Any, contacts: Any) ->
     assert "voice      called 2, answered 1, acknowledged 1, not answered 1" in out
     assert "not answered by cause: NO_ANSWER 1" in out
     assert "items: pending 3" in out
-    assert "skipped    invalid 1, opted_out 1" in out
+    assert "planned    SMS 5, voice 3" in out
+    assert "skipped    2 (invalid 1, opted_out 1)" in out
     assert "cost       KES 4.10" in out
     assert "paused:" not in out
 
@@ -293,8 +295,13 @@ def test_show_json_is_the_report(runner: CliRunner, session: Any, contacts: Any)
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.output)
     assert doc == json.loads(json.dumps(cycles.report(session, cycle_id)))
-    assert (doc["state"], doc["sms"]["items"]["pending"], doc["voice"]["items"]["pending"]) == ("dispatching", 5, 3)
-    assert doc["skipped"] == {"opted_out": 1, "invalid": 1, "cancelled": 0}
+    assert (doc["state"], doc["sms_detail"]["items"]["pending"], doc["voice_detail"]["items"]["pending"]) == (
+        "dispatching",
+        5,
+        3,
+    )
+    assert (doc["sms"], doc["voice"], doc["skipped"]) == (5, 3, 2)
+    assert doc["skipped_by_status"] == {"opted_out": 1, "invalid": 1}
 
 
 def test_show_a_paused_cycle_says_why(runner: CliRunner, session: Any) -> None:

@@ -95,12 +95,12 @@ def test_seed_story_two_cycles(live, receiver, session) -> None:
 
     report = api(receiver, "GET", f"/api/cycles/{second}").json()
     assert report["state"] == "done"
-    assert report["sms"]["sent"] == 2
-    assert report["voice"]["called"] == 4 and report["voice"]["answered"] == 2
-    assert report["voice"]["acknowledged"] == 1
-    assert report["voice"]["not_answered"] == {"USER_BUSY": 1, "NO_ANSWER": 1}
+    assert report["sms_detail"]["sent"] == 2
+    assert report["voice_detail"]["called"] == 4 and report["voice_detail"]["answered"] == 2
+    assert report["voice_detail"]["acknowledged"] == 1
+    assert report["voice_detail"]["not_answered"] == {"USER_BUSY": 1, "NO_ANSWER": 1}
     assert report["cost"]["KES"]  # SMS and calls were paid for
-    wait_for(lambda: api(receiver, "GET", f"/api/cycles/{second}").json()["sms"]["delivered"] == 2, timeout=20)
+    wait_for(lambda: api(receiver, "GET", f"/api/cycles/{second}").json()["sms_detail"]["delivered"] == 2, timeout=20)
 
 
 def test_dry_run_counts_and_sends_nothing(live, receiver, session) -> None:
@@ -121,7 +121,8 @@ def test_dry_run_counts_and_sends_nothing(live, receiver, session) -> None:
     assert response.json() == {
         "sms": 2,
         "voice": 3,
-        "skipped": {"opted_out": 1, "invalid": 1},
+        "skipped": 2,
+        "skipped_by_status": {"opted_out": 1, "invalid": 1},
         "estimated_cost": {"currency": "KES", "amount": "10.60"},
     }
     assert session.scalar(select(func.count()).select_from(Cycle)) == 0
@@ -136,7 +137,7 @@ def test_insufficient_balance_pauses_and_resume_completes(live, receiver, sessio
     report = api(receiver, "GET", f"/api/cycles/{cycle_id}").json()
     assert "InsufficientBalance" in report["paused_reason"]
     assert set(statuses(session).values()) == {ContactStatus.NEW}  # contacts untouched
-    assert report["sms"]["items"]["pending"] == 3
+    assert report["sms_detail"]["items"]["pending"] == 3
 
     live.set_scenario(Scenario.from_dict({}))  # the account was topped up
     response = api(receiver, "POST", f"/api/cycles/{cycle_id}/resume")

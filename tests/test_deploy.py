@@ -470,7 +470,7 @@ def test_reach_up_runs_the_same_processes_and_a_cycle_end_to_end(
 
             def done() -> bool:
                 doc = requests.get(report, headers=auth, timeout=5).json()
-                return doc["state"] == "done" and doc["sms"]["delivered"] == 1
+                return doc["state"] == "done" and doc["sms_detail"]["delivered"] == 1
 
             wait_for(done, timeout=45, what="the cycle delivered through the simulator")
         finally:

@@ -653,3 +653,39 @@ def test_dry_run_checks_the_voice_message_too(client, operator_headers) -> None:
     body = {"message": "hi", "voice_message": "x" * 2000, "dry_run": True}
     response = client.post("/api/cycles", json=body, headers=operator_headers)
     assert response.status_code == 400 and "voice_message is too long" in response.get_json()["error"]
+
+
+# -- cycles: the contract's integer counts (design §4, §4.1) --------------------------------------------------
+
+
+@pytest.fixture
+def audience(session) -> None:
+    for phone, status in [
+        ("+254711000101", ContactStatus.NEW),
+        ("+254711000102", ContactStatus.ACTIVE),
+        ("+254711000103", ContactStatus.INACTIVE),
+        ("+254711000104", ContactStatus.OPTED_OUT),
+        ("+254711000105", ContactStatus.INVALID),
+        ("+254711000106", ContactStatus.INVALID),
+    ]:
+        add_contact(session, phone, status)
+    session.commit()
+
+
+def test_dry_run_and_cycle_answer_give_sms_voice_skipped_as_integers(client, session, audience, operator_headers):
+    from shared import cycles
+    from worker.cycles import plan_cycle
+
+    dry = client.post("/api/cycles", json={"message": "hi", "dry_run": True}, headers=operator_headers).get_json()
+    cycle_id = cycles.start_cycle(session, "hi")
+    session.commit()
+    plan_cycle(session, cycle_id)
+    session.commit()
+    report = client.get(f"/api/cycles/{cycle_id}", headers=operator_headers).get_json()
+
+    for answer in (dry, report):
+        assert {key: answer[key] for key in ("sms", "voice", "skipped")} == {"sms": 2, "voice": 1, "skipped": 3}
+        assert all(type(answer[key]) is int for key in ("sms", "voice", "skipped"))
+        assert answer["skipped_by_status"] == {"opted_out": 1, "invalid": 2}
+    assert report["sms_detail"]["items"]["pending"] == 2 and report["voice_detail"]["items"]["pending"] == 1
+    assert report["sms_detail"]["sent"] == 0 and report["voice_detail"]["not_answered"] == {}

@@ -367,3 +367,9 @@ def test_too_short_secrets_do_not_mangle_logs(secret_log) -> None:
     logger, stream = secret_log
     logger.info("about a cab")
     assert stream.getvalue().endswith("about a cab\n")
+
+
+def test_callback_retention_must_cover_the_unmatched_report_window() -> None:
+    with pytest.raises(SettingsError, match="CALLBACK_RETENTION_DAYS must cover UNMATCHED_DLR_HOURS"):
+        load_settings(callback_retention_days=1, unmatched_dlr_hours=48)
+    assert load_settings(callback_retention_days=2, unmatched_dlr_hours=48).callback_retention_days == 2

@@ -4,13 +4,28 @@ Postgres, and the AT simulator posting delivery reports and voice callbacks back
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 import requests
 from sqlalchemy import func, select
 
-from shared.models import Call, Contact, ContactStatus, DlrEvent, IncomingSms, Message, RawCallback
+from shared.inbox import Inbox
+from shared.models import (
+    Call,
+    Contact,
+    ContactStatus,
+    Cycle,
+    CycleItem,
+    CycleState,
+    DlrEvent,
+    IncomingSms,
+    ItemState,
+    Message,
+    RawCallback,
+)
 from simulator import wire
 from simulator.scenario import Scenario
 from tests.conftest import API_TOKEN, AT_VOICE_NUMBER, FIXTURES, WEBHOOK_TOKEN, wait_for
@@ -155,7 +170,7 @@ def reports_for(session, phone: str) -> int:
 
 def settle(session, grace: timedelta) -> tuple[int, list[tuple[str, int]]]:
     """What send housekeeping does, without waiting out its two minutes (the task's time limit)."""
-    result = sending.settle_unanswered(session, grace, inbox_settled=True, settle_after=timedelta(0))
+    result = sending.settle_unanswered(session, grace, oldest_pending=None, settle_after=timedelta(0))
     session.commit()
     return result
 
@@ -224,3 +239,63 @@ def test_call_at_placed_but_never_answered_is_adopted_from_its_callbacks(live, r
 
     assert call().send_state == "sent" and call().outcome == "answered"
     assert len(live.requests("/call")) == 1
+
+
+# -- a cycle item interrupted mid-send, under steady callback traffic --------------------------------------------
+
+
+class CallbackStream:
+    """Unrelated delivery reports posted through the receiver, one every few milliseconds, until stopped."""
+
+    def __init__(self, receiver: str) -> None:
+        self.url = f"{receiver}/dlr?token={WEBHOOK_TOKEN}"
+        self.stop = threading.Event()
+        self.posted = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        with requests.Session() as http:
+            while not self.stop.wait(0.01):
+                form = wire.dlr(f"ATXid_unrelated{self.posted}", "Success", f"+2547770{self.posted % 100000:05d}")
+                assert http.post(self.url, data=form, timeout=5).status_code == 200
+                self.posted += 1
+
+    def __enter__(self) -> CallbackStream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def test_interrupted_cycle_item_is_resent_once_under_steady_callback_traffic(
+    live, receiver, session, redis_client
+) -> None:
+    """Under steady traffic some batch is always queued or being applied; a second drainer (this test)
+    holding one batch of the stream makes that moment last, so housekeeping sees it at every look. The
+    callbacks it waits on were all received after the item's cutoff: they cannot hold its report."""
+    from tests.test_interrupted_sends import stuck_item
+
+    phone = "+254766000009"
+    item = stuck_item(session, phone, lease_ended=timedelta(minutes=10))
+    box = Inbox(redis_client)
+    with CallbackStream(receiver) as stream:
+        held = wait_for(lambda: box.claim(1), timeout=20, interval=0.001, what="a batch of the stream to hold")
+        started = time.monotonic()
+        try:
+
+            def cycle_done() -> bool:
+                session.expire_all()
+                return session.get_one(Cycle, item.cycle_id).state is CycleState.DONE
+
+            wait_for(cycle_done, timeout=45, interval=0.2, what="the interrupted item resent and the cycle done")
+            done_after = time.monotonic() - started
+            assert box.in_flight() >= 1 and stream.posted > 0  # the inbox was never idle
+        finally:
+            box.release(held.key)
+    sent_to = [r for r in live.requests("/version1/messaging") if phone in r["form"]["to"].split(",")]
+    assert len(sent_to) == 1  # sent again once
+    session.expire_all()
+    assert session.get_one(CycleItem, item.id).state is ItemState.SENT
+    print(f"\n[steady traffic] {stream.posted} unrelated DLRs posted; resent once, cycle done {done_after:.1f} s in")

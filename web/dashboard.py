@@ -104,8 +104,8 @@ def overview(session: Session, how_many: int) -> dict[str, Any]:
     failures: Counter[str] = Counter()
     hangups: Counter[str] = Counter()
     for report in reports:
-        failures.update(report["sms"]["failed"])
-        hangups.update(report["voice"]["not_answered"])
+        failures.update(report["sms_detail"]["failed"])
+        hangups.update(report["voice_detail"]["not_answered"])
     return {
         "reports": reports,
         "contacts": counts_by_status(session),
@@ -115,27 +115,27 @@ def overview(session: Session, how_many: int) -> dict[str, Any]:
     }
 
 
-#: The funnel's steps, in order: (label, channel, key in the report).
+#: The funnel's steps, in order: (label, breakdown in the report, key in it).
 FUNNEL = (
-    ("SMS sent", "sms", "sent"),
-    ("delivered", "sms", "delivered"),
-    ("called", "voice", "called"),
-    ("answered", "voice", "answered"),
-    ("acknowledged", "voice", "acknowledged"),
+    ("SMS sent", "sms_detail", "sent"),
+    ("delivered", "sms_detail", "delivered"),
+    ("called", "voice_detail", "called"),
+    ("answered", "voice_detail", "answered"),
+    ("acknowledged", "voice_detail", "acknowledged"),
 )
 CHART_HEIGHT, BAR_WIDTH, BAR_GAP, GROUP_GAP = 120, 10, 2, 16
 
 
 def funnel_chart(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Bars for an inline SVG: one group per cycle (oldest left), one bar per funnel step."""
-    tallest = max((r[channel][key] for r in reports for _, channel, key in FUNNEL), default=0) or 1
+    tallest = max((r[detail][key] for r in reports for _, detail, key in FUNNEL), default=0) or 1
     group_width = len(FUNNEL) * (BAR_WIDTH + BAR_GAP) + GROUP_GAP
     bars, labels = [], []
     for g, report in enumerate(reports):
         x0 = g * group_width
         labels.append({"x": x0 + (group_width - GROUP_GAP) / 2, "text": f"#{report['id']}"})
-        for step, (label, channel, key) in enumerate(FUNNEL):
-            value = report[channel][key]
+        for step, (label, detail, key) in enumerate(FUNNEL):
+            value = report[detail][key]
             height = round(CHART_HEIGHT * value / tallest, 1)
             bars.append({
                 "x": x0 + step * (BAR_WIDTH + BAR_GAP), "y": CHART_HEIGHT - height, "height": height,

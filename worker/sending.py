@@ -6,7 +6,7 @@ is called, so a duplicate or redelivered task finds nothing to do and cannot sen
 When AT may have acted but no answer of AT's can be read (`maybe_sent`: a read timeout, a reset after the
 request was written, a proxy's 502/504 page, a truncated body, a worker killed mid-request), the row
 stays `submitting` and is not retried blindly: housekeeping adopts it when AT's callbacks show it went
-out, and sends it again only after UNKNOWN_SEND_GRACE_SECONDS with nothing to show and an empty inbox.
+out, and sends it again only after the grace with nothing to show (worker/unknown_sends.py has the rule).
 """
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared import metrics
 from shared.at_client import AtError, AtRejected, AtTransient, SmsRecipient, get_at_client, maybe_sent
 from shared.db import session_scope
-from shared.models import Call, DlrEvent, Message
+from shared.models import Call, Message
 from shared.status_policy import Action
 from shared.store import get_store
 from worker import outcomes
 from worker.ingest import apply_pending_dlrs
+from worker.unknown_sends import may_send_again, unmatched_report
 
 log = logging.getLogger(__name__)
 
@@ -152,28 +153,14 @@ def orphaned(session: Session, older_than: timedelta = ORPHAN_AFTER) -> list[tup
     return found
 
 
-def unmatched_report(session: Session, phone: str, since: datetime) -> str | None:
-    """The AT id of a delivery report for `phone`, received since `since`, that matches no message of
-    ours: the proof that a send whose answer never came did go out (AT's id was in the lost answer)."""
-    return session.scalar(
-        select(DlrEvent.at_message_id)
-        .where(
-            DlrEvent.phone == phone,
-            DlrEvent.received_at >= since - timedelta(seconds=5),
-            ~exists().where(Message.at_message_id == DlrEvent.at_message_id),
-        )
-        .order_by(DlrEvent.id)
-        .limit(1)
-    )
-
-
 def settle_unanswered(
-    session: Session, grace: timedelta, inbox_settled: bool, settle_after: timedelta
+    session: Session, grace: timedelta, oldest_pending: datetime | None, settle_after: timedelta
 ) -> tuple[int, list[tuple[str, int]]]:
     """One-off sends left `submitting` for over `settle_after`, the dispatch lease (AT's answer lost, or
     the worker died mid-request): adopt those AT's callbacks show it acted on; queue again those with
-    nothing to show after `grace`, once every queued callback has been applied. Returns how many were
-    adopted, and the (task, id) pairs to publish once this transaction has committed."""
+    nothing to show once their claim plus `grace` has passed and no callback received before that is still
+    waiting (`oldest_pending`: the inbox's oldest, read before this; worker/unknown_sends.py has the rule).
+    Returns how many were adopted, and the (task, id) pairs to publish once this transaction has committed."""
     now = datetime.now(UTC)
     adopted, resend = 0, []
     for task, model in (("reach.send.sms", Message), ("reach.send.call", Call)):
@@ -187,7 +174,7 @@ def settle_unanswered(
         for row in rows:
             if adopt_unanswered(session, row):
                 adopted += 1
-            elif inbox_settled and (row.claimed_at or row.created_at) + grace < now:
+            elif may_send_again((row.claimed_at or row.created_at) + grace, oldest_pending):
                 row.send_state, row.send_error = QUEUED, "AT shows nothing of the unanswered request: sending again"
                 resend.append((task, row.id))
     return adopted, resend

@@ -14,7 +14,7 @@ from shared.db import session_scope
 from shared.models import Schedule
 from shared.settings import get_settings
 from shared.store import STORE_ERRORS, CallbackInbox, get_store
-from worker import cycles, ingest, sending
+from worker import cycles, ingest, retention, sending, unknown_sends
 from worker.base import reach_task
 from worker.celery import app
 from worker.drain import drain_inbox
@@ -37,7 +37,7 @@ def drain() -> int:
 
 @reach_task("reach.ingest.housekeeping", time_limit=60, soft_time_limit=55)
 def housekeeping() -> None:
-    """Put back batches of dead drainers and apply reports that raced their message's commit."""
+    """Put back batches of dead drainers, apply reports that raced their message's commit, prune old callbacks."""
     store = get_store()
     store.housekeeping()
     settings = get_settings()
@@ -52,19 +52,21 @@ def housekeeping() -> None:
         moved = ingest.apply_pending_dlrs(session)
     if moved:
         log.info("applied late delivery reports to %d messages", moved)
+    pruned = retention.prune_callbacks(settings)
+    if any(pruned.values()):
+        log.info("pruned callbacks older than %d days: %s", settings.callback_retention_days, pruned)
 
 
 @reach_task("reach.send.housekeeping", time_limit=60, soft_time_limit=55, expires=60)
 def send_housekeeping() -> int:
     """Publish again one-off sends whose task never reached the broker; settle those AT never answered."""
     settings = get_settings()
-    box = inbox()
-    settled = box.depth() == 0 and box.in_flight() == 0
+    oldest_pending = inbox().oldest_received_at()  # before the evidence is read (unknown_sends.may_send_again)
     with session_scope() as session:
         found = sending.orphaned(session)
-        grace = timedelta(seconds=settings.unknown_send_grace_seconds)
+        grace = unknown_sends.effective_grace(session, settings)
         lease = timedelta(seconds=settings.dispatch_lease)
-        adopted, resend = sending.settle_unanswered(session, grace, inbox_settled=settled, settle_after=lease)
+        adopted, resend = sending.settle_unanswered(session, grace, oldest_pending, settle_after=lease)
     if adopted:
         log.info("adopted %d unanswered one-off sends from AT's callbacks", adopted)
     for task, row_id in resend:
@@ -248,7 +250,7 @@ def cycle_housekeeping() -> None:
     settings = get_settings()
     box = inbox()
     with session_scope() as session:
-        grace = timedelta(seconds=settings.unknown_send_grace_seconds)
+        grace = unknown_sends.effective_grace(session, settings)
         counts = cycles.reconcile_interrupted(session, box, grace)
         stuck = cycles.stuck_planning(session)
         due = cycles.cycles_to_nudge(session)

@@ -17,8 +17,9 @@ from shared.models import (
     ItemState,
     Message,
 )
+from shared.settings import get_settings
 from shared.store import CallbackInbox
-from worker import outcomes
+from worker import outcomes, unknown_sends
 from worker.cycles.calls import CALL_STALE
 from worker.cycles.items import (
     Claimed,
@@ -27,7 +28,7 @@ from worker.cycles.items import (
     retry_later,
 )
 from worker.ingest import apply_pending_dlrs
-from worker.sending import unmatched_report
+from worker.unknown_sends import unmatched_report
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,15 @@ def finish_if_done(session: Session, cycle_id: int) -> bool:
 
 
 def reconcile_interrupted(session: Session, inbox: CallbackInbox, grace: timedelta) -> dict[str, int]:
-    """Items left `submitting` by a dispatcher that died: adopt what AT shows it sent, resend the rest.
+    """Items left `submitting` by a dispatcher that died: adopt what AT shows it sent, resend the rest, and
+    adopt reports that came for first attempts after they were sent again (worker/unknown_sends.py).
 
     An SMS is adopted when a delivery report for its number arrived after the claim and matches no
-    message of ours; a call when its callbacks adopted it (ingest). Anything else is sent again once
-    the grace period has passed *and* every queued callback has been applied, so a report still waiting
-    in Redis cannot be mistaken for a send that never happened.
+    message of ours; a call when its callbacks adopted it (ingest). Anything else is sent again once its
+    lease end plus `grace` has passed *and* every callback received before then has been applied, so a
+    report still waiting in the inbox cannot be mistaken for a send that never happened.
     """
+    oldest_pending = inbox.oldest_received_at()  # before the evidence is read (see may_send_again)
     stale = list(
         session.execute(
             select(
@@ -89,18 +92,25 @@ def reconcile_interrupted(session: Session, inbox: CallbackInbox, grace: timedel
         ).all()
     )
     counts = {"adopted": 0, "resent": 0, "waiting": 0}
-    inbox_settled = inbox.depth() == 0 and inbox.in_flight() == 0
     for item_id, contact_id, channel, message_id, call_id, lease_until in stale:
         claimed = Claimed(item_id, contact_id, "", message_id or call_id or 0)
         if adopt(session, channel, claimed):
             counts["adopted"] += 1
-        elif inbox_settled and lease_until + grace < now():
-            model = Message if channel is Channel.SMS else Call
-            retry_later(session, [claimed], model, "outcome unknown (dispatcher interrupted); sending again", 10**6)
+        elif unknown_sends.may_send_again(lease_until + grace, oldest_pending):
+            send_again(session, channel, claimed)
             counts["resent"] += 1
         else:
             counts["waiting"] += 1
+    late_window = timedelta(hours=get_settings().unmatched_dlr_hours)
+    counts["adopted_late"] = unknown_sends.adopt_late_reports(session, late_window)
     return counts
+
+
+def send_again(session: Session, channel: Channel, claimed: Claimed) -> None:
+    model = Message if channel is Channel.SMS else Call
+    retry_later(session, [claimed], model, "outcome unknown (dispatcher interrupted); sending again", 10**6)
+    if model is Message:  # its report may still come: adopt_late_reports looks for it
+        session.execute(update(Message).where(Message.id == claimed.row_id).values(send_state=unknown_sends.UNANSWERED))
 
 
 def adopt(session: Session, channel: Channel, claimed: Claimed) -> bool:

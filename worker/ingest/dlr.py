@@ -6,7 +6,7 @@ import logging
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
@@ -24,6 +24,7 @@ from shared.models import (
     DlrEvent,
     Message,
 )
+from shared.settings import get_settings
 from shared.status_policy import Action, Kind, decide, dlr_outcome, dlr_rank
 from worker import fallback
 from worker.ingest.batch_sql import as_columns, is_postgres
@@ -93,11 +94,17 @@ class _Best:
     at: datetime
 
 
+def rescan_since() -> datetime:
+    """Reports received before this that still match no message are given up on (UNMATCHED_DLR_HOURS)."""
+    return datetime.now(UTC) - timedelta(hours=get_settings().unmatched_dlr_hours)
+
+
 def apply_pending_dlrs(session: Session, at_message_ids: Collection[str] | None = None, limit: int = 5000) -> int:
     """Apply stored reports whose message now exists: forward-only, then the contact. Returns messages moved.
 
     Called for each drained batch, by the send path once it has recorded AT's message ids (a report may
-    arrive first), and by housekeeping for the case where both committed at the same moment.
+    arrive first), and by housekeeping (no ids) for the case where both committed at the same moment: that
+    rescan reads only reports from the last UNMATCHED_DLR_HOURS (`ix_dlr_events_unapplied_received`).
     """
     query = (
         select(
@@ -111,7 +118,10 @@ def apply_pending_dlrs(session: Session, at_message_ids: Collection[str] | None 
         .join(Message, Message.at_message_id == DlrEvent.at_message_id)
         .where(DlrEvent.applied_at.is_(None))
     )
-    query = query.where(DlrEvent.at_message_id.in_(at_message_ids)) if at_message_ids else query.limit(limit)
+    if at_message_ids:
+        query = query.where(DlrEvent.at_message_id.in_(at_message_ids))
+    else:  # the rescan: reports older than UNMATCHED_DLR_HOURS are kept for audit, not looked at again
+        query = query.where(DlrEvent.received_at >= rescan_since()).limit(limit)
     events = session.execute(query).all()
     if not events:
         return 0
