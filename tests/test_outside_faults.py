@@ -163,3 +163,40 @@ def test_one_off_call_with_accept_then_502_is_placed_once(live, receiver, sessio
     wait_for(lambda: call().send_state == "sent" and call().ended_at, timeout=SETTLED, what="the call adopted")
     assert call().outcome == "answered"
     assert per_number(live, CALL) == Counter({phone: 1})
+
+
+def test_an_answer_lost_twice_is_not_sent_a_third_time(live, receiver, session) -> None:
+    """A proxy page with nothing behind it (AT did not act, or acted and sent no report) on every request:
+    the item is sent again once after the grace, then given up, recorded failed with why, instead of an
+    SMS every few seconds to a customer AT may be reaching each time."""
+    [number] = phones("95", 1)
+    session.add(Contact(phone=number, status=ContactStatus.NEW))
+    session.commit()
+    with_fault(live, SMS, {"status": 502, "count": 50}, default={"dlr": []})
+
+    cycle_id = start_cycle(receiver, "lost twice")
+    wait_for(lambda: cycle_state(session, cycle_id) == "done", timeout=SETTLED, what="the cycle done")
+
+    assert per_number(live, SMS) == Counter({number: 2})  # the first try and one resend, no more
+    [item] = session.scalars(select(CycleItem).where(CycleItem.cycle_id == cycle_id)).all()
+    assert item.state is ItemState.FAILED and "not sent again" in (item.error or "")
+    attempts = session.scalars(select(Message).where(Message.cycle_id == cycle_id).order_by(Message.id)).all()
+    assert [m.send_state for m in attempts] == ["unanswered", "unanswered"]  # a late report still adopts them
+
+
+def test_a_one_off_send_whose_answer_is_lost_twice_is_not_sent_a_third_time(live, receiver, session) -> None:
+    number = "+254796000001"
+    with_fault(live, SMS, {"status": 502, "count": 50}, default={"dlr": []})
+    response = requests.post(
+        f"{receiver}/communicate", json={"to": number, "message": "lost twice"}, headers=AUTH, timeout=10
+    )
+    assert response.status_code == 202, response.text
+    message_id = response.json()["id"]
+
+    def given_up() -> bool:
+        session.expire_all()
+        return session.get_one(Message, message_id).send_state == "unanswered"
+
+    wait_for(given_up, timeout=SETTLED, what="the send given up after its second lost answer")
+    assert "not sent again" in (session.get_one(Message, message_id).send_error or "")
+    assert per_number(live, SMS) == Counter({number: 2})

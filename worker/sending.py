@@ -25,13 +25,15 @@ from shared.status_policy import Action
 from shared.store import get_store
 from worker import outcomes
 from worker.ingest import apply_pending_dlrs
-from worker.unknown_sends import may_send_again, unmatched_report
+from worker.unknown_sends import GAVE_UP, UNANSWERED, may_send_again, unmatched_report
 
 log = logging.getLogger(__name__)
 
 SUBMITTING, SENT, FAILED, QUEUED = "submitting", "sent", "failed", "queued"
 #: Longer than a send's whole retry schedule (5 tries, backoff capped at 300 s): nothing is waiting for it.
 ORPHAN_AFTER = timedelta(minutes=10)
+#: The error a one-off send carries while it is sent again after a lost answer: a second loss ends it.
+RESENT_AFTER_LOSS = "AT shows nothing of the unanswered request: sending again"
 
 
 def claim(session: Session, model: type[Message] | type[Call], row_id: int) -> bool:
@@ -59,10 +61,18 @@ def fail(model: type[Message] | type[Call], row_id: int, error: str) -> None:
 
 
 def unanswered(model: type[Message] | type[Call], row_id: int, exc: AtError) -> str:
-    """AT may have acted although it did not answer: leave the row `submitting` for housekeeping."""
+    """AT may have acted although it did not answer: leave the row `submitting` for housekeeping, or, when
+    this was already the one resend after a lost answer, stop: `unanswered` is never sent again, and a late
+    report for it is still matched (see worker/cycles/recovery.py `send_again` for why)."""
     with session_scope() as session:
-        error = f"AT did not answer ({exc}); it may have acted: waiting for its callbacks before sending again"
-        session.execute(update(model).where(model.id == row_id).values(send_error=error))
+        row = session.get_one(model, row_id)
+        if row.send_error == RESENT_AFTER_LOSS:
+            row.send_state, row.send_error = UNANSWERED, GAVE_UP
+        else:
+            row.send_error = (
+                f"AT did not answer ({exc}); it may have acted: waiting for its callbacks before sending again"
+            )
+        error = row.send_error
     log.warning("%s %s: %s", model.__tablename__, row_id, error)
     return "unknown"
 
@@ -175,7 +185,7 @@ def settle_unanswered(
             if adopt_unanswered(session, row):
                 adopted += 1
             elif may_send_again((row.claimed_at or row.created_at) + grace, oldest_pending):
-                row.send_state, row.send_error = QUEUED, "AT shows nothing of the unanswered request: sending again"
+                row.send_state, row.send_error = QUEUED, RESENT_AFTER_LOSS
                 resend.append((task, row.id))
     return adopted, resend
 

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, aliased
 
 from shared import metrics
 from shared.cycles import SENT_TWICE
-from shared.models import CycleItem, DlrEvent, ItemState, Message
+from shared.models import Call, CycleItem, DlrEvent, ItemState, Message
 from shared.settings import Settings
 from worker import outcomes
 from worker.ingest import apply_pending_dlrs
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: `messages.send_state` of a first attempt whose answer never came and that was sent again.
 UNANSWERED = "unanswered"
+#: Why an item whose AT answer was lost on two attempts is not sent a third time (worker/cycles/recovery.py).
+GAVE_UP = "AT's answer was lost on two attempts: not sent again (a late report for either still counts)"
 #: AT's pace is read from the newest messages written, those from the last day: bounded work every run.
 DELAY_SAMPLE = 1000
 DELAY_WINDOW = timedelta(days=1)
@@ -106,6 +108,11 @@ def may_send_again(cutoff: datetime, oldest_pending: datetime | None) -> bool:
     `oldest_pending` must be read before the evidence (AT's reports in the database) is looked at: a callback
     applied in between is then either still counted as pending or already visible."""
     return cutoff < now() and (oldest_pending is None or oldest_pending > cutoff)
+
+
+def resent_before(session: Session, model: type[Message] | type[Call], item_id: int) -> bool:
+    """Whether an earlier attempt of this cycle item already ended unanswered and was sent again."""
+    return bool(session.scalar(select(exists().where(model.cycle_item_id == item_id, model.send_state == UNANSWERED))))
 
 
 def adopt_late_reports(session: Session, window: timedelta) -> int:

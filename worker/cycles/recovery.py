@@ -24,6 +24,7 @@ from worker.cycles.calls import CALL_STALE
 from worker.cycles.items import (
     Claimed,
     finish_item,
+    finish_items,
     now,
     retry_later,
 )
@@ -107,10 +108,17 @@ def reconcile_interrupted(session: Session, inbox: CallbackInbox, grace: timedel
 
 
 def send_again(session: Session, channel: Channel, claimed: Claimed) -> None:
+    """Send an item whose outcome is unknown once more, or give it up if that was its second lost answer:
+    each lost answer may be a message AT delivered, and "at most one message per cycle" outranks "reached
+    in this cycle" (a proxy failing every request must not text a customer every few seconds)."""
     model = Message if channel is Channel.SMS else Call
-    retry_later(session, [claimed], model, "outcome unknown (dispatcher interrupted); sending again", 10**6)
-    if model is Message:  # its report may still come: adopt_late_reports looks for it
-        session.execute(update(Message).where(Message.id == claimed.row_id).values(send_state=unknown_sends.UNANSWERED))
+    if unknown_sends.resent_before(session, model, claimed.item_id):
+        finish_items(session, [claimed], ItemState.FAILED, unknown_sends.GAVE_UP)
+        log.warning("cycle item %s: AT's answer was lost twice; not sent again", claimed.item_id)
+    else:
+        retry_later(session, [claimed], model, "outcome unknown (dispatcher interrupted); sending again", 10**6)
+    # Its report may still come: adopt_late_reports looks for it.
+    session.execute(update(model).where(model.id == claimed.row_id).values(send_state=unknown_sends.UNANSWERED))
 
 
 def adopt(session: Session, channel: Channel, claimed: Claimed) -> bool:
