@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from shared.phone import InvalidPhone, normalise_phone
+from shared.status_policy import Kind, canonical
 
 
 class BadCallback(ValueError):
@@ -113,16 +114,27 @@ def to_decimal(raw: str | None) -> Decimal | None:
     return value if value.is_finite() and abs(value) < 10**9 else None
 
 
+def _in_policy_spelling(obj: object, **kinds: Kind) -> None:
+    """Set each named field of a frozen callback to the policy table's spelling (`FAILED` → `Failed`)."""
+    for name, kind in kinds.items():
+        object.__setattr__(obj, name, canonical(kind, getattr(obj, name)))
+
+
 @dataclass(frozen=True)
 class Dlr:
-    """SMS delivery report (at-api.md §3)."""
+    """SMS delivery report (at-api.md §3). `phoneNumber` is optional: the report is applied by its `id`
+    (courier's AT handler tests post only `id` and `status`, at-api.md §13); an id no message has is kept
+    unmatched and changes nothing."""
 
     id: str = _at("id", required=True)
     status: str = _at("status", required=True, max_len=40)
-    phone_number: str = _at("phoneNumber", required=True, max_len=40)
+    phone_number: str | None = _at("phoneNumber", max_len=40)
     network_code: str | None = _at("networkCode", max_len=10)
     failure_reason: str | None = _at("failureReason", max_len=60)
     retry_count: str | None = _at("retryCount", max_len=10)
+
+    def __post_init__(self) -> None:
+        _in_policy_spelling(self, status=Kind.DLR, failure_reason=Kind.FAILURE)
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,9 @@ class VoiceEvent:
     call_session_state: str | None = _at("callSessionState", max_len=40)
     status: str | None = _at("status", max_len=40)
     hangup_cause: str | None = _at("hangupCause", max_len=60)
+
+    def __post_init__(self) -> None:
+        _in_policy_spelling(self, hangup_cause=Kind.HANGUP)
 
     def validate(self) -> None:
         if self.is_active not in {"0", "1", "true", "false"}:

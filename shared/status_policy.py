@@ -2,8 +2,9 @@
 
 `POLICY` is a single table: for each AT value of each kind (send statusCode, DLR status, DLR
 failureReason, voice hangupCause) the action Reach takes. Everything else asks `decide()`; nothing else
-in the code base compares against AT's status strings. Unknown values are accepted and treated
-conservatively (`UNKNOWN_POLICY`), never rejected.
+in the code base compares against AT's status strings. Values match without regard to case, and callbacks
+are parsed into the table's spelling (`canonical`), so that is what Postgres keeps. Unknown values are
+accepted and treated conservatively (`UNKNOWN_POLICY`), never rejected.
 """
 
 from __future__ import annotations
@@ -116,9 +117,24 @@ UNKNOWN_POLICY: dict[Kind, Rule] = {
 }
 
 
+#: Each table value by its case-folded spelling: AT's words are matched without regard to case (the seed's
+#: README posts `"status": "FAILED"`), and the table's spelling is the one stored.
+_SPELLINGS: dict[tuple[Kind, str], str] = {(kind, value.casefold()): value for kind, value in POLICY}
+if len(_SPELLINGS) != len(POLICY):
+    raise RuntimeError("two keys of POLICY differ only by case")
+
+
+def canonical(kind: Kind, value: str | None) -> str | None:
+    """`value` in the table's spelling when the table knows it in any case; otherwise as received (trimmed)."""
+    if value is None:
+        return None
+    text = value.strip()
+    return _SPELLINGS.get((kind, text.casefold()), text)
+
+
 def decide(kind: Kind, value: str | int | None) -> Rule:
     """The rule for one AT value; unknown values get the conservative rule and a warning."""
-    key = "" if value is None else str(value).strip()
+    key = canonical(kind, "" if value is None else str(value)) or ""
     rule = POLICY.get((kind, key))
     if rule is None:
         log.warning("unknown %s %r: %s", kind.value, key, UNKNOWN_POLICY[kind].action.value)
@@ -128,7 +144,7 @@ def decide(kind: Kind, value: str | int | None) -> Rule:
 
 def dlr_rank(status: str) -> int:
     """Forward-only order of delivery statuses; unknown statuses rank 0 and so never move a message."""
-    rule = POLICY.get((Kind.DLR, status))
+    rule = POLICY.get((Kind.DLR, canonical(Kind.DLR, status) or ""))
     return rule.rank if rule else 0
 
 
