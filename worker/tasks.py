@@ -304,6 +304,7 @@ def cycle_housekeeping() -> None:
     with session_scope() as session:
         grace = timedelta(seconds=settings.unknown_send_grace_seconds)
         counts = cycles.reconcile_interrupted(session, box, grace)
+        cycles.record_overdue_calls(session, settings)  # before finish_if_done: frees what they held
         stuck = cycles.stuck_planning(session)
         due = cycles.cycles_to_nudge(session)
         finished = [cid for cid in cycles.open_cycles(session) if cycles.finish_if_done(session, cid)]
