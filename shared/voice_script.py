@@ -2,7 +2,8 @@
 
 The worker stores the message under the customer's number *before* it places the call (AT may call
 back before `/call` has even answered) and under AT's sessionId once it knows it. The receiver looks up
-the sessionId first, then the number.
+the sessionId first, then the number. When Redis cannot be reached, the receiver reads the message from
+the Call row with that sessionId instead (web/callbacks.py), never by number.
 """
 
 from __future__ import annotations
