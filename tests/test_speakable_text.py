@@ -139,3 +139,20 @@ def test_the_live_voice_callback_answers_parseable_xml(client: Any, redis_client
     response = client.post(f"/voice?token={WEBHOOK_TOKEN}", data=body)
     assert response.status_code == 200
     assert _said(response.get_data(as_text=True))[0] == 'Rent & <fees> "due" 😀 !'
+
+
+def test_a_schedule_stored_before_the_rule_does_not_stop_the_others(session: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from worker.tasks import start_due_cycles
+
+    added = datetime.now(UTC) - timedelta(days=2)
+    session.add_all(
+        [
+            Schedule(name="legacy", cron="0 9 * * *", timezone="UTC", message="Pay\x0bnow", created_at=added),
+            Schedule(name="fine", cron="0 9 * * *", timezone="UTC", message="Pay now", created_at=added),
+        ]
+    )
+    session.commit()
+    started = start_due_cycles(datetime.now(UTC))
+    assert [c.message for c in session.scalars(select(Cycle).where(Cycle.id.in_(started)))] == ["Pay now"]
