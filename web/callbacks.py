@@ -15,7 +15,6 @@ from shared import ussd, voice_script
 from shared.callbacks import (
     Dlr,
     IncomingSms,
-    SendRequest,
     UssdStep,
     VoiceEvent,
     parse,
@@ -158,5 +157,5 @@ def communicate() -> ResponseReturnValue:
         return _voice(fields)
     if "to" in fields or "message" in fields:
         require_operator()  # before reading the body: strangers learn nothing about the API
-        return operator_api.send_one(parse(SendRequest, fields))
+        return operator_api.send_one(fields)
     raise ApiError(400, "expected a voice callback (sessionId, isActive) or a send request (to, message)")

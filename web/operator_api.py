@@ -13,7 +13,7 @@ from kombu.exceptions import KombuError
 from sqlalchemy import select
 
 from shared import cycles, schedules
-from shared.callbacks import SendRequest
+from shared.callbacks import SendRequest, parse
 from shared.contacts import (
     BadImport,
     contact_history,
@@ -152,11 +152,13 @@ def with_warning(body: dict[str, Any], warning: str | None) -> dict[str, Any]:
     return {**body, "warning": warning} if warning else body
 
 
-def send_one(send: SendRequest) -> ResponseReturnValue:
+def send_one(fields: dict[str, Any]) -> ResponseReturnValue:
     """`POST /communicate` with `to` and `message`: one message, on the channel a cycle would use."""
     require_operator()
+    send = parse(SendRequest, fields)
+    raw = fields.get("message")  # as sent: parsing made NUL and lone surrogates U+FFFD, the rule names them
     try:
-        text = cycles.check_message(send.message)
+        text = cycles.check_message(raw if isinstance(raw, str) else send.message)
     except CycleError as exc:
         raise ApiError(400, str(exc)) from None
     phone = _phone(send.to)
