@@ -114,12 +114,6 @@ def to_decimal(raw: str | None) -> Decimal | None:
     return value if value.is_finite() and abs(value) < 10**9 else None
 
 
-def _in_policy_spelling(obj: object, **kinds: Kind) -> None:
-    """Set each named field of a frozen callback to the policy table's spelling (`FAILED` → `Failed`)."""
-    for name, kind in kinds.items():
-        object.__setattr__(obj, name, canonical(kind, getattr(obj, name)))
-
-
 @dataclass(frozen=True)
 class Dlr:
     """SMS delivery report (at-api.md §3). `phoneNumber` is optional: the report is applied by its `id`
@@ -134,7 +128,10 @@ class Dlr:
     retry_count: str | None = _at("retryCount", max_len=10)
 
     def __post_init__(self) -> None:
-        _in_policy_spelling(self, status=Kind.DLR, failure_reason=Kind.FAILURE)
+        # AT's words in the policy table's spelling (`FAILED` is `Failed`), so that is what Postgres keeps.
+        object.__setattr__(self, "status", canonical(Kind.DLR, self.status))
+        if self.failure_reason:
+            object.__setattr__(self, "failure_reason", canonical(Kind.FAILURE, self.failure_reason))
 
 
 @dataclass(frozen=True)
@@ -172,7 +169,8 @@ class VoiceEvent:
     hangup_cause: str | None = _at("hangupCause", max_len=60)
 
     def __post_init__(self) -> None:
-        _in_policy_spelling(self, hangup_cause=Kind.HANGUP)
+        if self.hangup_cause:  # in the policy table's spelling, as for `Dlr`
+            object.__setattr__(self, "hangup_cause", canonical(Kind.HANGUP, self.hangup_cause))
 
     def validate(self) -> None:
         if self.is_active not in {"0", "1", "true", "false"}:

@@ -117,19 +117,25 @@ UNKNOWN_POLICY: dict[Kind, Rule] = {
 }
 
 
-#: Each table value by its case-folded spelling: AT's words are matched without regard to case (the seed's
-#: README posts `"status": "FAILED"`), and the table's spelling is the one stored.
-_SPELLINGS: dict[tuple[Kind, str], str] = {(kind, value.casefold()): value for kind, value in POLICY}
-if len(_SPELLINGS) != len(POLICY):
-    raise RuntimeError("two keys of POLICY differ only by case")
+#: Per kind, each table value by its own and its case-folded spelling: AT's words are matched without regard
+#: to case (the seed's README posts `"status": "FAILED"`), and the table's spelling is the one stored.
+_SPELLINGS: dict[Kind, dict[str, str]] = {kind: {} for kind in Kind}
+for _kind, _value in POLICY:
+    if _SPELLINGS[_kind].setdefault(_value.casefold(), _value) != _value:
+        raise RuntimeError(f"two {_kind.value} values of POLICY differ only by case: {_value}")
+    _SPELLINGS[_kind][_value] = _value
 
 
 def canonical(kind: Kind, value: str | None) -> str | None:
     """`value` in the table's spelling when the table knows it in any case; otherwise as received (trimmed)."""
     if value is None:
         return None
+    spellings = _SPELLINGS[kind]
+    exact = spellings.get(value)  # what AT sends, nearly always: one lookup on the receiver's hot path
+    if exact is not None:
+        return exact
     text = value.strip()
-    return _SPELLINGS.get((kind, text.casefold()), text)
+    return spellings.get(text.casefold(), text)
 
 
 def decide(kind: Kind, value: str | int | None) -> Rule:
