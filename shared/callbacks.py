@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from shared.numbers import bounded_decimal, bounded_int
 from shared.phone import InvalidPhone, normalise_phone
+from shared.status_policy import Kind, canonical
 
 
 class BadCallback(ValueError):
@@ -109,14 +110,22 @@ def to_decimal(raw: str | None) -> Decimal | None:
 
 @dataclass(frozen=True)
 class Dlr:
-    """SMS delivery report (at-api.md §3)."""
+    """SMS delivery report (at-api.md §3). `phoneNumber` is optional: the report is applied by its `id`
+    (courier's AT handler tests post only `id` and `status`, at-api.md §13); an id no message has is kept
+    unmatched and changes nothing."""
 
     id: str = _at("id", required=True)
     status: str = _at("status", required=True, max_len=40)
-    phone_number: str = _at("phoneNumber", required=True, max_len=40)
+    phone_number: str | None = _at("phoneNumber", max_len=40)
     network_code: str | None = _at("networkCode", max_len=10)
     failure_reason: str | None = _at("failureReason", max_len=60)
     retry_count: str | None = _at("retryCount", max_len=10)
+
+    def __post_init__(self) -> None:
+        # AT's words in the policy table's spelling (`FAILED` is `Failed`), so that is what Postgres keeps.
+        object.__setattr__(self, "status", canonical(Kind.DLR, self.status))
+        if self.failure_reason:
+            object.__setattr__(self, "failure_reason", canonical(Kind.FAILURE, self.failure_reason))
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,10 @@ class VoiceEvent:
     call_session_state: str | None = _at("callSessionState", max_len=40)
     status: str | None = _at("status", max_len=40)
     hangup_cause: str | None = _at("hangupCause", max_len=60)
+
+    def __post_init__(self) -> None:
+        if self.hangup_cause:  # in the policy table's spelling, as for `Dlr`
+            object.__setattr__(self, "hangup_cause", canonical(Kind.HANGUP, self.hangup_cause))
 
     def validate(self) -> None:
         if self.is_active not in {"0", "1", "true", "false"}:

@@ -15,6 +15,7 @@ from sqlalchemy import String, case, func, literal, literal_column, select, type
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from shared import voice_script
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -66,7 +67,18 @@ def channel_for(session: Session, contact_id: int) -> Channel:
 
 
 def check_message(message: str | None, what: str = "message") -> str:
-    text = (message or "").strip()
+    """The one rule for a message Reach will send or speak: `CycleError` if it cannot be, else the text trimmed.
+
+    Every entry point (operator API, `/communicate`, schedules, the CLI) goes through here. A character
+    XML 1.0 forbids (a vertical tab from a spreadsheet, say) would make the call's `<Say>` unparseable, so
+    it is refused, named and placed (1-based, counted in the text as given) for the operator to fix.
+    """
+    text = message or ""
+    forbidden = voice_script.XML_FORBIDDEN.search(text)
+    if forbidden:
+        char, position = ord(forbidden.group()), forbidden.start() + 1
+        raise CycleError(f"{what} has a character AT cannot speak: U+{char:04X} at position {position}")
+    text = text.strip()
     if not text:
         raise CycleError(f"{what} must not be empty")
     if len(text) > MAX_MESSAGE:

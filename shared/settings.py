@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     #: Extra calls to a contact who was busy or did not answer, within one cycle, and the wait between.
     call_retries: int = Field(default=2, ge=0, le=10)
     call_retry_delay_seconds: int = Field(default=600, ge=0, le=86_400)
+    #: How long AT lets a call ring before it ends it unanswered. AT does not document it (at-api.md §5);
+    #: it only bounds how long a call may hold its slot without a final callback (worker.cycles.call_limit).
+    call_ring_timeout_seconds: int = Field(default=60, ge=0, le=600)
+    #: Added to the longest call a message can make before a call with no final callback is recorded
+    #: `unknown` and its slot freed: AT's call queue and the final callback's trip and retries.
+    call_limit_margin_seconds: int = Field(default=120, ge=0, le=86_400)
     #: Attempts at a send AT failed transiently (5xx, 429, connection errors) before it is recorded failed.
     send_attempts: int = Field(default=5, ge=1, le=20)
     #: How long an interrupted send (worker killed while AT was answering) waits for a delivery report

@@ -2,8 +2,9 @@
 
 `POLICY` is a single table: for each AT value of each kind (send statusCode, DLR status, DLR
 failureReason, voice hangupCause) the action Reach takes. Everything else asks `decide()`; nothing else
-in the code base compares against AT's status strings. Unknown values are accepted and treated
-conservatively (`UNKNOWN_POLICY`), never rejected.
+in the code base compares against AT's status strings. Values match without regard to case, and callbacks
+are parsed into the table's spelling (`canonical`), so that is what Postgres keeps. Unknown values are
+accepted and treated conservatively (`UNKNOWN_POLICY`), never rejected.
 """
 
 from __future__ import annotations
@@ -116,9 +117,30 @@ UNKNOWN_POLICY: dict[Kind, Rule] = {
 }
 
 
+#: Per kind, each table value by its own and its case-folded spelling: AT's words are matched without regard
+#: to case (the seed's README posts `"status": "FAILED"`), and the table's spelling is the one stored.
+_SPELLINGS: dict[Kind, dict[str, str]] = {kind: {} for kind in Kind}
+for _kind, _value in POLICY:
+    if _SPELLINGS[_kind].setdefault(_value.casefold(), _value) != _value:
+        raise RuntimeError(f"two {_kind.value} values of POLICY differ only by case: {_value}")
+    _SPELLINGS[_kind][_value] = _value
+
+
+def canonical(kind: Kind, value: str | None) -> str | None:
+    """`value` in the table's spelling when the table knows it in any case; otherwise as received (trimmed)."""
+    if value is None:
+        return None
+    spellings = _SPELLINGS[kind]
+    exact = spellings.get(value)  # what AT sends, nearly always: one lookup on the receiver's hot path
+    if exact is not None:
+        return exact
+    text = value.strip()
+    return spellings.get(text.casefold(), text)
+
+
 def decide(kind: Kind, value: str | int | None) -> Rule:
     """The rule for one AT value; unknown values get the conservative rule and a warning."""
-    key = "" if value is None else str(value).strip()
+    key = canonical(kind, "" if value is None else str(value)) or ""
     rule = POLICY.get((kind, key))
     if rule is None:
         log.warning("unknown %s %r: %s", kind.value, key, UNKNOWN_POLICY[kind].action.value)
@@ -128,7 +150,7 @@ def decide(kind: Kind, value: str | int | None) -> Rule:
 
 def dlr_rank(status: str) -> int:
     """Forward-only order of delivery statuses; unknown statuses rank 0 and so never move a message."""
-    rule = POLICY.get((Kind.DLR, status))
+    rule = POLICY.get((Kind.DLR, canonical(Kind.DLR, status) or ""))
     return rule.rank if rule else 0
 
 

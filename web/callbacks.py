@@ -1,4 +1,5 @@
-"""AT's callbacks (design §4): validate, queue on the inbox, answer fast. Views never write Postgres."""
+"""AT's callbacks (design §4): validate, queue on the inbox, answer fast. Views never write Postgres; a live
+voice call reads it only when Redis cannot be reached (the customer is on the line)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,13 @@ from shared import ussd, voice_script
 from shared.callbacks import (
     Dlr,
     IncomingSms,
-    SendRequest,
     UssdStep,
     VoiceEvent,
     parse,
     phone_or_raw,
     storable_fields,
 )
-from shared.models import Contact
+from shared.models import Call, Contact
 from shared.store import STORE_ERRORS
 from web import operator_api
 from web.auth import require_operator, require_webhook_token
@@ -105,21 +105,47 @@ def voice() -> ResponseReturnValue:
 
 def _voice(fields: dict[str, Any]) -> ResponseReturnValue:
     event = parse(VoiceEvent, fields)
-    item_id = queue("voice", fields)
     if not event.live:
-        return accepted(item_id)
+        return accepted(queue("voice", fields))
+    # A customer is on the line: answer even when the step cannot be kept (a 503 would be silence).
+    try:
+        services().inbox.push("voice", storable_fields(fields))
+        store_up = True
+    except STORE_ERRORS as exc:
+        log.error("could not queue live voice step of %s (answering it anyway): %s", event.session_id, exc)
+        store_up = False
     if event.dtmf_digits:
         return Response(voice_script.thank(), mimetype="application/xml")
-    phone = phone_or_raw(event.caller_number)
-    try:
-        message = services().store.lookup_script(session_id=event.session_id, phone=phone)
-    except STORE_ERRORS as exc:
-        log.error("voice script lookup failed: %s", exc)
-        message = None
+    message = _script(event) if store_up else _placed_call_message(event.session_id)
     if message is None:
         log.warning("no script for voice session %s; saying the fallback", event.session_id)
         message = voice_script.FALLBACK_MESSAGE
     return Response(voice_script.speak(message), mimetype="application/xml")
+
+
+def _script(event: VoiceEvent) -> str | None:
+    """The live call's message from the store (Redis): no database work while it answers."""
+    phone = phone_or_raw(event.caller_number)
+    try:
+        return services().store.lookup_script(session_id=event.session_id, phone=phone)
+    except STORE_ERRORS as exc:
+        log.error("voice script lookup failed (reading the call from Postgres): %s", exc)
+        return _placed_call_message(event.session_id)
+
+
+def _placed_call_message(session_id: str) -> str | None:
+    """When the store cannot be reached: the message of the call Reach placed whose sessionId AT returned.
+
+    By session only, never by the caller's number: another call's message is not this customer's to hear.
+    """
+    try:
+        with services().live_reads.connect() as connection:
+            return connection.scalar(
+                select(Call.message).where(Call.session_id == session_id, Call.send_state.is_not(None))
+            )
+    except SQLAlchemyError as exc:
+        log.error("voice script lookup in Postgres failed: %s", exc)
+        return None
 
 
 @bp.post("/communicate")
@@ -131,5 +157,5 @@ def communicate() -> ResponseReturnValue:
         return _voice(fields)
     if "to" in fields or "message" in fields:
         require_operator()  # before reading the body: strangers learn nothing about the API
-        return operator_api.send_one(parse(SendRequest, fields))
+        return operator_api.send_one(fields)
     raise ApiError(400, "expected a voice callback (sessionId, isActive) or a send request (to, message)")

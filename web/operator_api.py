@@ -13,7 +13,7 @@ from kombu.exceptions import KombuError
 from sqlalchemy import select
 
 from shared import cycles, schedules
-from shared.callbacks import SendRequest
+from shared.callbacks import SendRequest, parse
 from shared.contacts import (
     BadImport,
     contact_history,
@@ -152,9 +152,15 @@ def with_warning(body: dict[str, Any], warning: str | None) -> dict[str, Any]:
     return {**body, "warning": warning} if warning else body
 
 
-def send_one(send: SendRequest) -> ResponseReturnValue:
+def send_one(fields: dict[str, Any]) -> ResponseReturnValue:
     """`POST /communicate` with `to` and `message`: one message, on the channel a cycle would use."""
     require_operator()
+    send = parse(SendRequest, fields)
+    raw = fields.get("message")  # as sent: parsing made NUL and lone surrogates U+FFFD, the rule names them
+    try:
+        text = cycles.check_message(raw if isinstance(raw, str) else send.message)
+    except CycleError as exc:
+        raise ApiError(400, str(exc)) from None
     phone = _phone(send.to)
     with services().sessions() as session, session.begin():
         contact = get_or_create(session, phone)
@@ -162,9 +168,9 @@ def send_one(send: SendRequest) -> ResponseReturnValue:
             raise ApiError(409, f"contact {phone} is {contact.status.value}; nothing sent")
         channel = cycles.channel_for(session, contact.id)
         if channel is Channel.SMS:
-            row: Message | Call = Message(contact_id=contact.id, phone=phone, text=send.message)
+            row: Message | Call = Message(contact_id=contact.id, phone=phone, text=text)
         else:
-            row = Call(contact_id=contact.id, phone=phone, message=send.message, send_state="queued")
+            row = Call(contact_id=contact.id, phone=phone, message=text, send_state="queued")
         session.add(row)
         session.flush()
         row_id = row.id
@@ -193,6 +199,17 @@ def _text(doc: dict[str, Any], key: str, required: bool = True) -> str | None:
     return value
 
 
+def _message(doc: dict[str, Any], key: str, required: bool = True) -> str | None:
+    """A message field, through the one message rule (`cycles.check_message`); absent or empty is None when
+    optional."""
+    value = doc.get(key)
+    if not required and (value is None or value == ""):
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"field {key} must be text" if value is not None else f"missing field: {key}")
+    return cycles.check_message(value, key)
+
+
 @bp.errorhandler(CycleError)
 def _cycle_error(exc: CycleError) -> ResponseReturnValue:
     return {"error": str(exc)}, 404 if isinstance(exc, CycleNotFound) else 400
@@ -202,14 +219,11 @@ def _cycle_error(exc: CycleError) -> ResponseReturnValue:
 def start_cycle() -> ResponseReturnValue:
     """Start a cycle now (202 with its id), or with `"dry_run": true` show what it would do."""
     doc = _json_body()
-    message, voice_message = _text(doc, "message"), _text(doc, "voice_message", required=False)
+    message, voice_message = _message(doc, "message"), _message(doc, "voice_message", required=False)
     with services().sessions() as session, session.begin():
         if doc.get("dry_run") is True:
-            cycles.check_message(message)
-            if voice_message:
-                cycles.check_message(voice_message, "voice_message")
             return cycles.preview(session, services().settings), 200
-        cycle_id = cycles.start_cycle(session, message or "", voice_message)
+        cycle_id = cycles.start_cycle(session, message, voice_message)
     return with_warning({"id": cycle_id, "state": "planning"}, enqueue("reach.cycle.plan", cycle_id)), 202
 
 
@@ -262,9 +276,9 @@ def add_schedule() -> ResponseReturnValue:
             session,
             _text(doc, "name") or "",
             _text(doc, "cron") or "",
-            _text(doc, "message") or "",
+            _message(doc, "message") or "",
             timezone=_text(doc, "timezone", required=False) or "UTC",
-            voice_message=_text(doc, "voice_message", required=False),
+            voice_message=_message(doc, "voice_message", required=False),
         )
         return schedules.schedule_json(schedule), 201
 

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from shared.db import session_scope
 from shared.models import Call, CallEvent, DlrEvent, RawCallback
 from shared.settings import Settings
-from worker.cycles.calls import CALL_STALE
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,8 @@ def prunable(settings: Settings, now: datetime) -> list[tuple[Prunable, ColumnEl
     """Each table with the condition its rows must meet to be deleted."""
     cutoff = now - timedelta(days=settings.callback_retention_days)
     given_up = now - timedelta(hours=settings.unmatched_dlr_hours)
-    call_live = exists().where(
-        Call.session_id == CallEvent.session_id, Call.ended_at.is_(None), Call.created_at > now - CALL_STALE
-    )
+    # A call still open: no final callback and not yet recorded `unknown` past its limit (worker/cycles/calls.py).
+    call_live = exists().where(Call.session_id == CallEvent.session_id, Call.ended_at.is_(None), Call.outcome.is_(None))
     return [
         (RawCallback, RawCallback.received_at < cutoff),
         (

@@ -229,13 +229,17 @@ def start_due_cycles(now: datetime) -> list[int]:
             due = schedules.due_period(schedule, now)
             if due is None:
                 continue
-            cycle_id = shared_cycles.start_cycle(
-                session,
-                schedule.message,
-                schedule.voice_message,
-                schedule_id=schedule.id,
-                period_key=schedules.period_key(schedule, due),
-            )
+            try:
+                cycle_id = shared_cycles.start_cycle(
+                    session,
+                    schedule.message,
+                    schedule.voice_message,
+                    schedule_id=schedule.id,
+                    period_key=schedules.period_key(schedule, due),
+                )
+            except shared_cycles.CycleError as exc:  # its text predates a rule: the other schedules still run
+                log.error("schedule %s (%s) cannot start a cycle: %s", schedule.id, schedule.name, exc)
+                continue
             if cycle_id is not None:
                 started.append(cycle_id)
     for cycle_id in started:
@@ -252,6 +256,7 @@ def cycle_housekeeping() -> None:
     with session_scope() as session:
         grace = unknown_sends.effective_grace(session, settings)
         counts = cycles.reconcile_interrupted(session, box, grace)
+        cycles.record_overdue_calls(session, settings)  # before finish_if_done: frees what they held
         stuck = cycles.stuck_planning(session)
         due = cycles.cycles_to_nudge(session)
         finished = [cid for cid in cycles.open_cycles(session) if cycles.finish_if_done(session, cid)]

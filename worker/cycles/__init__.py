@@ -11,7 +11,16 @@ One module per stage: `planning`, `sms` (dispatch), `calls`, `recovery`; `items`
 changes they share.
 """
 
-from worker.cycles.calls import CALL_PAUSE_STATUSES, CALL_STALE, claim_calls, dispatch_calls, place_call, record_call
+from worker.cycles.calls import (
+    CALL_PAUSE_STATUSES,
+    UNKNOWN_OUTCOME,
+    call_limit,
+    claim_calls,
+    dispatch_calls,
+    place_call,
+    record_call,
+    record_overdue_calls,
+)
 from worker.cycles.items import Claimed, backoff, claim, finish_items, give_back, now, read_cycle, retry_later
 from worker.cycles.planning import plan_cycle
 from worker.cycles.recovery import (
@@ -26,10 +35,11 @@ from worker.cycles.sms import claim_sms, dispatch_sms, record_sms_batch, send_sm
 
 __all__ = [
     "CALL_PAUSE_STATUSES",
-    "CALL_STALE",
+    "UNKNOWN_OUTCOME",
     "Claimed",
     "adopt",
     "backoff",
+    "call_limit",
     "claim",
     "claim_calls",
     "claim_sms",
@@ -46,6 +56,7 @@ __all__ = [
     "read_cycle",
     "reconcile_interrupted",
     "record_call",
+    "record_overdue_calls",
     "record_sms_batch",
     "retry_later",
     "send_sms_batch",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
-from shared import cycles, metrics
+from shared import cycles, metrics, voice_script
 from shared.at_client import AtError, AtRejected, CallEntry, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
@@ -34,32 +35,100 @@ from worker.cycles.items import (
 
 log = logging.getLogger(__name__)
 
-#: A call AT accepted but never reported back on stops counting against the in-flight cap after this.
-CALL_STALE = timedelta(minutes=15)
 #: Voice calls that AT did not queue for these entry statuses mean an account problem.
 CALL_PAUSE_STATUSES = {"InsufficientCredit", "InsufficientBalance"}
+#: How fast text-to-speech speaks, to bound how long a `<Say>` lasts. AT documents no speaking rate and no
+#: voice list (at-api.md §5.3, §13). Ordinary English speech is ~150 words a minute, about 14 characters a
+#: second with spaces; 10 is a slow voice, so the bound errs long. Characters, not words: amounts, dates
+#: and account numbers are read out one digit or group at a time.
+TTS_CHARACTERS_PER_SECOND = 10
+#: `Call.outcome` of a call AT accepted whose final callback did not come within `call_limit`: neither
+#: answered nor a failure for the customer; a final callback that comes later replaces it.
+UNKNOWN_OUTCOME = "unknown"
+#: A call we asked AT for (or it accepted) and no final callback has ended yet.
+_OPEN = (Call.send_state.in_(["submitting", "sent"]), Call.ended_at.is_(None), Call.outcome.is_(None))
 
 
-def calls_in_flight(session: Session) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Call)
-            .where(
-                Call.send_state.in_(["submitting", "sent"]),
-                Call.ended_at.is_(None),
-                Call.created_at > now() - CALL_STALE,
-            )
-        )
-        or 0
+def call_limit(message: str | None, settings: Settings) -> timedelta:
+    """The longest a call Reach places can last, plus a margin: past it, a call with no final callback is
+    no longer in flight. From the call's own text (`None`: what the receiver says without a script):
+
+    - ring: CALL_RING_TIMEOUT_SECONDS. AT documents no ring timeout (at-api.md §5.1, §5.2: an unanswered
+      call ends with `NO_ANSWER`, after a time it does not state);
+    - the message, the confirm prompt and the thanks (`shared.voice_script.speak`, `thank`), spoken at
+      TTS_CHARACTERS_PER_SECOND;
+    - the `<GetDigits>` wait, `voice_script.DIGITS_TIMEOUT_SECONDS` (our XML sets it; AT's default is 30 s,
+      at-api.md §5.3);
+    - CALL_LIMIT_MARGIN_SECONDS: AT's own call queue, the final callback's trip and AT's retries of it
+      (none of them documented).
+    """
+    spoken = len(message or voice_script.FALLBACK_MESSAGE) + len(voice_script.CONFIRM_PROMPT)
+    spoken += len(voice_script.THANKS)
+    seconds = (
+        settings.call_ring_timeout_seconds
+        + spoken / TTS_CHARACTERS_PER_SECOND
+        + voice_script.DIGITS_TIMEOUT_SECONDS
+        + settings.call_limit_margin_seconds
     )
+    return timedelta(seconds=seconds)
+
+
+def _open_calls(session: Session, *conditions: ColumnElement[bool]) -> list[tuple[int, str | None, datetime]]:
+    """(id, message, handed to AT at) of each open call: few, the in-flight cap bounds them."""
+    started = func.coalesce(Call.claimed_at, Call.created_at)
+    rows = session.execute(select(Call.id, Call.message, started).where(*_OPEN, *conditions)).all()
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+def calls_in_flight(session: Session, settings: Settings) -> int:
+    """Open calls still within their `call_limit`: what counts against MAX_CALLS_IN_FLIGHT."""
+    at = now()
+    return sum(1 for _id, message, started in _open_calls(session) if started + call_limit(message, settings) > at)
+
+
+def record_overdue_calls(session: Session, settings: Settings) -> int:
+    """Calls AT accepted whose final callback is past their `call_limit` (lost: the receiver was down, say):
+    outcome `unknown`, their cycle item done, so the slot is free and the cycle can finish. The contact is
+    left as it was. Returns how many."""
+    at = now()
+    overdue = [
+        call_id
+        for call_id, message, started in _open_calls(session, Call.send_state == "sent")
+        if started + call_limit(message, settings) <= at
+    ]
+    if not overdue:
+        return 0
+    # The WHERE again: a final callback applied since the read wins (statuses only move forward).
+    marked = list(
+        session.scalars(
+            update(Call)
+            .where(Call.id.in_(overdue), *_OPEN)
+            .values(outcome=UNKNOWN_OUTCOME)
+            .returning(Call.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    if marked:
+        session.execute(
+            update(CycleItem)
+            .where(CycleItem.call_id.in_(marked), CycleItem.state == ItemState.SENT)
+            .values(
+                state=ItemState.DONE,
+                error="no final callback from AT within the call's limit: outcome unknown",
+                lease_until=None,
+                updated_at=at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        log.warning("%d calls got no final callback within their limit; recorded as unknown: %s", len(marked), marked)
+    return len(marked)
 
 
 def claim_calls(cycle: Cycle, settings: Settings) -> list[Claimed]:
     with session_scope() as session:
         # Serialise the in-flight count across dispatchers so the cap holds with many workers.
         lock_calls(session)
-        room = settings.max_calls_in_flight - calls_in_flight(session)
+        room = settings.max_calls_in_flight - calls_in_flight(session, settings)
         if room <= 0:
             return []
         claimed = []

@@ -20,7 +20,6 @@ from shared.models import (
 from shared.settings import get_settings
 from shared.store import CallbackInbox
 from worker import outcomes, unknown_sends
-from worker.cycles.calls import CALL_STALE
 from worker.cycles.items import (
     Claimed,
     finish_item,
@@ -53,8 +52,7 @@ def finish_if_done(session: Session, cycle_id: int) -> bool:
         .where(
             CycleItem.cycle_id == cycle_id,
             CycleItem.state == ItemState.SENT,
-            Call.ended_at.is_(None),
-            Call.created_at > now() - CALL_STALE,
+            Call.ended_at.is_(None),  # a call past its limit is done already (calls.record_overdue_calls)
         )
     )
     if open_items or calls_open:
