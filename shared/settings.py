@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     dispatch_lease_seconds: int = Field(default=60, ge=1, le=3600)
     #: How often beat looks for due schedules.
     schedule_tick_seconds: float = Field(default=30.0, ge=0.5, le=3600)
+    #: How often beat runs the housekeeping tasks (interrupted drains and sends, overdue calls, pruning). Each
+    #: is idempotent and cheap when there is nothing to do; a shorter period only settles interrupted work
+    #: sooner (the tests use 2 s).
+    housekeeping_seconds: float = Field(default=15.0, ge=1, le=300)
     #: For `--dry-run` estimates only: what one SMS and one call usually cost, in `cost_currency`.
     sms_cost_estimate: Decimal = Field(default=Decimal("0.80"), ge=0)
     call_cost_estimate: Decimal = Field(default=Decimal("3.00"), ge=0)

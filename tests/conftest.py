@@ -111,10 +111,12 @@ def environment(database_url: str, redis_url: str) -> Iterator[None]:
         "AT_SMS_URL": f"http://127.0.0.1:{sim_port}/version1",
         "AT_VOICE_URL": f"http://127.0.0.1:{sim_port}",
         "AT_TIMEOUT_READ": "3",
-        # Cycles in tests: one call per contact per cycle, schedules looked at every second, and
-        # interrupted sends resent 2 s after their lease (the lease is at least 16 s: see Settings).
+        # Cycles in tests: one call per contact per cycle, schedules looked at every second, housekeeping
+        # every 2 s, and interrupted sends resent 2 s after their lease (the lease is at least 16 s: see
+        # Settings).
         "CALL_RETRIES": "0",
         "SCHEDULE_TICK_SECONDS": "1",
+        "HOUSEKEEPING_SECONDS": "2",
         "UNKNOWN_SEND_GRACE_SECONDS": "2",
         "DISPATCH_LEASE_SECONDS": "1",
         "SIMULATOR_PORT": str(sim_port),

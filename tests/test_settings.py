@@ -65,6 +65,7 @@ BAD_VALUES = [
     ("DASHBOARD_SESSION_HOURS", "0", "greater than 0"),
     ("DASHBOARD_CYCLES", "1000", "less than or equal to 100"),
     ("DASHBOARD_COOKIE_SECURE", "sometimes", "boolean"),
+    ("HOUSEKEEPING_SECONDS", "0", "greater than or equal to 1"),
 ]
 
 
@@ -129,6 +130,7 @@ def test_error_never_echoes_a_password(monkeypatch, variable: str, value: str) -
         ("METRICS_PUBLIC", "true", "metrics_public", True),
         ("DASHBOARD_COOKIE_SECURE", "false", "dashboard_cookie_secure", False),
         ("DASHBOARD_CYCLES", "25", "dashboard_cycles", 25),
+        ("HOUSEKEEPING_SECONDS", "2", "housekeeping_seconds", 2.0),
     ],
 )
 def test_good_values_are_accepted(monkeypatch, variable: str, value: str, attribute: str, expected: object) -> None:

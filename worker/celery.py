@@ -15,7 +15,7 @@ from shared.settings import get_settings
 
 def worker_config() -> dict[str, Any]:
     """What only the worker and beat need, read from the settings when Celery first asks."""
-    tick = get_settings().schedule_tick_seconds
+    tick, every = get_settings().schedule_tick_seconds, get_settings().housekeeping_seconds
     return {
         "include": ["worker.tasks"],
         "beat_schedule": {
@@ -25,13 +25,13 @@ def worker_config() -> dict[str, Any]:
                 "schedule": 2.0,
                 "options": {"expires": 10},
             },
-            "housekeeping": {"task": "reach.ingest.housekeeping", "schedule": 15.0, "options": {"expires": 60}},
+            "housekeeping": {"task": "reach.ingest.housekeeping", "schedule": every, "options": {"expires": 60}},
             "cycle-housekeeping": {
                 "task": "reach.cycle.housekeeping",
-                "schedule": 15.0,
+                "schedule": every,
                 "options": {"expires": 60},
             },
-            "send-housekeeping": {"task": "reach.send.housekeeping", "schedule": 15.0, "options": {"expires": 60}},
+            "send-housekeeping": {"task": "reach.send.housekeeping", "schedule": every, "options": {"expires": 60}},
             "schedules": {"task": "reach.cycle.tick", "schedule": tick, "options": {"expires": 60}},
         },
     }
