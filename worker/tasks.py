@@ -265,7 +265,7 @@ def cycle_housekeeping() -> None:
     for cycle_id in stuck:
         plan_cycle.apply_async((cycle_id,))
     for cycle_id, sms, voice in due:
-        # Only where no chain is at work: every 15 s another would pile up behind the running ones on a long
+        # Only where no chain is at work: every tick another would pile up behind the running ones on a long
         # cycle, holding pool processes the voice dispatcher and drains need.
         kick(
             cycle_id,
