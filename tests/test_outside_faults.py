@@ -120,11 +120,13 @@ def test_call_cycle_calls_each_contact_once_whatever_the_answer(live, receiver, 
     assert per_number(live, CALL) == Counter({n: 1 for n in numbers})  # exactly one call each
     calls = session.scalars(select(Call).where(Call.cycle_id == cycle_id)).all()
     assert sorted(c.phone for c in calls) == numbers
-    # Adopted from AT's callbacks: its session and outcome. (`send_state` can stay `submitting` when the final
-    # callback finished the item before the lease ran out: recovery never looks at it again.)
+    # Adopted from AT's callbacks: its session, its outcome, and that it was placed (the report counts it).
     assert {c.outcome for c in calls} == {"answered"}
     assert all(c.session_id and c.session_id.startswith("ATVId_") for c in calls)
+    assert {c.send_state for c in calls} == {"sent"}
     assert set(session.scalars(select(CycleItem.state).where(CycleItem.cycle_id == cycle_id))) == {ItemState.DONE}
+    report = requests.get(f"{receiver}/api/cycles/{cycle_id}", headers=AUTH, timeout=5).json()
+    assert report["voice"] == 3 and report["voice_detail"]["called"] == 3
 
 
 def communicate(receiver: str, to: str, message: str) -> dict[str, Any]:

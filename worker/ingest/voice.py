@@ -99,6 +99,10 @@ def _finish_call(session: Session, call: Call, event: VoiceEvent, at: datetime) 
     call.recording_url = event.recording_url or None
     call.outcome = outcome.value
     call.ended_at = at
+    if call.send_state == "submitting" and call.cycle_id is not None:
+        # AT's answer to `/call` was lost, but a final callback proves AT placed it. (One-off calls are
+        # adopted by send housekeeping, which counts them: worker/sending.py `settle_unanswered`.)
+        call.send_state = "sent"
     metrics.count_on_commit(
         session,
         "reach_calls_ended",
