@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from shared.models import Call, Channel, Contact, ContactStatus, Message
+from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message
 from tests.conftest import API_TOKEN, FIXTURES, SECOND_API_TOKEN, WEBHOOK_TOKEN
 from web.operator_api import MAX_UPLOAD_BYTES, PAGE_MAX
 
@@ -689,3 +689,18 @@ def test_dry_run_and_cycle_answer_give_sms_voice_skipped_as_integers(client, ses
         assert answer["skipped_by_status"] == {"opted_out": 1, "invalid": 2}
     assert report["sms_detail"]["items"]["pending"] == 2 and report["voice_detail"]["items"]["pending"] == 1
     assert report["sms_detail"]["sent"] == 0 and report["voice_detail"]["not_answered"] == {}
+
+
+@pytest.mark.parametrize("value", ["true", "yes", 1, 0, "false", [], {}])
+def test_dry_run_that_is_not_a_json_boolean_is_a_400_and_starts_nothing(client, session, operator_headers, value):
+    """design §4.1: `"dry_run": "true"` (a string) once started a real cycle to every contact."""
+    response = client.post("/api/cycles", json={"message": "hi", "dry_run": value}, headers=operator_headers)
+    assert response.status_code == 400
+    assert "dry_run" in response.get_json()["error"] and "boolean" in response.get_json()["error"]
+    assert session.scalar(select(func.count()).select_from(Cycle)) == 0
+
+
+@pytest.mark.parametrize(("value", "status"), [(True, 200), (False, 202), (None, 202)])
+def test_dry_run_booleans_and_null_keep_their_meaning(client, session, operator_headers, value, status) -> None:
+    response = client.post("/api/cycles", json={"message": "hi", "dry_run": value}, headers=operator_headers)
+    assert response.status_code == status, response.text

@@ -210,6 +210,23 @@ def _message(doc: dict[str, Any], key: str, required: bool = True) -> str | None
     return cycles.check_message(value, key)
 
 
+def _flag(doc: dict[str, Any], key: str) -> bool:
+    """A JSON boolean; absent or null is false. Anything else is a 400: `"true"` or `1` must not start a
+    real cycle to every contact because a script quoted its boolean (design §4.1)."""
+    value = doc.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ApiError(400, f"field {key} must be a JSON boolean (true or false), not {_json_type(value)}")
+    return value
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
+    names = {str: "a string", int: "a number", float: "a number", list: "an array", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
 @bp.errorhandler(CycleError)
 def _cycle_error(exc: CycleError) -> ResponseReturnValue:
     return {"error": str(exc)}, 404 if isinstance(exc, CycleNotFound) else 400
@@ -220,8 +237,9 @@ def start_cycle() -> ResponseReturnValue:
     """Start a cycle now (202 with its id), or with `"dry_run": true` show what it would do."""
     doc = _json_body()
     message, voice_message = _message(doc, "message"), _message(doc, "voice_message", required=False)
+    dry_run = _flag(doc, "dry_run")
     with services().sessions() as session, session.begin():
-        if doc.get("dry_run") is True:
+        if dry_run:
             return cycles.preview(session, services().settings), 200
         cycle_id = cycles.start_cycle(session, message, voice_message)
     return with_warning({"id": cycle_id, "state": "planning"}, enqueue("reach.cycle.plan", cycle_id)), 202
