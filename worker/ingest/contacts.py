@@ -14,7 +14,6 @@ from shared.models import (
     Channel,
     Contact,
     ContactStatus,
-    Message,
 )
 from shared.status_policy import Action
 from worker import fallback
@@ -34,7 +33,6 @@ CONTACT_STATUS_AFTER = {
 }
 
 _contacts = Contact.__table__
-_messages = Message.__table__
 
 
 def find_contact_id(session: Session, phone: str | None) -> int | None:

@@ -28,9 +28,12 @@ from shared.settings import get_settings
 from shared.status_policy import Action, Kind, decide, dlr_outcome, dlr_rank
 from worker import fallback
 from worker.ingest.batch_sql import as_columns, is_postgres
-from worker.ingest.contacts import CONTACT_STATUS_AFTER, UNREACHABLE, _contacts, _messages
+from worker.ingest.contacts import CONTACT_STATUS_AFTER, UNREACHABLE
 
 log = logging.getLogger(__name__)
+
+_contacts = Contact.__table__
+_messages = Message.__table__
 
 INSERT_DLR_EVENTS = text(
     """

@@ -19,13 +19,16 @@ from shared.db import insert_for
 from shared.models import (
     Call,
     CallEvent,
+    Contact,
     ContactStatus,
 )
 from shared.status_policy import Action, Kind, decide
 from worker import fallback
-from worker.ingest.contacts import CONTACT_STATUS_AFTER, _contacts, find_contact_id
+from worker.ingest.contacts import CONTACT_STATUS_AFTER, find_contact_id
 
 log = logging.getLogger(__name__)
+
+_contacts = Contact.__table__
 
 
 def apply_voice_event(session: Session, received_at: datetime, event: VoiceEvent) -> None:
