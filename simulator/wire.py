@@ -138,21 +138,8 @@ def voice_final_failed(
 ) -> dict[str, str]:
     """The final callback of a call AT could not play (its XML answer did not parse): picked up, nothing
     said, hung up. AT documents no cause for this; `UNSPECIFIED` is its "could not get a cause"."""
-    return {
-        "isActive": "0",
-        "sessionId": session_id,
-        "direction": direction,
-        "callerNumber": caller,
-        "destinationNumber": dest,
-        "callSessionState": "Completed",
-        "status": "Failed",
-        "hangupCause": hangup_cause,
-        "durationInSeconds": "0",
-        "currencyCode": "KES",
-        "amount": "0",
-        "recordingUrl": "",
-        "callStartTime": _now("%Y-%m-%d %H:%M:%S"),
-    }
+    ended = voice_final_answered(session_id, caller, dest, duration=0, amount="0", direction=direction)
+    return {**ended, "status": "Failed", "hangupCause": hangup_cause}
 
 
 def ussd(
