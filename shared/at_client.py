@@ -322,11 +322,11 @@ def _squash(text: str) -> str:
 
 def _http_error(what: str, body: str, redact: Callable[[str], str]) -> AtError:
     """A non-2xx without AT's JSON: one of AT's own refusals (not sent), or anything else (maybe sent)."""
-    status = status_from_body(body)
     quoted = redact(_quote(body)) or "(empty body)"
     for pattern, refused_status, kind in _REFUSALS:
         if pattern.search(body):
             return kind(f"{what}: AT refused the request (HTTP {refused_status}): {quoted}", refused_status)
+    status = status_from_body(body)
     return AtMaybeSent(f"{what}: HTTP {status or 'error'} without AT's answer, AT may have acted: {quoted}", status)
 
 

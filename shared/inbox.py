@@ -184,11 +184,7 @@ class DeadLetter:
     parked_at: datetime | None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {**_item_doc(self.item), "reason": self.reason, "parked_at": _iso(self.parked_at)},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        return _dumps({**_item_doc(self.item), "reason": self.reason, "parked_at": _iso(self.parked_at)})
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> DeadLetter:
@@ -211,7 +207,12 @@ def _item_doc(item: InboxItem) -> dict[str, object]:
 
 def item_json(item: InboxItem) -> str:
     """An item as the inbox keeps it (what `encode` wrote)."""
-    return json.dumps(_item_doc(item), ensure_ascii=False, separators=(",", ":"))
+    return _dumps(_item_doc(item))
+
+
+def _dumps(doc: dict[str, object]) -> str:
+    """The inbox's one JSON spelling: compact, non-ASCII kept as is."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -248,8 +249,7 @@ _item_ids = _ItemIds()
 def encode(kind: str, data: dict[str, str], *, now: datetime | None = None) -> tuple[str, str]:
     item_id = _item_ids.next()
     received_at = (now or datetime.now(UTC)).isoformat()
-    doc = {"id": item_id, "kind": kind, "received_at": received_at, "data": data}
-    return item_id, json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    return item_id, _dumps({"id": item_id, "kind": kind, "received_at": received_at, "data": data})
 
 
 class Inbox:
