@@ -111,8 +111,12 @@ class Settings(BaseSettings):
     cost_currency: str = Field(default="KES", min_length=3, max_length=3)
 
     # -- request rate limits (Flask-Limiter, counted in Redis; per client address) ------------------------
-    #: AT's callbacks. AT posts from a few servers, so a whole campaign shares a handful of keys, and a 429
-    #: may be a lost report (AT's retries are undocumented): keep this above AT's bursts (README, Security).
+    #: Callbacks without the right `?token=` while WEBHOOK_TOKEN is set: one bucket per client address across
+    #: every callback endpoint. A callback carrying the token (AT, or us) is never refused for rate: a 429 may
+    #: be a report lost for good (AT's retries are undocumented), so a stranger must not be able to cause one.
+    rate_limit_unauthenticated: str = "60/minute"
+    #: Every callback while WEBHOOK_TOKEN is unset (nobody can prove being AT), per endpoint. AT posts from a
+    #: few servers, so keep this above AT's bursts (README, Security). Not used when WEBHOOK_TOKEN is set.
     rate_limit_callbacks: str = "2000/second"
     #: The operator API (`/api/...`): people and scripts, never bulk traffic.
     rate_limit_operator: str = "600/minute"
@@ -174,7 +178,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown region {value!r}; use a two-letter code such as KE")
         return value
 
-    @field_validator("rate_limit_callbacks", "rate_limit_operator")
+    @field_validator("rate_limit_callbacks", "rate_limit_unauthenticated", "rate_limit_operator")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:
