@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     rate_limit_callbacks: str = "2000/second"
     #: The operator API (`/api/...`): people and scripts, never bulk traffic.
     rate_limit_operator: str = "600/minute"
+    #: Dashboard sign-in attempts (every POST /dashboard/login, right or wrong). People sign in a few times a
+    #: day; a guesser gets 10 a minute and 100 a day per address (against 24-character tokens).
+    rate_limit_dashboard_login: str = "10/minute;100/day"
     #: Reverse proxies in front of the receiver whose X-Forwarded-For is believed (0: none, the client is
     #: the connection's address). Set it to how many there are, or every client shares the proxy's budget.
     trusted_proxies: int = Field(default=0, ge=0, le=5)
@@ -194,7 +197,7 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown region {value!r}; use a two-letter code such as KE")
         return value
 
-    @field_validator("rate_limit_callbacks", "rate_limit_operator")
+    @field_validator("rate_limit_callbacks", "rate_limit_operator", "rate_limit_dashboard_login")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:

@@ -26,7 +26,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["reach.settings"] = settings
 
-    from web import callbacks, dashboard, errors, fastpath, health, limits, metrics, openapi, operator_api, services
+    from web import (
+        callbacks,
+        dashboard,
+        dashboard_auth,
+        errors,
+        fastpath,
+        health,
+        limits,
+        metrics,
+        openapi,
+        operator_api,
+        services,
+    )
 
     services.init_app(app, settings)
     metrics.init_app(app)
@@ -35,7 +47,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(operator_api.bp)
     app.register_blueprint(openapi.bp)
-    limits.init_app(app, settings, callbacks.bp, operator_api.bp)
+    limiter = limits.init_app(app, settings, callbacks.bp, operator_api.bp)
+    dashboard_auth.init_app(app, limiter)
     dashboard.init_app(app)
     if settings.uses_redis:
         # DLRs and incoming SMS skip Flask on their happy path (web/fastpath.py); anything else reaches it.
