@@ -14,7 +14,7 @@ from pathlib import Path
 
 import phonenumbers
 from limits import parse_many
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -27,6 +27,26 @@ LIVE_SMS_URL = "https://api.africastalking.com/version1"
 LIVE_VOICE_URL = "https://voice.africastalking.com"
 SANDBOX_SMS_URL = "https://api.sandbox.africastalking.com/version1"
 SANDBOX_VOICE_URL = "https://voice.sandbox.africastalking.com"
+
+
+#: Shortest token accepted in API_TOKEN, WEBHOOK_TOKEN (each of a comma-separated list) and METRICS_TOKEN: 24
+#: random URL-safe characters carry 144 bits. What `reach up` generates (`secrets.token_urlsafe(24)`) has 32.
+MIN_SECRET_LENGTH = 24
+#: The three bearer secrets, in the order they are declared (and so validated) below: no token may be in two.
+TOKEN_SETTINGS = ("webhook_token", "api_token", "metrics_token")
+
+
+def split_tokens(raw: str) -> list[str]:
+    """A comma-separated token list, blanks ignored (API_TOKEN, WEBHOOK_TOKEN)."""
+    return [t.strip() for t in raw.split(",") if t.strip()]
+
+
+def tokens_of(name: str, value: SecretStr) -> list[str]:
+    """The tokens a secret setting holds: METRICS_TOKEN is one token, the others are lists."""
+    raw = value.get_secret_value()
+    if name == "metrics_token":
+        return [raw.strip()] if raw.strip() else []
+    return split_tokens(raw)
 
 
 class SettingsError(ValueError):
@@ -120,6 +140,9 @@ class Settings(BaseSettings):
     rate_limit_callbacks: str = "2000/second"
     #: The operator API (`/api/...`): people and scripts, never bulk traffic.
     rate_limit_operator: str = "600/minute"
+    #: Dashboard sign-in attempts (every POST /dashboard/login, right or wrong). People sign in a few times a
+    #: day; a guesser gets 10 a minute and 100 a day per address (against 24-character tokens).
+    rate_limit_dashboard_login: str = "10/minute;100/day"
     #: Reverse proxies in front of the receiver whose X-Forwarded-For is believed (0: none, the client is
     #: the connection's address). Set it to how many there are, or every client shares the proxy's budget.
     trusted_proxies: int = Field(default=0, ge=0, le=5)
@@ -178,7 +201,9 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown region {value!r}; use a two-letter code such as KE")
         return value
 
-    @field_validator("rate_limit_callbacks", "rate_limit_unauthenticated", "rate_limit_operator")
+    @field_validator(
+        "rate_limit_callbacks", "rate_limit_unauthenticated", "rate_limit_operator", "rate_limit_dashboard_login"
+    )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:
@@ -189,11 +214,27 @@ class Settings(BaseSettings):
             raise ValueError(f"not a rate limit {value!r}; write e.g. 2000/second or 600 per minute")
         return value
 
-    @field_validator("metrics_token")
+    @field_validator(*TOKEN_SETTINGS)
     @classmethod
-    def _metrics_token(cls, value: SecretStr) -> SecretStr:
-        if value.get_secret_value() and len(value.get_secret_value().strip()) < 16:
-            raise ValueError("must be at least 16 characters (it guards every counter Reach keeps)")
+    def _strong_distinct_tokens(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        """Each token long enough to resist guessing, and used for one purpose only: a webhook token sits in
+        AT's callback URLs, so it must never also open the operator API. Empty stays allowed (each setting's
+        closed default). Messages never show a token, only where it sits in its list."""
+        name = str(info.field_name)
+        tokens = tokens_of(name, value)
+        for position, token in enumerate(tokens, start=1):
+            if len(token) < MIN_SECRET_LENGTH:
+                which = f" (token {position} of {len(tokens)} is shorter)" if len(tokens) > 1 else ""
+                raise ValueError(
+                    f"must be at least {MIN_SECRET_LENGTH} characters{which}; generate one with "
+                    "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+        # Settings are validated in declaration order, so `info.data` holds the secrets declared before this one
+        # (absent when that one was itself refused).
+        for other in TOKEN_SETTINGS[: TOKEN_SETTINGS.index(name)]:
+            earlier = info.data.get(other)
+            if earlier is not None and set(tokens) & set(tokens_of(other, earlier)):
+                raise ValueError(f"shares a token with {other.upper()}: every secret must be different")
         return value
 
     @field_validator("log_level")
@@ -242,13 +283,13 @@ class Settings(BaseSettings):
     @property
     def api_tokens(self) -> list[str]:
         """Operator tokens: several may be valid at once, so one can be rotated without downtime."""
-        return [t.strip() for t in self.api_token.get_secret_value().split(",") if t.strip()]
+        return split_tokens(self.api_token.get_secret_value())
 
     @property
     def webhook_tokens(self) -> list[str]:
         """Callback tokens, comma-separated like API_TOKEN: the old one stays valid while AT's callback URLs
         change to the new one. The first is the one Reach hands out (simulator, printed URLs)."""
-        return [t.strip() for t in self.webhook_token.get_secret_value().split(",") if t.strip()]
+        return split_tokens(self.webhook_token.get_secret_value())
 
     @property
     def effective_database_url(self) -> str:

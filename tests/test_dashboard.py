@@ -22,8 +22,12 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip
 
 
+#: The Flask test client's own origin: a browser sends it with every form (tests/test_dashboard_auth.py).
+SAME_ORIGIN = {"Origin": "http://localhost"}
+
+
 def sign_in(client, token: str):
-    return client.post("/dashboard/login", data={"token": token})
+    return client.post("/dashboard/login", data={"token": token}, headers=SAME_ORIGIN)
 
 
 # -- auth -----------------------------------------------------------------------------------------------------
@@ -53,7 +57,7 @@ def test_a_token_gives_a_strict_httponly_session_without_the_token_in_it(client)
     page = client.get("/dashboard")
     assert page.status_code == 200 and "Contacts by status" in page.get_data(as_text=True)
     assert page.headers["Cache-Control"] == "no-store"
-    client.post("/dashboard/logout")
+    client.post("/dashboard/logout", headers=SAME_ORIGIN)
     assert client.get("/dashboard").status_code == 303
 
 

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         callbacks,
         callers,
         dashboard,
+        dashboard_auth,
         errors,
         fastpath,
         health,
@@ -47,8 +48,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(operator_api.bp)
     app.register_blueprint(openapi.bp)
-    limits.init_app(app, settings, callbacks.bp, operator_api.bp)
+    limiter = limits.init_app(app, settings, callbacks.bp, operator_api.bp)
     callers.init_app(app)
+    dashboard_auth.init_app(app, limiter)
     dashboard.init_app(app)
     if settings.uses_redis:
         # DLRs and incoming SMS skip Flask on their happy path (web/fastpath.py); anything else reaches it.

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from flask import Blueprint, Flask
 from flask.typing import ResponseReturnValue
-from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
 from flask_limiter.util import get_remote_address
 from limits import parse_many
 from limits.storage import RedisStorage
@@ -66,10 +66,8 @@ def init_app(app: Flask, settings: Settings, callbacks: Blueprint, operator: Blu
 
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded) -> ResponseReturnValue:
-        current = limiter.current_limit
-        wait = math.ceil(current.reset_at - time.time()) if current else 1
         body, status = error_response(429, f"too many requests (limit {exc.description}); retry later")
-        return body, status, {"Retry-After": str(max(1, wait))}
+        return body, status, {"Retry-After": str(retry_after(limiter.current_limit))}
 
     return limiter
 
@@ -107,6 +105,11 @@ def _limit_callbacks(limiter: Limiter, settings: Settings, callbacks: Blueprint)
 def _quiet_strangers(record: logging.LogRecord) -> bool:
     """Drop Flask-Limiter's line per refused stranger (`ratelimit %s (%s) exceeded at endpoint: %s`)."""
     return not (isinstance(record.args, tuple) and STRANGERS_SCOPE in record.args)
+
+
+def retry_after(limit: RequestLimit | None) -> int:
+    """`Retry-After` for a refused request: whole seconds until the limit's window lets one through, at least 1."""
+    return max(1, math.ceil(limit.reset_at - time.time())) if limit else 1
 
 
 class ClientWindows:
