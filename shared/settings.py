@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     dispatch_lease_seconds: int = Field(default=60, ge=1, le=3600)
     #: How often beat looks for due schedules.
     schedule_tick_seconds: float = Field(default=30.0, ge=0.5, le=3600)
+    #: The shortest time a schedule may leave between two of its cycles (every contact, each time): a cron
+    #: expression that fires twice within less, anywhere in the calendar, is refused. A minute is cron's step.
+    schedule_min_interval_seconds: int = Field(default=3600, ge=60, le=31 * 86_400)
     #: How often beat runs the housekeeping tasks (interrupted drains and sends, overdue calls, pruning). Each
     #: is idempotent and cheap when there is nothing to do; a shorter period only settles interrupted work
     #: sooner (the tests use 2 s).

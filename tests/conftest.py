@@ -116,6 +116,9 @@ def environment(database_url: str, redis_url: str) -> Iterator[None]:
         # Settings).
         "CALL_RETRIES": "0",
         "SCHEDULE_TICK_SECONDS": "1",
+        # Tests run every-minute schedules (a simulated minute lasts seconds); tests/test_schedules.py checks
+        # the default (an hour) refuses them.
+        "SCHEDULE_MIN_INTERVAL_SECONDS": "60",
         "HOUSEKEEPING_SECONDS": "2",
         "UNKNOWN_SEND_GRACE_SECONDS": "2",
         "DISPATCH_LEASE_SECONDS": "1",
