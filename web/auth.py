@@ -24,20 +24,30 @@ def is_operator_token(given: str) -> bool:
     return bool(tokens) and matches_any(given, tokens)
 
 
+def has_webhook_token() -> bool:
+    """True when the request carries `?token=` (one of WEBHOOK_TOKEN), or no WEBHOOK_TOKEN is set."""
+    expected = services().settings.webhook_tokens
+    return not expected or matches_any(request.args.get("token", ""), expected)
+
+
 def require_webhook_token() -> None:
     """AT callbacks carry `?token=` (one of WEBHOOK_TOKEN) when it is set (design §4); otherwise 403."""
-    expected = services().settings.webhook_tokens
-    if expected and not matches_any(request.args.get("token", ""), expected):
+    if not has_webhook_token():
         raise ApiError(403, "forbidden: missing or wrong token")
+
+
+def has_operator_bearer() -> bool:
+    """True when the request carries `Authorization: Bearer <one of API_TOKEN>`."""
+    tokens = services().settings.api_tokens
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return bool(tokens) and scheme.lower() == "bearer" and matches_any(given.strip(), tokens)
 
 
 def require_operator() -> None:
     """Operator API: `Authorization: Bearer <one of API_TOKEN>`; with no API_TOKEN set, nobody gets in."""
-    tokens = services().settings.api_tokens
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if not tokens:
+    if not services().settings.api_tokens:
         raise ApiError(401, "operator API disabled: set API_TOKEN")
-    if scheme.lower() != "bearer" or not matches_any(given.strip(), tokens):
+    if not has_operator_bearer():
         raise ApiError(401, "missing or wrong bearer token")
 
 

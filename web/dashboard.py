@@ -29,6 +29,9 @@ bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="
 
 COOKIE = "reach_dashboard"
 TOP_REASONS = 8
+#: The sign-in form's body: it carries the credential, so it is read before anything can be checked; the
+#: form needs well under this (its time to arrive is bounded too: BODY_TIMEOUT_SECONDS).
+LOGIN_MAX_BYTES = 4 * 1024
 
 
 def init_app(app: Flask) -> None:
@@ -62,6 +65,7 @@ def login_form() -> ResponseReturnValue:
 
 @bp.post("/login")
 def login() -> ResponseReturnValue:
+    request.max_content_length = LOGIN_MAX_BYTES  # before the form is read: larger is a 413
     settings = services().settings
     given = request.form.get("token", "").strip()
     if not settings.api_tokens:
