@@ -242,3 +242,42 @@ def _gevent_body(sent: bytes, end: bool) -> Iterator[Any]:
         if end:
             theirs.shutdown(gevent_socket.SHUT_WR)
         yield body
+
+
+# -- gunicorn's logs -----------------------------------------------------------------------------------------
+
+
+def _send_raw(port: int, raw: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_malformed_request_line_is_logged_without_its_token(gunicorn: Receiver) -> None:
+    """gunicorn logs a request line it cannot parse, quoting it: the token in it must show as `***`."""
+    no_version = f"POST /dlr?token={WEBHOOK_TOKEN}\r\nHost: reach.test\r\n\r\n"
+    control_character = f"POST /dlr?token={WEBHOOK_TOKEN}&x=\x01 HTTP/1.1\r\nHost: reach.test\r\n\r\n"
+    for request in (no_version, control_character):
+        assert _send_raw(gunicorn.port, request.encode()).startswith(b"HTTP/1.1 400")
+
+    def logged() -> int:
+        return gunicorn.process.log().count("Invalid HTTP request line: ")
+
+    wait_for(lambda: logged() == 2, timeout=10, what="both error log lines")
+    log = gunicorn.process.log()
+    assert WEBHOOK_TOKEN not in log
+    # Still there for the operator to see, the token's place marked.
+    assert "Invalid HTTP request line: 'POST /dlr?token=***" in log
+    assert "Invalid HTTP request line: 'POST /dlr?token=***&x=\\x01 HTTP/1.1'" in log
+
+
+def test_a_token_in_the_path_is_not_in_the_access_log(gunicorn: Receiver) -> None:
+    """The access log shows the path (never the query); a client that puts a secret in the path itself still
+    does not get it written down."""
+    answer = requests.post(f"{gunicorn.url}/dlr/{WEBHOOK_TOKEN}", data=DLR, timeout=5)
+    assert answer.status_code == 404
+    wait_for(lambda: '"POST /dlr/***" 404' in gunicorn.process.log(), timeout=10, what="the access log line")
+    assert WEBHOOK_TOKEN not in gunicorn.process.log()
