@@ -173,6 +173,8 @@ def test_trickled_bodies_and_headers_are_cut_off_while_callbacks_are_answered(gu
         thread.join(GIVE_UP + 5)
     problems = [problem for trickle in TRICKLES if (problem := _outcome(trickle))]
     assert not problems, "; ".join(problems)
+    # Each cut is a line of Reach's own log, in Reach's format (its redacting handler, under gunicorn too).
+    assert "WARNING web.body_deadline: POST /dlr: body too slow" in gunicorn.process.log()
     # Once they are cut off, a body sent whole is still accepted on the same worker.
     again = requests.post(f"{gunicorn.url}/dlr", params={"token": WEBHOOK_TOKEN}, data=DLR, timeout=BODY_BOUND)
     assert again.status_code == 200
