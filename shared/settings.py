@@ -80,6 +80,10 @@ class Settings(BaseSettings):
 
     #: Largest callback or operator body accepted; AT's callbacks are well under 2 KiB.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: How long a request's body may take to arrive from the receiver's first read of it, plus a second per
+    #: 64 KiB it delivers (so a large upload is cut off only for being slow); a client that trickles it gets
+    #: a 408 and its connection closed, so it holds no worker slot longer (web/body_deadline.py).
+    body_timeout_seconds: float = Field(default=10.0, ge=1, le=300)
     #: Callbacks moved from Redis to Postgres per drain transaction.
     drain_batch_size: int = Field(default=500, ge=1, le=10_000)
     #: A claimed batch of callbacks older than this belongs to a drainer that died; housekeeping puts it

@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         operator_api,
         services,
     )
+    from web.body_deadline import bounded
 
     services.init_app(app, settings)
     metrics.init_app(app)
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         # DLRs and incoming SMS skip Flask on their happy path (web/fastpath.py); anything else reaches it.
         inbox = app.extensions["reach"].inbox
         app.wsgi_app = fastpath.CallbackFastPath(app.wsgi_app, settings, inbox)  # type: ignore[method-assign]
+    # Outside the fast path, which reads bodies too: every body keeps to BODY_TIMEOUT_SECONDS (under gevent).
+    app.wsgi_app = bounded(app.wsgi_app, settings.body_timeout_seconds)  # type: ignore[method-assign]
     if settings.trusted_proxies:
         # The client address (rate limits, logs) and scheme as the trusted proxies saw them; never more
         # hops than configured, so a client cannot choose its own address.

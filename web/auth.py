@@ -30,9 +30,14 @@ def has_webhook_token() -> bool:
     return bool(expected) and matches_any(request.args.get("token", ""), expected)
 
 
+def passes_webhook_check() -> bool:
+    """What `require_webhook_token` lets through: the right `?token=`, or anyone while WEBHOOK_TOKEN is unset."""
+    return not services().settings.webhook_tokens or has_webhook_token()
+
+
 def require_webhook_token() -> None:
     """AT callbacks carry `?token=` (one of WEBHOOK_TOKEN) when it is set (design §4); otherwise 403."""
-    if services().settings.webhook_tokens and not has_webhook_token():
+    if not passes_webhook_check():
         raise ApiError(403, "forbidden: missing or wrong token")
 
 

@@ -36,6 +36,9 @@ from web.services import services
 log = logging.getLogger(__name__)
 
 bp = Blueprint("dashboard_auth", __name__, url_prefix="/dashboard", template_folder="templates")
+#: The sign-in form's body: it carries the credential, so it is read before anything can be checked; the
+#: form needs well under this (its time to arrive is bounded too: BODY_TIMEOUT_SECONDS).
+LOGIN_MAX_BYTES = 4 * 1024
 
 COOKIE = "reach_dashboard"
 #: Store keys of live sessions; `reach:` like every key of ours.
@@ -109,6 +112,7 @@ def login_form() -> ResponseReturnValue:
 @bp.post("/login")
 def login() -> ResponseReturnValue:
     """Start a session for an operator token: a fresh id each time, kept in the store for the session's life."""
+    request.max_content_length = LOGIN_MAX_BYTES  # before the form is read: larger is a 413
     settings = services().settings
     given = request.form.get("token", "").strip()
     if not settings.api_tokens:

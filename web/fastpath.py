@@ -36,6 +36,7 @@ from shared.inbox import Inbox, encode
 from shared.settings import Settings
 from shared.store import STORE_ERRORS
 from web.auth import matches_any
+from web.body_deadline import BodyTooSlow
 from web.callbacks import UNAVAILABLE
 from web.group_commit import GroupCommit
 from web.limits import ClientWindows, open_callback_limit
@@ -99,7 +100,10 @@ class CallbackFastPath:
     def _handle(
         self, route: Route, length: int, started: float, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        body = environ["wsgi.input"].read(length)
+        try:
+            body = environ["wsgi.input"].read(length)
+        except BodyTooSlow:  # Flask answers it (408): its own read of the body fails at once
+            return self.flask_wsgi(environ, start_response)
         fields = self._fields(body, length)
         try:
             if fields is None:
