@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from shared.voice_script import XML_FORBIDDEN
+
 #: Embedded defaults for a machine with nothing configured (design §3): files under var/, or under
 #: REACH_VAR_DIR when set (read from the environment only: it says where `.env`-less runs keep their files).
 VAR_DIR = Path(os.environ.get("REACH_VAR_DIR") or "var")
@@ -27,6 +29,11 @@ LIVE_SMS_URL = "https://api.africastalking.com/version1"
 LIVE_VOICE_URL = "https://voice.africastalking.com"
 SANDBOX_SMS_URL = "https://api.sandbox.africastalking.com/version1"
 SANDBOX_VOICE_URL = "https://voice.sandbox.africastalking.com"
+
+
+DEFAULT_VOICE_GREETING = "Hello. This is an automated line. Please check your text messages. Goodbye."
+#: The longest VOICE_GREETING: a greeting, not a message (those are up to shared.cycles.MAX_MESSAGE).
+MAX_VOICE_GREETING = 300
 
 
 class SettingsError(ValueError):
@@ -83,6 +90,9 @@ class Settings(BaseSettings):
     #: Added to the longest call a message can make before a call with no final callback is recorded
     #: `unknown` and its slot freed: AT's call queue and the final callback's trip and retries.
     call_limit_margin_seconds: int = Field(default=120, ge=0, le=86_400)
+    #: What a live call hears when it is not a call Reach placed to that number (an inbound call, a session
+    #: Reach does not know, another caller): never a customer's message (issue 12), and nothing to confirm.
+    voice_greeting: str = DEFAULT_VOICE_GREETING
     #: Attempts at a send AT failed transiently (5xx, 429, connection errors) before it is recorded failed.
     send_attempts: int = Field(default=5, ge=1, le=20)
     #: How long an interrupted send (worker killed while AT was answering) waits for a delivery report
@@ -190,6 +200,19 @@ class Settings(BaseSettings):
     def _metrics_token(cls, value: SecretStr) -> SecretStr:
         if value.get_secret_value() and len(value.get_secret_value().strip()) < 16:
             raise ValueError("must be at least 16 characters (it guards every counter Reach keeps)")
+        return value
+
+    @field_validator("voice_greeting")
+    @classmethod
+    def _voice_greeting(cls, value: str) -> str:
+        forbidden = XML_FORBIDDEN.search(value)
+        if forbidden:
+            raise ValueError(f"has a character AT cannot speak: U+{ord(forbidden.group()):04X}")
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty (it is what a call Reach did not place hears)")
+        if len(value) > MAX_VOICE_GREETING:
+            raise ValueError(f"is too long ({len(value)} characters; at most {MAX_VOICE_GREETING})")
         return value
 
     @field_validator("log_level")
