@@ -25,6 +25,7 @@ import click
 import requests
 from sqlalchemy import func, select
 
+from reach_cli.common import echo, visible
 from reach_cli.cycles import progress_line, send_tasks, table
 from shared import cycles
 from shared.contacts import contact_json, import_contacts, rows_from_csv
@@ -80,7 +81,7 @@ def on_simulator(settings: Settings) -> bool:
 
 
 def say(line: str) -> None:
-    click.secho(line, bold=True)
+    click.secho(visible(line), bold=True)
 
 
 def short_setup(settings: Settings) -> str:
@@ -90,9 +91,9 @@ def short_setup(settings: Settings) -> str:
 def import_rows(rows: list[Any]) -> None:
     with session_scope() as session:
         report = import_contacts(session, rows, "KE")
-    click.echo(f"   {report.received} rows: {report.created} added, {len(report.refused)} refused")
+    echo(f"   {report.received} rows: {report.created} added, {len(report.refused)} refused")
     for refused in report.refused:
-        click.echo(f"   refused row {refused['row']} ({refused['phone']!r}): {refused['reason']}")
+        echo(f"   refused row {refused['row']} ({refused['phone']!r}): {refused['reason']}")
 
 
 def run_cycle(settings: Settings) -> int:
@@ -109,7 +110,7 @@ def run_cycle(settings: Settings) -> int:
         assert report is not None
         line = progress_line(report, datetime.now(UTC).astimezone())
         if line[9:] != shown:  # print only what changed (the time prefix always does)
-            click.echo(f"   {line}")
+            echo(f"   {line}")
             shown = line[9:]
         if report["state"] == "done":
             break
@@ -120,8 +121,8 @@ def run_cycle(settings: Settings) -> int:
     with session_scope() as session:
         report = cycles.report(session, cycle_id)
     assert report is not None
-    click.echo(f"   {progress_line(report, datetime.now(UTC).astimezone())} (every report applied)")
-    click.echo(f"   contacts now: {status_counts()}")
+    echo(f"   {progress_line(report, datetime.now(UTC).astimezone())} (every report applied)")
+    echo(f"   contacts now: {status_counts()}")
     return cycle_id
 
 
@@ -150,7 +151,7 @@ def text_stop(settings: Settings, phone: str) -> None:
     answer = requests.post(url, data=fields, params={"token": token} if token else None, timeout=10)
     answer.raise_for_status()
     wait_until(lambda: contact_status(phone) is ContactStatus.OPTED_OUT, f"{phone} to be opted out")
-    click.echo(f"   {phone} is now opted_out")
+    echo(f"   {phone} is now opted_out")
 
 
 def contact_status(phone: str) -> ContactStatus | None:
@@ -186,5 +187,5 @@ def summary() -> None:
     columns = ("phone", "name", "status", "last_sms_status", "last_failure_reason")
     rows = ([c[k] for k in columns] + [", ".join(calls_by_phone.get(c["phone"], [])) or None] for c in contacts)
     for line in table((*columns, "calls"), rows):
-        click.echo(f"   {line}")
-    click.echo(f"   contacts: {status_counts()}; calls recorded: {sum(calls.values())}")
+        echo(f"   {line}")
+    echo(f"   contacts: {status_counts()}; calls recorded: {sum(calls.values())}")

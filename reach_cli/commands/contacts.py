@@ -11,6 +11,7 @@ import click
 from reach_cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    echo,
     echo_json,
     fail,
     session_or_exit,
@@ -53,14 +54,14 @@ def contacts_import(file: Path, refused_file: Path | None) -> None:
     refused = len(report.refused)
     seconds = time.monotonic() - started
     rows_read = f"{report.received} row{'' if report.received == 1 else 's'}"
-    click.echo(f"{rows_read}: {report.created} added, {report.updated} updated, {refused} refused ({seconds:.1f} s)")
+    echo(f"{rows_read}: {report.created} added, {report.updated} updated, {refused} refused ({seconds:.1f} s)")
     if report.refused:
         target = refused_file or file.with_suffix(".refused.csv")
         with target.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=["row", "phone", "reason"])
             writer.writeheader()
             writer.writerows(report.refused)
-        click.echo(f"refused rows and why: {target}")
+        echo(f"refused rows and why: {target}")
 
 
 @contacts.command("show")
@@ -96,9 +97,9 @@ def contacts_show(phone: str, as_json: bool, history: int) -> None:
         return
     for key, value in doc.items():
         if key not in {"messages", "calls"}:
-            click.echo(f"{key:>20}: {'' if value is None else value}")
+            echo(f"{key:>20}: {'' if value is None else value}")
     for line in history_lines(doc["messages"], doc["calls"]):
-        click.echo(line)
+        echo(line)
 
 
 @contacts.command("list")
@@ -127,6 +128,6 @@ def contacts_list(status: str | None, limit: int, as_json: bool) -> None:
         return
     columns = ("phone", "status", "name", "last_sms_status", "last_failure_reason", "last_call_status")
     for line in table(columns, ([c[k] for k in columns] for c in found)):
-        click.echo(line)
+        echo(line)
     more = f"; the first {len(found)} shown (--limit)" if matching > len(found) else ""
-    click.echo(f"{matching} contact{'s' if matching != 1 else ''}{' ' + status if status else ''}{more}")
+    echo(f"{matching} contact{'s' if matching != 1 else ''}{' ' + status if status else ''}{more}")

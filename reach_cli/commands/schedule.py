@@ -6,6 +6,7 @@ import click
 
 from reach_cli.common import (
     EXIT_NOT_FOUND,
+    echo,
     echo_json,
     fail,
     session_or_exit,
@@ -39,7 +40,7 @@ def schedule_add(name: str, cron: str, message: str, voice_message: str | None, 
             )
         except CycleError as exc:
             fail(str(exc))
-    click.echo(
+    echo(
         f"schedule {added['id']} {added['name']!r} added: {added['cron']} ({added['timezone']}); "
         f"next run {added['next_run']}"
     )
@@ -62,12 +63,12 @@ def schedule_list(as_json: bool) -> None:
         echo_json({"schedules": found})
         return
     if not found:
-        click.echo("no schedules; add one with: reach schedule add NAME --cron EXPR --message TEXT")
+        echo("no schedules; add one with: reach schedule add NAME --cron EXPR --message TEXT")
         return
     columns = ("id", "name", "cron", "timezone", "enabled", "next_run", "message")
     rows = ([s[k] if k != "message" else short(s[k], 40) for k in columns] for s in found)
     for line in table(columns, rows):
-        click.echo(line)
+        echo(line)
 
 
 @schedule.command("remove")
@@ -81,4 +82,4 @@ def schedule_remove(key: str) -> None:
         removed = schedules.remove_schedule(session, key)
     if not removed:
         fail(f"no schedule {key!r}", EXIT_NOT_FOUND)
-    click.echo(f"schedule {key!r} removed")
+    echo(f"schedule {key!r} removed")
