@@ -136,8 +136,18 @@ def read_row(row: Any, default_country: str) -> ContactRow:
         raise InvalidPhone("name must be text")
     if name and "\x00" in name:  # Postgres text cannot hold NUL
         raise InvalidPhone("name must not contain NUL characters")
+    if name and not name.isascii() and not _encodes(name):  # a JSON "\ud800": no database can store it
+        raise InvalidPhone("name must be Unicode text (it has a lone surrogate)")
     name = (name or "").strip()[:MAX_NAME] or None
     return ContactRow(phone=normalise_phone(str(raw_phone), default_country), name=name)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def given_phone(row: Any) -> Any:

@@ -89,6 +89,15 @@ def test_an_import_with_nothing_refused_answers_as_before(client: Any, session: 
     assert response.get_json() == {"received": 1, "created": 1, "updated": 0, "refused_count": 0, "refused": []}
 
 
+def test_a_name_that_is_not_unicode_text_refuses_its_row(client: Any, session: Any) -> None:
+    body = '[{"phone": "0711000001", "name": "Amina\\ud800"}, {"phone": "0711000002", "name": "Brian"}]'
+    response = client.post("/api/contacts", data=body, content_type="application/json", headers=AUTH)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    report = response.get_json()
+    assert (report["created"], report["refused_count"]) == (1, 1)
+    assert report["refused"][0]["reason"] == "name must be Unicode text (it has a lone surrogate)"
+
+
 def test_the_refused_list_needs_the_token_and_an_import_that_exists(client: Any, session: Any) -> None:
     report = client.post("/api/contacts", json=[{"phone": "12"}], headers=AUTH).get_json()
     url = report["refused_url"]
