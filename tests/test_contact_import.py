@@ -29,9 +29,7 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.orm import sessionmaker
 
 from reach_cli.main import cli
-from shared.imports import IMPORT_CHUNK, import_contacts
-from shared.models import Contact, ContactImport, ContactStatus
-from shared.refusals import StoredRefusals, refused_csv
+from shared.models import Contact, ContactStatus
 from tests.conftest import API_TOKEN
 from tests.services import ROOT
 
@@ -124,6 +122,10 @@ def test_a_csv_broken_after_several_batches_writes_nothing(client: Any, session:
 def test_an_import_of_several_batches_is_the_same_on_both_databases(dialect_engine: Engine) -> None:
     """Postgres writes each batch with one statement over arrays, SQLite (embedded mode) with executemany; both
     find repeats across batches in a temporary table."""
+    from shared.imports import IMPORT_CHUNK, import_contacts
+    from shared.models import ContactImport
+    from shared.refusals import StoredRefusals, refused_csv
+
     sessions = sessionmaker(dialect_engine, expire_on_commit=False)
     with sessions.begin() as session:
         session.execute(delete(ContactImport))
@@ -158,7 +160,7 @@ def test_an_import_of_several_batches_is_the_same_on_both_databases(dialect_engi
 def test_housekeeping_deletes_old_imports_refused_rows_in_batches(
     client: Any, session: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.models import ImportRefusal
+    from shared.models import ContactImport, ImportRefusal
     from shared.settings import load_settings
     from worker import retention
 
