@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(PY) -m bench.dlr_apply --size $(SIZE)
 	$(PY) -m bench.cycle --size $(SIZE)
 	$(PY) -m bench.live --size $(SIZE)
+	$(PY) -m bench.import_memory --size $(SIZE)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -19,16 +20,44 @@ EXIT_CODES_HELP = (
 )
 
 
+#: What a terminal acts on instead of showing: C0 controls (escape, bell, CR, LF, ...), DEL, C1 controls (a lone
+#: 0x9b starts a sequence too) and the bidirectional marks that reorder what is shown ("Trojan Source").
+_ACTING = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def visible(text: str) -> str:
+    """`text` with every character a terminal would act on written out as an escape (`\\x1b`, `\\n`, `\\u202e`)."""
+    return _ACTING.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def echo(line: str = "", *, err: bool = False) -> None:
+    """Print one line for a person. Every human-readable line of the CLI goes through here: names, reasons and
+    callback fields come from outsiders, and an escape sequence in them must show as text, not retitle or
+    clear the terminal or forge a line (a line end inside `line` is shown as `\\n` too). JSON output goes
+    through `echo_json`, whose escaping does the same."""
+    click.echo(visible(line), err=err)
+
+
 def settings_or_exit() -> Settings:
     try:
         return get_settings()
     except SettingsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+        first, *rest = str(exc).splitlines() or [""]  # one line per bad variable
+        fail(first, EXIT_USAGE, also=rest)
 
 
-def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+def fail(message: str, code: int = EXIT_FAILED, also: Sequence[str] = ()) -> NoReturn:
+    """`error: MESSAGE` (then the lines `also`) on stderr, and exit with `code`."""
+    echo(f"error: {message}", err=True)
+    for line in also:
+        echo(line, err=True)
     sys.exit(code)
 
 

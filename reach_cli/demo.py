@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -25,10 +25,12 @@ import click
 import requests
 from sqlalchemy import func, select
 
+from reach_cli.common import echo, visible
 from reach_cli.cycles import progress_line, send_tasks, table
 from shared import cycles
-from shared.contacts import contact_json, import_contacts, rows_from_csv
+from shared.contacts import contact_json
 from shared.db import get_engine, session_scope
+from shared.imports import import_contacts, rows_from_csv
 from shared.models import Call, Contact, ContactStatus
 from shared.settings import Settings
 from shared.store import store_for
@@ -59,7 +61,8 @@ def run_demo(settings: Settings) -> None:
                 "run it in a fresh directory, or with REACH_VAR_DIR=var/demo"
             )
     say("1. importing the sample contacts (one row is a typo on purpose)")
-    import_rows(rows_from_csv(Path(data_file("contacts.csv")).read_text(encoding="utf-8")))
+    with Path(data_file("contacts.csv")).open(encoding="utf-8-sig", newline=None) as sample:
+        import_rows(rows_from_csv(sample))
     say(f"2. cycle 1: an SMS to every new contact ({short_setup(settings)})")
     run_cycle(settings)
     say(f"3. {STOP_PHONE} texts STOP (posted to /receiveSMS as AT would)")
@@ -80,19 +83,19 @@ def on_simulator(settings: Settings) -> bool:
 
 
 def say(line: str) -> None:
-    click.secho(line, bold=True)
+    click.secho(visible(line), bold=True)
 
 
 def short_setup(settings: Settings) -> str:
     return f"simulator at {settings.voice_base_url}"
 
 
-def import_rows(rows: list[Any]) -> None:
+def import_rows(rows: Iterable[Any]) -> None:
     with session_scope() as session:
         report = import_contacts(session, rows, "KE")
-    click.echo(f"   {report.received} rows: {report.created} added, {len(report.refused)} refused")
+    echo(f"   {report.received} rows: {report.created} added, {report.refused_count} refused")
     for refused in report.refused:
-        click.echo(f"   refused row {refused['row']} ({refused['phone']!r}): {refused['reason']}")
+        echo(f"   refused row {refused['row']} ({refused['phone']!r}): {refused['reason']}")
 
 
 def run_cycle(settings: Settings) -> int:
@@ -109,7 +112,7 @@ def run_cycle(settings: Settings) -> int:
         assert report is not None
         line = progress_line(report, datetime.now(UTC).astimezone())
         if line[9:] != shown:  # print only what changed (the time prefix always does)
-            click.echo(f"   {line}")
+            echo(f"   {line}")
             shown = line[9:]
         if report["state"] == "done":
             break
@@ -120,8 +123,8 @@ def run_cycle(settings: Settings) -> int:
     with session_scope() as session:
         report = cycles.report(session, cycle_id)
     assert report is not None
-    click.echo(f"   {progress_line(report, datetime.now(UTC).astimezone())} (every report applied)")
-    click.echo(f"   contacts now: {status_counts()}")
+    echo(f"   {progress_line(report, datetime.now(UTC).astimezone())} (every report applied)")
+    echo(f"   contacts now: {status_counts()}")
     return cycle_id
 
 
@@ -150,7 +153,7 @@ def text_stop(settings: Settings, phone: str) -> None:
     answer = requests.post(url, data=fields, params={"token": token} if token else None, timeout=10)
     answer.raise_for_status()
     wait_until(lambda: contact_status(phone) is ContactStatus.OPTED_OUT, f"{phone} to be opted out")
-    click.echo(f"   {phone} is now opted_out")
+    echo(f"   {phone} is now opted_out")
 
 
 def contact_status(phone: str) -> ContactStatus | None:
@@ -186,5 +189,5 @@ def summary() -> None:
     columns = ("phone", "name", "status", "last_sms_status", "last_failure_reason")
     rows = ([c[k] for k in columns] + [", ".join(calls_by_phone.get(c["phone"], [])) or None] for c in contacts)
     for line in table((*columns, "calls"), rows):
-        click.echo(f"   {line}")
-    click.echo(f"   contacts: {status_counts()}; calls recorded: {sum(calls.values())}")
+        echo(f"   {line}")
+    echo(f"   contacts: {status_counts()}; calls recorded: {sum(calls.values())}")

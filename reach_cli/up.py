@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import click
 
 from reach_cli import processes
+from reach_cli.common import echo
 from shared.settings import VAR_DIR, Settings
 
 SIMULATOR_PORT_OFFSET = 1  # the simulator listens on PORT + 1 when that is free
@@ -64,16 +65,16 @@ class Stack:
         demo = subprocess.Popen(command, env=self.env, start_new_session=True)
         self.children.append(("demo", demo))
         if demo.wait() != 0:
-            click.echo(f"the demo failed (exit {demo.returncode}); the logs are in {VAR_DIR}", err=True)
+            echo(f"the demo failed (exit {demo.returncode}); the logs are in {VAR_DIR}", err=True)
         self.children.remove(("demo", demo))
-        click.echo("Reach keeps running; press Ctrl-C to stop everything.")
+        echo("Reach keeps running; press Ctrl-C to stop everything.")
 
     def watch(self) -> None:
         """Block until Ctrl-C or until a child dies (then say which, and where its log is)."""
         while True:
             for name, process in self.children:
                 if process.poll() is not None:
-                    click.echo(f"{name} exited ({process.returncode}); see {VAR_DIR / (name + '.log')}", err=True)
+                    echo(f"{name} exited ({process.returncode}); see {VAR_DIR / (name + '.log')}", err=True)
                     return
             time.sleep(0.5)
 
@@ -172,14 +173,14 @@ def run_up(settings: Settings, *, demo: bool = False, demo_scenario: str | None 
             stack.run_demo([py, "-m", "reach_cli.main", "demo"])
         stack.watch()
     except KeyboardInterrupt:
-        click.echo("\nstopping...")
+        echo()
+        echo("stopping...")
     finally:
         stack.stop()
-        click.echo("stopped")
+        echo("stopped")
 
 
 def announce(settings: Settings, env: dict[str, str], receiver: str) -> None:
-    echo = click.echo
     database = env["DATABASE_URL"]
     echo(f"Reach is up: receiver on {receiver}")
     echo(

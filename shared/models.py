@@ -438,3 +438,35 @@ class KvEntry(Base):
     counter: Mapped[int] = mapped_column(BigInteger, default=0, server_default=sql_text("0"))
     #: Epoch seconds after which the entry no longer counts (and housekeeping deletes it).
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+# -- contact imports through the operator API --------------------------------------------------------------------
+
+
+class ContactImport(Base):
+    """An operator API import that refused rows; the whole list of them is `GET /api/imports/<id>/refused.csv`
+    (the answer shows only the first ones). Housekeeping deletes it after IMPORT_RETENTION_DAYS."""
+
+    __tablename__ = "contact_imports"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"), index=True
+    )
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    created: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated: Mapped[int] = mapped_column(BigInteger, default=0)
+    refused: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ImportRefusal(Base):
+    """One refused row of an import: its number in the upload, the phone as given (as text) and why."""
+
+    __tablename__ = "import_refusals"
+
+    import_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("contact_imports.id", ondelete="CASCADE"), primary_key=True
+    )
+    row_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    phone: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)

@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     unmatched_dlr_hours: int = Field(default=48, ge=1, le=24 * 365)
     #: Raw callbacks, delivery reports and call events are deleted by housekeeping after this many days.
     callback_retention_days: int = Field(default=90, ge=1, le=3650)
+    #: An operator API import's refused rows (its `refused_url`) are deleted by housekeeping after this many days.
+    import_retention_days: int = Field(default=7, ge=1, le=3650)
     #: How long a dispatcher may hold claimed items before they count as interrupted (never less than an AT
     #: request can take: connect + read timeout + 10 s).
     dispatch_lease_seconds: int = Field(default=60, ge=1, le=3600)

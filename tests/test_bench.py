@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = ["bench.receiver", "bench.dlr_apply", "bench.cycle", "bench.live"]
+BENCHMARKS = ["bench.receiver", "bench.dlr_apply", "bench.cycle", "bench.live", "bench.import_memory"]
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:40000

@@ -7,6 +7,7 @@ the lists they filled, so a worker started by a later module never picks up a st
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Iterator
@@ -612,12 +613,11 @@ def test_contacts_import_adds_updates_and_writes_refused_rows_with_reasons(
     assert summary.startswith("5 rows: 2 added, 1 updated, 2 refused (")
     refused = tmp_path / "contacts.refused.csv"
     assert where == f"refused rows and why: {refused}"
-    assert refused.read_text().splitlines() == [
-        "row,phone,reason",
-        "4,hello,not a phone number (it has letters in it)",
-        "5,+254711000002,duplicate of row 2",
+    assert list(csv.reader(refused.read_text().splitlines())) == [
+        ["row", "phone", "reason"],
+        ["4", "hello", "not a phone number (it has letters in it)"],
+        ["5", "+254711000002", "duplicate of row 2"],
     ]
-    assert "importing" in result.stderr  # the progress bar goes to stderr, so stdout stays parseable
     session.expire_all()
     found = {c.phone: (c.name, c.status) for c in session.scalars(select(Contact))}
     assert found == {
@@ -632,8 +632,8 @@ def test_contacts_import_refused_file_option(runner: CliRunner, session: Any, tm
     source.write_text("phone\n12\n")
     result = invoke(runner, "contacts", "import", str(source), "--refused", str(target))
     assert result.exit_code == 0
-    [header, row] = target.read_text().splitlines()
-    assert (header, row.split(",")[:2]) == ("row,phone,reason", ["1", "12"])
+    [header, row] = csv.reader(target.read_text().splitlines())
+    assert (header, row[:2]) == (["row", "phone", "reason"], ["1", "12"])
     assert not (tmp_path / "in.refused.csv").exists()
 
 
@@ -646,7 +646,7 @@ def test_contacts_import_without_a_phone_column_exits_2(runner: CliRunner, sessi
 
 
 def test_import_reports_progress_chunk_by_chunk(session: Any) -> None:
-    from shared.contacts import IMPORT_CHUNK, import_contacts
+    from shared.imports import IMPORT_CHUNK, import_contacts
 
     rows = [{"phone": f"+2547110{i:05d}"} for i in range(2 * IMPORT_CHUNK + 500)]
     steps: list[int] = []

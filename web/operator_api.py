@@ -5,31 +5,27 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Iterable
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request, url_for
 from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
 from sqlalchemy import select
 
 from shared import cycles, schedules
 from shared.callbacks import SendRequest, parse
-from shared.contacts import (
-    BadImport,
-    contact_history,
-    contact_json,
-    get_or_create,
-    import_contacts,
-    rows_from_csv,
-    rows_from_json,
-)
+from shared.contacts import contact_history, contact_json, get_or_create
 from shared.cycles import CycleError, CycleNotFound
+from shared.imports import BadImport, import_contacts, rows_from_csv, rows_from_json
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message, Schedule
 from shared.phone import InvalidPhone, normalise_phone
+from shared.refusals import StoredRefusals, import_exists, refused_csv
 from shared.store import STORE_ERRORS
 from web.auth import require_operator
 from web.errors import ApiError
 from web.services import services
+from web.uploads import csv_text, spooled_body
 
 log = logging.getLogger(__name__)
 bp = Blueprint("operator_api", __name__, url_prefix="/api")
@@ -39,6 +35,8 @@ MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
 #: A cycle id in a path: ids are Postgres bigints, so a larger number is a 404, never a database error.
 CYCLE_ID = "<int(min=1, max=9223372036854775807):cycle_id>"
+IMPORT_ID = "<int(min=1, max=9223372036854775807):import_id>"
+CSV_TYPES = {"text/csv", "application/csv"}
 
 
 @bp.before_request
@@ -56,21 +54,43 @@ def _phone(raw: str) -> str:
 
 @bp.post("/contacts")
 def add_contacts() -> ResponseReturnValue:
-    """Add or update contacts from a JSON list or a CSV body; refused rows come back with why."""
+    """Add or update contacts from a JSON list or a CSV body; refused rows come back with why (the first ones,
+    and all of them at `refused_url`)."""
     try:
-        if request.mimetype in {"text/csv", "application/csv"}:
-            text = request.get_data().decode("utf-8-sig", errors="replace")
-            rows = rows_from_csv(text)
-        else:
-            doc = request.get_json(force=True, silent=True)
-            if doc is None:
-                raise ApiError(400, "body is not valid JSON (or send text/csv with a phone,name header)")
-            rows = rows_from_json(doc)
+        if request.mimetype in CSV_TYPES:
+            with spooled_body(request) as body:
+                return _import(rows_from_csv(csv_text(body)))
+        doc = request.get_json(force=True, silent=True)
+        if doc is None:
+            raise ApiError(400, "body is not valid JSON (or send text/csv with a phone,name header)")
+        return _import(rows_from_json(doc))
     except BadImport as exc:
         raise ApiError(400, str(exc)) from None
+
+
+def _import(rows: Iterable[Any]) -> ResponseReturnValue:
+    """One transaction: an upload that turns out unreadable halfway (`BadImport`) leaves nothing behind."""
     with services().sessions() as session, session.begin():
-        report = import_contacts(session, rows, services().settings.default_country)
+        refused = StoredRefusals(session)
+        report = import_contacts(session, rows, services().settings.default_country, refused=refused)
+        refused.finish(report)
+    if refused.import_id is not None:
+        report.refused_url = url_for(".refused_rows", import_id=refused.import_id)
     return report.as_dict(), 200
+
+
+@bp.get(f"/imports/{IMPORT_ID}/refused.csv")
+def refused_rows(import_id: int) -> ResponseReturnValue:
+    """Every refused row of an import, as CSV (`row,phone,reason`), streamed a page at a time."""
+    with services().sessions() as session:
+        if not import_exists(session, import_id):
+            raise ApiError(404, f"no import {import_id} with refused rows (kept IMPORT_RETENTION_DAYS)")
+    filename = f"import-{import_id}-refused.csv"
+    return Response(
+        refused_csv(services().sessions, import_id),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @bp.get("/contacts/<path:phone>")

@@ -1,5 +1,6 @@
 """Keeping the callback tables bounded: raw callbacks, delivery reports and call events older than
-CALLBACK_RETENTION_DAYS are deleted by housekeeping, oldest first, in small batches.
+CALLBACK_RETENTION_DAYS are deleted by housekeeping, oldest first, in small batches; so are the refused rows
+of imports older than IMPORT_RETENTION_DAYS.
 
 Each statement deletes at most `BATCH` rows, in its own transaction, among the table's lowest ids (ids grow
 with arrival, so these are the oldest): its locks are brief and its work is bounded whether there is
@@ -18,7 +19,7 @@ from sqlalchemy import ColumnElement, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from shared.db import session_scope
-from shared.models import Call, CallEvent, DlrEvent, RawCallback
+from shared.models import Call, CallEvent, ContactImport, DlrEvent, ImportRefusal, RawCallback
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,3 +82,32 @@ def prune_callbacks(settings: Settings) -> dict[str, int]:
 def older_than(session: Session, model: Prunable, cutoff: datetime) -> bool:
     oldest = session.scalar(select(model.received_at).order_by(model.id).limit(1))
     return oldest is not None and oldest < cutoff
+
+
+def prune_imports(settings: Settings) -> int:
+    """The refused rows of imports older than IMPORT_RETENTION_DAYS, oldest import first, then the import
+    itself once its rows are gone; at most STATEMENTS batches of BATCH rows a run. Returns the rows deleted."""
+    cutoff = datetime.now(UTC) - timedelta(days=settings.import_retention_days)
+    deleted = 0
+    for _ in range(STATEMENTS):
+        with session_scope() as session:
+            oldest = session.scalar(
+                select(ContactImport.id).where(ContactImport.created_at < cutoff).order_by(ContactImport.id).limit(1)
+            )
+            if oldest is None:
+                break
+            deleted += _prune_import_batch(session, oldest)
+    return deleted
+
+
+def _prune_import_batch(session: Session, import_id: int) -> int:
+    rows = ImportRefusal.import_id == import_id
+    upper = session.scalar(
+        select(ImportRefusal.row_number).where(rows).order_by(ImportRefusal.row_number).offset(BATCH - 1).limit(1)
+    )
+    if upper is not None:
+        result = session.execute(delete(ImportRefusal).where(rows, ImportRefusal.row_number <= upper))
+        return int(result.rowcount)  # type: ignore[attr-defined]
+    result = session.execute(delete(ImportRefusal).where(rows))
+    session.execute(delete(ContactImport).where(ContactImport.id == import_id))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -37,7 +37,8 @@ def drain() -> int:
 
 @reach_task("reach.ingest.housekeeping", time_limit=60, soft_time_limit=55)
 def housekeeping() -> None:
-    """Put back batches of dead drainers, apply reports that raced their message's commit, prune old callbacks."""
+    """Put back batches of dead drainers, apply reports that raced their message's commit, prune old callbacks
+    and old imports' refused rows."""
     store = get_store()
     store.housekeeping()
     settings = get_settings()
@@ -55,6 +56,9 @@ def housekeeping() -> None:
     pruned = retention.prune_callbacks(settings)
     if any(pruned.values()):
         log.info("pruned callbacks older than %d days: %s", settings.callback_retention_days, pruned)
+    refused = retention.prune_imports(settings)
+    if refused:
+        log.info("pruned %d refused import rows older than %d days", refused, settings.import_retention_days)
 
 
 @reach_task("reach.send.housekeeping", time_limit=60, soft_time_limit=55, expires=60)

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from reach_cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    echo,
     echo_json,
     fail,
     session_or_exit,
     settings_or_exit,
 )
+from reach_cli.progress import RowProgress
 from shared.models import ContactStatus
+
+if TYPE_CHECKING:
+    from shared.imports import ImportReport, RefusedSink
 
 
 @click.group()
@@ -33,34 +40,46 @@ def contacts_import(file: Path, refused_file: Path | None) -> None:
 
     Numbers are normalised to E.164 (DEFAULT_COUNTRY for national numbers). New numbers are added; known
     ones keep their status and get the new name. Rows with a bad number or a duplicate are refused and
-    written, with the reason, to a CSV file. Exit 0 even when some rows were refused (the summary says how
-    many); 2 when the file cannot be read as CSV with a phone column.
+    written, with the reason, to a CSV file. The file is read as it is imported (any size); on a terminal,
+    stderr shows the rows done. Exit 0 even when some rows were refused (the summary says how many); 2 when
+    the file cannot be read as CSV with a phone column (then nothing is imported).
     """
-    import csv
-
-    from shared.contacts import BadImport, import_contacts, rows_from_csv
+    from shared.imports import BadImport
+    from shared.refusals import RefusedCsvFile
 
     settings = settings_or_exit()
     started = time.monotonic()
+    refused = RefusedCsvFile(refused_file or file.with_suffix(".refused.csv"))
     try:
-        rows = rows_from_csv(file.read_text(encoding="utf-8-sig", errors="replace"))
+        report = _import_file(file, settings.default_country, refused)
     except BadImport as exc:
+        refused.discard()
         fail(f"{file}: {exc}", EXIT_USAGE)
-    with session_or_exit() as session:
-        session.connection()  # an unreachable database is reported before the progress bar starts
-        with click.progressbar(length=len(rows), label="importing", file=sys.stderr, show_pos=True) as bar:
-            report = import_contacts(session, rows, settings.default_country, progress=bar.update)
-    refused = len(report.refused)
+    finally:
+        refused.close()
     seconds = time.monotonic() - started
     rows_read = f"{report.received} row{'' if report.received == 1 else 's'}"
-    click.echo(f"{rows_read}: {report.created} added, {report.updated} updated, {refused} refused ({seconds:.1f} s)")
-    if report.refused:
-        target = refused_file or file.with_suffix(".refused.csv")
-        with target.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["row", "phone", "reason"])
-            writer.writeheader()
-            writer.writerows(report.refused)
-        click.echo(f"refused rows and why: {target}")
+    counts = f"{report.created} added, {report.updated} updated, {report.refused_count} refused"
+    echo(f"{rows_read}: {counts} ({seconds:.1f} s)")
+    if refused.written:
+        echo(f"refused rows and why: {refused.path}")
+
+
+def _import_file(file: Path, default_country: str, refused: RefusedSink) -> ImportReport:
+    """Stream FILE's rows into one transaction; a `BadImport` anywhere in it rolls everything back."""
+    from shared.imports import import_contacts, rows_from_csv
+
+    with file.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline=None) as text:
+        rows = rows_from_csv(text)
+        progress = RowProgress.on_terminal(sys.stderr, f"importing {file.name}", file.stat().st_size, raw.tell)
+        try:
+            with session_or_exit() as session:
+                return import_contacts(
+                    session, rows, default_country, refused=refused, progress=progress.update if progress else None
+                )
+        finally:
+            if progress:
+                progress.finish()
 
 
 @contacts.command("show")
@@ -96,9 +115,9 @@ def contacts_show(phone: str, as_json: bool, history: int) -> None:
         return
     for key, value in doc.items():
         if key not in {"messages", "calls"}:
-            click.echo(f"{key:>20}: {'' if value is None else value}")
+            echo(f"{key:>20}: {'' if value is None else value}")
     for line in history_lines(doc["messages"], doc["calls"]):
-        click.echo(line)
+        echo(line)
 
 
 @contacts.command("list")
@@ -127,6 +146,6 @@ def contacts_list(status: str | None, limit: int, as_json: bool) -> None:
         return
     columns = ("phone", "status", "name", "last_sms_status", "last_failure_reason", "last_call_status")
     for line in table(columns, ([c[k] for k in columns] for c in found)):
-        click.echo(line)
+        echo(line)
     more = f"; the first {len(found)} shown (--limit)" if matching > len(found) else ""
-    click.echo(f"{matching} contact{'s' if matching != 1 else ''}{' ' + status if status else ''}{more}")
+    echo(f"{matching} contact{'s' if matching != 1 else ''}{' ' + status if status else ''}{more}")

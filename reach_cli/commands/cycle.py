@@ -13,6 +13,7 @@ from reach_cli.common import (
     EXIT_FAILED,
     EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
+    echo,
     echo_json,
     fail,
     session_or_exit,
@@ -46,7 +47,7 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
     try:
         send_tasks(settings, names, [cycle_id])
     except BrokerUnreachable as exc:
-        fail(f"{exc}\n{then}", EXIT_UNREACHABLE)
+        fail(str(exc), EXIT_UNREACHABLE, also=[then])
 
 
 @cycle.command("run", options_metavar="--message TEXT [--voice-message TEXT] [--dry-run] [--json]")
@@ -67,7 +68,8 @@ def cycle_run(message: str, voice_message: str | None, dry_run: bool, as_json: b
         if as_json:
             echo_json({"dry_run": True, **preview})
         else:
-            click.echo("\n".join(preview_lines(preview)))
+            for line in preview_lines(preview):
+                echo(line)
         return
     with session_or_exit() as session:
         try:
@@ -84,7 +86,7 @@ def cycle_run(message: str, voice_message: str | None, dry_run: bool, as_json: b
     if as_json:
         echo_json({"id": cycle_id, "state": "planning"})
     else:
-        click.echo(f"cycle {cycle_id} started (planning); follow it with: reach cycle watch {cycle_id}")
+        echo(f"cycle {cycle_id} started (planning); follow it with: reach cycle watch {cycle_id}")
 
 
 def _report_or_exit(cycle_id: int) -> dict[str, Any]:
@@ -109,7 +111,8 @@ def cycle_show(cycle_id: int, as_json: bool) -> None:
     if as_json:
         echo_json(found)
     else:
-        click.echo("\n".join(report_lines(found)))
+        for line in report_lines(found):
+            echo(line)
 
 
 @cycle.command("watch")
@@ -127,12 +130,12 @@ def cycle_watch(cycle_id: int, interval: float) -> None:
     try:
         while True:
             found = _report_or_exit(cycle_id)
-            click.echo(progress_line(found, datetime.now(UTC).astimezone()))
+            echo(progress_line(found, datetime.now(UTC).astimezone()))
             if found["state"] in {"done", "failed", "skipped"}:
                 sys.exit(0 if found["state"] == "done" else EXIT_FAILED)
             time.sleep(interval)
     except KeyboardInterrupt:
-        click.echo("stopped watching; the cycle carries on")
+        echo("stopped watching; the cycle carries on")
 
 
 @cycle.command("resume")
@@ -154,7 +157,7 @@ def cycle_resume(cycle_id: int) -> None:
         "once the broker is reachable again"
     )
     _send_or_exit(settings, ["reach.cycle.dispatch_sms", "reach.cycle.dispatch_calls"], cycle_id, then)
-    click.echo(f"cycle {cycle_id} resumed (dispatching)")
+    echo(f"cycle {cycle_id} resumed (dispatching)")
 
 
 @cycle.command("list")
@@ -187,7 +190,7 @@ def cycle_list(limit: int, as_json: bool) -> None:
         echo_json({"cycles": docs})
         return
     if not docs:
-        click.echo("no cycles yet; start one with: reach cycle run --message TEXT")
+        echo("no cycles yet; start one with: reach cycle run --message TEXT")
         return
     rows = []
     for c, doc in zip(found, docs, strict=True):
@@ -199,4 +202,4 @@ def cycle_list(limit: int, as_json: bool) -> None:
             counts(plan["skipped"]) if "skipped" in plan else None, c.schedule_id,
         ))  # fmt: skip
     for line in table(("id", "state", "created (UTC)", "sms", "voice", "skipped", "schedule"), rows):
-        click.echo(line)
+        echo(line)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from reach_cli.common import (
     EXIT_FAILED,
     EXIT_UNREACHABLE,
+    echo,
+    fail,
     settings_or_exit,
 )
 
@@ -30,9 +30,8 @@ def db_upgrade(revision: str) -> None:
     try:
         migrate.upgrade(settings.effective_database_url, revision)
     except OperationalError as exc:
-        click.echo(f"error: database unreachable: {exc.orig}", err=True)
-        sys.exit(EXIT_UNREACHABLE)
-    click.echo(f"database is at revision {revision}")
+        fail(f"database unreachable: {exc.orig}", EXIT_UNREACHABLE)
+    echo(f"database is at revision {revision}")
 
 
 @db.command("check")
@@ -46,6 +45,5 @@ def db_check() -> None:
     try:
         migrate.check(settings.effective_database_url)
     except CommandError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
-    click.echo("models and migrations agree")
+        fail(str(exc), EXIT_FAILED)
+    echo("models and migrations agree")

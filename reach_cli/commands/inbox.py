@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from reach_cli.common import EXIT_UNREACHABLE, EXIT_USAGE, echo_json, fail, settings_or_exit
+from reach_cli.common import EXIT_UNREACHABLE, EXIT_USAGE, echo, echo_json, fail, settings_or_exit
 from shared.inbox import DeadLetter
 from shared.store import STORE_ERRORS, CallbackInbox
 
@@ -71,8 +71,8 @@ def inbox_dead(as_json: bool) -> None:
         return
     for dead in parked:
         for line in dead_lines(dead):
-            click.echo(line)
-    click.echo(f"{len(parked)} parked callback{'s' if len(parked) != 1 else ''}")
+            echo(line)
+    echo(f"{len(parked)} parked callback{'s' if len(parked) != 1 else ''}")
 
 
 @inbox.command("replay", options_metavar="(--id ID ... | --all)")
@@ -85,4 +85,4 @@ def inbox_replay(ids: tuple[str, ...], replay_all: bool) -> None:
     with inbox_or_exit() as box:
         replayed = box.replay(None if replay_all else ids)
     missing = "" if replay_all or replayed == len(set(ids)) else f" ({len(set(ids)) - replayed} not parked)"
-    click.echo(f"{replayed} callback{'s' if replayed != 1 else ''} back on the inbox{missing}")
+    echo(f"{replayed} callback{'s' if replayed != 1 else ''} back on the inbox{missing}")

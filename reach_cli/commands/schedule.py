@@ -7,6 +7,7 @@ import click
 from reach_cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    echo,
     echo_json,
     fail,
     session_or_exit,
@@ -49,7 +50,7 @@ def schedule_add(name: str, cron: str, message: str, voice_message: str | None, 
         except CycleError as exc:  # what was typed cannot make a schedule
             fail(str(exc), EXIT_USAGE)
         added = schedules.schedule_json(session, schedule)
-    click.echo(
+    echo(
         f"schedule {added['id']} {added['name']!r} added: {added['cron']} ({added['timezone']}); "
         f"next run {added['next_run']}"
     )
@@ -73,7 +74,7 @@ def schedule_list(as_json: bool) -> None:
         echo_json({"schedules": found})
         return
     if not found:
-        click.echo("no schedules; add one with: reach schedule add NAME --cron EXPR --message TEXT")
+        echo("no schedules; add one with: reach schedule add NAME --cron EXPR --message TEXT")
         return
     columns = ("id", "name", "cron", "timezone", "enabled", "next_run", "last_skip", "message")
     shown = (
@@ -81,7 +82,7 @@ def schedule_list(as_json: bool) -> None:
     )
     rows = ([s[k] for k in columns] for s in shown)
     for line in table(columns, rows):
-        click.echo(line)
+        echo(line)
 
 
 @schedule.command("remove")
@@ -95,4 +96,4 @@ def schedule_remove(key: str) -> None:
         removed = schedules.remove_schedule(session, key)
     if not removed:
         fail(f"no schedule {key!r}", EXIT_NOT_FOUND)
-    click.echo(f"schedule {key!r} removed")
+    echo(f"schedule {key!r} removed")

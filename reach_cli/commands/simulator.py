@@ -8,6 +8,7 @@ import click
 
 from reach_cli.common import (
     EXIT_USAGE,
+    echo,
     fail,
     settings_or_exit,
 )
@@ -45,8 +46,8 @@ def simulator(
         fail(f"bad scenario {scenario_file}: {exc}", EXIT_USAGE)
     callback_url = callback_url or f"http://{settings.host}:{settings.port}"
     token = next(iter(settings.webhook_tokens), None)
-    click.echo(f"AT simulator on http://{host}:{port} (SMS: /version1/messaging, voice: /call)")
-    click.echo(f"posting callbacks to {callback_url}")
+    echo(f"AT simulator on http://{host}:{port} (SMS: /version1/messaging, voice: /call)")
+    echo(f"posting callbacks to {callback_url}")
     try:
         serve(host, port, scenario, api_key, username, callback_url, token)
     except OSError as exc:
