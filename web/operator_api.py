@@ -28,6 +28,7 @@ from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message,
 from shared.phone import InvalidPhone, normalise_phone
 from shared.store import STORE_ERRORS
 from web.auth import require_operator
+from web.bodies import read_json, read_json_object
 from web.errors import ApiError
 from web.services import services
 
@@ -62,10 +63,7 @@ def add_contacts() -> ResponseReturnValue:
             text = request.get_data().decode("utf-8-sig", errors="replace")
             rows = rows_from_csv(text)
         else:
-            doc = request.get_json(force=True, silent=True)
-            if doc is None:
-                raise ApiError(400, "body is not valid JSON (or send text/csv with a phone,name header)")
-            rows = rows_from_json(doc)
+            rows = rows_from_json(read_json(request, hint=" (or send text/csv with a phone,name header)"))
     except BadImport as exc:
         raise ApiError(400, str(exc)) from None
     with services().sessions() as session, session.begin():
@@ -181,13 +179,6 @@ def send_one(fields: dict[str, Any]) -> ResponseReturnValue:
 # -- cycles and schedules ---------------------------------------------------------------------------------------
 
 
-def _json_body() -> dict[str, Any]:
-    doc = request.get_json(force=True, silent=True)
-    if not isinstance(doc, dict):
-        raise ApiError(400, "body must be a JSON object")
-    return doc
-
-
 def _text(doc: dict[str, Any], key: str, required: bool = True) -> str | None:
     value = doc.get(key)
     if value is None and not required:
@@ -235,7 +226,7 @@ def _cycle_error(exc: CycleError) -> ResponseReturnValue:
 @bp.post("/cycles")
 def start_cycle() -> ResponseReturnValue:
     """Start a cycle now (202 with its id), or with `"dry_run": true` show what it would do."""
-    doc = _json_body()
+    doc = read_json_object(request)
     message, voice_message = _message(doc, "message"), _message(doc, "voice_message", required=False)
     dry_run = _flag(doc, "dry_run")
     with services().sessions() as session, session.begin():
@@ -288,7 +279,7 @@ def list_schedules() -> ResponseReturnValue:
 @bp.post("/schedules")
 def add_schedule() -> ResponseReturnValue:
     """Add a schedule: `{"name", "cron", "message", "timezone"?, "voice_message"?}`."""
-    doc = _json_body()
+    doc = read_json_object(request)
     with services().sessions() as session, session.begin():
         schedule = schedules.add_schedule(
             session,
