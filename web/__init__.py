@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["reach.settings"] = settings
 
     from web import callbacks, dashboard, errors, fastpath, health, limits, metrics, openapi, operator_api, services
+    from web.bodies import GuardedBodies
 
     services.init_app(app, settings)
     metrics.init_app(app)
@@ -37,6 +38,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     limits.init_app(app, settings, callbacks.bp, operator_api.bp)
     dashboard.init_app(app)
+    # Below the fast path, which reads only bodies of a declared length and answers its own errors.
+    app.wsgi_app = GuardedBodies(app.wsgi_app)  # type: ignore[method-assign]
     if settings.uses_redis:
         # DLRs and incoming SMS skip Flask on their happy path (web/fastpath.py); anything else reaches it.
         inbox = app.extensions["reach"].inbox

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from flask import Request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
-from web.errors import ApiError, BadBody
+from web.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -110,24 +110,34 @@ def _shown(text: str) -> str:
 # -- bodies the server cannot read ----------------------------------------------------------------------------
 
 
+class BadBody(BadRequest):
+    """A body the server could not read to its end: a malformed chunked framing, or one that ended before its
+    Content-Length (the client stopped sending). The server closes the connection after the answer."""
+
+
 T = TypeVar("T")
 
 
 class GuardedInput:
-    """`wsgi.input` whose read errors are `BadBody`."""
+    """`wsgi.input` whose read errors, and an end before the declared length, are `BadBody`.
 
-    def __init__(self, stream: Any, chunked: bool) -> None:
+    gunicorn hands a body cut short to the app as if it were whole (its reader stops at the end of the
+    stream), so without the count a callback cut mid-field would be queued as sent."""
+
+    def __init__(self, stream: Any, chunked: bool, declared: int | None) -> None:
         self._stream = stream
         self._problem = "malformed chunked body" if chunked else "request body could not be read to its end"
+        self._declared = declared
+        self._seen = 0
 
     def read(self, *args: Any) -> bytes:
-        return self._guard(self._stream.read, *args)
+        return self._counted(self._guard(self._stream.read, *args), args)
 
     def readline(self, *args: Any) -> bytes:
-        return self._guard(self._stream.readline, *args)
+        return self._counted(self._guard(self._stream.readline, *args), args)
 
     def readlines(self, *args: Any) -> list[bytes]:
-        return self._guard(self._stream.readlines, *args)
+        return [self._counted(line, ()) for line in self._guard(self._stream.readlines, *args)]
 
     def __iter__(self) -> GuardedInput:
         return self
@@ -147,6 +157,14 @@ class GuardedInput:
             log.info("%s: %s", self._problem, str(exc)[:200])
             raise BadBody(self._problem) from None
 
+    def _counted(self, data: bytes, args: tuple[Any, ...]) -> bytes:
+        self._seen += len(data)
+        at_end = not data and args[:1] != (0,)  # `read(0)` is empty without being the end
+        if at_end and self._declared is not None and self._seen < self._declared:
+            log.info("request body ended after %s of its %s bytes", self._seen, self._declared)
+            raise BadBody("request body ended before its declared length")
+        return data
+
 
 class GuardedBodies:
     """WSGI middleware: the app reads `wsgi.input` through `GuardedInput`."""
@@ -156,5 +174,7 @@ class GuardedBodies:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-        environ["wsgi.input"] = GuardedInput(environ["wsgi.input"], chunked)
+        length = environ.get("CONTENT_LENGTH", "")
+        declared = int(length) if length.isascii() and length.isdigit() and len(length) < 19 and not chunked else None
+        environ["wsgi.input"] = GuardedInput(environ["wsgi.input"], chunked, declared)
         return self.wsgi_app(environ, start_response)

@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from shared.callbacks import BadCallback
 
@@ -22,11 +22,6 @@ class ApiError(Exception):
         self.message = message
 
 
-class BadBody(BadRequest):
-    """A body the server could not read to its end (web/bodies.py): a malformed chunked framing, or a client
-    that stopped sending."""
-
-
 def error_response(status: int, message: str) -> ResponseReturnValue:
     return jsonify(error=message), status
 
@@ -40,15 +35,8 @@ def init_app(app: Flask) -> None:
     def _bad_callback(exc: BadCallback) -> ResponseReturnValue:
         return error_response(400, str(exc))
 
-    @app.errorhandler(BadBody)
-    def _bad_body(exc: BadBody) -> ResponseReturnValue:
-        # What follows on the connection cannot be parsed: the server must not read another request from it.
-        return jsonify(error=exc.description), 400, {"Connection": "close"}
-
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:
-        if isinstance(exc, ClientDisconnected):  # Werkzeug's text speaks of browsers and proxies
-            return error_response(400, "request body ended before its declared length")
         message = {
             413: "request body too large",
             404: "not found",
