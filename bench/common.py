@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 from tests.services import ROOT, free_port, fresh_database, private_redis
 
 SIZES = ("tiny", "small", "full")
-WEBHOOK_TOKEN = "bench-webhook-token"
+WEBHOOK_TOKEN = "bench-webhook-token-0123456789"
 API_TOKEN = "bench-operator-token-0123456789"
 AT_API_KEY = "bench-at-api-key"
 AT_VOICE_NUMBER = "+254711082000"

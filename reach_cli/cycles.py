@@ -68,6 +68,8 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
     sms, voice = report["sms_detail"], report["voice_detail"]
     sms_failed, not_answered = sum(sms["failed"].values()), sum(voice["not_answered"].values())
     lines = [f"cycle {report['id']}: {report['state']}"]
+    if report["skip_reason"]:
+        lines.append(f"  skipped:   {report['skip_reason']}")
     if report["paused_reason"]:
         lines.append(f"  paused:    {report['paused_reason']} (after fixing it: reach cycle resume {report['id']})")
     by_schedule = f" (schedule {report['schedule_id']})" if report["schedule_id"] else ""
@@ -107,6 +109,8 @@ def progress_line(report: Mapping[str, Any], now: datetime) -> str:
     sms, voice = report["sms_detail"], report["voice_detail"]
     to_go = sum(detail["items"].get(state, 0) for detail in (sms, voice) for state in OPEN_ITEMS)
     state = report["state"]
+    if report["skip_reason"]:
+        state += f" ({report['skip_reason']})"
     if report["paused_reason"]:
         state += f" ({report['paused_reason']}; reach cycle resume {report['id']})"
     return (

@@ -4,7 +4,7 @@ Exit codes scripts can rely on (every error is one `error: ...` line on stderr, 
 
     0  done
     1  the operation failed (e.g. a cycle that is not paused cannot be resumed; `cycle watch`: it failed)
-    2  bad usage: an unknown option or value, bad settings, a bad phone number or scenario file
+    2  bad usage: an unknown option or value, bad settings, a bad phone number, scenario file or schedule
     3  a service Reach needs is unreachable (the database or the broker)
     4  not found: no such contact, cycle or schedule
 """

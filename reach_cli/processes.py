@@ -19,10 +19,14 @@ CONTAINER_BIND = "0.0.0.0:8000"
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
-def receiver(bind: str, workers: int = 2, connections: int = 500) -> list[str]:
+def receiver(bind: str, workers: int = 2, connections: int = 500, keep_alive: int = 5) -> list[str]:
     """`gunicorn 'web:create_app()'`: `workers` gevent processes, each serving up to `connections` requests at
     once (views wait on Redis and Postgres, not the CPU; psycopg 3 cooperates with gevent since 3.1.14);
     timeouts well above the slowest view, graceful stop within compose's 30 s.
+
+    `keep_alive` also bounds a request's line and headers: a gevent worker reads them within that many
+    seconds or closes the connection (slow headers hold no slot longer). The body's bound is the app's
+    (BODY_TIMEOUT_SECONDS: web/body_deadline.py).
 
     gevent because it took the least CPU per callback and the most callbacks per second of the gunicorn
     worker classes (bench/RESULTS.md, section 1): concurrent callbacks share a Redis round trip there
@@ -31,7 +35,7 @@ def receiver(bind: str, workers: int = 2, connections: int = 500) -> list[str]:
         "gunicorn", "--config", "python:web.gunicorn_conf",
         "--bind", bind, "--workers", str(workers), "--worker-class", "gevent",
         "--worker-connections", str(connections),
-        "--timeout", "30", "--graceful-timeout", "20", "--keep-alive", "5",
+        "--timeout", "30", "--graceful-timeout", "20", "--keep-alive", str(keep_alive),
         "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
         "web:create_app()",
     ]  # fmt: skip

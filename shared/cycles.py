@@ -97,16 +97,35 @@ def start_cycle(
     """Record a new cycle in `planning`; None when this schedule period already has one."""
     message = check_message(message)
     voice_message = check_message(voice_message, "voice_message") if voice_message else None
+    return _insert_cycle(
+        session,
+        message=message,
+        voice_message=voice_message,
+        schedule_id=schedule_id,
+        period_key=period_key,
+        state=CycleState.PLANNING,
+    )
+
+
+def record_skipped(session: Session, message: str, schedule_id: int, period_key: str, reason: str) -> int | None:
+    """Record a schedule period that is not run, and why, as a finished cycle in `skipped` that sends nothing;
+    None when the period has a cycle already (started, or skipped by another beat)."""
+    return _insert_cycle(
+        session,
+        message=message,
+        schedule_id=schedule_id,
+        period_key=period_key,
+        state=CycleState.SKIPPED,
+        skip_reason=reason,
+        finished_at=datetime.now(UTC),
+    )
+
+
+def _insert_cycle(session: Session, **values: Any) -> int | None:
+    """Insert a cycle row unless its period key is taken (the key is what makes a period run once)."""
     stmt = (
         insert_for(session, Cycle)
-        .values(
-            message=message,
-            voice_message=voice_message,
-            schedule_id=schedule_id,
-            period_key=period_key,
-            state=CycleState.PLANNING,
-            created_at=datetime.now(UTC),
-        )
+        .values(created_at=datetime.now(UTC), **values)
         .on_conflict_do_nothing(index_elements=["period_key"])
         .returning(Cycle.id)
     )
@@ -175,6 +194,7 @@ def report(session: Session, cycle_id: int) -> dict[str, Any] | None:
         "id": cycle.id,
         "state": cycle.state.value,
         "paused_reason": cycle.paused_reason,
+        "skip_reason": cycle.skip_reason,
         "schedule_id": cycle.schedule_id,
         "message": cycle.message,
         "voice_message": cycle.voice_message,

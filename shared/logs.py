@@ -23,15 +23,40 @@ def redact(text: str, secrets: list[str]) -> str:
     return _TOKEN_PARAM.sub(r"\g<key>***", text)
 
 
+def _worth_redacting(secrets: list[str]) -> list[str]:
+    # A secret of a character or three would star out ordinary words; such settings are refused anyway.
+    return [s for s in secrets if len(s) >= 4]
+
+
 class RedactingFormatter(logging.Formatter):
     """Formats as usual, then replaces configured secrets and URL passwords with `***`."""
 
     def __init__(self, fmt: str, secrets: list[str]) -> None:
         super().__init__(fmt)
-        self.secrets = [s for s in secrets if len(s) >= 4]
+        self.secrets = _worth_redacting(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record), self.secrets)
+
+
+class RedactedOutput(logging.Formatter):
+    """Another formatter's lines with secrets and URL passwords replaced by `***`: for handlers Reach does not
+    set up itself (gunicorn's error and access logs: web/gunicorn_conf.py)."""
+
+    def __init__(self, inner: logging.Formatter, secrets: list[str]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.secrets = _worth_redacting(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record), self.secrets)
+
+
+def redact_handlers(logger: logging.Logger, secrets: list[str]) -> None:
+    """Scrub secrets from every line `logger`'s own handlers write, keeping the format each has."""
+    for handler in logger.handlers:
+        if not isinstance(handler.formatter, RedactedOutput):
+            handler.setFormatter(RedactedOutput(handler.formatter or logging.Formatter(), secrets))
 
 
 def configured_secrets() -> list[str]:

@@ -141,6 +141,7 @@ class CycleState(enum.StrEnum):
     PAUSED = "paused"  # an account problem (e.g. InsufficientBalance); resumes on command
     DONE = "done"
     FAILED = "failed"
+    SKIPPED = "skipped"  # a schedule period not run (its previous cycle had not finished); sends nothing
 
 
 class Schedule(Base):
@@ -171,6 +172,8 @@ class Cycle(Base):
     #: Counts fixed at planning time: items per channel and contacts skipped, by why.
     plan: Mapped[dict[str, Any] | None]
     paused_reason: Mapped[str | None] = mapped_column(Text)
+    #: Why a schedule period was not run (state `skipped`).
+    skip_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
     planned_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -3,10 +3,15 @@
 Beat ticks `reach.cycle.tick`; each tick starts, for every enabled schedule, the latest period that is
 due. The period's key (`schedule:<id>:<due time>`) is unique on `cycles`, so a second beat, a retried
 tick or a restart cannot run the same period twice.
+
+A period that falls due while the schedule's previous cycle has not finished (a cycle to many contacts can
+outlast the period) is not started: it gets a cycle row in state `skipped`, with the reason, under the
+same unique key, so it is decided once whichever beat ticks, and the operator sees it (`last_skip`).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,33 +21,62 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.cycles import CycleError, check_message
-from shared.models import Schedule
+from shared import cron
+from shared.cycles import CycleError, check_message, record_skipped, start_cycle
+from shared.models import Cycle, CycleState, Schedule
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+#: The `schedules` columns' sizes: a longer name or zone is refused, not cut (nor a database error).
+MAX_NAME, MAX_ZONE = 100, 64
+#: A schedule's cycle in one of these states has not finished: a period due meanwhile is skipped.
+UNFINISHED = (CycleState.PLANNING, CycleState.DISPATCHING, CycleState.PAUSED)
+PERIOD_FORMAT = "%Y-%m-%dT%H:%MZ"
+
+
+class ScheduleExists(CycleError):
+    """The name is taken: a conflict with what is stored, not a malformed request."""
 
 
 def zone(name: str) -> ZoneInfo:
+    if len(name) > MAX_ZONE:
+        raise CycleError(f"timezone is too long ({len(name)} characters; at most {MAX_ZONE})")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise CycleError(f"unknown time zone {name!r}; use a name such as Africa/Nairobi or UTC") from None
 
 
-def check_cron(expression: str) -> str:
-    expression = " ".join(expression.split())
-    if len(expression.split()) != 5 or not croniter.is_valid(expression):
-        raise CycleError(f"bad cron expression {expression!r}; use five fields, e.g. '0 9 * * 1' (Mondays 09:00)")
-    return expression
-
-
-def add_schedule(
-    session: Session, name: str, cron: str, message: str, *, timezone: str = "UTC", voice_message: str | None = None
-) -> Schedule:
+def check_name(name: str) -> str:
     name = name.strip()
     if not name:
         raise CycleError("name must not be empty")
+    if len(name) > MAX_NAME:
+        raise CycleError(f"name is too long ({len(name)} characters; at most {MAX_NAME})")
+    return name
+
+
+def add_schedule(
+    session: Session,
+    name: str,
+    cron_expression: str,
+    message: str,
+    *,
+    timezone: str = "UTC",
+    voice_message: str | None = None,
+    min_interval_seconds: float | None = None,
+) -> Schedule:
+    """Store a schedule; `CycleError` names what is wrong with it (`ScheduleExists` when the name is taken).
+
+    `min_interval_seconds` defaults to SCHEDULE_MIN_INTERVAL_SECONDS; the receiver passes its own settings'.
+    """
+    if min_interval_seconds is None:
+        min_interval_seconds = get_settings().schedule_min_interval_seconds
+    name = check_name(name)
     schedule = Schedule(
-        name=name[:100],
-        cron=check_cron(cron),
+        name=name,
+        cron=cron.check(cron_expression, timedelta(seconds=min_interval_seconds), datetime.now(UTC)),
         timezone=zone(timezone).key,
         message=check_message(message),
         voice_message=check_message(voice_message, "voice_message") if voice_message else None,
@@ -52,7 +86,7 @@ def add_schedule(
     try:
         session.flush()
     except IntegrityError:
-        raise CycleError(f"a schedule named {name!r} exists already") from None
+        raise ScheduleExists(f"a schedule named {name!r} exists already") from None
     return schedule
 
 
@@ -71,22 +105,76 @@ def due_period(schedule: Schedule, now: datetime) -> datetime | None:
     """The latest scheduled time at or before `now` (and after the schedule was added), in UTC."""
     tz = zone(schedule.timezone)
     local_now = now.astimezone(tz)
-    latest = croniter(schedule.cron, local_now + timedelta(seconds=1)).get_prev(datetime)
+    try:
+        latest = croniter(schedule.cron, local_now + timedelta(seconds=1)).get_prev(datetime)
+    except cron.CRON_ERRORS as exc:  # stored before `cron.check` refused it
+        raise CycleError(f"cron {schedule.cron!r} cannot be read: {exc}") from None
     if latest < schedule.created_at.astimezone(tz):
         return None
     return latest.astimezone(UTC)
 
 
 def period_key(schedule: Schedule, due: datetime) -> str:
-    return f"schedule:{schedule.id}:{due.strftime('%Y-%m-%dT%H:%MZ')}"
+    return f"schedule:{schedule.id}:{due.strftime(PERIOD_FORMAT)}"
 
 
-def next_run(schedule: Schedule, now: datetime) -> datetime:
+def period_of(key: str) -> datetime:
+    """The due time a period key names (its inverse: `period_key`)."""
+    return datetime.strptime(key.split(":", 2)[2], PERIOD_FORMAT).replace(tzinfo=UTC)
+
+
+def start_due_period(session: Session, schedule: Schedule, now: datetime) -> int | None:
+    """Start the schedule's latest due period once; its cycle's id, or None when nothing started: not due,
+    started or skipped already, or skipped now because the schedule's previous cycle has not finished."""
+    due = due_period(schedule, now)
+    if due is None:
+        return None
+    key = period_key(schedule, due)
+    if session.scalar(select(Cycle.id).where(Cycle.period_key == key)) is not None:
+        return None  # decided already, by this beat's earlier tick or by another beat
+    running = session.execute(
+        select(Cycle.id, Cycle.state)
+        .where(Cycle.schedule_id == schedule.id, Cycle.state.in_(UNFINISHED))
+        .order_by(Cycle.id.desc())
+        .limit(1)
+    ).first()
+    if running is None:
+        return start_cycle(session, schedule.message, schedule.voice_message, schedule_id=schedule.id, period_key=key)
+    reason = f"cycle {running.id} of this schedule is still {running.state.value}"
+    if record_skipped(session, schedule.message, schedule.id, key, reason) is not None:
+        log.warning("schedule %s (%s): period %s skipped: %s", schedule.id, schedule.name, due.isoformat(), reason)
+    return None
+
+
+def next_run(schedule: Schedule, now: datetime) -> datetime | None:
+    """When the schedule fires next, in UTC; None if it never will (stored before `cron.check` refused it)."""
     tz = zone(schedule.timezone)
-    return croniter(schedule.cron, now.astimezone(tz)).get_next(datetime).astimezone(UTC)
+    try:
+        return croniter(schedule.cron, now.astimezone(tz)).get_next(datetime).astimezone(UTC)
+    except cron.CRON_ERRORS:
+        return None
 
 
-def schedule_json(schedule: Schedule, now: datetime | None = None) -> dict[str, Any]:
+def last_skip(session: Session, schedule: Schedule) -> dict[str, Any] | None:
+    """The schedule's latest skipped period: its cycle row, due time and why."""
+    skipped = session.scalars(
+        select(Cycle)
+        .where(Cycle.schedule_id == schedule.id, Cycle.state == CycleState.SKIPPED)
+        .order_by(Cycle.id.desc())
+        .limit(1)
+    ).first()
+    if skipped is None or skipped.period_key is None:
+        return None
+    return {
+        "cycle_id": skipped.id,
+        "period": period_of(skipped.period_key).isoformat(),
+        "reason": skipped.skip_reason,
+        "recorded_at": skipped.created_at.isoformat(),
+    }
+
+
+def schedule_json(session: Session, schedule: Schedule, now: datetime | None = None) -> dict[str, Any]:
+    following = next_run(schedule, now or datetime.now(UTC))
     return {
         "id": schedule.id,
         "name": schedule.name,
@@ -95,5 +183,6 @@ def schedule_json(schedule: Schedule, now: datetime | None = None) -> dict[str, 
         "message": schedule.message,
         "voice_message": schedule.voice_message,
         "enabled": schedule.enabled,
-        "next_run": next_run(schedule, now or datetime.now(UTC)).isoformat(),
+        "next_run": following.isoformat() if following else None,
+        "last_skip": last_skip(session, schedule),
     }

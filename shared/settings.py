@@ -14,7 +14,7 @@ from pathlib import Path
 
 import phonenumbers
 from limits import parse_many
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -27,6 +27,26 @@ LIVE_SMS_URL = "https://api.africastalking.com/version1"
 LIVE_VOICE_URL = "https://voice.africastalking.com"
 SANDBOX_SMS_URL = "https://api.sandbox.africastalking.com/version1"
 SANDBOX_VOICE_URL = "https://voice.sandbox.africastalking.com"
+
+
+#: Shortest token accepted in API_TOKEN, WEBHOOK_TOKEN (each of a comma-separated list) and METRICS_TOKEN: 24
+#: random URL-safe characters carry 144 bits. What `reach up` generates (`secrets.token_urlsafe(24)`) has 32.
+MIN_SECRET_LENGTH = 24
+#: The three bearer secrets, in the order they are declared (and so validated) below: no token may be in two.
+TOKEN_SETTINGS = ("webhook_token", "api_token", "metrics_token")
+
+
+def split_tokens(raw: str) -> list[str]:
+    """A comma-separated token list, blanks ignored (API_TOKEN, WEBHOOK_TOKEN)."""
+    return [t.strip() for t in raw.split(",") if t.strip()]
+
+
+def tokens_of(name: str, value: SecretStr) -> list[str]:
+    """The tokens a secret setting holds: METRICS_TOKEN is one token, the others are lists."""
+    raw = value.get_secret_value()
+    if name == "metrics_token":
+        return [raw.strip()] if raw.strip() else []
+    return split_tokens(raw)
 
 
 class SettingsError(ValueError):
@@ -60,6 +80,10 @@ class Settings(BaseSettings):
 
     #: Largest callback or operator body accepted; AT's callbacks are well under 2 KiB.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: How long a request's body may take to arrive from the receiver's first read of it, plus a second per
+    #: 64 KiB it delivers (so a large upload is cut off only for being slow); a client that trickles it gets
+    #: a 408 and its connection closed, so it holds no worker slot longer (web/body_deadline.py).
+    body_timeout_seconds: float = Field(default=10.0, ge=1, le=300)
     #: Callbacks moved from Redis to Postgres per drain transaction.
     drain_batch_size: int = Field(default=500, ge=1, le=10_000)
     #: A claimed batch of callbacks older than this belongs to a drainer that died; housekeeping puts it
@@ -101,6 +125,9 @@ class Settings(BaseSettings):
     dispatch_lease_seconds: int = Field(default=60, ge=1, le=3600)
     #: How often beat looks for due schedules.
     schedule_tick_seconds: float = Field(default=30.0, ge=0.5, le=3600)
+    #: The shortest time a schedule may leave between two of its cycles (every contact, each time): a cron
+    #: expression that fires twice within less, anywhere in the calendar, is refused. A minute is cron's step.
+    schedule_min_interval_seconds: int = Field(default=3600, ge=60, le=31 * 86_400)
     #: How often beat runs the housekeeping tasks (interrupted drains and sends, overdue calls, pruning). Each
     #: is idempotent and cheap when there is nothing to do; a shorter period only settles interrupted work
     #: sooner (the tests use 2 s).
@@ -111,11 +138,18 @@ class Settings(BaseSettings):
     cost_currency: str = Field(default="KES", min_length=3, max_length=3)
 
     # -- request rate limits (Flask-Limiter, counted in Redis; per client address) ------------------------
-    #: AT's callbacks. AT posts from a few servers, so a whole campaign shares a handful of keys, and a 429
-    #: may be a lost report (AT's retries are undocumented): keep this above AT's bursts (README, Security).
+    #: Callbacks without the right `?token=` while WEBHOOK_TOKEN is set: one bucket per client address across
+    #: every callback endpoint. A callback carrying the token (AT, or us) is never refused for rate: a 429 may
+    #: be a report lost for good (AT's retries are undocumented), so a stranger must not be able to cause one.
+    rate_limit_unauthenticated: str = "60/minute"
+    #: Every callback while WEBHOOK_TOKEN is unset (nobody can prove being AT), per endpoint. AT posts from a
+    #: few servers, so keep this above AT's bursts (README, Security). Not used when WEBHOOK_TOKEN is set.
     rate_limit_callbacks: str = "2000/second"
     #: The operator API (`/api/...`): people and scripts, never bulk traffic.
     rate_limit_operator: str = "600/minute"
+    #: Dashboard sign-in attempts (every POST /dashboard/login, right or wrong). People sign in a few times a
+    #: day; a guesser gets 10 a minute and 100 a day per address (against 24-character tokens).
+    rate_limit_dashboard_login: str = "10/minute;100/day"
     #: Reverse proxies in front of the receiver whose X-Forwarded-For is believed (0: none, the client is
     #: the connection's address). Set it to how many there are, or every client shares the proxy's budget.
     trusted_proxies: int = Field(default=0, ge=0, le=5)
@@ -174,7 +208,9 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown region {value!r}; use a two-letter code such as KE")
         return value
 
-    @field_validator("rate_limit_callbacks", "rate_limit_operator")
+    @field_validator(
+        "rate_limit_callbacks", "rate_limit_unauthenticated", "rate_limit_operator", "rate_limit_dashboard_login"
+    )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         try:
@@ -185,11 +221,27 @@ class Settings(BaseSettings):
             raise ValueError(f"not a rate limit {value!r}; write e.g. 2000/second or 600 per minute")
         return value
 
-    @field_validator("metrics_token")
+    @field_validator(*TOKEN_SETTINGS)
     @classmethod
-    def _metrics_token(cls, value: SecretStr) -> SecretStr:
-        if value.get_secret_value() and len(value.get_secret_value().strip()) < 16:
-            raise ValueError("must be at least 16 characters (it guards every counter Reach keeps)")
+    def _strong_distinct_tokens(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        """Each token long enough to resist guessing, and used for one purpose only: a webhook token sits in
+        AT's callback URLs, so it must never also open the operator API. Empty stays allowed (each setting's
+        closed default). Messages never show a token, only where it sits in its list."""
+        name = str(info.field_name)
+        tokens = tokens_of(name, value)
+        for position, token in enumerate(tokens, start=1):
+            if len(token) < MIN_SECRET_LENGTH:
+                which = f" (token {position} of {len(tokens)} is shorter)" if len(tokens) > 1 else ""
+                raise ValueError(
+                    f"must be at least {MIN_SECRET_LENGTH} characters{which}; generate one with "
+                    "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+        # Settings are validated in declaration order, so `info.data` holds the secrets declared before this one
+        # (absent when that one was itself refused).
+        for other in TOKEN_SETTINGS[: TOKEN_SETTINGS.index(name)]:
+            earlier = info.data.get(other)
+            if earlier is not None and set(tokens) & set(tokens_of(other, earlier)):
+                raise ValueError(f"shares a token with {other.upper()}: every secret must be different")
         return value
 
     @field_validator("log_level")
@@ -238,13 +290,13 @@ class Settings(BaseSettings):
     @property
     def api_tokens(self) -> list[str]:
         """Operator tokens: several may be valid at once, so one can be rotated without downtime."""
-        return [t.strip() for t in self.api_token.get_secret_value().split(",") if t.strip()]
+        return split_tokens(self.api_token.get_secret_value())
 
     @property
     def webhook_tokens(self) -> list[str]:
         """Callback tokens, comma-separated like API_TOKEN: the old one stays valid while AT's callback URLs
         change to the new one. The first is the one Reach hands out (simulator, printed URLs)."""
-        return [t.strip() for t in self.webhook_token.get_secret_value().split(",") if t.strip()]
+        return split_tokens(self.webhook_token.get_secret_value())
 
     @property
     def effective_database_url(self) -> str:

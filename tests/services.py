@@ -182,6 +182,12 @@ def postgres_server() -> Iterator[PostgresServer]:
         server.remove()
 
 
+def command_env(**overrides: str) -> dict[str, str]:
+    """The test session's environment, with this virtualenv's scripts (`reach`, `gunicorn`) on PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **overrides}
+
+
 class ServiceProcess:
     """`python -m <command>` (a command line of reach_cli/processes.py) in its own process group, logging to
     a file. Unless `wait` is false, returns once `ready` shows in the log (`wait_ready` does it later)."""

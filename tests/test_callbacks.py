@@ -7,6 +7,7 @@ that the callback is on the Redis inbox.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,7 +144,57 @@ def test_missing_or_wrong_token_is_403(client, redis_client, path: str, token: s
 
 def test_voice_callback_through_communicate_needs_token(client) -> None:
     case = Case("x", "/communicate", wire.voice_active(SESSION, CUSTOMER, AT_NUMBER))
-    assert _post(client, case, token=None).status_code == 403
+    assert _post(client, case, token="wrong-token").status_code == 403
+    # No credentials at all: the body is not read, so the answer names both (an operator send's 401).
+    response = _post(client, case, token=None)
+    assert response.status_code == 401
+    assert "?token=" in response.get_json()["error"] and "bearer token" in response.get_json()["error"]
+
+
+class WatchedBody(io.BytesIO):
+    """A request body that notes whether the app read any of it."""
+
+    read_from = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.read_from = True
+        return super().read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        self.read_from = True
+        return super().readinto(buffer)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        self.read_from = True
+        return super().readline(size)
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "status"),
+    [("", {}, 401), ("?token=wrong-token", {}, 403), ("", {"Authorization": "Bearer wrong-token"}, 401)],
+    ids=["none", "wrong-token", "wrong-bearer"],
+)
+@pytest.mark.parametrize(
+    "body",
+    [wire.voice_active(SESSION, CUSTOMER, AT_NUMBER), _seed("communicate_send")],
+    ids=["voice", "send"],
+)
+def test_communicate_refuses_strangers_before_reading_their_body(client, redis_client, query, headers, status, body):
+    """Whichever the body would be, without a valid credential it is never read: a client trickling it holds
+    no worker (issue 12)."""
+    raw = json.dumps(body).encode()
+    stream = WatchedBody(raw)
+    response = client.post(
+        f"/communicate{query}",
+        input_stream=stream,
+        content_length=len(raw),
+        content_type="application/json",
+        headers=headers,
+    )
+    assert not stream.read_from, "the body was read before the credentials were checked"
+    assert response.status_code == status
+    assert isinstance(response.get_json()["error"], str)
+    assert redis_client.llen(inbox.INBOX) == 0
 
 
 def test_oversized_body_is_413(client, redis_client) -> None:

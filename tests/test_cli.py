@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
 from reach_cli.main import EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, cli
-from shared import cycles
+from shared import cycles, schedules
 from shared.models import Call, Contact, ContactStatus, Cycle, CycleState, Message, Schedule
 from shared.settings import VAR_DIR, Settings, get_settings
 from tests.conftest import free_port
@@ -419,7 +419,7 @@ def test_schedule_add_list_remove(runner: CliRunner, session: Any) -> None:
     listed = invoke(runner, "schedule", "list")
     assert listed.exit_code == 0
     header, *rows = listed.output.splitlines()
-    assert header.split() == ["id", "name", "cron", "timezone", "enabled", "next_run", "message"]
+    assert header.split() == ["id", "name", "cron", "timezone", "enabled", "next_run", "last_skip", "message"]
     assert [row.split()[1] for row in rows] == ["weekly", "daily"]
     docs = json.loads(invoke(runner, "schedule", "list", "--json").output)["schedules"]
     weekly = docs[0]
@@ -436,6 +436,32 @@ def test_schedule_add_list_remove(runner: CliRunner, session: Any) -> None:
     assert session.scalars(select(Schedule)).all() == []
 
 
+def test_schedule_list_and_cycle_show_tell_a_skipped_period(runner: CliRunner, session: Any) -> None:
+    assert invoke(runner, "schedule", "add", "hourly", "--cron", "0 * * * *", "--message", "News").exit_code == 0
+    schedule = session.scalars(select(Schedule)).one()
+    nine = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    first = make_cycle(
+        session, CycleState.DISPATCHING, schedule_id=schedule.id, period_key=schedules.period_key(schedule, nine)
+    )
+    reason = f"cycle {first} of this schedule is still dispatching"
+    skipped = make_cycle(
+        session,
+        CycleState.SKIPPED,
+        schedule_id=schedule.id,
+        period_key=schedules.period_key(schedule, nine.replace(hour=10)),
+        skip_reason=reason,
+    )
+
+    header, row = invoke(runner, "schedule", "list").output.splitlines()
+    assert row[header.index("last_skip") :].split()[0] == "2026-12-01T10:00:00+00:00"
+    (doc,) = json.loads(invoke(runner, "schedule", "list", "--json").output)["schedules"]
+    assert doc["last_skip"]["reason"] == reason and doc["last_skip"]["cycle_id"] == skipped
+    shown = invoke(runner, "cycle", "show", str(skipped))
+    assert shown.output.splitlines()[:2] == [f"cycle {skipped}: skipped", f"  skipped:   {reason}"]
+    watched = invoke(runner, "cycle", "watch", str(skipped), "--interval", "0.1")
+    assert watched.exit_code == 1  # it ends: nothing was or will be sent for that period
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -444,15 +470,38 @@ def test_schedule_add_list_remove(runner: CliRunner, session: Any) -> None:
         (["--cron", "61 9 * * *"], "bad cron expression"),
         (["--cron", "0 9 * * 1", "--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
         (["--cron", "0 9 * * 1", "--message", ""], "message must not be empty"),
+        (["--cron", "0 0 30 2 *"], "cron '0 0 30 2 *' never fires"),
+        (["--cron", "*/30 * * * *"], "fires twice within 30 minutes"),
+        (["--cron", "0 9 * * 1", "--", ""], "name must not be empty"),
+        (["--cron", "0 9 * * 1", "--", "n" * 101], "name is too long (101 characters; at most 100)"),
     ],
-    ids=["words", "four fields", "minute 61", "time zone", "empty message"],
+    ids=[
+        "words",
+        "four fields",
+        "minute 61",
+        "time zone",
+        "empty message",
+        "30 February",
+        "too often",
+        "empty name",
+        "long name",
+    ],
 )
-def test_schedule_add_refuses_bad_input(runner: CliRunner, session: Any, args: list[str], message: str) -> None:
+def test_schedule_add_refuses_bad_input(
+    runner: CliRunner, session: Any, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
     if "--message" not in args:
-        args = [*args, "--message", "hi"]
-    result = invoke(runner, "schedule", "add", "weekly", *args)
+        args = ["--message", "hi", *args]
+    if "--" not in args:
+        args = [*args, "weekly"]
+    monkeypatch.setenv("SCHEDULE_MIN_INTERVAL_SECONDS", "3600")  # the test session allows every minute
+    get_settings.cache_clear()
+    try:
+        result = invoke(runner, "schedule", "add", *args)
+    finally:
+        get_settings.cache_clear()
 
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_USAGE
     assert message in error_of(result)
     assert session.scalars(select(Schedule)).all() == []
 

@@ -22,8 +22,12 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip
 
 
+#: The Flask test client's own origin: a browser sends it with every form (tests/test_dashboard_auth.py).
+SAME_ORIGIN = {"Origin": "http://localhost"}
+
+
 def sign_in(client, token: str):
-    return client.post("/dashboard/login", data={"token": token})
+    return client.post("/dashboard/login", data={"token": token}, headers=SAME_ORIGIN)
 
 
 # -- auth -----------------------------------------------------------------------------------------------------
@@ -44,6 +48,15 @@ def test_wrong_token_is_refused_and_sets_no_cookie(client) -> None:
     assert client.get("/dashboard").status_code == 303
 
 
+def test_a_sign_in_body_larger_than_the_form_is_refused_unread(client) -> None:
+    """The form carries the credential, so its body is read before anything is checked: it is kept small
+    (a client may send a huge or endless one; BODY_TIMEOUT_SECONDS bounds how slowly)."""
+    response = client.post("/dashboard/login", data={"token": API_TOKEN, "padding": "x" * 5000}, headers=SAME_ORIGIN)
+    assert response.status_code == 413
+    assert response.get_json() == {"error": "request body too large"}
+    assert "Set-Cookie" not in response.headers
+
+
 def test_a_token_gives_a_strict_httponly_session_without_the_token_in_it(client) -> None:
     response = sign_in(client, API_TOKEN)
     assert response.status_code == 303 and response.headers["Location"].endswith("/dashboard")
@@ -53,7 +66,7 @@ def test_a_token_gives_a_strict_httponly_session_without_the_token_in_it(client)
     page = client.get("/dashboard")
     assert page.status_code == 200 and "Contacts by status" in page.get_data(as_text=True)
     assert page.headers["Cache-Control"] == "no-store"
-    client.post("/dashboard/logout")
+    client.post("/dashboard/logout", headers=SAME_ORIGIN)
     assert client.get("/dashboard").status_code == 303
 
 

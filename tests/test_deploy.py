@@ -26,7 +26,7 @@ from reach_cli import processes
 from shared.broker import QUEUES, TASK_ROUTES
 from shared.settings import Settings
 from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, wait_for
-from tests.services import ROOT, ServiceProcess, WorkerProcess, free_port, fresh_database
+from tests.services import ROOT, ServiceProcess, WorkerProcess, command_env, free_port, fresh_database
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -281,12 +281,6 @@ def test_env_example_as_given_is_valid_settings(tmp_path: Path) -> None:
 
 
 # -- the commands, run for real ------------------------------------------------------------------------------
-
-
-def command_env(**overrides: str) -> dict[str, str]:
-    """The test session's environment, with this virtualenv's scripts (`reach`, `gunicorn`) on PATH."""
-    bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **overrides}
 
 
 def test_migrate_command_creates_the_schema_and_is_safe_to_run_again(database_url: str) -> None:

@@ -120,8 +120,10 @@ def test_form_parsing_matches_werkzeugs(text: str) -> None:
 
 
 def test_rate_limit_windows_are_shared_with_flask_limiter(make_app, redis_client) -> None:
-    client = make_app(rate_limit_callbacks="3/hour").test_client()
-    url = f"/dlr?token={WEBHOOK_TOKEN}"
+    """Without a WEBHOOK_TOKEN every callback counts in RATE_LIMIT_CALLBACKS (with one, a callback carrying it
+    is never limited and one without it never takes the fast path: tests/test_rate_limits.py)."""
+    client = make_app(webhook_token="", rate_limit_callbacks="3/hour").test_client()
+    url = "/dlr"
     codes = [
         client.post(url, data=dlr_body(1)).status_code,  # fast path
         client.post(url, json=dlr_body(2)).status_code,  # Flask-Limiter
@@ -135,8 +137,8 @@ def test_rate_limit_windows_are_shared_with_flask_limiter(make_app, redis_client
 
 
 def test_every_configured_window_counts(make_app, redis_client) -> None:
-    client = make_app(rate_limit_callbacks="100/hour;2/minute").test_client()
-    codes = [client.post(f"/dlr?token={WEBHOOK_TOKEN}", data=dlr_body(n)).status_code for n in range(3)]
+    client = make_app(webhook_token="", rate_limit_callbacks="100/hour;2/minute").test_client()
+    codes = [client.post("/dlr", data=dlr_body(n)).status_code for n in range(3)]
     assert codes == [200, 200, 429]
     assert redis_client.llen(INBOX) == 2
 

@@ -28,8 +28,9 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 EXAMPLES_PER_OPERATION = 30
 
 
-#: Blueprints that serve HTML pages to people, not an API: the dashboard (tests/test_dashboard.py).
-HTML_BLUEPRINTS = {"dashboard"}
+#: Blueprints that serve HTML pages to people, not an API: the dashboard and its sign-in
+#: (tests/test_dashboard.py, tests/test_dashboard_auth.py).
+HTML_BLUEPRINTS = {"dashboard", "dashboard_auth"}
 
 
 def flask_routes(app: Any) -> set[tuple[str, str]]:

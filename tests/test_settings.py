@@ -60,7 +60,7 @@ BAD_VALUES = [
     ("AT_VOICE_NUMBER", "0711", "E.164"),
     ("AT_TIMEOUT_READ", "0", "greater than 0"),
     ("LOG_LEVEL", "LOUD", "DEBUG"),
-    ("METRICS_TOKEN", "short", "at least 16 characters"),
+    ("METRICS_TOKEN", "short", "at least 24 characters"),
     ("METRICS_PUBLIC", "maybe", "boolean"),
     ("DASHBOARD_SESSION_HOURS", "0", "greater than 0"),
     ("DASHBOARD_CYCLES", "1000", "less than or equal to 100"),
@@ -77,6 +77,52 @@ def test_bad_variable_is_named_in_upper_case(monkeypatch, variable: str, value: 
     assert len(named) == 1, message
     assert hint in named[0]
     assert variable.lower() + ":" not in message
+
+
+#: Secrets too short to stand up to guessing; each value is distinctive, so its absence from the message shows
+#: the message never prints it.
+WEAK_SECRETS = [
+    ("API_TOKEN", "Qz7a"),
+    ("WEBHOOK_TOKEN", "x9Kw"),
+    ("API_TOKEN", f"{API_TOKEN},rotated-but-short-Qz7"),  # every token of a list counts
+    ("WEBHOOK_TOKEN", f"hook-23-characters-Qz7a,{WEBHOOK_TOKEN}"),  # 23 characters: one short
+    ("METRICS_TOKEN", "metrics-23-characters-Q"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), WEAK_SECRETS)
+def test_a_short_secret_stops_start_up_naming_the_variable_not_the_secret(monkeypatch, variable, value) -> None:
+    message = settings_error(monkeypatch, **{variable: value})
+    named = [line.strip() for line in message.splitlines() if line.strip().startswith(f"{variable}:")]
+    assert len(named) == 1 and "at least 24 characters" in named[0], message
+    for token in value.split(","):
+        if token not in (API_TOKEN, WEBHOOK_TOKEN):
+            assert token not in message
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "other", "shared"),
+    [
+        ({"WEBHOOK_TOKEN": API_TOKEN}, "API_TOKEN", "WEBHOOK_TOKEN", API_TOKEN),
+        ({"WEBHOOK_TOKEN": f"{WEBHOOK_TOKEN},{SECOND_API_TOKEN}"}, "API_TOKEN", "WEBHOOK_TOKEN", SECOND_API_TOKEN),
+        ({"METRICS_TOKEN": SECOND_API_TOKEN}, "METRICS_TOKEN", "API_TOKEN", SECOND_API_TOKEN),
+        ({"METRICS_TOKEN": WEBHOOK_TOKEN}, "METRICS_TOKEN", "WEBHOOK_TOKEN", WEBHOOK_TOKEN),
+    ],
+    ids=["api=webhook", "rotated-webhook=api", "metrics=api", "metrics=webhook"],
+)
+def test_one_secret_in_two_variables_stops_start_up(monkeypatch, env, variable, other, shared) -> None:
+    message = settings_error(monkeypatch, **env)
+    named = [line.strip() for line in message.splitlines() if line.strip().startswith(f"{variable}:")]
+    assert len(named) == 1 and other in named[0], message
+    assert shared not in message
+
+
+def test_empty_secrets_stay_allowed(monkeypatch) -> None:
+    """Unset, each keeps its closed or documented default: no callback token, API and metrics closed."""
+    for name in ("API_TOKEN", "WEBHOOK_TOKEN", "METRICS_TOKEN"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert (settings.api_tokens, settings.webhook_tokens, settings.metrics_token.get_secret_value()) == ([], [], "")
 
 
 def test_bad_override_is_named_like_the_variable() -> None:
@@ -155,9 +201,9 @@ def test_secrets_never_show_in_repr_or_str() -> None:
 
 def test_secrets_from_env_file_are_hidden_too(empty_workdir: Path, monkeypatch) -> None:
     monkeypatch.delenv("API_TOKEN")
-    (empty_workdir / ".env").write_text("API_TOKEN=file-token-one,file-token-two\n")
+    (empty_workdir / ".env").write_text("API_TOKEN=file-token-one-0123456789abcd,file-token-two-0123456789abcd\n")
     settings = load_settings()
-    assert settings.api_tokens == ["file-token-one", "file-token-two"]
+    assert settings.api_tokens == ["file-token-one-0123456789abcd", "file-token-two-0123456789abcd"]
     assert "file-token" not in repr(settings)
     assert "file-token" not in str(settings)
 
@@ -232,12 +278,15 @@ def test_explicit_at_urls_win_without_trailing_slash(monkeypatch, username: str)
     assert settings.voice_base_url == "https://voice.example.test"
 
 
+ONE, TWO = "first-token-0123456789abcdef", "second-token-0123456789abcdef"
+
+
 @pytest.mark.parametrize(
     ("raw", "tokens"),
     [
-        ("one-token", ["one-token"]),
-        ("first-token,second-token", ["first-token", "second-token"]),
-        (" first-token , ,second-token,, ", ["first-token", "second-token"]),
+        (ONE, [ONE]),
+        (f"{ONE},{TWO}", [ONE, TWO]),
+        (f" {ONE} , ,{TWO},, ", [ONE, TWO]),
         ("", []),
         (" , ,", []),
     ],
@@ -266,7 +315,7 @@ def test_create_app_fails_at_start_naming_the_variable(monkeypatch, variable: st
 def test_create_app_with_good_settings_uses_them() -> None:
     from web import create_app
 
-    settings = load_settings(api_token="only-this-token")
+    settings = load_settings(api_token="only-this-token-0123456789")
     app = create_app(settings)
     try:
         assert app.extensions["reach.settings"] is settings

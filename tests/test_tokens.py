@@ -16,7 +16,7 @@ import pytest
 from simulator import wire
 from tests.conftest import API_TOKEN, SECOND_API_TOKEN
 
-OLD, NEW = "hook-old-5a1f93e0c7", "hook-new-b24d6e8f1a"
+OLD, NEW = "hook-old-5a1f93e0c7d2b8a4f6e1", "hook-new-b24d6e8f1a3c9e7b5d02"
 CUSTOMER = "+254711000001"
 
 

@@ -26,8 +26,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["reach.settings"] = settings
 
-    from web import callbacks, dashboard, errors, fastpath, health, limits, metrics, openapi, operator_api, services
+    from web import (
+        callbacks,
+        callers,
+        dashboard,
+        dashboard_auth,
+        errors,
+        fastpath,
+        health,
+        limits,
+        metrics,
+        openapi,
+        operator_api,
+        services,
+    )
     from web.bodies import GuardedBodies
+    from web.body_deadline import bounded
 
     services.init_app(app, settings)
     metrics.init_app(app)
@@ -36,7 +50,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(operator_api.bp)
     app.register_blueprint(openapi.bp)
-    limits.init_app(app, settings, callbacks.bp, operator_api.bp)
+    limiter = limits.init_app(app, settings, callbacks.bp, operator_api.bp)
+    callers.init_app(app)
+    dashboard_auth.init_app(app, limiter)
     dashboard.init_app(app)
     # Below the fast path, which reads only bodies of a declared length and answers its own errors.
     app.wsgi_app = GuardedBodies(app.wsgi_app)  # type: ignore[method-assign]
@@ -44,6 +60,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         # DLRs and incoming SMS skip Flask on their happy path (web/fastpath.py); anything else reaches it.
         inbox = app.extensions["reach"].inbox
         app.wsgi_app = fastpath.CallbackFastPath(app.wsgi_app, settings, inbox)  # type: ignore[method-assign]
+    # Outside the fast path, which reads bodies too: every body keeps to BODY_TIMEOUT_SECONDS (under gevent).
+    app.wsgi_app = bounded(app.wsgi_app, settings.body_timeout_seconds)  # type: ignore[method-assign]
     if settings.trusted_proxies:
         # The client address (rate limits, logs) and scheme as the trusted proxies saw them; never more
         # hops than configured, so a client cannot choose its own address.

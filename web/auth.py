@@ -24,20 +24,35 @@ def is_operator_token(given: str) -> bool:
     return bool(tokens) and matches_any(given, tokens)
 
 
+def has_webhook_token() -> bool:
+    """The request carries `?token=` with one of WEBHOOK_TOKEN; never true while none is set."""
+    expected = services().settings.webhook_tokens
+    return bool(expected) and matches_any(request.args.get("token", ""), expected)
+
+
+def passes_webhook_check() -> bool:
+    """What `require_webhook_token` lets through: the right `?token=`, or anyone while WEBHOOK_TOKEN is unset."""
+    return not services().settings.webhook_tokens or has_webhook_token()
+
+
 def require_webhook_token() -> None:
     """AT callbacks carry `?token=` (one of WEBHOOK_TOKEN) when it is set (design §4); otherwise 403."""
-    expected = services().settings.webhook_tokens
-    if expected and not matches_any(request.args.get("token", ""), expected):
+    if not passes_webhook_check():
         raise ApiError(403, "forbidden: missing or wrong token")
+
+
+def has_operator_token() -> bool:
+    """The request carries `Authorization: Bearer <one of API_TOKEN>`; never true while none is set."""
+    tokens = services().settings.api_tokens
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return bool(tokens) and scheme.lower() == "bearer" and matches_any(given.strip(), tokens)
 
 
 def require_operator() -> None:
     """Operator API: `Authorization: Bearer <one of API_TOKEN>`; with no API_TOKEN set, nobody gets in."""
-    tokens = services().settings.api_tokens
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if not tokens:
+    if not services().settings.api_tokens:
         raise ApiError(401, "operator API disabled: set API_TOKEN")
-    if scheme.lower() != "bearer" or not matches_any(given.strip(), tokens):
+    if not has_operator_token():
         raise ApiError(401, "missing or wrong bearer token")
 
 

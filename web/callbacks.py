@@ -4,7 +4,7 @@ voice call reads it only when Redis cannot be reached (the customer is on the li
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
@@ -24,7 +24,7 @@ from shared.callbacks import (
 from shared.models import Call, Contact
 from shared.store import STORE_ERRORS
 from web import operator_api
-from web.auth import require_operator, require_webhook_token
+from web.auth import has_operator_token, passes_webhook_check, require_operator, require_webhook_token
 from web.errors import ApiError
 from web.forms import read_fields
 from web.services import services
@@ -150,12 +150,27 @@ def _placed_call_message(session_id: str) -> str | None:
 
 @bp.post("/communicate")
 def communicate() -> ResponseReturnValue:
-    """Seed compatibility: a voice callback (has sessionId/isActive) or an operator send (to, message)."""
+    """Seed compatibility: a voice callback (has sessionId/isActive) or an operator send (to, message).
+
+    The credentials are checked before the body is read, so a stranger's body is never read (nor waited
+    for): `?token=` lets it be a voice callback, the bearer header an operator send."""
+    if not (passes_webhook_check() or has_operator_token()):
+        _refuse_stranger()
     fields = read_fields(request)
     if "sessionId" in fields or "isActive" in fields:
         require_webhook_token()
         return _voice(fields)
     if "to" in fields or "message" in fields:
-        require_operator()  # before reading the body: strangers learn nothing about the API
+        require_operator()
         return operator_api.send_one(fields)
     raise ApiError(400, "expected a voice callback (sessionId, isActive) or a send request (to, message)")
+
+
+def _refuse_stranger() -> NoReturn:
+    """Without the body, which of the two it was is unknown: the error of the credential it tried, if any."""
+    tried_bearer = "Authorization" in request.headers
+    if "token" in request.args and not tried_bearer:
+        require_webhook_token()
+    if tried_bearer or not services().settings.api_tokens:
+        require_operator()  # what is wrong with the bearer, or that the operator API is off
+    raise ApiError(401, "missing credentials: an operator send needs a bearer token, a voice callback ?token=")

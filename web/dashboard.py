@@ -1,91 +1,32 @@
 """`GET /dashboard`: the operator's page, server-rendered from the same report queries as the API and CLI.
 
-Browsers cannot send a bearer header, so the operator signs in once with an API_TOKEN through a form;
-the answer is a signed, HttpOnly, SameSite=Strict cookie scoped to /dashboard. The cookie is signed with
-a key derived from the token used, so removing that token from API_TOKEN ends its sessions at once; the
-token itself is never in a URL, a cookie or a log line.
+Who may see it (sign-in, sessions, cross-site posts, sign-in attempts) is web/dashboard_auth.py's concern;
+the views here only ask `signed_in()`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections import Counter
 from typing import Any
 
-from flask import Blueprint, Flask, Response, redirect, render_template, request
+from flask import Blueprint, Flask, Response, redirect, render_template
 from flask.typing import ResponseReturnValue
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared import cycles
 from shared.contacts import counts_by_status
 from shared.models import Cycle
-from web.auth import is_operator_token
+from web.dashboard_auth import no_store, signed_in
 from web.services import services
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates")
 
-COOKIE = "reach_dashboard"
 TOP_REASONS = 8
 
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
-
-
-def _serializer(token: str) -> URLSafeTimedSerializer:
-    key = hmac.new(token.encode(), b"reach dashboard session", hashlib.sha256).digest()
-    return URLSafeTimedSerializer(key, salt="reach.dashboard")
-
-
-def signed_in() -> bool:
-    """True when the request carries a session cookie signed for a token that is still valid."""
-    cookie = request.cookies.get(COOKIE, "")
-    max_age = int(services().settings.dashboard_session_hours * 3600)
-    if not cookie:
-        return False
-    for token in services().settings.api_tokens:
-        try:
-            _serializer(token).loads(cookie, max_age=max_age)
-            return True
-        except BadSignature:
-            continue
-    return False
-
-
-@bp.get("/login")
-def login_form() -> ResponseReturnValue:
-    return _login_page(200)
-
-
-@bp.post("/login")
-def login() -> ResponseReturnValue:
-    settings = services().settings
-    given = request.form.get("token", "").strip()
-    if not settings.api_tokens:
-        return _login_page(401, "The dashboard is disabled: set API_TOKEN.")
-    if not given or not is_operator_token(given):
-        return _login_page(401, "Wrong token.")
-    response = redirect("/dashboard", code=303)
-    response.set_cookie(
-        COOKIE,
-        _serializer(given).dumps({"v": 1}),
-        max_age=int(settings.dashboard_session_hours * 3600),
-        path="/dashboard",
-        secure=settings.dashboard_cookie_secure,
-        httponly=True,
-        samesite="Strict",
-    )
-    return response
-
-
-@bp.post("/logout")
-def logout() -> ResponseReturnValue:
-    response = redirect("/dashboard/login", code=303)
-    response.delete_cookie(COOKIE, path="/dashboard")
-    return response
 
 
 @bp.get("")
@@ -94,7 +35,7 @@ def dashboard() -> ResponseReturnValue:
         return redirect("/dashboard/login", code=303)
     with services().sessions() as session:
         page = overview(session, services().settings.dashboard_cycles)
-    return _no_store(Response(render_template("dashboard.html", **page)))
+    return no_store(Response(render_template("dashboard.html", **page)))
 
 
 def overview(session: Session, how_many: int) -> dict[str, Any]:
@@ -149,14 +90,3 @@ def funnel_chart(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "bar_width": BAR_WIDTH,
         "steps": [label for label, _, _ in FUNNEL],
     }
-
-
-def _login_page(status: int, error: str | None = None) -> ResponseReturnValue:
-    return _no_store(Response(render_template("login.html", error=error), status=status))
-
-
-def _no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
-    response.headers["X-Frame-Options"] = "DENY"
-    return response

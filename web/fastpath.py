@@ -5,7 +5,8 @@ Per DLR, Flask's routing, request objects, form parsing, hooks and Flask-Limiter
 times what the HTTP server itself spends (bench/RESULTS.md, section 1). This WSGI middleware sits in front
 of the Flask app and takes only the happy path of `POST /dlr` and `POST /receiveSMS`: a form body of a known
 length within MAX_BODY_BYTES, the right `?token=`, and fields that parse. It then counts the request in the
-client's rate-limit windows, queues the callback and sets the drainer's wake-up mark in one Redis script
+client's rate-limit windows (none while WEBHOOK_TOKEN is set: a callback carrying it is never limited; see
+web/limits.py), queues the callback and sets the drainer's wake-up mark in one Redis script
 (`Inbox.push_within`), shared with the requests this process is serving at the same moment
 (web/group_commit.py), and answers exactly what the Flask view answers, with the same metrics.
 
@@ -35,9 +36,10 @@ from shared.inbox import Inbox, encode
 from shared.settings import Settings
 from shared.store import STORE_ERRORS
 from web.auth import matches_any
+from web.body_deadline import BodyTooSlow
 from web.callbacks import UNAVAILABLE
 from web.group_commit import GroupCommit
-from web.limits import ClientWindows
+from web.limits import ClientWindows, open_callback_limit
 from web.metrics import CALLBACKS, REQUEST_SECONDS
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,8 @@ class CallbackFastPath:
         self.tokens = settings.webhook_tokens
         self.good_queries: set[str] = set()  # query strings whose token matched
         self.max_body = settings.max_body_bytes
-        self.windows = ClientWindows(settings.rate_limit_callbacks)
+        # Only callbacks that pass the token check come this way: none is limited while WEBHOOK_TOKEN is set.
+        self.windows = ClientWindows(open_callback_limit(settings))
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -97,7 +100,10 @@ class CallbackFastPath:
     def _handle(
         self, route: Route, length: int, started: float, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        body = environ["wsgi.input"].read(length)
+        try:
+            body = environ["wsgi.input"].read(length)
+        except BodyTooSlow:  # Flask answers it (408): its own read of the body fails at once
+            return self.flask_wsgi(environ, start_response)
         fields = self._fields(body, length)
         try:
             if fields is None:

@@ -1,9 +1,14 @@
-"""Gunicorn hooks for Prometheus multiprocess mode: `gunicorn -c python:web.gunicorn_conf 'web:create_app()'`.
+"""Gunicorn hooks: `gunicorn -c python:web.gunicorn_conf 'web:create_app()'`.
 
-With PROMETHEUS_MULTIPROC_DIR set (an environment variable: prometheus_client reads it, not `.env`), each
-receiver process writes its metrics to files there and every scrape sums them. At start the directory is
-created and emptied: files of an earlier run would add its counts to this one's. When a process exits, its
-files are marked dead so no live gauge of it lingers.
+Logging: gunicorn's master sets up its error and access logs; each worker, once the app is loaded, sends
+Reach's own records through Reach's redacting handler and scrubs the same secrets from gunicorn's two logs
+(a request line gunicorn cannot parse is logged as sent, `?token=` and all). Not in the master: it must not
+import the app's modules before a gevent worker has patched the standard library (web/__init__.py).
+
+Prometheus multiprocess mode: with PROMETHEUS_MULTIPROC_DIR set (an environment variable: prometheus_client
+reads it, not `.env`), each receiver process writes its metrics to files there and every scrape sums them. At
+start the directory is created and emptied: files of an earlier run would add its counts to this one's. When
+a process exits, its files are marked dead so no live gauge of it lingers.
 """
 
 from __future__ import annotations
@@ -28,3 +33,13 @@ def child_exit(_server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    from shared.logs import configure_logging, configured_secrets, redact_handlers
+    from shared.settings import get_settings
+
+    configure_logging(get_settings().log_level)  # the app has read the settings: they are valid
+    secrets = configured_secrets()
+    redact_handlers(worker.log.error_log, secrets)
+    redact_handlers(worker.log.access_log, secrets)

@@ -26,6 +26,13 @@ from web.services import services
 bp = Blueprint("metrics", __name__)
 
 CALLBACKS = Counter("reach_callbacks", "AT callbacks answered, by kind and outcome", ["kind", "outcome"])
+#: Callbacks without the right webhook token while one is set (web/callers.py), by kind and outcome: someone
+#: other than AT probing or flooding the receiver (or AT's callback URLs lost their `?token=`).
+UNAUTHENTICATED_CALLBACKS = Counter(
+    "reach_unauthenticated_callbacks",
+    "Callbacks without the right webhook token, by kind and outcome (forbidden, limited, ...)",
+    ["kind", "outcome"],
+)
 REQUEST_SECONDS = Histogram(
     "reach_http_request_duration_seconds",
     "Time to answer an HTTP request, by endpoint (the route, never the path) and method",
@@ -49,6 +56,8 @@ def callback_outcome(status: int) -> str:
         return "queued"
     if status in (401, 403):
         return "forbidden"
+    if status == 429:
+        return "limited"
     if status == 503:
         return "unavailable"
     if 400 <= status < 500:

@@ -230,13 +230,14 @@ def resume_cycle(cycle_id: int) -> ResponseReturnValue:
 @bp.get("/schedules")
 def list_schedules() -> ResponseReturnValue:
     with services().sessions() as session:
-        found = session.scalars(select(Schedule).order_by(Schedule.id))
-        return {"schedules": [schedules.schedule_json(s) for s in found]}
+        found = session.scalars(select(Schedule).order_by(Schedule.id)).all()
+        return {"schedules": [schedules.schedule_json(session, s) for s in found]}
 
 
 @bp.post("/schedules")
 def add_schedule() -> ResponseReturnValue:
-    """Add a schedule: `{"name", "cron", "message", "timezone"?, "voice_message"?}`."""
+    """Add a schedule: `{"name", "cron", "message", "timezone"?, "voice_message"?}`; one that never fires or
+    fires more often than SCHEDULE_MIN_INTERVAL_SECONDS is a 400."""
     doc = read_json_object(request)
     field.only_fields(doc, SCHEDULE_FIELDS)
     with services().sessions() as session, session.begin():
@@ -247,8 +248,9 @@ def add_schedule() -> ResponseReturnValue:
             field.message(doc, "message") or "",
             timezone=field.text(doc, "timezone", required=False) or "UTC",
             voice_message=field.message(doc, "voice_message", required=False),
+            min_interval_seconds=services().settings.schedule_min_interval_seconds,
         )
-        return schedules.schedule_json(schedule), 201
+        return schedules.schedule_json(session, schedule), 201
 
 
 @bp.delete("/schedules/<key>")

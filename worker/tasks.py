@@ -222,22 +222,14 @@ def tick() -> list[int]:
 
 
 def start_due_cycles(now: datetime) -> list[int]:
-    """What a tick does at `now`: start (and plan) each schedule's latest due period not started yet."""
+    """What a tick does at `now`: start (and plan) each schedule's latest due period not decided yet; a
+    period due while the schedule's previous cycle runs is recorded skipped (`schedules.start_due_period`)."""
     started = []
     with session_scope() as session:
         for schedule in session.scalars(select(Schedule).where(Schedule.enabled.is_(True))):
-            due = schedules.due_period(schedule, now)
-            if due is None:
-                continue
             try:
-                cycle_id = shared_cycles.start_cycle(
-                    session,
-                    schedule.message,
-                    schedule.voice_message,
-                    schedule_id=schedule.id,
-                    period_key=schedules.period_key(schedule, due),
-                )
-            except shared_cycles.CycleError as exc:  # its text predates a rule: the other schedules still run
+                cycle_id = schedules.start_due_period(session, schedule, now)
+            except shared_cycles.CycleError as exc:  # its text or cron predates a rule: the others still run
                 log.error("schedule %s (%s) cannot start a cycle: %s", schedule.id, schedule.name, exc)
                 continue
             if cycle_id is not None:

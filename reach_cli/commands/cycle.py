@@ -117,7 +117,7 @@ def cycle_show(cycle_id: int, as_json: bool) -> None:
 @click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(0.1, 3600), metavar="SECONDS",
               help="Seconds between updates.")  # fmt: skip
 def cycle_watch(cycle_id: int, interval: float) -> None:
-    """Print the cycle's progress every few seconds until it is done (exit 0) or failed (exit 1).
+    """Print the cycle's progress every few seconds until it is done (exit 0), or failed or skipped (exit 1).
 
     Ctrl-C stops watching; the cycle carries on.
     """
@@ -128,8 +128,8 @@ def cycle_watch(cycle_id: int, interval: float) -> None:
         while True:
             found = _report_or_exit(cycle_id)
             click.echo(progress_line(found, datetime.now(UTC).astimezone()))
-            if found["state"] in {"done", "failed"}:
-                sys.exit(EXIT_FAILED if found["state"] == "failed" else 0)
+            if found["state"] in {"done", "failed", "skipped"}:
+                sys.exit(0 if found["state"] == "done" else EXIT_FAILED)
             time.sleep(interval)
     except KeyboardInterrupt:
         click.echo("stopped watching; the cycle carries on")
@@ -179,6 +179,7 @@ def cycle_list(limit: int, as_json: bool) -> None:
             "finished_at": c.finished_at.isoformat() if c.finished_at else None,
             "plan": c.plan,
             "paused_reason": c.paused_reason,
+            "skip_reason": c.skip_reason,
         }
         for c in found
     ]
@@ -191,7 +192,8 @@ def cycle_list(limit: int, as_json: bool) -> None:
     rows = []
     for c, doc in zip(found, docs, strict=True):
         plan = doc["plan"] or {}
-        state = f"{doc['state']} ({c.paused_reason})" if c.paused_reason else doc["state"]
+        reason = c.paused_reason or c.skip_reason
+        state = f"{doc['state']} ({reason})" if reason else doc["state"]
         rows.append((
             c.id, state, f"{c.created_at:%Y-%m-%d %H:%M}", plan.get("sms"), plan.get("voice"),
             counts(plan["skipped"]) if "skipped" in plan else None, c.schedule_id,

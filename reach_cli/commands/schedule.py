@@ -6,6 +6,7 @@ import click
 
 from reach_cli.common import (
     EXIT_NOT_FOUND,
+    EXIT_USAGE,
     echo_json,
     fail,
     session_or_exit,
@@ -31,14 +32,23 @@ def schedule_add(name: str, cron: str, message: str, voice_message: str | None, 
     from shared import schedules
     from shared.cycles import CycleError
 
-    settings_or_exit()
+    settings = settings_or_exit()
     with session_or_exit() as session:
         try:
-            added = schedules.schedule_json(
-                schedules.add_schedule(session, name, cron, message, timezone=timezone, voice_message=voice_message)
+            schedule = schedules.add_schedule(
+                session,
+                name,
+                cron,
+                message,
+                timezone=timezone,
+                voice_message=voice_message,
+                min_interval_seconds=settings.schedule_min_interval_seconds,
             )
-        except CycleError as exc:
+        except schedules.ScheduleExists as exc:
             fail(str(exc))
+        except CycleError as exc:  # what was typed cannot make a schedule
+            fail(str(exc), EXIT_USAGE)
+        added = schedules.schedule_json(session, schedule)
     click.echo(
         f"schedule {added['id']} {added['name']!r} added: {added['cron']} ({added['timezone']}); "
         f"next run {added['next_run']}"
@@ -48,7 +58,7 @@ def schedule_add(name: str, cron: str, message: str, voice_message: str | None, 
 @schedule.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def schedule_list(as_json: bool) -> None:
-    """All schedules, with when each runs next."""
+    """All schedules, with when each runs next and the last period skipped (its previous cycle still running)."""
     from sqlalchemy import select
 
     from reach_cli.cycles import short, table
@@ -57,15 +67,19 @@ def schedule_list(as_json: bool) -> None:
 
     settings_or_exit()
     with session_or_exit() as session:
-        found = [schedules.schedule_json(s) for s in session.scalars(select(Schedule).order_by(Schedule.id))]
+        stored = session.scalars(select(Schedule).order_by(Schedule.id)).all()
+        found = [schedules.schedule_json(session, s) for s in stored]
     if as_json:
         echo_json({"schedules": found})
         return
     if not found:
         click.echo("no schedules; add one with: reach schedule add NAME --cron EXPR --message TEXT")
         return
-    columns = ("id", "name", "cron", "timezone", "enabled", "next_run", "message")
-    rows = ([s[k] if k != "message" else short(s[k], 40) for k in columns] for s in found)
+    columns = ("id", "name", "cron", "timezone", "enabled", "next_run", "last_skip", "message")
+    shown = (
+        {**s, "last_skip": (s["last_skip"] or {}).get("period"), "message": short(s["message"], 40)} for s in found
+    )
+    rows = ([s[k] for k in columns] for s in shown)
     for line in table(columns, rows):
         click.echo(line)
 

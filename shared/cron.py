@@ -1,0 +1,103 @@
+"""Cron expressions as schedules use them: five fields read by croniter, checked once before they are stored.
+
+croniter accepts expressions that never fire (`0 0 30 2 *`, 30 February) and fails only when asked for a
+date, so `check` asks for one. It also refuses an expression that fires more often than the operator allows
+(SCHEDULE_MIN_INTERVAL_SECONDS): the shortest gap between two consecutive firings anywhere in the calendar.
+
+Gaps are counted on the schedule's own wall clock (local time in its zone, as cron reads it); a daylight-saving
+change moves one firing by the change, which is the tick's business, not this check's.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from itertools import pairwise
+
+from croniter import CroniterBadTypeRangeError, CroniterError, croniter
+
+from shared.cycles import CycleError
+
+#: The `schedules.cron` column's size.
+MAX_LENGTH = 100
+#: croniter's failures on an expression it accepted as valid (e.g. `CroniterBadDateError`: no date matches).
+CRON_ERRORS = (CroniterError, CroniterBadTypeRangeError, ValueError, OverflowError)
+
+DAY_SECONDS = 86_400
+#: Which days fire (day of month, month, weekday, L, W and #) repeats with the calendar: 28 years hold every
+#: leap year and weekday alignment of a century. The walk over firing days stops there, or after this many
+#: steps (under 0.1 s; 1,500 firing days span at least four years, a whole leap-year cycle).
+DAY_WALK_YEARS = 28
+DAY_WALK_STEPS = 1500
+
+
+def check(expression: str, min_interval: timedelta, now: datetime) -> str:
+    """The expression with its spacing normalised, if a schedule may use it; `CycleError` naming the problem."""
+    expression = " ".join(expression.split())
+    if len(expression) > MAX_LENGTH:
+        raise CycleError(f"cron is too long ({len(expression)} characters; at most {MAX_LENGTH})")
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        raise CycleError(f"bad cron expression {expression!r}; use five fields, e.g. '0 9 * * 1' (Mondays 09:00)")
+    try:
+        croniter(expression, now.replace(tzinfo=None)).get_next(datetime)
+        gap = gap_shorter_than(expression, min_interval, now.replace(tzinfo=None))
+    except CRON_ERRORS:
+        raise CycleError(f"cron {expression!r} never fires (no date matches every field)") from None
+    if gap is not None:
+        raise CycleError(
+            f"cron {expression!r} fires twice within {duration(gap)}; a schedule may fire at most once every "
+            f"{duration(min_interval)} (SCHEDULE_MIN_INTERVAL_SECONDS)"
+        )
+    return expression
+
+
+def gap_shorter_than(expression: str, interval: timedelta, start: datetime) -> timedelta | None:
+    """A gap between two consecutive firings shorter than `interval`, or None when there is none.
+
+    Every firing day fires at the same times (the minute and hour fields), so the shortest gap is either
+    between two of those times within a day, or from the last time of one firing day to the first of the
+    next, which only days fewer than (interval + that span) apart can make short enough.
+    """
+    minutes, hours = croniter(expression).expanded[:2]
+    times = sorted(hour * 3600 + minute * 60 for hour in _values(hours, 24) for minute in _values(minutes, 60))
+    limit = interval.total_seconds()
+    within_day = min((later - earlier for earlier, later in pairwise(times)), default=None)
+    if within_day is not None and within_day < limit:
+        return timedelta(seconds=within_day)
+    span = times[-1] - times[0]
+    closest_days = math.ceil((limit + span) / DAY_SECONDS) - 1  # d * DAY_SECONDS - span < limit
+    if closest_days < 1:
+        return None
+    days = _days_apart_at_most(expression, closest_days, start)
+    return None if days is None else timedelta(seconds=days * DAY_SECONDS - span)
+
+
+def _values(field: list[int | str], size: int) -> list[int]:
+    return list(range(size)) if field == ["*"] else [int(v) for v in field]
+
+
+def _days_apart_at_most(expression: str, days: int, start: datetime) -> int | None:
+    """Two consecutive firing days at most `days` apart (how far apart), or None within the walk's bounds."""
+    day_fields = " ".join(expression.split()[2:])
+    walk = croniter(f"0 0 {day_fields}", start.replace(hour=0, minute=0, second=0, microsecond=0))
+    previous = walk.get_next(datetime)
+    end = previous + timedelta(days=365 * DAY_WALK_YEARS)
+    for _ in range(DAY_WALK_STEPS):
+        following = walk.get_next(datetime)
+        apart = (following - previous).days
+        if apart <= days:
+            return apart
+        if following > end:
+            return None
+        previous = following
+    return None
+
+
+def duration(span: timedelta) -> str:
+    """`timedelta(hours=25)` as `1 day 1 hour`."""
+    seconds, parts = int(span.total_seconds()), []
+    for unit, size in (("day", DAY_SECONDS), ("hour", 3600), ("minute", 60), ("second", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts) or "0 seconds"
