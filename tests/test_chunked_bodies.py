@@ -94,7 +94,7 @@ READERS = [
     (f"/voice?token={WEBHOOK_TOKEN}", "application/x-www-form-urlencoded", {}),
     (f"/dlr?token={WEBHOOK_TOKEN}", "application/x-www-form-urlencoded", {}),
     (f"/receiveSMS?token={WEBHOOK_TOKEN}", "application/json", {}),
-    ("/dashboard/login", "application/x-www-form-urlencoded", {}),
+    ("/dashboard/login", "application/x-www-form-urlencoded", {"Origin": "http://reach"}),  # its own origin
 ]
 FRAMINGS = {
     "size not hex": b"zz\r\nabc\r\n0\r\n\r\n",
