@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from sqlalchemy import create_engine, text
 
 from bench.common import (
-    AT_API_KEY,
     BIN,
     Services,
     TreeRss,
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         base_plan = baseline_copy(svc.database_url)
         port = free_port()
         sim_url = f"http://127.0.0.1:{port}"
-        sim_cmd = [str(BIN / "python"), "-m", "simulator", "--port", str(port), "--api-key", AT_API_KEY]
+        sim_cmd = [str(BIN / "python"), "-m", "simulator", "--port", str(port)]  # its key: AT_API_KEY in svc.env()
         with http_server(sim_cmd, port, svc.env(), svc.workdir / "simulator.log"):
             base_send = simulator_rate(svc, sim_url, args.batch, min(window, 10))
             result = run_cycle(svc, sim_url, n, window, args.batch)

@@ -37,6 +37,9 @@ def receiver(bind: str, workers: int = 2, connections: int = 500, keep_alive: in
         "--worker-connections", str(connections),
         "--timeout", "30", "--graceful-timeout", "20", "--keep-alive", str(keep_alive),
         "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
+        # gunicorn 27's control socket is one path per user (~/.gunicorn): receivers on one host (tests, a
+        # second instance) would take it from each other, and Reach never uses it.
+        "--no-control-socket",
         "web:create_app()",
     ]  # fmt: skip
 

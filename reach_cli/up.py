@@ -154,10 +154,12 @@ def run_up(settings: Settings, *, demo: bool = False, demo_scenario: str | None 
         host, port = settings.host, settings.port
         receiver = f"http://{host}:{port}"
         if not settings.uses_real_at:
+            # Its key and webhook token come from the environment (AT_API_KEY, WEBHOOK_TOKEN), as every
+            # child's secrets do: a command line is visible to every user of the machine (`ps`).
             scenario = ["--scenario", demo_scenario] if demo_scenario else []
             stack.start("simulator", [py, "-m", "reach_cli.main", "simulator", "--host", "127.0.0.1",
                                       "--port", str(stack.simulator_port), "--callback-url", receiver,
-                                      "--api-key", stack.env["AT_API_KEY"], *scenario])  # fmt: skip
+                                      *scenario])  # fmt: skip
         stack.start("web", [py, "-m", *processes.receiver(f"{host}:{port}")])
         beat = ("--beat", "--schedule", str(VAR_DIR / "celerybeat-schedule"))
         stack.start("worker", [py, "-m", *processes.worker(processes.ALL_QUEUES, *beat)])

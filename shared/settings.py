@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from shared.voice_script import XML_FORBIDDEN
+
 #: Embedded defaults for a machine with nothing configured (design §3): files under var/, or under
 #: REACH_VAR_DIR when set (read from the environment only: it says where `.env`-less runs keep their files).
 VAR_DIR = Path(os.environ.get("REACH_VAR_DIR") or "var")
@@ -29,6 +31,9 @@ SANDBOX_SMS_URL = "https://api.sandbox.africastalking.com/version1"
 SANDBOX_VOICE_URL = "https://voice.sandbox.africastalking.com"
 
 
+DEFAULT_VOICE_GREETING = "Hello. This is an automated line. Please check your text messages. Goodbye."
+#: The longest VOICE_GREETING: a greeting, not a message (those are up to shared.cycles.MAX_MESSAGE).
+MAX_VOICE_GREETING = 300
 #: Shortest token accepted in API_TOKEN, WEBHOOK_TOKEN (each of a comma-separated list) and METRICS_TOKEN: 24
 #: random URL-safe characters carry 144 bits. What `reach up` generates (`secrets.token_urlsafe(24)`) has 32.
 MIN_SECRET_LENGTH = 24
@@ -107,6 +112,9 @@ class Settings(BaseSettings):
     #: Added to the longest call a message can make before a call with no final callback is recorded
     #: `unknown` and its slot freed: AT's call queue and the final callback's trip and retries.
     call_limit_margin_seconds: int = Field(default=120, ge=0, le=86_400)
+    #: What a live call hears when it is not a call Reach placed to that number (an inbound call, a session
+    #: Reach does not know, another caller): never a customer's message (issue 12), and nothing to confirm.
+    voice_greeting: str = DEFAULT_VOICE_GREETING
     #: Attempts at a send AT failed transiently (5xx, 429, connection errors) before it is recorded failed.
     send_attempts: int = Field(default=5, ge=1, le=20)
     #: How long an interrupted send (worker killed while AT was answering) waits for a delivery report
@@ -242,6 +250,19 @@ class Settings(BaseSettings):
             earlier = info.data.get(other)
             if earlier is not None and set(tokens) & set(tokens_of(other, earlier)):
                 raise ValueError(f"shares a token with {other.upper()}: every secret must be different")
+        return value
+
+    @field_validator("voice_greeting")
+    @classmethod
+    def _voice_greeting(cls, value: str) -> str:
+        forbidden = XML_FORBIDDEN.search(value)
+        if forbidden:
+            raise ValueError(f"has a character AT cannot speak: U+{ord(forbidden.group()):04X}")
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty (it is what a call Reach did not place hears)")
+        if len(value) > MAX_VOICE_GREETING:
+            raise ValueError(f"is too long ({len(value)} characters; at most {MAX_VOICE_GREETING})")
         return value
 
     @field_validator("log_level")

@@ -46,8 +46,8 @@ class Store(Protocol):
     name: str
 
     def inbox(self, wake: Callable[[], None] | None = None) -> CallbackInbox: ...
-    def remember_script(self, message: str, *, phone: str, session_id: str | None = None) -> None: ...
-    def lookup_script(self, *, session_id: str, phone: str | None) -> str | None: ...
+    def remember_script(self, message: str, *, phone: str, session_id: str) -> None: ...
+    def lookup_script(self, *, session_id: str, phone: str) -> str | None: ...
     def acquire_rate(self, name: str, count: int, per_second: float) -> float: ...
     def mark(self, key: str, seconds: float) -> None: ...
     def is_marked(self, key: str) -> bool: ...
@@ -68,10 +68,10 @@ class RedisStore:
     def inbox(self, wake: Callable[[], None] | None = None) -> Inbox:
         return Inbox(self.redis, wake=wake)
 
-    def remember_script(self, message: str, *, phone: str, session_id: str | None = None) -> None:
+    def remember_script(self, message: str, *, phone: str, session_id: str) -> None:
         voice_script.remember(self.redis, message, phone=phone, session_id=session_id)
 
-    def lookup_script(self, *, session_id: str, phone: str | None) -> str | None:
+    def lookup_script(self, *, session_id: str, phone: str) -> str | None:
         return voice_script.lookup(self.redis, session_id=session_id, phone=phone)
 
     def acquire_rate(self, name: str, count: int, per_second: float) -> float:
@@ -109,13 +109,12 @@ class SqlStore:
     def inbox(self, wake: Callable[[], None] | None = None) -> sql_store.SqlInbox:
         return sql_store.SqlInbox(self.sessions, wake=wake)
 
-    def remember_script(self, message: str, *, phone: str, session_id: str | None = None) -> None:
-        keys = [voice_script.phone_key(phone)] + ([voice_script.session_key(session_id)] if session_id else [])
-        sql_store.put(self.sessions, dict.fromkeys(keys, message), voice_script.SCRIPT_TTL_SECONDS)
+    def remember_script(self, message: str, *, phone: str, session_id: str) -> None:
+        key = voice_script.placed_key(session_id, phone)
+        sql_store.put(self.sessions, {key: message}, voice_script.SCRIPT_TTL_SECONDS)
 
-    def lookup_script(self, *, session_id: str, phone: str | None) -> str | None:
-        keys = [voice_script.session_key(session_id)] + ([voice_script.phone_key(phone)] if phone else [])
-        return sql_store.get_first(self.sessions, keys)
+    def lookup_script(self, *, session_id: str, phone: str) -> str | None:
+        return sql_store.get_first(self.sessions, [voice_script.placed_key(session_id, phone)])
 
     def acquire_rate(self, name: str, count: int, per_second: float) -> float:
         return sql_store.acquire_rate(self.sessions, name, count, per_second)

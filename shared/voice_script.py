@@ -1,9 +1,12 @@
 """What a live voice call says, cached in Redis so `/voice` with `isActive=1` answers without Postgres.
 
-The worker stores the message under the customer's number *before* it places the call (AT may call
-back before `/call` has even answered) and under AT's sessionId once it knows it. The receiver looks up
-the sessionId first, then the number. When Redis cannot be reached, the receiver reads the message from
-the Call row with that sessionId instead (web/callbacks.py), never by number.
+A message is kept only under the call Reach placed: AT's sessionId from the `/call` answer together with
+the customer's number (`placed_key`), written by the worker once it has that answer. The receiver speaks
+it only to a live callback carrying both; anything else (an inbound call, a session Reach did not place,
+another number) hears the neutral greeting, never "the last message for this number" (issue 12). While a
+`/call` request is on its way the worker keeps a `placing_key` for the number, so a customer who picks up
+before AT's answer reached the worker is waited for (`shared.live_calls`). When Redis cannot be reached,
+the receiver reads the Call row with that sessionId and number instead (web/callbacks.py).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ SCRIPT_TTL_SECONDS = 6 * 3600
 DIGITS_TIMEOUT_SECONDS = 10
 CONFIRM_PROMPT = "To confirm you got this message, press 1."
 THANKS = "Thank you. Goodbye."
-FALLBACK_MESSAGE = "Hello. We tried to reach you by SMS. Please check your messages. Goodbye."
 
 #: What XML 1.0 cannot carry at all, escaped or not (outside its `Char` production): C0 controls other than
 #: tab, LF and CR; lone surrogates; U+FFFE and U+FFFF. A `<Say>` holding one does not parse, so AT cannot
@@ -26,28 +28,23 @@ FALLBACK_MESSAGE = "Hello. We tried to reach you by SMS. Please check your messa
 XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
-def session_key(session_id: str) -> str:
-    return f"reach:voice:session:{session_id}"
+def placed_key(session_id: str, phone: str) -> str:
+    """The message of the call Reach placed to `phone`, under the sessionId AT returned for it."""
+    return f"reach:voice:placed:{session_id}:{phone}"
 
 
-def phone_key(phone: str) -> str:
-    return f"reach:voice:phone:{phone}"
+def placing_key(phone: str) -> str:
+    """Set while a worker's `/call` request to `phone` has not been answered yet."""
+    return f"reach:voice:placing:{phone}"
 
 
-def remember(client: redis.Redis, message: str, *, phone: str, session_id: str | None = None) -> None:
-    with client.pipeline(transaction=False) as pipe:
-        pipe.set(phone_key(phone), message, ex=SCRIPT_TTL_SECONDS)
-        if session_id:
-            pipe.set(session_key(session_id), message, ex=SCRIPT_TTL_SECONDS)
-        pipe.execute()
+def remember(client: redis.Redis, message: str, *, phone: str, session_id: str) -> None:
+    client.set(placed_key(session_id, phone), message, ex=SCRIPT_TTL_SECONDS)
 
 
-def lookup(client: redis.Redis, *, session_id: str, phone: str | None) -> str | None:
-    keys = [session_key(session_id)] + ([phone_key(phone)] if phone else [])
-    for value in client.mget(keys):
-        if value is not None:
-            return value.decode() if isinstance(value, bytes) else value
-    return None
+def lookup(client: redis.Redis, *, session_id: str, phone: str) -> str | None:
+    value = client.get(placed_key(session_id, phone))
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _document(actions: str) -> str:
@@ -64,6 +61,11 @@ def speak(message: str) -> str:
     """The call's first answer: the message, then ask for a 1 to confirm it was heard."""
     ask = f'<GetDigits numDigits="1" timeout="{DIGITS_TIMEOUT_SECONDS}">{_say(CONFIRM_PROMPT)}</GetDigits>'
     return _document(_say(message) + ask)
+
+
+def greet(greeting: str) -> str:
+    """The answer to a call that is not one Reach placed: the neutral greeting, nothing to confirm."""
+    return _document(_say(greeting))
 
 
 def thank() -> str:

@@ -24,7 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=9090)
     parser.add_argument("--scenario", metavar="FILE", help="scenario JSON (see simulator/scenario.py)")
     parser.add_argument("--callback-url", metavar="URL", help="base URL; callbacks go to URL/dlr and URL/voice")
-    parser.add_argument("--webhook-token", metavar="T", help="appended to callbacks as ?token=T")
+    # Both secrets are better left to the environment (WEBHOOK_TOKEN, AT_API_KEY): a command line shows in ps.
+    parser.add_argument(
+        "--webhook-token", metavar="T", help="appended to callbacks as ?token=T (default: WEBHOOK_TOKEN)"
+    )
     parser.add_argument("--api-key", help=f"key clients must send (default: AT_API_KEY, else {DEFAULT_API_KEY})")
     parser.add_argument("--username", help="AT username clients must send (default: AT_USERNAME, else sandbox)")
     return parser

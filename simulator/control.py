@@ -23,7 +23,8 @@ def sim_requests() -> Response:
 
 @control_bp.get("/callbacks")
 def sim_callbacks() -> Response:
-    """Every callback attempt posted, with its HTTP status and, for voice, the XML reply."""
+    """Every callback attempt posted, with its HTTP status and, for voice, the XML reply; the webhook token in
+    its URL shows as `[redacted]` (anyone on loopback can read this)."""
     return jsonify(current_state().callbacks())
 
 

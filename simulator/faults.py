@@ -3,7 +3,8 @@
 Every AT request is recorded and may draw one fault. A fault that comes *before* AT acts (an HTTP
 error, a timeout) answers in place of the surface, so nothing is sent. Every other fault lets the
 surface act and then spoils its answer in `deliver`: replaced by a proxy's page, relabelled, cut
-short, held past the client's timeout, or never written at all (the connection is shut).
+short, held past the client's timeout, held while the callbacks go first, or never written at all (the
+connection is shut).
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def deliver(resp: Response, act: Callable[[], object]) -> Response:
     if fault is not None and fault.status == "reset":
         _act_now(act)
         _drop_connection()
+        return resp
+    if fault is not None and fault.status == "late":
+        # AT acts now; only its answer is held (shorter than the client waits), so the callbacks come first.
+        _act_now(act)
+        current_state().stopping.wait(current_state().scenario.timeout_seconds)
         return resp
     if fault is not None and fault.status == "slow":
         # The request was done; only the answer comes too late. Callbacks start once it is written.

@@ -64,6 +64,9 @@ Scenario fields:
   - `{"path": "/call", "status": "timeout"}`: the request is held for `timeout_seconds` (default 30)
     and nothing is done; `"slow"` does the request (the SMS goes out, the call is placed, callbacks
     follow) and holds only the answer that long, as when AT acted but its answer was lost.
+  - `{"path": "/call", "status": "late"}`: AT acts and its callbacks start at once, while its answer
+    is held `timeout_seconds` (set it below the client's read timeout): the customer picks up before
+    AT's answer to `/call` has reached the caller.
 
 - `callback_attempts`: posts per callback before the simulator gives up on it (default 4, backing off
   from 50 ms); `1` means a callback that fails is never posted again.
@@ -153,7 +156,7 @@ class Rule:
 
 
 #: Fault statuses that are not an HTTP status code.
-FAULT_WORDS = ("timeout", "slow", "reset")
+FAULT_WORDS = ("timeout", "slow", "late", "reset")
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ class Fault:
     """One fault for the next `count` requests to `path`; see the module docstring for each shape."""
 
     path: str
-    status: int | Literal["timeout", "slow", "reset"] | None = None
+    status: int | Literal["timeout", "slow", "late", "reset"] | None = None
     count: int = 1
     body: str | None = None
     acted: bool = False
@@ -170,7 +173,7 @@ class Fault:
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in FAULT_WORDS and not _is_status_code(self.status):
-            raise ValueError("fault status: must be an HTTP status code, 'timeout', 'slow' or 'reset'")
+            raise ValueError("fault status: must be an HTTP status code, 'timeout', 'slow', 'late' or 'reset'")
         if self.status is None and self.content_type is None and self.truncate is None:
             raise ValueError("fault: give a status, a content_type or truncate")
         if self.acted and not _is_status_code(self.status):

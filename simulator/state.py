@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import requests
 from flask import current_app
@@ -27,6 +28,8 @@ CALLBACK_BACKOFF_S = 0.05
 CALLBACK_TIMEOUT_S = (2.0, 5.0)
 #: Attempts per callback of the default scenario (`Scenario.callback_attempts`).
 CALLBACK_ATTEMPTS = Scenario().callback_attempts
+#: What the callback log and the simulator's log lines show in place of the webhook token.
+REDACTED = "[redacted]"
 
 #: Given the reply body of a callback (None when every attempt failed), decides what comes next.
 Then = Callable[[str | None], None]
@@ -123,17 +126,24 @@ class SimState:
         self.dispatcher.schedule(delay, lambda: self._post(kind, form, 1, then, read))
 
     def _redact(self, text: str) -> str:
-        # A requests error quotes the URL with its query string: the webhook token must not reach a log.
-        return text.replace(self.webhook_token, "[redacted]") if self.webhook_token else text
+        """`text` without the webhook token, as given or URL-encoded: a requests error quotes the URL with its
+        query string, and neither a log nor the callback log (`GET /_sim/callbacks`, open to anyone on
+        loopback) may carry the token."""
+        if not self.webhook_token:
+            return text
+        for spelling in {self.webhook_token, quote(self.webhook_token, safe=""), quote_plus(self.webhook_token)}:
+            text = text.replace(spelling, REDACTED)
+        return text
 
     def _post(self, kind: str, form: dict[str, str], attempt: int, then: Then | None, read: ReadReply | None) -> None:
         url = f"{self.callback_base_url}/{kind}"
-        entry: dict[str, Any] = {"kind": kind, "url": url, "form": form, "attempt": attempt, "time": time.time()}
+        shown = f"{url}?token={REDACTED}" if self.webhook_token else url  # until the post says where it went
+        entry: dict[str, Any] = {"kind": kind, "url": shown, "form": form, "attempt": attempt, "time": time.time()}
         entry.update(status=None, error=None, reply=None, sim_clock=self.dispatcher.offset)
         params = {"token": self.webhook_token} if self.webhook_token else None
         try:
             resp = self._http.post(url, data=form, params=params, timeout=CALLBACK_TIMEOUT_S)
-            entry.update(status=resp.status_code, reply=resp.text, url=resp.url)
+            entry.update(status=resp.status_code, reply=self._redact(resp.text), url=self._redact(resp.url))
         except requests.RequestException as exc:
             entry["error"] = self._redact(f"{type(exc).__name__}: {exc}")
         ok = entry["status"] is not None and 200 <= entry["status"] < 300

@@ -42,7 +42,7 @@ def test_the_limit_is_the_longest_call_the_text_can_make() -> None:
     limit = worker_calls.call_limit
     assert limit(message, settings) == timedelta(seconds=expected)
     assert limit(message * 10, settings) > limit(message, settings)  # a longer text holds the slot longer
-    assert limit(None, settings) == limit(voice_script.FALLBACK_MESSAGE, settings)  # what is said then
+    assert limit(None, settings) == limit(settings.voice_greeting, settings)  # what is said then
     assert limit("x" * 1600, load_settings()) < timedelta(minutes=15)  # the longest text, the defaults
 
 

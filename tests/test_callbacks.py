@@ -246,14 +246,6 @@ def test_live_voice_answer_is_xml_with_escaped_script(client, redis_client) -> N
     assert "<GetDigits" in body and "press 1" in body
 
 
-def test_live_voice_finds_script_by_number_before_session_is_known(client, redis_client) -> None:
-    from shared import voice_script
-
-    voice_script.remember(redis_client, "Your bill is due", phone=CUSTOMER)
-    response = _post(client, Case("x", "/voice", wire.voice_active(SESSION, CUSTOMER, AT_NUMBER)))
-    assert "Your bill is due" in response.get_data(as_text=True)
-
-
 def test_redis_down_answers_503_and_never_200(make_app) -> None:
     """Every callback the receiver cannot keep is a 503 for AT to retry, but a live call: a customer is on
     the line, so it is answered (from Postgres: tests/test_voice_without_redis.py)."""

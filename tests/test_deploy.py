@@ -152,6 +152,15 @@ def test_compose_refuses_to_start_without_the_secrets() -> None:
         assert SERVICES[name]["env_file"] == ".env"
 
 
+def test_no_command_or_healthcheck_carries_a_variable() -> None:
+    """Secrets reach the processes through `environment` and `.env`, never a command line: `ps` (and `docker
+    top`) show command lines to anyone on the host, so no command or healthcheck interpolates a variable."""
+    for name, service in SERVICES.items():
+        command, check = service.get("command", []), service.get("healthcheck", {}).get("test", [])
+        for part in [*command, *check]:
+            assert "${" not in str(part), f"{name}: {part}"
+
+
 # -- Dockerfiles ---------------------------------------------------------------------------------------------
 
 
@@ -435,6 +444,23 @@ def test_production_workers_and_beat_run_a_cycle(
 
 # -- reach up ------------------------------------------------------------------------------------------------
 
+#: The secrets `reach up` generates under var/ when none are configured: the simulator's AT key and the tokens.
+SECRET_FILES = ("simulator-key", "webhook-token", "api-token")
+
+
+def command_lines(pid: int) -> list[str]:
+    """The command line of every process below `pid` (what `ps` shows any user), while it runs; those that
+    ended meanwhile are left out."""
+    import psutil
+
+    lines = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            lines.append(" ".join(child.cmdline()))
+        except psutil.Error:
+            continue
+    return lines
+
 
 @pytest.mark.worker
 def test_reach_up_runs_the_same_processes_and_a_cycle_end_to_end(
@@ -442,7 +468,8 @@ def test_reach_up_runs_the_same_processes_and_a_cycle_end_to_end(
 ) -> None:
     """`reach up` (what `make run` runs) with Postgres and Redis given but no AT credentials: migrations,
     the simulator, the receiver and a worker with beat, all built from reach_cli/processes.py; a cycle
-    runs to the end, and SIGTERM stops everything."""
+    runs to the end, and SIGTERM stops everything. No secret is on any child's command line, where `ps`
+    shows it to every user of the machine (issue 12): they go through the environment."""
     from tests.services import private_redis
 
     base = make_url(database_url)
@@ -455,7 +482,13 @@ def test_reach_up_runs_the_same_processes_and_a_cycle_end_to_end(
         try:
             receiver = f"http://127.0.0.1:{port}"
             wait_for(lambda: _get(f"{receiver}/readyz"), timeout=60, what="reach up's receiver ready")
-            auth = {"Authorization": f"Bearer {(tmp_path / 'var' / 'api-token.secret').read_text().strip()}"}
+            secrets = {name: (tmp_path / "var" / f"{name}.secret").read_text().strip() for name in SECRET_FILES}
+            secrets["database password"] = str(make_url(url).password)
+            commands = wait_for(lambda: command_lines(up.pid), what="reach up's children")
+            assert any(" simulator " in line for line in commands) and any("gunicorn" in line for line in commands)
+            for name, secret in secrets.items():
+                assert not [line for line in commands if secret in line], f"the {name} is on a command line"
+            auth = {"Authorization": f"Bearer {secrets['api-token']}"}
             added = requests.post(f"{receiver}/api/contacts", json=[{"phone": "+254711000001"}], headers=auth)
             assert added.status_code == 200, added.text
             started = requests.post(f"{receiver}/api/cycles", json={"message": "hello"}, headers=auth, timeout=10)

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 import requests
@@ -325,6 +326,26 @@ def test_control_api_over_http(sim: SimulatorServer, hooks: Receiver) -> None:
     assert requests.get(f"{base}/callbacks", timeout=5).json() == []
     assert requests.post(f"{base}/reset", timeout=5).status_code == 200
     assert requests.get(f"{base}/requests", timeout=5).json() == []
+
+
+def test_control_api_never_shows_the_webhook_token_or_the_key(hooks: Receiver) -> None:
+    """Anyone on loopback can read /_sim/: the callback log names where each callback went, not the token
+    it carried (a token that URL-encoding changes, so its encoded spelling is hidden too)."""
+    token = "hook/token+secret=42"
+    scenario = Scenario(default=Rule(dtmf="1"))
+    s = run_simulator_in_thread(scenario, api_key=SIM_KEY, callback_base_url=hooks.url, webhook_token=token)
+    try:
+        assert send(s).status_code == 201 and place_call(s).status_code == 200
+        assert s.wait_idle(5)
+        assert all(p["args"] == {"token": token} for p in hooks.posts())  # the receiver did get it
+        shown = {path: requests.get(f"{s.url}/_sim/{path}", timeout=5).text for path in ("callbacks", "requests")}
+        for text in shown.values():
+            for secret in (token, quote(token, safe=""), quote_plus(token), SIM_KEY):
+                assert secret not in text
+        urls = {entry["url"] for entry in json.loads(shown["callbacks"])}
+        assert urls == {f"{hooks.url}/dlr?token=[redacted]", f"{hooks.url}/voice?token=[redacted]"}
+    finally:
+        s.stop()
 
 
 def test_control_api_rejects_a_bad_scenario(sim: SimulatorServer) -> None:

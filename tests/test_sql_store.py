@@ -148,12 +148,11 @@ def test_nudge_wakes_once_per_period_until_the_drainer_is_idle(store: SqlStore) 
     assert len(woken) == 2  # the drainer went idle: the next callback wakes it again
 
 
-def test_voice_scripts_by_session_then_phone_and_they_expire(store: SqlStore) -> None:
-    store.remember_script("Your bill is due", phone="+254711000001")
-    assert store.lookup_script(session_id="ATVId_1", phone="+254711000001") == "Your bill is due"
+def test_voice_scripts_by_session_and_phone_and_they_expire(store: SqlStore) -> None:
     store.remember_script("Pay today", phone="+254711000001", session_id="ATVId_1")
-    assert store.lookup_script(session_id="ATVId_1", phone=None) == "Pay today"
-    assert store.lookup_script(session_id="ATVId_2", phone="+254700000000") is None
+    assert store.lookup_script(session_id="ATVId_1", phone="+254711000001") == "Pay today"
+    assert store.lookup_script(session_id="ATVId_1", phone="+254700000000") is None  # not that customer's call
+    assert store.lookup_script(session_id="ATVId_2", phone="+254711000001") is None  # not a call Reach placed
     sql_store.put(store.sessions, {"short": "lived"}, ttl=0.01)
     time.sleep(0.05)
     assert sql_store.get_first(store.sessions, ["short"]) is None

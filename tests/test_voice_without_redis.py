@@ -20,6 +20,7 @@ from sqlalchemy import event
 
 from shared import voice_script
 from shared.models import Call, Contact, ContactStatus
+from shared.settings import load_settings
 from simulator import wire
 from tests.conftest import WEBHOOK_TOKEN
 from tests.services import RedisServer, redis_server
@@ -76,7 +77,19 @@ def test_a_session_reach_did_not_place_gets_the_neutral_answer(
     client = make_app(redis_url=own_redis.url).test_client()
     own_redis.kill()
     # Same customer, a session that is not ours: never the message of another call to this number.
-    assert said(live(client, wire.new_session_id()))[0] == voice_script.FALLBACK_MESSAGE
+    assert said(live(client, wire.new_session_id())) == [load_settings().voice_greeting]
+
+
+def test_a_placed_session_from_another_number_or_inbound_gets_the_neutral_answer(
+    make_app: Any, own_redis: RedisServer, placed_call: str
+) -> None:
+    """Reach placed this session to CUSTOMER: posted with another callerNumber, or as an inbound leg, it is
+    not that customer's call."""
+    client = make_app(redis_url=own_redis.url).test_client()
+    own_redis.kill()
+    other = wire.voice_active(placed_call, "+254711000002", AT_NUMBER)
+    assert said(client.post(f"/voice?token={WEBHOOK_TOKEN}", data=other)) == [load_settings().voice_greeting]
+    assert said(live(client, placed_call, direction="Inbound")) == [load_settings().voice_greeting]
 
 
 def test_with_redis_up_the_live_path_opens_no_database_connection(

@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared import ussd, voice_script
+from shared import live_calls, ussd, voice_script
 from shared.callbacks import (
     Dlr,
     IncomingSms,
@@ -116,32 +116,37 @@ def _voice(fields: dict[str, Any]) -> ResponseReturnValue:
         store_up = False
     if event.dtmf_digits:
         return Response(voice_script.thank(), mimetype="application/xml")
-    message = _script(event) if store_up else _placed_call_message(event.session_id)
+    message = _placed_call_message(event, store_up)
     if message is None:
-        log.warning("no script for voice session %s; saying the fallback", event.session_id)
-        message = voice_script.FALLBACK_MESSAGE
+        log.warning("voice session %s is not a call Reach placed to its caller; saying the greeting", event.session_id)
+        return Response(voice_script.greet(services().settings.voice_greeting), mimetype="application/xml")
     return Response(voice_script.speak(message), mimetype="application/xml")
 
 
-def _script(event: VoiceEvent) -> str | None:
-    """The live call's message from the store (Redis): no database work while it answers."""
-    phone = phone_or_raw(event.caller_number)
-    try:
-        return services().store.lookup_script(session_id=event.session_id, phone=phone)
-    except STORE_ERRORS as exc:
-        log.error("voice script lookup failed (reading the call from Postgres): %s", exc)
-        return _placed_call_message(event.session_id)
+def _placed_call_message(event: VoiceEvent, store_up: bool) -> str | None:
+    """The message of the call Reach placed to this caller with this sessionId (`shared.live_calls`), or None.
 
-
-def _placed_call_message(session_id: str) -> str | None:
-    """When the store cannot be reached: the message of the call Reach placed whose sessionId AT returned.
-
-    By session only, never by the caller's number: another call's message is not this customer's to hear.
+    Never by the caller's number alone: anyone can post a number, and an inbound call can spoof one.
     """
+    phone = phone_or_raw(event.caller_number)
+    if phone is None or (event.direction or "").lower() == "inbound":
+        return None
+    if store_up:
+        try:
+            return live_calls.placed_message(services().store, session_id=event.session_id, phone=phone)
+        except STORE_ERRORS as exc:
+            log.error("voice script lookup failed (reading the call from Postgres): %s", exc)
+    return _message_from_postgres(event.session_id, phone)
+
+
+def _message_from_postgres(session_id: str, phone: str) -> str | None:
+    """When the store cannot be reached: the Call row Reach placed to `phone` whose sessionId AT returned."""
     try:
         with services().live_reads.connect() as connection:
             return connection.scalar(
-                select(Call.message).where(Call.session_id == session_id, Call.send_state.is_not(None))
+                select(Call.message).where(
+                    Call.session_id == session_id, Call.phone == phone, Call.send_state.is_not(None)
+                )
             )
     except SQLAlchemyError as exc:
         log.error("voice script lookup in Postgres failed: %s", exc)

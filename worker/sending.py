@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from shared import metrics
+from shared import live_calls, metrics
 from shared.at_client import AtError, AtRejected, AtTransient, SmsRecipient, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import Call, Message
@@ -118,14 +118,20 @@ def record_sms_result(session: Session, message_id: int, recipient: SmsRecipient
 
 
 def place_call(call_id: int) -> str:
-    """Place one queued call; the script is cached first so the live callback can always answer."""
+    """Place one queued call, the number marked as being called meanwhile (`shared.live_calls`)."""
     with session_scope() as session:
         if not claim(session, Call, call_id):
             log.warning("call %s is not queued; nothing to place", call_id)
             return "skipped"
         call = session.get_one(Call, call_id)
         phone, message = call.phone, call.message or ""
-    get_store().remember_script(message, phone=phone)
+    with live_calls.placing(get_store(), phone):
+        return _request_call(call_id, phone, message)
+
+
+def _request_call(call_id: int, phone: str, message: str) -> str:
+    """AT's `/call` for one claimed call; its message is kept under the sessionId AT returns, for the live
+    callback to speak, before the call is recorded placed."""
     try:
         result = get_at_client().call([phone])
     except AtError as exc:

@@ -18,7 +18,13 @@ from reach_cli.common import (
 @click.option("--port", default=8001, show_default=True, type=int)
 @click.option("--scenario", "scenario_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--callback-url", default=None, help="Where to post callbacks (default: http://HOST:PORT of Reach).")
-@click.option("--api-key", envvar="AT_API_KEY", default="simulator-key", show_default=True)
+@click.option(
+    "--api-key",
+    envvar="AT_API_KEY",
+    default="simulator-key",
+    show_default=True,
+    help="Key clients must send; prefer AT_API_KEY in the environment (a command line shows in ps).",
+)
 @click.option("--username", envvar="AT_USERNAME", default="sandbox", show_default=True)
 def simulator(
     host: str, port: int, scenario_file: Path | None, callback_url: str | None, api_key: str, username: str

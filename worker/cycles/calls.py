@@ -9,7 +9,7 @@ from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import cycles, metrics, voice_script
+from shared import cycles, live_calls, metrics, voice_script
 from shared.at_client import AtError, AtRejected, CallEntry, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
@@ -51,7 +51,7 @@ _OPEN = (Call.send_state.in_(["submitting", "sent"]), Call.ended_at.is_(None), C
 
 def call_limit(message: str | None, settings: Settings) -> timedelta:
     """The longest a call Reach places can last, plus a margin: past it, a call with no final callback is
-    no longer in flight. From the call's own text (`None`: what the receiver says without a script):
+    no longer in flight. From the call's own text (`None`: the greeting, said when there is no script):
 
     - ring: CALL_RING_TIMEOUT_SECONDS. AT documents no ring timeout (at-api.md §5.1, §5.2: an unanswered
       call ends with `NO_ANSWER`, after a time it does not state);
@@ -62,7 +62,7 @@ def call_limit(message: str | None, settings: Settings) -> timedelta:
     - CALL_LIMIT_MARGIN_SECONDS: AT's own call queue, the final callback's trip and AT's retries of it
       (none of them documented).
     """
-    spoken = len(message or voice_script.FALLBACK_MESSAGE) + len(voice_script.CONFIRM_PROMPT)
+    spoken = len(message or settings.voice_greeting) + len(voice_script.CONFIRM_PROMPT)
     spoken += len(voice_script.THANKS)
     seconds = (
         settings.call_ring_timeout_seconds
@@ -182,14 +182,14 @@ def dispatch_calls(cycle_id: int) -> str:
 
 def place_call(cycle: Cycle, claimed: Claimed, settings: Settings) -> str:
     message = cycle.voice_message or cycle.message
-    get_store().remember_script(message, phone=claimed.phone)
-    try:
-        result = get_at_client().call([claimed.phone])
-    except AtError as exc:
-        return unanswered_call(cycle, claimed, exc, settings)
-    entry = next(iter(result.entries), None)
-    with session_scope() as session:
-        return record_call(session, cycle.id, claimed, entry, result.error_message, message)
+    with live_calls.placing(get_store(), claimed.phone):  # until the call's message is kept (record_call)
+        try:
+            result = get_at_client().call([claimed.phone])
+        except AtError as exc:
+            return unanswered_call(cycle, claimed, exc, settings)
+        entry = next(iter(result.entries), None)
+        with session_scope() as session:
+            return record_call(session, cycle.id, claimed, entry, result.error_message, message)
 
 
 def unanswered_call(cycle: Cycle, claimed: Claimed, exc: AtError, settings: Settings) -> str:
