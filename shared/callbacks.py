@@ -195,14 +195,6 @@ class UssdStep:
         _require_phone(self.phone_number, "phoneNumber")
 
 
-@dataclass(frozen=True)
-class SendRequest:
-    """Operator's one-off send through `/communicate` (seed compatibility)."""
-
-    to: str = _at("to", required=True, max_len=40)
-    message: str = _at("message", required=True, max_len=1600)
-
-
 def _require_phone(raw: str, at_name: str) -> None:
     try:
         normalise_phone(raw, "KE")

@@ -213,3 +213,75 @@ def test_callbacks_answer_403_without_the_webhook_token(client: Any, method: str
 def test_the_document_says_which_operations_need_which_credentials() -> None:
     assert len(operations_secured_by("bearerAuth")) == 11  # every /api operation but the document itself
     assert {path for _, path in operations_secured_by("webhookToken")} == {"/dlr", "/receiveSMS", "/ussd", "/voice"}
+
+
+# -- the document's types are what the operator API takes (issue 12) -------------------------------------------
+
+#: A value of each JSON type; a string that looks like a boolean or a number, as scripts send them.
+SAMPLES = {"string": "true", "boolean": True, "integer": 1, "number": 1.5, "array": ["x"], "object": {"x": 1}}
+
+
+def operator_object_bodies() -> list[tuple[str, dict[str, Any]]]:
+    """(path, schema) of each operator operation whose JSON body is a documented object."""
+    doc = document()
+    found = []
+    for path, item in doc["paths"].items():
+        for operation in item.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            schema = content.get("application/json", {}).get("schema", {})
+            if operation.get("security", doc["security"]) == [{"bearerAuth": []}] and schema.get("type") == "object":
+                found.append((path, schema))
+    return found
+
+
+def example_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """The required properties, each its example or a plain value of its type."""
+    plain = {"string": "hi", "boolean": True}
+    return {name: schema["properties"][name].get("example", plain[schema["properties"][name]["type"]])
+            for name in schema["required"]}  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "schema"), operator_object_bodies(), ids=[p for p, _ in operator_object_bodies()])
+def test_each_documented_body_property_refuses_every_other_json_type(
+    client: Any, published_queues: None, session: Any, path: str, schema: dict[str, Any]
+) -> None:
+    """What the document says a field is, is the only type the API takes: anything else (null where it is
+    not nullable, a field it does not list) is a 400 naming the field, and nothing is created."""
+    from sqlalchemy import func, select
+
+    from shared.models import Cycle, Schedule
+
+    for name, prop in schema["properties"].items():
+        wrong = {kind: value for kind, value in SAMPLES.items() if kind != prop["type"]}
+        if not prop.get("nullable"):
+            wrong["null"] = None
+        for kind, value in wrong.items():
+            response = client.post(path, json={**example_body(schema), name: value}, headers=AUTH)
+            assert response.status_code == 400 and name in response.json["error"], (name, kind, response.json)
+    if schema.get("additionalProperties") is False:
+        response = client.post(path, json={**example_body(schema), "dryRun": True}, headers=AUTH)
+        assert response.status_code == 400 and "dryRun" in response.json["error"]
+    assert session.scalar(select(func.count()).select_from(Cycle)) == 0
+    assert session.scalar(select(func.count()).select_from(Schedule)) == 0
+
+
+def bounded_query_integers() -> list[tuple[str, str, int, int]]:
+    """(path, name, minimum, maximum) of each documented integer query parameter of an operator GET."""
+    found = []
+    for path, item in document()["paths"].items():
+        for parameter in item.get("get", {}).get("parameters", []):
+            schema = parameter.get("schema", {})
+            if parameter.get("in") == "query" and schema.get("type") == "integer":
+                found.append((path, parameter["name"], schema["minimum"], schema["maximum"]))
+    return found
+
+
+@pytest.mark.parametrize(("path", "name", "low", "high"), bounded_query_integers())
+def test_each_documented_query_integer_takes_its_range_and_nothing_else(
+    client: Any, session: Any, path: str, name: str, low: int, high: int
+) -> None:
+    for value in [low - 1, high + 1, "1e3", "true", "1.5", "-0", "NaN", "9" * 30]:
+        response = client.get(path, query_string={name: value}, headers=AUTH)
+        assert response.status_code == 400 and name in response.json["error"], value
+    for value in [low, high]:
+        assert client.get(path, query_string={name: value}, headers=AUTH).status_code == 200

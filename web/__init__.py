@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         operator_api,
         services,
     )
+    from web.bodies import GuardedBodies
     from web.body_deadline import bounded
 
     services.init_app(app, settings)
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     callers.init_app(app)
     dashboard_auth.init_app(app, limiter)
     dashboard.init_app(app)
+    # Below the fast path, which reads only bodies of a declared length and answers its own errors.
+    app.wsgi_app = GuardedBodies(app.wsgi_app)  # type: ignore[method-assign]
     if settings.uses_redis:
         # DLRs and incoming SMS skip Flask on their happy path (web/fastpath.py); anything else reaches it.
         inbox = app.extensions["reach"].inbox
