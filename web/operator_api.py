@@ -27,6 +27,7 @@ from shared.cycles import CycleError, CycleNotFound
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message, Schedule
 from shared.phone import InvalidPhone, normalise_phone
 from shared.store import STORE_ERRORS
+from shared.tags import BadTags, has_any_tag, normalise_tag
 from web.auth import require_operator
 from web.errors import ApiError
 from web.services import services
@@ -86,7 +87,8 @@ def show_contact(phone: str) -> ResponseReturnValue:
 
 @bp.get("/contacts")
 def list_contacts() -> ResponseReturnValue:
-    """A page of contacts, optionally by status; pass `next_cursor` back as `cursor` for the next page."""
+    """A page of contacts, optionally by status and tags (`?tag=a&tag=b`: any of them); pass `next_cursor`
+    back as `cursor` for the next page."""
     query = select(Contact).order_by(Contact.id)
     status = request.args.get("status")
     if status:
@@ -99,7 +101,13 @@ def list_contacts() -> ResponseReturnValue:
     if after is not None:
         query = query.where(Contact.id > after)
     limit = _limit(request.args.get("limit"))
+    try:
+        tags = [normalise_tag(raw) for raw in request.args.getlist("tag")]
+    except BadTags as exc:
+        raise ApiError(400, str(exc)) from None
     with services().sessions() as session:
+        if tags:  # any of them
+            query = query.where(has_any_tag(session, tags))
         contacts = list(session.scalars(query.limit(limit + 1)))
     page, more = contacts[:limit], len(contacts) > limit
     return {
