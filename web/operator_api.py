@@ -12,7 +12,7 @@ from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
 from sqlalchemy import select
 
-from shared import cycles, schedules
+from shared import cycles, placeholders, schedules
 from shared.callbacks import SendRequest, parse
 from shared.contacts import (
     BadImport,
@@ -175,6 +175,7 @@ def send_one(fields: dict[str, Any]) -> ResponseReturnValue:
         if contact.status in {ContactStatus.OPTED_OUT, ContactStatus.INVALID}:
             raise ApiError(409, f"contact {phone} is {contact.status.value}; nothing sent")
         channel = cycles.channel_for(session, contact.id)
+        text = placeholders.render(text, name=contact.name, phone=phone)
         if channel is Channel.SMS:
             row: Message | Call = Message(contact_id=contact.id, phone=phone, text=text)
         else:
