@@ -88,9 +88,15 @@ def phone_hash(key: bytes, phone: str) -> str:
     return hmac.new(key, phone.encode(), hashlib.sha256).hexdigest()
 
 
-def erased_among(session: Session, phones: Collection[str], configured: Sequence[str] | None = None) -> dict[str, str]:
-    """Which of `phones` (E.164) were erased: {phone: its hash in `erased_numbers`}. One query."""
-    keys = hash_keys(session, configured)
+def erased_among(
+    session: Session,
+    phones: Collection[str],
+    configured: Sequence[str] | None = None,
+    keys: Sequence[bytes] | None = None,
+) -> dict[str, str]:
+    """Which of `phones` (E.164) were erased: {phone: its hash in `erased_numbers`}. One query, and one
+    more for the keys unless they are given (`hash_keys`)."""
+    keys = hash_keys(session, configured) if keys is None else keys
     if not keys or not phones:
         return {}
     by_hash = {phone_hash(key, phone): phone for phone in set(phones) for key in keys}
@@ -108,9 +114,11 @@ def erase_contact(session: Session, store: Store, phone: str, configured: Sequen
     at = datetime.now(UTC)
     _remember(session, contact, configured, at)
     at_ids = list(
-        session.scalars(select(Message.at_message_id).where(_of(Message, contact), Message.at_message_id.is_not(None)))
+        session.scalars(
+            select(Message.at_message_id).where(Message.contact_id == contact.id, Message.at_message_id.is_not(None))
+        )
     )
-    session_ids = list(session.scalars(select(Call.session_id).where(_of(Call, contact), Call.session_id.is_not(None))))
+    session_ids = list(session.scalars(select(Call.session_id).where(_calls_of(contact), Call.session_id.is_not(None))))
     _cancel_work(session, contact.id, at)
     _anonymise(session, contact, at_ids)
     scrubbed = session.execute(
@@ -143,8 +151,10 @@ def _keep_scripts(session: Session, previous_transaction: Any) -> None:
         session.info.pop(_SCRIPTS, None)
 
 
-def _of(model: type[Message] | type[Call], contact: Contact) -> ColumnElement[bool]:
-    return or_(model.contact_id == contact.id, model.phone == contact.phone)
+def _calls_of(contact: Contact) -> ColumnElement[bool]:
+    """The contact's calls, and calls from its number made before it was a contact (both indexed). A
+    message always has its contact (messages.phone has no index to scan)."""
+    return or_(Call.contact_id == contact.id, Call.phone == contact.phone)
 
 
 def _remember(session: Session, contact: Contact, configured: Sequence[str] | None, at: datetime) -> None:
@@ -180,12 +190,12 @@ def _cancel_work(session: Session, contact_id: int, at: datetime) -> None:
 def _anonymise(session: Session, contact: Contact, at_ids: list[str]) -> None:
     """Rows that count in reports lose the number, the text and the link to the contact; the rest go."""
     session.execute(
-        update(Message).where(_of(Message, contact)).values(phone=ERASED, text="", contact_id=None),
+        update(Message).where(Message.contact_id == contact.id).values(phone=ERASED, text="", contact_id=None),
         execution_options={"synchronize_session": False},
     )
     session.execute(
         update(Call)
-        .where(_of(Call, contact))
+        .where(_calls_of(contact))
         .values(phone=ERASED, message=None, recording_url=None, contact_id=None)
         .execution_options(synchronize_session=False)
     )
@@ -196,7 +206,7 @@ def _anonymise(session: Session, contact: Contact, at_ids: list[str]) -> None:
     reports = or_(DlrEvent.phone == contact.phone, DlrEvent.at_message_id.in_(at_ids))
     session.execute(update(DlrEvent).where(reports).values(phone=None))
     session.execute(
-        delete(IncomingSms).where(or_(IncomingSms.from_phone == contact.phone, IncomingSms.contact_id == contact.id))
+        delete(IncomingSms).where(IncomingSms.from_phone == contact.phone)  # its contact_id is the number's
     )
     session.execute(delete(UssdSession).where(UssdSession.phone == contact.phone))
 

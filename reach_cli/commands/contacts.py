@@ -95,9 +95,7 @@ def contacts_show(phone: str, as_json: bool, history: int) -> None:
     if as_json:
         echo_json(doc)
         return
-    for key, value in doc.items():
-        if key not in {"messages", "calls"}:
-            click.echo(f"{key:>20}: {'' if value is None else value}")
+    _print_fields(doc)
     for line in history_lines(doc["messages"], doc["calls"]):
         click.echo(line)
 
@@ -245,5 +243,13 @@ def _print_contact(session: Session, contact: Contact, as_json: bool) -> None:
     if as_json:
         echo_json({**doc, **contact_history(session, contact.id)})
         return
+    _print_fields(doc)
+
+
+def _print_fields(doc: dict[str, object]) -> None:
+    """One `key: value` line per field of a contact (tags joined by commas)."""
     for key, value in doc.items():
-        click.echo(f"{key:>20}: {'' if value is None else value}")
+        if key in {"messages", "calls"}:
+            continue
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else "" if value is None else value
+        click.echo(f"{key:>20}: {shown}")

@@ -27,13 +27,25 @@ USSD_CONSENT = {ussd.Effect.OPT_OUT: True, ussd.Effect.PREFER_SMS: False, ussd.E
 
 
 def numbers_of(item: InboxItem) -> list[str]:
-    found = (phone_or_raw(item.data.get(name)) for name in NUMBER_FIELDS.get(item.kind, ()))
+    found = (e164(item.data.get(name)) for name in NUMBER_FIELDS.get(item.kind, ()))
     return [phone for phone in found if phone]
 
 
+def e164(raw: str | None) -> str | None:
+    """The number as the erasure hashed it. AT sends E.164, taken as it is: parsing every number of a
+    batch cost ~30 µs each (phonenumbers), 15 ms a batch of 500."""
+    if raw and raw.startswith("+") and raw[1:].isdigit():
+        return raw
+    return phone_or_raw(raw)
+
+
 def drop_erased(session: Session, items: list[InboxItem]) -> list[InboxItem]:
-    """The items not about an erased number; a STOP or START among the others is recorded on its hash."""
-    erased = erasure.erased_among(session, {p for item in items for p in numbers_of(item)})
+    """The items not about an erased number; a STOP or START among the others is recorded on its hash.
+    Nothing is looked at until something was erased (there is no hashing key before)."""
+    keys = erasure.hash_keys(session)
+    if not keys:
+        return items
+    erased = erasure.erased_among(session, {p for item in items for p in numbers_of(item)}, keys=keys)
     if not erased:
         return items
     kept = []
