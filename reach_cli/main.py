@@ -20,10 +20,12 @@ __all__ = ["EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_UNREACHABLE", "EXIT_USAGE", "c
 
 
 @click.group(cls=ReachGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
+@click.version_option(package_name="reach", prog_name="reach", message="%(prog)s %(version)s")
 def cli() -> None:
     """Reach: SMS to your customers over Africa's Talking, with a voice call when the SMS did not arrive.
 
-    Settings come from the environment and a .env file (see .env.example).
+    Settings come from the environment and the project's .env file (see .env.example); the project, with
+    its var/, is REACH_HOME when set, else the checkout `reach` runs from, wherever you run it.
     """
 
 

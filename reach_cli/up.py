@@ -4,7 +4,7 @@ Starts, as child processes: the AT simulator when no AT credentials are set (ann
 receiver (gunicorn) and a Celery worker with embedded beat. Migrations run first. With no DATABASE_URL
 and no REDIS_URL everything is embedded under var/ (or REACH_VAR_DIR): the database in
 `reach.sqlite3`, Celery's broker in `broker.sqlite3` (kombu's SQLAlchemy transport), the callback inbox
-and caches in the database (`shared.store`); nothing else needs installing. Missing tokens are
+and caches in the database (`shared.store`); nothing else needs installing. Missing tokens (webhook, API, metrics) are
 generated once and kept in var/ so the URLs printed at start keep working across restarts.
 
 `--demo` then runs `reach demo` against this stack (sample contacts, two cycles, a summary).
@@ -147,6 +147,7 @@ def plan(stack: Stack) -> None:
         prepare_sqlite(settings.effective_broker_url)
     env.setdefault("WEBHOOK_TOKEN", settings.webhook_token.get_secret_value() or _secret("webhook-token"))
     env.setdefault("API_TOKEN", settings.api_token.get_secret_value() or _secret("api-token"))
+    env.setdefault("METRICS_TOKEN", settings.metrics_token.get_secret_value() or _secret("metrics-token"))
     if not settings.uses_real_at:
         stack.simulator_port = _simulator_port(settings.port)
         sim = f"http://127.0.0.1:{stack.simulator_port}"
@@ -212,6 +213,7 @@ def announce(settings: Settings, env: dict[str, str], receiver: str) -> None:
     )
     echo(f"  operator API:  {receiver}/api (Bearer token in {VAR_DIR / 'api-token.secret'}, or API_TOKEN)")
     echo(f"  health:        {receiver}/healthz, {receiver}/readyz")
+    echo(f"  metrics:       {receiver}/metrics (Bearer token in {VAR_DIR / 'metrics-token.secret'}, or METRICS_TOKEN)")
     echo(f"  dashboard:     {receiver}/dashboard (sign in with the operator API token)")
     if database.startswith("sqlite"):
         echo(f"  database:      SQLite file {database.removeprefix('sqlite:///')}")

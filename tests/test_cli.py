@@ -215,7 +215,7 @@ def test_run_refuses_a_bad_message(
 ) -> None:
     result = invoke(runner, "cycle", "run", *args, *(["--dry-run"] if dry_run else []))
 
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_USAGE  # bad input (the README's exit-code table), not "the operation failed"
     assert message in error_of(result)
     assert cycle_count(session) == 0
     assert broker.llen("cycle") == 0

@@ -13,6 +13,7 @@ from reach_cli.common import (
     EXIT_FAILED,
     EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
+    EXIT_USAGE,
     echo,
     echo_json,
     fail,
@@ -36,8 +37,8 @@ def _messages(message: str, voice_message: str | None) -> tuple[str, str | None]
 
     try:
         return check_message(message), check_message(voice_message, "voice message") if voice_message else None
-    except CycleError as exc:
-        fail(str(exc))
+    except CycleError as exc:  # what was typed: bad input, exit 2 (the README's exit-code table)
+        fail(str(exc), EXIT_USAGE)
 
 
 def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str) -> None:
