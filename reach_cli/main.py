@@ -3,8 +3,10 @@
 Exit codes scripts can rely on (every error is one `error: ...` line on stderr, never a traceback):
 
     0  done
-    1  the operation failed (e.g. a cycle that is not paused cannot be resumed; `cycle watch`: it failed)
-    2  bad usage: an unknown option or value, bad settings, a bad phone number, scenario file or schedule
+    1  the operation failed (e.g. a cycle that is not paused cannot be resumed; `cycle watch`: it failed;
+       `up`: its port is taken or another `reach up` holds var/)
+    2  bad usage: an unknown option or value, bad settings, a bad phone number, scenario file or schedule,
+       an empty or too long message
     3  a service Reach needs is unreachable (the database or the broker)
     4  not found: no such contact, cycle or schedule
 """

@@ -66,3 +66,20 @@ def test_without_reach_home_the_project_is_the_checkout_reach_runs_from(tmp_path
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(ROOT), str(ROOT / "var")]
+
+
+def test_the_readme_exit_code_table_is_the_clis() -> None:
+    """The README's table lists exactly the codes the CLI exits with (each row's behaviour is tested in
+    tests/test_cli.py: 1 resume of a running cycle, 2 a bad message, cron or time zone, 3 a service down,
+    4 an unknown cycle)."""
+    import re
+
+    from reach_cli.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE
+
+    readme = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| (\d) \| (.+) \|$", readme, flags=re.MULTILINE))
+    assert set(rows) == {"0", "1", "2", "3", "4"}, rows
+    assert "failed" in rows[str(EXIT_FAILED)]
+    assert all(word in rows[str(EXIT_USAGE)] for word in ("bad usage", "message", "cron", "time zone"))
+    assert "unreachable" in rows[str(EXIT_UNREACHABLE)]
+    assert "not found" in rows[str(EXIT_NOT_FOUND)]
