@@ -81,7 +81,7 @@ class Stack:
 
     def run_demo(self, command: list[str]) -> None:
         """Run the demo in the foreground (its output on this terminal); the stack stays up afterwards."""
-        demo = subprocess.Popen(command, env=self.env, start_new_session=True)
+        demo = subprocess.Popen(command, env=self.env, start_new_session=True, preexec_fn=lifetime.end_with_parent())
         self.children.append(("demo", demo))
         if demo.wait() != 0:
             echo(f"the demo failed (exit {demo.returncode}); the logs are in {VAR_DIR}", err=True)
