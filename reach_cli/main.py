@@ -3,8 +3,10 @@
 Exit codes scripts can rely on (every error is one `error: ...` line on stderr, never a traceback):
 
     0  done
-    1  the operation failed (e.g. a cycle that is not paused cannot be resumed; `cycle watch`: it failed)
-    2  bad usage: an unknown option or value, bad settings, a bad phone number, scenario file or schedule
+    1  the operation failed (e.g. a cycle that is not paused cannot be resumed; `cycle watch`: it failed;
+       `up`: its port is taken or another `reach up` holds var/)
+    2  bad usage: an unknown option or value, bad settings, a bad phone number, scenario file or schedule,
+       an empty or too long message
     3  a service Reach needs is unreachable (the database or the broker)
     4  not found: no such contact, cycle or schedule
 """
@@ -20,10 +22,12 @@ __all__ = ["EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_UNREACHABLE", "EXIT_USAGE", "c
 
 
 @click.group(cls=ReachGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
+@click.version_option(package_name="reach", prog_name="reach", message="%(prog)s %(version)s")
 def cli() -> None:
     """Reach: SMS to your customers over Africa's Talking, with a voice call when the SMS did not arrive.
 
-    Settings come from the environment and a .env file (see .env.example).
+    Settings come from the environment and the project's .env file (see .env.example); the project, with
+    its var/, is REACH_HOME when set, else the checkout `reach` runs from, wherever you run it.
     """
 
 

@@ -4,10 +4,13 @@ Starts, as child processes: the AT simulator when no AT credentials are set (ann
 receiver (gunicorn) and a Celery worker with embedded beat. Migrations run first. With no DATABASE_URL
 and no REDIS_URL everything is embedded under var/ (or REACH_VAR_DIR): the database in
 `reach.sqlite3`, Celery's broker in `broker.sqlite3` (kombu's SQLAlchemy transport), the callback inbox
-and caches in the database (`shared.store`); nothing else needs installing. Missing tokens are
+and caches in the database (`shared.store`); nothing else needs installing. Missing tokens (webhook, API, metrics) are
 generated once and kept in var/ so the URLs printed at start keep working across restarts.
 
 `--demo` then runs `reach demo` against this stack (sample contacts, two cycles, a summary).
+
+Nothing outlives `reach up` (reach_cli/lifetime.py): each child gets SIGTERM when it dies, however it dies
+(SIGKILL, the OOM killer), and stops its own workers as on Ctrl-C; one `reach up` at a time holds var/.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from dataclasses import dataclass, field
 
 import click
 
-from reach_cli import processes
-from reach_cli.common import echo
+from reach_cli import lifetime, processes
+from reach_cli.common import EXIT_FAILED, echo, fail
 from shared.settings import VAR_DIR, Settings
 
 SIMULATOR_PORT_OFFSET = 1  # the simulator listens on PORT + 1 when that is free
@@ -39,11 +42,27 @@ class Stack:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     simulator_port: int = 0
+    #: The lock on var/ (lifetime.hold_var): every child inherits it, so var/ stays held until they all ended.
+    var_lock: int = -1
 
     def start(self, name: str, command: list[str]) -> None:
         log = (VAR_DIR / f"{name}.log").open("ab")
-        process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lifetime.end_with_parent(), pass_fds=(self.var_lock,) if self.var_lock >= 0 else (),
+        )  # fmt: skip
         self.children.append((name, process))
+
+    def wait_port(self, name: str, host: str, port: int, timeout: float = 30) -> None:
+        """Until `name` listens on `port`; fail (exit 1) if any child exits meanwhile or it never does."""
+        deadline = time.monotonic() + timeout
+        while not _port_open(host, port):
+            for child, process in self.children:
+                if process.poll() is not None:
+                    fail(f"{child} exited during start-up ({process.returncode}); see {VAR_DIR / (child + '.log')}")
+            if time.monotonic() > deadline:
+                fail(f"the {name} did not start listening on {host}:{port}; see {VAR_DIR / (name + '.log')}")
+            time.sleep(0.2)
 
     def stop(self) -> None:
         """SIGTERM each child's main process (Celery and gunicorn then stop their own workers in order;
@@ -62,7 +81,7 @@ class Stack:
 
     def run_demo(self, command: list[str]) -> None:
         """Run the demo in the foreground (its output on this terminal); the stack stays up afterwards."""
-        demo = subprocess.Popen(command, env=self.env, start_new_session=True)
+        demo = subprocess.Popen(command, env=self.env, start_new_session=True, preexec_fn=lifetime.end_with_parent())
         self.children.append(("demo", demo))
         if demo.wait() != 0:
             echo(f"the demo failed (exit {demo.returncode}); the logs are in {VAR_DIR}", err=True)
@@ -94,24 +113,26 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _bind_error(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (taken, not ours to bind), or None when it can."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no obstacle
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def _simulator_port(port: int) -> int:
     """PORT + 1, the address people come to know, unless something else holds it: then any free port
     (the workers learn it from AT_SMS_URL / AT_VOICE_URL, so nothing else depends on the number)."""
     preferred = port + SIMULATOR_PORT_OFFSET
-    if not _port_open("127.0.0.1", preferred):
+    if _bind_error("127.0.0.1", preferred) is None:
         return preferred
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _wait_port(host: str, port: int, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _port_open(host, port):
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def plan(stack: Stack) -> None:
@@ -126,6 +147,7 @@ def plan(stack: Stack) -> None:
         prepare_sqlite(settings.effective_broker_url)
     env.setdefault("WEBHOOK_TOKEN", settings.webhook_token.get_secret_value() or _secret("webhook-token"))
     env.setdefault("API_TOKEN", settings.api_token.get_secret_value() or _secret("api-token"))
+    env.setdefault("METRICS_TOKEN", settings.metrics_token.get_secret_value() or _secret("metrics-token"))
     if not settings.uses_real_at:
         stack.simulator_port = _simulator_port(settings.port)
         sim = f"http://127.0.0.1:{stack.simulator_port}"
@@ -139,10 +161,14 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def run_up(settings: Settings, *, demo: bool = False, demo_scenario: str | None = None) -> None:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+    var_lock = lifetime.hold_var(VAR_DIR)
+    taken = _bind_error(settings.host, settings.port)
+    if taken:
+        fail(f"cannot listen on {settings.host}:{settings.port} ({taken}); stop what holds it or set PORT", EXIT_FAILED)
     # `kill` and supervisors stop the children too; SIGINT explicitly, as a shell may start us with it ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
-    stack = Stack(settings)
+    stack = Stack(settings, var_lock=var_lock.fileno())
     try:
         if demo:
             if settings.uses_real_at:
@@ -164,10 +190,9 @@ def run_up(settings: Settings, *, demo: bool = False, demo_scenario: str | None 
         stack.start("web", [py, "-m", *processes.receiver(f"{host}:{port}")])
         beat = ("--beat", "--schedule", str(VAR_DIR / "celerybeat-schedule"))
         stack.start("worker", [py, "-m", *processes.worker(processes.ALL_QUEUES, *beat)])
-        if not _wait_port(host, port):
-            raise click.ClickException(f"the receiver did not start; see {VAR_DIR / 'web.log'}")
-        if not settings.uses_real_at and not _wait_port("127.0.0.1", stack.simulator_port):
-            raise click.ClickException(f"the simulator did not start; see {VAR_DIR / 'simulator.log'}")
+        if not settings.uses_real_at:
+            stack.wait_port("simulator", "127.0.0.1", stack.simulator_port)
+        stack.wait_port("web", host, port)
         announce(settings, stack.env, receiver)
         if demo:
             stack.run_demo([py, "-m", "reach_cli.main", "demo"])
@@ -188,6 +213,7 @@ def announce(settings: Settings, env: dict[str, str], receiver: str) -> None:
     )
     echo(f"  operator API:  {receiver}/api (Bearer token in {VAR_DIR / 'api-token.secret'}, or API_TOKEN)")
     echo(f"  health:        {receiver}/healthz, {receiver}/readyz")
+    echo(f"  metrics:       {receiver}/metrics (Bearer token in {VAR_DIR / 'metrics-token.secret'}, or METRICS_TOKEN)")
     echo(f"  dashboard:     {receiver}/dashboard (sign in with the operator API token)")
     if database.startswith("sqlite"):
         echo(f"  database:      SQLite file {database.removeprefix('sqlite:///')}")

@@ -507,3 +507,20 @@ class ImportRefusal(Base):
     row_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     phone: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(Text)
+
+
+# -- idempotency keys of POST /api/cycles and `reach cycle run` ----------------------------------------------------
+
+
+class IdempotencyKey(Base):
+    """An `Idempotency-Key` a cycle was started with: the same key within shared.idempotency.WINDOW answers
+    that cycle again instead of starting another; `request_hash` tells a retry from a different request."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    cycle_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("cycles.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"), index=True
+    )

@@ -11,6 +11,7 @@ import functools
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import phonenumbers
 from limits import parse_many
@@ -21,9 +22,22 @@ from sqlalchemy.exc import ArgumentError
 
 from shared.voice_script import XML_FORBIDDEN
 
-#: Embedded defaults for a machine with nothing configured (design §3): files under var/, or under
-#: REACH_VAR_DIR when set (read from the environment only: it says where `.env`-less runs keep their files).
-VAR_DIR = Path(os.environ.get("REACH_VAR_DIR") or "var")
+
+def reach_home() -> Path:
+    """The project `reach` belongs to, where its `.env` and `var/` are, wherever a command is run from:
+    REACH_HOME when set; else the checkout this code runs from (`make install`'s editable `.venv/bin/reach`);
+    else (an installed package, e.g. the images' /app) the current directory."""
+    if os.environ.get("REACH_HOME"):
+        return Path(os.environ["REACH_HOME"]).resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "reach_cli").is_dir():
+        return checkout
+    return Path.cwd()
+
+
+#: Embedded defaults for a machine with nothing configured (design §3): files under the project's var/, or
+#: under REACH_VAR_DIR when set (read from the environment only: it says where `.env`-less runs keep their files).
+VAR_DIR = Path(os.environ.get("REACH_VAR_DIR") or reach_home() / "var")
 
 LIVE_SMS_URL = "https://api.africastalking.com/version1"
 LIVE_VOICE_URL = "https://voice.africastalking.com"
@@ -62,6 +76,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
     )
+
+    def __init__(self, **values: Any) -> None:
+        # The project's .env (reach_home()), not the current directory's: read per instance, so REACH_HOME counts.
+        values.setdefault("_env_file", reach_home() / ".env")
+        super().__init__(**values)
 
     # repr=False: these URLs may carry passwords.
     database_url: str = Field(default="", repr=False, description="SQLAlchemy URL; Postgres in production")

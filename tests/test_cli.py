@@ -195,7 +195,8 @@ def test_run_json_prints_the_id(runner: CliRunner, session: Any, broker: redis_l
     result = invoke(runner, "cycle", "run", "--message", "hi", "--json")
 
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.output) == {"id": session.scalars(select(Cycle.id)).one(), "state": "planning"}
+    # stdout is the JSON alone (a note such as "no worker is running" goes to stderr)
+    assert json.loads(result.stdout) == {"id": session.scalars(select(Cycle.id)).one(), "state": "planning"}
     assert broker.llen("cycle") == 1
 
 
@@ -216,7 +217,7 @@ def test_run_refuses_a_bad_message(
 ) -> None:
     result = invoke(runner, "cycle", "run", *args, *(["--dry-run"] if dry_run else []))
 
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_USAGE  # bad input (the README's exit-code table), not "the operation failed"
     assert message in error_of(result)
     assert cycle_count(session) == 0
     assert broker.llen("cycle") == 0

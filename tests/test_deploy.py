@@ -445,7 +445,7 @@ def test_production_workers_and_beat_run_a_cycle(
 # -- reach up ------------------------------------------------------------------------------------------------
 
 #: The secrets `reach up` generates under var/ when none are configured: the simulator's AT key and the tokens.
-SECRET_FILES = ("simulator-key", "webhook-token", "api-token")
+SECRET_FILES = ("simulator-key", "webhook-token", "api-token", "metrics-token")
 
 
 def command_lines(pid: int) -> list[str]:
@@ -478,6 +478,7 @@ def test_reach_up_runs_the_same_processes_and_a_cycle_end_to_end(
         port = free_port()
         env = {k: v for k, v in command_env().items() if k.upper() not in settings_variables()}
         env.update(DATABASE_URL=url, REDIS_URL=f"redis://127.0.0.1:{redis_port}/0", PORT=str(port))
+        env["REACH_HOME"] = str(tmp_path)  # its var/ (the generated secrets) under tmp_path, not this checkout
         up = subprocess.Popen(["reach", "up"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             receiver = f"http://127.0.0.1:{port}"
@@ -488,6 +489,10 @@ def test_reach_up_runs_the_same_processes_and_a_cycle_end_to_end(
             assert any(" simulator " in line for line in commands) and any("gunicorn" in line for line in commands)
             for name, secret in secrets.items():
                 assert not [line for line in commands if secret in line], f"the {name} is on a command line"
+            metrics = requests.get(
+                f"{receiver}/metrics", headers={"Authorization": f"Bearer {secrets['metrics-token']}"}, timeout=10
+            )
+            assert metrics.status_code == 200, metrics.text  # make run's /metrics opens with the generated token
             auth = {"Authorization": f"Bearer {secrets['api-token']}"}
             added = requests.post(f"{receiver}/api/contacts", json=[{"phone": "+254711000001"}], headers=auth)
             assert added.status_code == 200, added.text

@@ -48,7 +48,9 @@ def bare_environment(workdir: Path, port: int) -> dict[str, str]:
     """The environment of a machine where nothing is configured: no Reach setting, no redis-server."""
     settings_names = {name.upper() for name in Settings.model_fields} | {"REACH_VAR_DIR", "SIMULATOR_PORT"}
     env = {k: v for k, v in os.environ.items() if k.upper() not in settings_names}
+    # REACH_HOME: the project is `workdir` (its var/ and .env), not this checkout.
     env.update(PATH=str(Path(sys.executable).parent), HOST="127.0.0.1", PORT=str(port), HOME=str(workdir))
+    env["REACH_HOME"] = str(workdir)
     assert shutil.which("redis-server", path=env["PATH"]) is None
     return env
 

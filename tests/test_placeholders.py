@@ -185,5 +185,6 @@ def test_the_call_speaks_the_rendered_voice_text(session, sim, at) -> None:
     store = get_store()
     for phone, call in calls.items():
         assert call.session_id is not None
-        assert store.lookup_script(session_id=call.session_id, phone=None) == call.message
-        assert store.lookup_script(session_id="unknown", phone=phone) == call.message
+        # Kept under the session AT placed for this number only (the live answer's privacy rule).
+        assert store.lookup_script(session_id=call.session_id, phone=phone) == call.message
+        assert store.lookup_script(session_id="unknown", phone=phone) is None

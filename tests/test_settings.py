@@ -23,6 +23,7 @@ SECRETS = [AT_API_KEY, WEBHOOK_TOKEN, API_TOKEN, SECOND_API_TOKEN, METRICS_TOKEN
 @pytest.fixture(autouse=True)
 def empty_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REACH_HOME", str(tmp_path))  # the .env read is the project's (reach_home())
     return tmp_path
 
 

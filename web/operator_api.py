@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
 from sqlalchemy import select
 
-from shared import cycles, placeholders, schedules
+from shared import cycles, heartbeat, idempotency, placeholders, schedules
 from shared.contacts import contact_history, contact_json, get_or_create
 from shared.cycles import CycleError, CycleNotFound
 from shared.imports import BadImport, import_contacts, rows_from_csv, rows_from_json
@@ -216,11 +216,34 @@ def start_cycle() -> ResponseReturnValue:
     field.only_fields(doc, CYCLE_FIELDS)
     message, voice_message = field.message(doc, "message"), field.message(doc, "voice_message", required=False)
     dry_run = field.flag(doc, "dry_run")
+    key = _idempotency_key()
     with services().sessions() as session, session.begin():
         if dry_run:
             return cycles.preview(session, services().settings), 200
-        cycle_id = cycles.start_cycle(session, message, voice_message)
-    return with_warning({"id": cycle_id, "state": "planning"}, enqueue("reach.cycle.plan", cycle_id)), 202
+        try:
+            started = idempotency.start_once(
+                session, key, idempotency.request_hash(doc), lambda: cycles.start_cycle(session, message, voice_message)
+            )
+        except idempotency.KeyReused as exc:
+            raise ApiError(409, str(exc)) from None
+    answer = {"id": started.cycle_id, "state": "planning"}
+    if started.replayed:  # the first answer again; nothing new was started or queued
+        return answer, 202, {"Idempotent-Replayed": "true"}
+    warning = enqueue("reach.cycle.plan", started.cycle_id)
+    if warning is None and not heartbeat.worker_alive(services().store):
+        warning = heartbeat.NO_WORKER
+    return with_warning(answer, warning), 202
+
+
+def _idempotency_key() -> str | None:
+    """The request's `Idempotency-Key` (shared/idempotency.py), if it sent one; a 400 if it cannot be one."""
+    key = request.headers.get(idempotency.HEADER)
+    if key is None:
+        return None
+    try:
+        return idempotency.check_key(key)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 @bp.get("/cycles")

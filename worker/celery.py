@@ -62,6 +62,11 @@ def _recover_at_start(sender: Any = None, **_kwargs: object) -> None:
     # at once, instead of at the first housekeeping tick; both tasks are idempotent.
     for task in ("reach.ingest.housekeeping", "reach.cycle.housekeeping"):
         app.send_task(task)
+    # "A worker is running" for the answers that start cycles (shared/heartbeat.py).
+    from shared import heartbeat
+    from shared.store import get_store
+
+    heartbeat.start_beating(get_store())
 
 
 @task_postrun.connect

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from shared import broker, schedules
+from shared import broker, idempotency, schedules
 from shared import cycles as shared_cycles
 from shared.at_client import AtTransient
 from shared.db import session_scope
@@ -59,6 +59,8 @@ def housekeeping() -> None:
     refused = retention.prune_imports(settings)
     if refused:
         log.info("pruned %d refused import rows older than %d days", refused, settings.import_retention_days)
+    with session_scope() as session:
+        idempotency.forget_expired(session)
 
 
 @reach_task("reach.send.housekeeping", time_limit=60, soft_time_limit=55, expires=60)

@@ -13,6 +13,7 @@ from reach_cli.common import (
     EXIT_FAILED,
     EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
+    EXIT_USAGE,
     echo,
     echo_json,
     fail,
@@ -36,8 +37,8 @@ def _messages(message: str, voice_message: str | None) -> tuple[str, str | None]
 
     try:
         return check_message(message), check_message(voice_message, "voice message") if voice_message else None
-    except CycleError as exc:
-        fail(str(exc))
+    except CycleError as exc:  # what was typed: bad input, exit 2 (the README's exit-code table)
+        fail(str(exc), EXIT_USAGE)
 
 
 def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str) -> None:
@@ -55,8 +56,13 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
 @click.option("--voice-message", default=None, help="What calls say instead of the SMS text.")
 @click.option("--dry-run", is_flag=True, help="Only show who would get what and the cost; send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def cycle_run(message: str, voice_message: str | None, dry_run: bool, as_json: bool) -> None:
+@click.option("--idempotency-key", default=None, metavar="KEY",
+              help="Run again with this key: the first cycle is shown, none started (default: a new key).")  # fmt: skip
+def cycle_run(
+    message: str, voice_message: str | None, dry_run: bool, as_json: bool, idempotency_key: str | None
+) -> None:
     """Start a cycle now (or with --dry-run, show what it would do)."""
+    from reach_cli import starting
     from reach_cli.cycles import preview_lines
     from shared import cycles
 
@@ -71,13 +77,13 @@ def cycle_run(message: str, voice_message: str | None, dry_run: bool, as_json: b
             for line in preview_lines(preview):
                 echo(line)
         return
-    with session_or_exit() as session:
-        try:
-            cycle_id = cycles.start_cycle(session, message, voice_message)
-        except cycles.CycleError as exc:
-            fail(str(exc))
-    if cycle_id is None:  # only a scheduled period can conflict; kept for safety
-        fail("the cycle was not created")
+    started = starting.start_once(_key_or_exit(idempotency_key), message, voice_message)
+    cycle_id = started.cycle_id
+    if started.replayed:
+        echo_json({"id": cycle_id, "state": "planning"}) if as_json else echo(
+            f"cycle {cycle_id} was started with this key already; nothing new started (reach cycle watch {cycle_id})"
+        )
+        return
     then = (
         f"cycle {cycle_id} is recorded (planning); the worker's housekeeping plans it within about 2 minutes "
         "once the broker is reachable again"
@@ -87,6 +93,20 @@ def cycle_run(message: str, voice_message: str | None, dry_run: bool, as_json: b
         echo_json({"id": cycle_id, "state": "planning"})
     else:
         echo(f"cycle {cycle_id} started (planning); follow it with: reach cycle watch {cycle_id}")
+    note = starting.no_worker_note()
+    if note:
+        echo(f"note: {note}", err=True)
+
+
+def _key_or_exit(key: str | None) -> str:
+    from uuid import uuid4
+
+    from shared.idempotency import check_key
+
+    try:
+        return check_key(key) if key is not None else str(uuid4())
+    except ValueError as exc:
+        fail(str(exc).replace("Idempotency-Key", "--idempotency-key"), EXIT_USAGE)
 
 
 def _report_or_exit(cycle_id: int) -> dict[str, Any]:
