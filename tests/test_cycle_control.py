@@ -61,6 +61,13 @@ def cycle_of(session: Any, cycle_id: int) -> Cycle:
     return session.get(Cycle, cycle_id)
 
 
+def lock_waits(session: Any) -> int:
+    """Sessions of this database waiting for a lock, read afresh (a transaction sees one snapshot of the view)."""
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    with session.get_bind().connect() as connection:
+        return connection.scalar(text(waiting))
+
+
 def post(client: Any, cycle_id: int, action: str) -> Any:
     return client.post(f"/api/cycles/{cycle_id}/{action}", headers=AUTH)
 
@@ -201,14 +208,11 @@ def test_a_cancel_during_planning_waits_for_the_plan_then_cancels_it(client: Any
     cycle_id = new_cycle(session, 5, plan=False)
     answers: list[Any] = []
     cancelling = threading.Thread(target=lambda: answers.append(post(client, cycle_id, "cancel")))
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-    )
     with type(session)(bind=session.get_bind()) as planner:
         cycles.plan_cycle(planner, cycle_id)  # planned, not committed: the cycle row stays locked
         cancelling.start()
         try:
-            wait_for(lambda: session.scalar(waiting), timeout=10, what="the cancel waiting for the planner's lock")
+            wait_for(lambda: lock_waits(session), timeout=10, what="the cancel waiting for the planner's lock")
         finally:
             planner.commit()  # planning ends with the cycle `dispatching`...
     cancelling.join(10)

@@ -29,8 +29,8 @@ EXAMPLES_PER_OPERATION = 30
 
 
 #: Blueprints that serve HTML pages to people, not an API: the dashboard and its sign-in
-#: (tests/test_dashboard.py, tests/test_dashboard_auth.py).
-HTML_BLUEPRINTS = {"dashboard", "dashboard_auth"}
+#: (tests/test_dashboard.py, tests/test_dashboard_auth.py, tests/test_dashboard_cycles.py).
+HTML_BLUEPRINTS = {"dashboard", "dashboard_auth", "dashboard_cycles"}
 
 
 def flask_routes(app: Any) -> set[tuple[str, str]]:

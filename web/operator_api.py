@@ -229,8 +229,12 @@ def _json_type(value: object) -> str:
 
 @bp.errorhandler(CycleError)
 def _cycle_error(exc: CycleError) -> ResponseReturnValue:
-    status = 404 if isinstance(exc, CycleNotFound) else 409 if isinstance(exc, CycleConflict) else 400
-    return {"error": str(exc)}, status
+    return {"error": str(exc)}, cycle_error_status(exc)
+
+
+def cycle_error_status(exc: CycleError) -> int:
+    """404 for an unknown cycle, 409 when its state does not allow the request, else 400 (the dashboard too)."""
+    return 404 if isinstance(exc, CycleNotFound) else 409 if isinstance(exc, CycleConflict) else 400
 
 
 @bp.post("/cycles")
