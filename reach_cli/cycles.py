@@ -71,7 +71,8 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
     if report["skip_reason"]:
         lines.append(f"  skipped:   {report['skip_reason']}")
     if report["paused_reason"]:
-        lines.append(f"  paused:    {report['paused_reason']} (after fixing it: reach cycle resume {report['id']})")
+        hint = "let it go again with" if report.get("paused_by") == "operator" else "after fixing it"
+        lines.append(f"  paused:    {report['paused_reason']} ({hint}: reach cycle resume {report['id']})")
     by_schedule = f" (schedule {report['schedule_id']})" if report["schedule_id"] else ""
     lines += [
         f"  started:   {_when(report['created_at'])}{by_schedule}",
@@ -92,6 +93,7 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"             not answered by cause: {counts(voice['not_answered'])}",
         f"             items: {counts(voice['items'])}",
         f"  skipped    {report['skipped']} ({counts(report['skipped_by_status'])})",
+        f"  cancelled  {report.get('cancelled', 0)} items not sent",
         f"  cost       {counts_cost(report['cost'])}",
     ]
     return lines

@@ -116,7 +116,7 @@ def run_cycle(settings: Settings) -> int:
             shown = line[9:]
         if report["state"] == "done":
             break
-        if report["state"] in {"failed", "paused"} or time.monotonic() > deadline:
+        if report["state"] in {"failed", "paused", "cancelled"} or time.monotonic() > deadline:
             raise DemoError(f"cycle {cycle_id} is {report['state']}; see the worker log")
         time.sleep(0.5)
     wait_until(lambda: settled(settings), "the simulator's callbacks to be applied")

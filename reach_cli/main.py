@@ -3,7 +3,8 @@
 Exit codes scripts can rely on (every error is one `error: ...` line on stderr, never a traceback):
 
     0  done
-    1  the operation failed (e.g. a cycle that is not paused cannot be resumed; `cycle watch`: it failed;
+    1  the operation failed, or the cycle's state does not allow it (a cycle that is not paused cannot be
+       resumed, a finished one cannot be paused or cancelled; `cycle watch`: it failed or was cancelled;
        `up`: its port is taken or another `reach up` holds var/)
     2  bad usage: an unknown option or value, bad settings, a bad phone number, scenario file or schedule,
        an empty or too long message

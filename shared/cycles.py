@@ -1,4 +1,4 @@
-"""Communication cycles as the operator sees them: start one, preview it, read its report, resume it.
+"""Communication cycles as the operator sees them: start one, preview it, read its report.
 
 The routing rule (design §4) lives here once, as a SQL expression: SMS to `new` and `active`, a voice
 call to `inactive` and `pending`, nothing to `opted_out` and `invalid`; the customer's own channel
@@ -27,6 +27,7 @@ from shared.models import (
     CycleState,
     ItemState,
     Message,
+    PausedBy,
 )
 from shared.settings import Settings
 from shared.status_policy import Action, Kind, rules_of
@@ -45,6 +46,10 @@ class CycleError(ValueError):
 
 class CycleNotFound(CycleError):
     """The cycle the request names does not exist."""
+
+
+class CycleConflict(CycleError):
+    """The cycle's state does not allow the request (pausing a finished cycle, say): HTTP 409, CLI exit 1."""
 
 
 def channel_expr() -> ColumnElement[str]:
@@ -162,22 +167,14 @@ def planned_counts(sms: int, voice: int, skipped: dict[str, int]) -> dict[str, A
     return {"sms": int(sms), "voice": int(voice), "skipped": sum(by_status.values()), "skipped_by_status": by_status}
 
 
-def resume(session: Session, cycle_id: int) -> Cycle:
-    cycle = session.get(Cycle, cycle_id, with_for_update=True)
-    if cycle is None:
-        raise CycleNotFound(f"no cycle {cycle_id}")
-    if cycle.state is not CycleState.PAUSED:
-        raise CycleError(f"cycle {cycle_id} is {cycle.state.value}, not paused")
-    cycle.state, cycle.paused_reason = CycleState.DISPATCHING, None
-    return cycle
-
-
 def pause(session: Session, cycle_id: int, reason: str) -> None:
-    """Stop dispatching a cycle for an account problem; nothing is lost, `resume` carries on."""
+    """Stop dispatching a cycle for an account problem; nothing is lost, a resume carries on. Only a
+    `dispatching` cycle pauses: one the operator paused or cancelled keeps what the operator chose
+    (the operator's own controls: shared/cycle_control.py)."""
     session.execute(
         update(Cycle)
         .where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
-        .values(state=CycleState.PAUSED, paused_reason=reason)
+        .values(state=CycleState.PAUSED, paused_by=PausedBy.ACCOUNT, paused_reason=reason)
     )
 
 
@@ -200,12 +197,14 @@ def report(session: Session, cycle_id: int) -> dict[str, Any] | None:
         "state": cycle.state.value,
         "paused_reason": cycle.paused_reason,
         "skip_reason": cycle.skip_reason,
+        "paused_by": cycle.paused_by.value if cycle.paused_by else None,
         "schedule_id": cycle.schedule_id,
         "message": cycle.message,
         "voice_message": cycle.voice_message,
         "created_at": cycle.created_at.isoformat(),
         "finished_at": cycle.finished_at.isoformat() if cycle.finished_at else None,
         **planned,
+        "cancelled": sum(count for key, count in items.items() if key.endswith(f":{ItemState.CANCELLED.value}")),
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
         "voice_detail": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},

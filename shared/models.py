@@ -150,10 +150,16 @@ class Contact(Base):
 class CycleState(enum.StrEnum):
     PLANNING = "planning"
     DISPATCHING = "dispatching"
-    PAUSED = "paused"  # an account problem (e.g. InsufficientBalance); resumes on command
+    PAUSED = "paused"  # held by the operator or for an account problem (`paused_by`); resumes on command
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"  # a schedule period not run (its previous cycle had not finished); sends nothing
+    CANCELLED = "cancelled"  # stopped by the operator: nothing more is sent or called for it
+
+
+class PausedBy(enum.StrEnum):
+    OPERATOR = "operator"  # `POST /api/cycles/<id>/pause`, `reach cycle pause`, the dashboard
+    ACCOUNT = "account"  # AT refused for an account problem (e.g. InsufficientBalance)
 
 
 class Schedule(Base):
@@ -186,6 +192,7 @@ class Cycle(Base):
     paused_reason: Mapped[str | None] = mapped_column(Text)
     #: Why a schedule period was not run (state `skipped`).
     skip_reason: Mapped[str | None] = mapped_column(Text)
+    paused_by: Mapped[PausedBy | None] = _status_column(PausedBy, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
     planned_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -198,7 +205,9 @@ class ItemState(enum.StrEnum):
     SENT = "sent"  # AT accepted it (an SMS with its message id, or a call with its session id)
     DONE = "done"  # a call that ended (answered, or not answered and out of retries)
     FAILED = "failed"  # not sent: a permanent refusal, or out of retries
-    CANCELLED = "cancelled"  # a late delivery report made the fallback call unnecessary
+    #: Not sent and never will be: the cycle was cancelled, the contact opted out or proved invalid, or a late
+    #: delivery report made the fallback call unnecessary.
+    CANCELLED = "cancelled"
 
 
 class CycleItem(Base):

@@ -1,8 +1,9 @@
 """The control API under `/_sim/`, for tests and operators to look inside and steer the simulator.
 
 `GET requests`, `GET callbacks`, `GET idle`, `POST scenario` (JSON, see `simulator.scenario`),
-`POST reset`, and the clock: `GET clock`, `POST clock {"advance_seconds": N}` (callbacks due in between
-are posted at once, in order).
+`POST reset`, the clock: `GET clock`, `POST clock {"advance_seconds": N}` (callbacks due in between
+are posted at once, in order), and requests the scenario holds: `GET held`, `POST release {"count": N}`
+(the N oldest; no body: all).
 """
 
 from __future__ import annotations
@@ -68,3 +69,19 @@ def sim_advance_clock() -> tuple[Response, int] | Response:
     dispatcher = current_state().dispatcher
     dispatcher.advance(float(seconds))
     return jsonify({"advanced_seconds": dispatcher.offset})
+
+
+@control_bp.get("/held")
+def sim_held() -> Response:
+    """How many requests the scenario's `hold` is holding."""
+    return jsonify({"held": current_state().held()})
+
+
+@control_bp.post("/release")
+def sim_release() -> tuple[Response, int] | Response:
+    """Let held requests go: the `count` oldest, or all of them without a count."""
+    body = request.get_json(force=True, silent=True) or {}
+    count = body.get("count") if isinstance(body, dict) else None
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        return jsonify({"error": "count: a whole number >= 0"}), 400
+    return jsonify({"released": current_state().release(count)})

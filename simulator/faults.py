@@ -70,6 +70,7 @@ def _record_and_guard() -> Response | None:
         "status": None,
     }
     state.record_request(g.sim_entry)
+    state.wait_if_held(request.path)  # received and recorded; acted on once released
     fault = state.take_fault(request.path)
     if fault is None:
         return None

@@ -18,6 +18,7 @@ from JSON, where a number's fields override the default's::
         {"path": "/call", "status": "timeout", "count": 1}
       ],
       "allowed_sender_ids": ["ACME"],
+      "hold": ["/version1/messaging"],
       "timeout_seconds": 30,
       "seed": 7
     }
@@ -70,6 +71,10 @@ Scenario fields:
 
 - `callback_attempts`: posts per callback before the simulator gives up on it (default 4, backing off
   from 50 ms); `1` means a callback that fails is never posted again.
+- `hold`: paths (exact, or a prefix ending in `*`) whose requests are held: AT receives and records each
+  one but neither acts on it nor answers until the test releases it (`POST /_sim/release`,
+  `SimulatorServer.release()`; `GET /_sim/held` counts them). A test decides when AT answers, e.g. to cancel
+  a cycle while its first batch is in flight. A held request still counts against the client's read timeout.
 - `allowed_sender_ids`: when given, a `from` not in the list gets the request-level `InvalidSenderId`
   answer. `seed` makes `shuffle` repeatable.
 
@@ -213,10 +218,17 @@ class Scenario:
     timeout_seconds: float = 30.0
     seed: int | None = None
     callback_attempts: int = 4
+    hold: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.callback_attempts < 1:
             raise ValueError("callback_attempts: must be >= 1")
+        if any(not isinstance(path, str) or not path.startswith("/") for path in self.hold):
+            raise ValueError("hold: each a path starting with /, or a prefix ending in *")
+
+    def holds(self, path: str) -> bool:
+        """Whether requests to `path` wait for a release (`hold`)."""
+        return any(path.startswith(p[:-1]) if p.endswith("*") else path == p for p in self.hold)
 
     def rule_for(self, number: str) -> Rule:
         """The rule for one number: exact match, then the longest matching prefix, then the default."""
@@ -240,6 +252,7 @@ class Scenario:
             timeout_seconds=float(raw.get("timeout_seconds", 30.0)),
             seed=raw.get("seed"),
             callback_attempts=int(raw.get("callback_attempts", 4)),
+            hold=tuple(raw.get("hold", ())),
         )
 
     @classmethod

@@ -92,6 +92,14 @@ class SimulatorServer:
         """Replace the scenario (faults start afresh)."""
         self.state.set_scenario(scenario)
 
+    def held(self) -> int:
+        """How many requests the scenario's `hold` is holding."""
+        return self.state.held()
+
+    def release(self, count: int | None = None) -> int:
+        """Let the `count` oldest held requests go (all when None)."""
+        return self.state.release(count)
+
     def advance_clock(self, seconds: float) -> None:
         """Move the simulator's clock forward: callbacks due in between are posted now."""
         self.state.dispatcher.advance(seconds)

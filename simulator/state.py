@@ -59,6 +59,8 @@ class SimState:
         self._http = requests.Session()  # used by the dispatcher thread only
         self._requests: list[dict[str, Any]] = []
         self._callbacks: list[dict[str, Any]] = []
+        #: Gates of requests held by the scenario's `hold`, oldest first.
+        self._held: list[threading.Event] = []
         self.set_scenario(scenario)
 
     # -- scenario and logs --------------------------------------------------------------------------
@@ -71,7 +73,8 @@ class SimState:
             self._rng = random.Random(scenario.seed)
 
     def reset(self) -> None:
-        """Forget requests and callbacks, drop pending callbacks, refill the faults."""
+        """Forget requests and callbacks, drop pending callbacks, refill the faults, release held requests."""
+        self.release()
         self.dispatcher.clear()
         with self._lock:
             self._requests.clear()
@@ -108,8 +111,37 @@ class SimState:
             out.reverse()
         return out
 
+    # -- held requests (the scenario's `hold`) -------------------------------------------------------------
+
+    def wait_if_held(self, path: str) -> None:
+        """Hold this request until `release` lets it go (or the simulator stops), when the scenario says so."""
+        with self._lock:
+            if not self.scenario.holds(path):
+                return
+            gate = threading.Event()
+            self._held.append(gate)
+        while not gate.wait(0.05) and not self.stopping.is_set():
+            pass
+        with self._lock:
+            if gate in self._held:
+                self._held.remove(gate)
+
+    def held(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def release(self, count: int | None = None) -> int:
+        """Let the `count` oldest held requests go (all when None); returns how many were let go."""
+        with self._lock:
+            gates = self._held if count is None else self._held[:count]
+            self._held = [] if count is None else self._held[count:]
+        for gate in gates:
+            gate.set()
+        return len(gates)
+
     def close(self) -> None:
-        """Stop the dispatcher and wake requests held by a timeout fault."""
+        """Stop the dispatcher and wake requests held by a timeout fault or by `hold`."""
+        self.release()
         self.stopping.set()
         self.dispatcher.stop()
         self._http.close()

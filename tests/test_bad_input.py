@@ -51,6 +51,8 @@ OPERATOR = [
     ("GET", "/api/cycles"),
     ("GET", "/api/cycles/1"),
     ("POST", "/api/cycles/1/resume"),
+    ("POST", "/api/cycles/1/pause"),
+    ("POST", "/api/cycles/1/cancel"),
     ("GET", "/api/schedules"),
     ("POST", "/api/schedules"),
     ("DELETE", "/api/schedules/x"),

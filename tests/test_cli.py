@@ -90,6 +90,10 @@ def error_of(result: Result) -> str:
     return result.stderr
 
 
+#: When a cycle paused for an account problem was planned: it pauses while dispatching, so after its plan.
+PLANNED = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
 def make_cycle(session: Any, state: CycleState = CycleState.DONE, **fields: Any) -> int:
     cycle = Cycle(message="hello", state=state, created_at=datetime.now(UTC), **fields)
     session.add(cycle)
@@ -113,6 +117,8 @@ def cycle_count(session: Any) -> int:
         ["cycle", "show"],
         ["cycle", "watch"],
         ["cycle", "resume"],
+        ["cycle", "cancel"],
+        ["cycle", "pause"],
         ["cycle", "list"],
         ["schedule"],
         ["schedule", "add"],
@@ -137,7 +143,9 @@ def test_help(runner: CliRunner, command: list[str]) -> None:
 
 
 def test_groups_list_their_commands(runner: CliRunner) -> None:
-    assert {"run", "show", "watch", "resume", "list"} <= set(invoke(runner, "cycle", "--help").output.split())
+    assert {"run", "show", "watch", "cancel", "pause", "resume", "list"} <= set(
+        invoke(runner, "cycle", "--help").output.split()
+    )
     assert {"add", "list", "remove"} <= set(invoke(runner, "schedule", "--help").output.split())
     assert {"import", "list", "show"} <= set(invoke(runner, "contacts", "--help").output.split())
 
@@ -317,7 +325,7 @@ def test_show_a_paused_cycle_says_why(runner: CliRunner, session: Any) -> None:
     assert f"paused:    InsufficientBalance (after fixing it: reach cycle resume {cycle_id})" in result.output
 
 
-@pytest.mark.parametrize("command", ["show", "watch", "resume"])
+@pytest.mark.parametrize("command", ["show", "watch", "resume", "cancel", "pause"])
 def test_unknown_cycle_exits_4(runner: CliRunner, session: Any, broker: redis_lib.Redis, command: str) -> None:
     result = invoke(runner, "cycle", command, "999")
     assert result.exit_code == EXIT_NOT_FOUND == 4
@@ -331,7 +339,7 @@ def test_show_needs_a_number(runner: CliRunner) -> None:
     assert "'seven' is not a valid integer" in result.stderr
 
 
-@pytest.mark.parametrize(("state", "code"), [(CycleState.DONE, 0), (CycleState.FAILED, 1)])
+@pytest.mark.parametrize(("state", "code"), [(CycleState.DONE, 0), (CycleState.FAILED, 1), (CycleState.CANCELLED, 1)])
 def test_watch_returns_when_the_cycle_has_ended(runner: CliRunner, session: Any, state: CycleState, code: int) -> None:
     cycle_id = make_cycle(session, state, plan={"sms": 0, "voice": 0, "skipped": {}})
 
@@ -365,7 +373,7 @@ def test_list_cycles_newest_first(runner: CliRunner, session: Any) -> None:
 
 
 def test_resume_a_paused_cycle(runner: CliRunner, session: Any, broker: redis_lib.Redis) -> None:
-    cycle_id = make_cycle(session, CycleState.PAUSED, paused_reason="InsufficientBalance")
+    cycle_id = make_cycle(session, CycleState.PAUSED, paused_reason="InsufficientBalance", planned_at=PLANNED)
 
     result = invoke(runner, "cycle", "resume", str(cycle_id))
 
@@ -393,7 +401,7 @@ def test_resume_a_cycle_that_is_not_paused_exits_1(runner: CliRunner, session: A
 
 
 def test_resume_with_broker_down_exits_3(runner: CliRunner, session: Any, broker_down: None) -> None:
-    cycle_id = make_cycle(session, CycleState.PAUSED, paused_reason="InsufficientBalance")
+    cycle_id = make_cycle(session, CycleState.PAUSED, paused_reason="InsufficientBalance", planned_at=PLANNED)
 
     result = invoke(runner, "cycle", "resume", str(cycle_id))
 
@@ -781,3 +789,70 @@ def test_simulator_runs_a_scenario_file(tmp_path: Any) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+# -- cycle cancel and pause -----------------------------------------------------------------------------------
+
+
+def planned(session: Any, contacts: dict[ContactStatus, list[Contact]]) -> int:
+    """A cycle over `contacts`, planned: 5 SMS and 3 calls pending."""
+    cycle_id = cycles.start_cycle(session, "hello")
+    plan_cycle(session, cycle_id)
+    session.commit()
+    return cycle_id
+
+
+def test_cancel_a_running_cycle(runner: CliRunner, session: Any, contacts: Any, broker: redis_lib.Redis) -> None:
+    cycle_id = planned(session, contacts)
+
+    result = invoke(runner, "cycle", "cancel", str(cycle_id))
+
+    assert result.exit_code == 0, result.stderr
+    assert result.output == f"cycle {cycle_id} cancelled: 8 items will not be sent\n"
+    session.expire_all()
+    assert session.get(Cycle, cycle_id).state is CycleState.CANCELLED
+    assert cycles.report(session, cycle_id)["cancelled"] == 8
+    assert broker.llen("send") == broker.llen("cycle") == 0
+
+
+def test_pause_then_resume_a_running_cycle(
+    runner: CliRunner, session: Any, contacts: Any, broker: redis_lib.Redis
+) -> None:
+    cycle_id = planned(session, contacts)
+
+    paused = invoke(runner, "cycle", "pause", str(cycle_id))
+
+    assert paused.exit_code == 0, paused.stderr
+    assert paused.output == f"cycle {cycle_id} paused; let it go again with: reach cycle resume {cycle_id}\n"
+    session.expire_all()
+    cycle = session.get(Cycle, cycle_id)
+    assert (cycle.state, cycle.paused_by.value) == (CycleState.PAUSED, "operator")
+    assert broker.llen("send") == 0
+    assert "paused:    paused by the operator" in invoke(runner, "cycle", "show", str(cycle_id)).output
+
+    resumed = invoke(runner, "cycle", "resume", str(cycle_id))
+
+    assert resumed.exit_code == 0, resumed.stderr
+    assert broker.llen("send") == 2  # both dispatchers nudged
+
+
+@pytest.mark.parametrize(
+    ("command", "state", "says"),
+    [
+        ("cancel", CycleState.DONE, "is done: there is nothing left to cancel"),
+        ("cancel", CycleState.CANCELLED, "is cancelled: there is nothing left to cancel"),
+        ("pause", CycleState.DONE, "is done: there is nothing left to pause"),
+        ("pause", CycleState.CANCELLED, "is cancelled: there is nothing left to pause"),
+    ],
+)
+def test_a_finished_cycle_cannot_be_cancelled_or_paused_exit_1(
+    runner: CliRunner, session: Any, command: str, state: CycleState, says: str
+) -> None:
+    cycle_id = make_cycle(session, state)
+
+    result = invoke(runner, "cycle", command, str(cycle_id))
+
+    assert result.exit_code == 1
+    assert error_of(result) == f"error: cycle {cycle_id} {says}\n"
+    session.expire_all()
+    assert session.get(Cycle, cycle_id).state is state

@@ -135,13 +135,13 @@ def test_insufficient_balance_pauses_and_resume_completes(live, receiver, sessio
     cycle_id = start(receiver, "hello")
     wait_for(lambda: state_of(session, cycle_id) == "paused", timeout=30, what="paused")
     report = api(receiver, "GET", f"/api/cycles/{cycle_id}").json()
-    assert "InsufficientBalance" in report["paused_reason"]
+    assert "InsufficientBalance" in report["paused_reason"] and report["paused_by"] == "account"
     assert set(statuses(session).values()) == {ContactStatus.NEW}  # contacts untouched
     assert report["sms_detail"]["items"]["pending"] == 3
 
     live.set_scenario(Scenario.from_dict({}))  # the account was topped up
     response = api(receiver, "POST", f"/api/cycles/{cycle_id}/resume")
-    assert response.status_code == 202
+    assert response.status_code == 200 and response.json()["state"] == "dispatching"
     wait_for(lambda: state_of(session, cycle_id) == "done", timeout=30, what="done after resume")
     wait_for(lambda: set(statuses(session).values()) == {ContactStatus.ACTIVE}, timeout=30)
     assert len(live.requests("/version1/messaging")) == 2  # refused for the balance, then sent
@@ -150,7 +150,7 @@ def test_insufficient_balance_pauses_and_resume_completes(live, receiver, sessio
         select(Message.phone, func.count()).where(Message.send_state == "sent").group_by(Message.phone)
     ).all()
     assert dict(sent) == {A: 1, B: 1, C: 1}
-    assert api(receiver, "POST", f"/api/cycles/{cycle_id}/resume").status_code == 400  # not paused now
+    assert api(receiver, "POST", f"/api/cycles/{cycle_id}/resume").status_code == 409  # not paused now
 
 
 def test_scheduled_cycle_is_started_by_beat(live, receiver, session) -> None:

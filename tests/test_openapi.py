@@ -29,8 +29,8 @@ EXAMPLES_PER_OPERATION = 30
 
 
 #: Blueprints that serve HTML pages to people, not an API: the dashboard and its sign-in
-#: (tests/test_dashboard.py, tests/test_dashboard_auth.py).
-HTML_BLUEPRINTS = {"dashboard", "dashboard_auth"}
+#: (tests/test_dashboard.py, tests/test_dashboard_auth.py, tests/test_dashboard_cycles.py).
+HTML_BLUEPRINTS = {"dashboard", "dashboard_auth", "dashboard_cycles"}
 
 
 def flask_routes(app: Any) -> set[tuple[str, str]]:
@@ -211,7 +211,7 @@ def test_callbacks_answer_403_without_the_webhook_token(client: Any, method: str
 
 
 def test_the_document_says_which_operations_need_which_credentials() -> None:
-    assert len(operations_secured_by("bearerAuth")) == 13  # every /api operation but the document itself
+    assert len(operations_secured_by("bearerAuth")) == 15  # every /api operation but the document itself
     assert {path for _, path in operations_secured_by("webhookToken")} == {"/dlr", "/receiveSMS", "/ussd", "/voice"}
 
 

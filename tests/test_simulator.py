@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 import requests
 
 from simulator import Fault, Rule, Scenario, SimulatorServer, run_simulator_in_thread, wire
+from tests.conftest import wait_for
 from tests.sim_fixtures import AT_NUMBER, SIM_KEY, Receiver
 
 MESSAGE_ID = re.compile(r"^ATXid_[0-9a-f]{32}$")
@@ -360,6 +362,30 @@ def test_reset_drops_pending_callbacks(sim: SimulatorServer, hooks: Receiver) ->
     sim.reset()
     assert sim.wait_idle(2)
     assert hooks.posts() == [] and sim.requests() == []
+
+
+def test_held_requests_wait_unanswered_until_released(sim: SimulatorServer, hooks: Receiver) -> None:
+    """`hold`: AT receives the request and acts on it only when the test releases it, so a test decides when
+    AT answers (tests/test_cycle_control_live.py cancels a cycle while its first batch is held)."""
+    sim.set_scenario(Scenario.from_dict({"hold": ["/version1/messaging"]}))
+    answers: list[requests.Response] = []
+    senders = [threading.Thread(target=lambda to=to: answers.append(send(sim, to=to))) for to in (A, B)]
+    for sender in senders:
+        sender.start()
+    wait_for(lambda: requests.get(f"{sim.url}/_sim/held", timeout=5).json() == {"held": 2}, timeout=5)
+    assert sorted(r["form"]["to"] for r in sim.requests()) == [A, B]  # recorded when received
+    assert answers == [] and hooks.posts() == []  # received, not acted on: no answer, no report
+
+    assert requests.post(f"{sim.url}/_sim/release", json={"count": 1}, timeout=5).json() == {"released": 1}
+    wait_for(lambda: len(answers) == 1, timeout=5)
+    assert sim.held() == 1
+    sim.release()
+    for sender in senders:
+        sender.join(5)
+    assert sorted(recipients(r)[0]["number"] for r in answers) == [A, B]
+    assert all(r.status_code == 201 for r in answers)
+    assert place_call(sim).status_code == 200  # other paths are not held
+    wait_for(lambda: len(hooks.posts("/dlr")) == 4, timeout=5, what="both messages' reports")
 
 
 # -- scenarios and wire ---------------------------------------------------------------------------------------

@@ -26,7 +26,10 @@ TOP_REASONS = 8
 
 
 def init_app(app: Flask) -> None:
+    from web import dashboard_cycles
+
     app.register_blueprint(bp)
+    app.register_blueprint(dashboard_cycles.bp)
 
 
 @bp.get("")

@@ -13,9 +13,9 @@ from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
 from sqlalchemy import select
 
-from shared import cycles, heartbeat, idempotency, placeholders, schedules
+from shared import cycle_control, cycles, heartbeat, idempotency, placeholders, schedules
 from shared.contacts import contact_history, contact_json, get_or_create
-from shared.cycles import CycleError, CycleNotFound
+from shared.cycles import CycleConflict, CycleError, CycleNotFound
 from shared.imports import BadImport, import_contacts, rows_from_csv, rows_from_json
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message, Schedule
 from shared.phone import InvalidPhone, normalise_phone
@@ -206,7 +206,12 @@ def send_one(fields: dict[str, Any]) -> ResponseReturnValue:
 
 @bp.errorhandler(CycleError)
 def _cycle_error(exc: CycleError) -> ResponseReturnValue:
-    return {"error": str(exc)}, 404 if isinstance(exc, CycleNotFound) else 400
+    return {"error": str(exc)}, cycle_error_status(exc)
+
+
+def cycle_error_status(exc: CycleError) -> int:
+    """404 for an unknown cycle, 409 when its state does not allow the request, else 400 (the dashboard too)."""
+    return 404 if isinstance(exc, CycleNotFound) else 409 if isinstance(exc, CycleConflict) else 400
 
 
 @bp.post("/cycles")
@@ -270,13 +275,33 @@ def show_cycle(cycle_id: int) -> ResponseReturnValue:
     return found
 
 
+@bp.post(f"/cycles/{CYCLE_ID}/cancel")
+def cancel_cycle(cycle_id: int) -> ResponseReturnValue:
+    """Stop a cycle: nothing more is sent or called for it; 200 with the cycle."""
+    return with_warning(*apply_control(cycle_id, "cancel")), 200
+
+
+@bp.post(f"/cycles/{CYCLE_ID}/pause")
+def pause_cycle(cycle_id: int) -> ResponseReturnValue:
+    """Hold a cycle's remaining sends and calls until it is resumed; 200 with the cycle."""
+    return with_warning(*apply_control(cycle_id, "pause")), 200
+
+
 @bp.post(f"/cycles/{CYCLE_ID}/resume")
 def resume_cycle(cycle_id: int) -> ResponseReturnValue:
-    """Resume a cycle paused for an account problem (after topping up, say)."""
+    """Let a paused cycle go again (paused by the operator or for an account problem); 200 with the cycle."""
+    return with_warning(*apply_control(cycle_id, "resume")), 200
+
+
+def apply_control(cycle_id: int, action: str) -> tuple[dict[str, Any], str | None]:
+    """Apply one control, nudge the workers after a resume; the cycle's report, and a warning when the
+    broker could not take the nudge (housekeeping restarts a resumed cycle by itself). The dashboard too."""
     with services().sessions() as session, session.begin():
-        cycles.resume(session, cycle_id)
-    warnings = [enqueue(task, cycle_id) for task in ("reach.cycle.dispatch_sms", "reach.cycle.dispatch_calls")]
-    return with_warning({"id": cycle_id, "state": "dispatching"}, next(filter(None, warnings), None)), 202
+        cycle = cycle_control.ACTIONS[action](session, cycle_id)
+        tasks = cycle_control.RESUME_TASKS.get(cycle.state, ()) if action == "resume" else ()
+    warning = next(filter(None, (enqueue(task, cycle_id) for task in tasks)), None)
+    with services().sessions() as session:
+        return cycles.report(session, cycle_id) or {}, warning
 
 
 @bp.get("/schedules")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from shared import cycle_control
 from shared.consent import cancel_pending
 from shared.models import Call, Channel, CycleItem, ItemState
 from shared.settings import get_settings
@@ -26,7 +27,9 @@ def after_call_ended(session: Session, call: Call, outcome: Action) -> None:
     if item is None or item.call_id != call.id or item.state in {ItemState.DONE, ItemState.CANCELLED}:
         return
     settings = get_settings()
-    if outcome is Action.RETRY_LATER and item.attempts <= settings.call_retries:
+    # A cancelled cycle calls nobody again; the call that was placed keeps its outcome.
+    again = outcome is Action.RETRY_LATER and not cycle_control.is_cancelled(session, item.cycle_id)
+    if again and item.attempts <= settings.call_retries:
         item.state, item.call_id, item.lease_until = ItemState.PENDING, None, None
         item.next_attempt_at = now() + timedelta(seconds=settings.call_retry_delay_seconds)
         item.error = f"call {item.attempts}: {call.hangup_cause}; calling again"

@@ -1,4 +1,4 @@
-"""`reach cycle`: run, show, watch, resume and list cycles."""
+"""`reach cycle`: run, show, watch, cancel, pause, resume and list cycles."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def cycle_show(cycle_id: int, as_json: bool) -> None:
 @click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(0.1, 3600), metavar="SECONDS",
               help="Seconds between updates.")  # fmt: skip
 def cycle_watch(cycle_id: int, interval: float) -> None:
-    """Print the cycle's progress every few seconds until it is done (exit 0), or failed or skipped (exit 1).
+    """Print the cycle's progress every few seconds until it is done (exit 0), or failed, skipped or cancelled (exit 1).
 
     Ctrl-C stops watching; the cycle carries on.
     """
@@ -151,33 +151,69 @@ def cycle_watch(cycle_id: int, interval: float) -> None:
         while True:
             found = _report_or_exit(cycle_id)
             echo(progress_line(found, datetime.now(UTC).astimezone()))
-            if found["state"] in {"done", "failed", "skipped"}:
+            if found["state"] in {"done", "failed", "skipped", "cancelled"}:
                 sys.exit(0 if found["state"] == "done" else EXIT_FAILED)
             time.sleep(interval)
     except KeyboardInterrupt:
         echo("stopped watching; the cycle carries on")
 
 
-@cycle.command("resume")
-@click.argument("cycle_id", metavar="ID", type=int)
-def cycle_resume(cycle_id: int) -> None:
-    """Resume a cycle paused for an account problem (after topping up the AT balance, say)."""
-    from shared import cycles
+def _control_or_exit(action: str, cycle_id: int) -> dict[str, Any]:
+    """Apply one of shared/cycle_control.py's actions: exit 4 for an unknown cycle, 1 when its state does not
+    allow it (the API's 409). Returns the cycle's report."""
+    from shared import cycle_control, cycles
 
-    settings = settings_or_exit()
     with session_or_exit() as session:
         try:
-            cycles.resume(session, cycle_id)
+            cycle_control.ACTIONS[action](session, cycle_id)
         except cycles.CycleNotFound as exc:
             fail(str(exc), EXIT_NOT_FOUND)
         except cycles.CycleError as exc:
             fail(str(exc))
+    return _report_or_exit(cycle_id)
+
+
+@cycle.command("cancel")
+@click.argument("cycle_id", metavar="ID", type=int)
+def cycle_cancel(cycle_id: int) -> None:
+    """Stop a cycle for good: nothing more is sent or called for it.
+
+    What AT already has goes (its reports still count); everything else is cancelled. A finished cycle
+    cannot be cancelled (exit 1).
+    """
+    settings_or_exit()
+    found = _control_or_exit("cancel", cycle_id)
+    echo(f"cycle {cycle_id} cancelled: {found['cancelled']} items will not be sent")
+
+
+@cycle.command("pause")
+@click.argument("cycle_id", metavar="ID", type=int)
+def cycle_pause(cycle_id: int) -> None:
+    """Hold a cycle's remaining sends and calls until `reach cycle resume ID`.
+
+    What AT already has goes. A finished cycle cannot be paused (exit 1).
+    """
+    settings_or_exit()
+    _control_or_exit("pause", cycle_id)
+    echo(f"cycle {cycle_id} paused; let it go again with: reach cycle resume {cycle_id}")
+
+
+@cycle.command("resume")
+@click.argument("cycle_id", metavar="ID", type=int)
+def cycle_resume(cycle_id: int) -> None:
+    """Let a paused cycle go again: paused by `reach cycle pause` or for an account problem (after topping
+    up the AT balance, say). A cycle that is not paused cannot be resumed (exit 1)."""
+    from shared.cycle_control import RESUME_TASKS
+    from shared.models import CycleState
+
+    settings = settings_or_exit()
+    state = CycleState(_control_or_exit("resume", cycle_id)["state"])
     then = (
-        f"cycle {cycle_id} is resumed (dispatching); the worker's housekeeping restarts its sends within a minute "
+        f"cycle {cycle_id} is resumed ({state.value}); the worker's housekeeping restarts it within a few minutes "
         "once the broker is reachable again"
     )
-    _send_or_exit(settings, ["reach.cycle.dispatch_sms", "reach.cycle.dispatch_calls"], cycle_id, then)
-    echo(f"cycle {cycle_id} resumed (dispatching)")
+    _send_or_exit(settings, list(RESUME_TASKS[state]), cycle_id, then)
+    echo(f"cycle {cycle_id} resumed ({state.value})")
 
 
 @cycle.command("list")

@@ -30,7 +30,9 @@ from worker.cycles.items import (
     claim,
     finish_item,
     give_back,
+    halted,
     now,
+    read_cycle,
     retry_later,
 )
 
@@ -167,20 +169,19 @@ def lock_calls(session: Session) -> None:
 
 
 def dispatch_calls(cycle_id: int) -> str:
-    """Place the cycle's due calls while there is room under the cap; `idle`, `waiting` or `paused`."""
+    """Place the cycle's due calls while there is room under the cap; `idle`, `waiting`, `paused` or
+    `cancelled`. Calls go one at a time, so the cycle's state is read again before each: a pause or cancel
+    stops the rest of a claimed batch at once (given back, or cancelled with their cycle)."""
     settings = get_settings()
-    with session_scope() as session:
-        cycle = session.get(Cycle, cycle_id)
-        if cycle is None or cycle.state is not CycleState.DISPATCHING:
-            return "paused" if cycle and cycle.state is CycleState.PAUSED else "idle"
-        session.expunge(cycle)
+    cycle = read_cycle(cycle_id)
+    if cycle is None or cycle.state is not CycleState.DISPATCHING:
+        return halted(cycle)
     claimed = claim_calls(cycle, settings)
-    for one in claimed:
+    for index, one in enumerate(claimed):
+        if index and not dispatching(cycle_id):
+            return stop_calls(cycle_id, claimed[index:])
         if place_call(cycle, one, settings) == "paused":
-            with session_scope() as session:
-                rest = claimed[claimed.index(one) + 1 :]
-                give_back(session, rest, Call, "cycle paused")
-            return "paused"
+            return stop_calls(cycle_id, claimed[index + 1 :])
     with session_scope() as session:
         pending = session.scalar(
             select(func.count())
@@ -190,6 +191,19 @@ def dispatch_calls(cycle_id: int) -> str:
             )
         )
     return "waiting" if pending else "idle"
+
+
+def dispatching(cycle_id: int) -> bool:
+    cycle = read_cycle(cycle_id)
+    return cycle is not None and cycle.state is CycleState.DISPATCHING
+
+
+def stop_calls(cycle_id: int, rest: list[Claimed]) -> str:
+    """The cycle left `dispatching` with calls of a claimed batch not placed: they go back (cancelled, in a
+    cancelled cycle). Returns what the dispatcher says: `paused` or `cancelled`."""
+    with session_scope() as session:
+        give_back(session, rest, Call, "the cycle was paused or cancelled")
+    return halted(read_cycle(cycle_id))
 
 
 def place_call(cycle: Cycle, claimed: Claimed, settings: Settings) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
+from shared import cycle_control
 from shared.db import session_scope
 from shared.models import (
     Call,
@@ -49,7 +50,8 @@ class Claimed:
 
 def due_items(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[int]:
     """Lock up to `limit` due items of one channel of a dispatching cycle; rows other dispatchers hold are
-    skipped, not awaited. A paused cycle has no due items, so a dispatcher stops at its next batch."""
+    skipped, not awaited. A paused or cancelled cycle has no due items, so a dispatcher stops at its next
+    batch (the state is read in this same statement: shared/cycle_control.py has the race)."""
     dispatching = exists().where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
     due = (
         select(CycleItem.id)
@@ -121,8 +123,16 @@ def finish_item(session: Session, claimed: Claimed, state: ItemState, error: str
     finish_items(session, [claimed], state, error)
 
 
+def halted(cycle: Cycle | None) -> str:
+    """What a dispatcher says when its cycle is not `dispatching`: `paused`, `cancelled` or `idle`."""
+    if cycle is not None and cycle.state in (CycleState.PAUSED, CycleState.CANCELLED):
+        return cycle.state.value
+    return "idle"
+
+
 def give_back(session: Session, batch: Sequence[Claimed], model: type[Message] | type[Call], why: str) -> None:
-    """Nothing was sent (the cycle paused): items go back untouched, their attempt not counted."""
+    """Nothing was sent (the cycle paused): items go back untouched, their attempt not counted; in a cycle
+    cancelled meanwhile they are cancelled instead."""
     if not batch:
         return
     ids = [c.item_id for c in batch]
@@ -132,6 +142,7 @@ def give_back(session: Session, batch: Sequence[Claimed], model: type[Message] |
         .values(state=ItemState.PENDING, lease_until=None, attempts=CycleItem.attempts - 1, updated_at=now())
         .execution_options(synchronize_session=False)
     )
+    cycle_control.cancel_returned(session, ids)
     session.execute(
         update(model)
         .where(model.id.in_([c.row_id for c in batch]))
@@ -143,7 +154,8 @@ def give_back(session: Session, batch: Sequence[Claimed], model: type[Message] |
 def retry_later(
     session: Session, batch: Sequence[Claimed], model: type[Message] | type[Call], why: str, max_attempts: int
 ) -> None:
-    """A transient AT failure: try again after a backoff, or record the item failed after `max_attempts`.
+    """A transient AT failure: try again after a backoff, or record the item failed after `max_attempts`;
+    in a cycle cancelled meanwhile, cancelled instead of tried again.
 
     One UPDATE per distinct attempt count in the batch (the backoff depends on it), not one per item."""
     if not batch:
@@ -170,3 +182,4 @@ def retry_later(
             .values(state=ItemState.PENDING, lease_until=None, error=why, next_attempt_at=now() + backoff(attempts))
             .execution_options(synchronize_session=False)
         )
+        cycle_control.cancel_returned(session, item_ids)

@@ -25,9 +25,13 @@ log = logging.getLogger(__name__)
 
 
 def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
-    """One item per reachable contact, routed in SQL in one statement; safe to run twice."""
+    """One item per reachable contact, routed in SQL in one statement; safe to run twice.
+
+    A cycle the operator paused before its plan ran is planned and stays paused (its resume lets it go); a
+    cancelled one is never planned. The row lock held to the end makes a cancel or pause that comes meanwhile
+    wait for the plan and apply to all of it (shared/cycle_control.py)."""
     cycle = session.get(Cycle, cycle_id, with_for_update=True)
-    if cycle is None or cycle.state is not CycleState.PLANNING:
+    if cycle is None or not _to_plan(cycle):
         return None
     columns = ["cycle_id", "contact_id", "channel", "state", "attempts", "next_attempt_at", "updated_at"]
     rows = select(
@@ -63,5 +67,11 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
         "voice": counts.get("voice", 0),
         "skipped": {s.value: skipped.get(s.value, 0) for s in cycles.SKIPPED_STATUSES},
     }
-    cycle.state, cycle.planned_at = CycleState.DISPATCHING, now()
+    if cycle.state is CycleState.PLANNING:
+        cycle.state = CycleState.DISPATCHING
+    cycle.planned_at = now()
     return cycle.plan
+
+
+def _to_plan(cycle: Cycle) -> bool:
+    return cycle.state is CycleState.PLANNING or (cycle.state is CycleState.PAUSED and cycle.planned_at is None)

@@ -32,6 +32,7 @@ from worker.cycles.items import (
     due_items,
     finish_items,
     give_back,
+    halted,
     now,
     read_cycle,
     retry_later,
@@ -120,22 +121,22 @@ def _write_rendered(session: Session, cycle: Cycle, ids: list[int], created: dat
 
 
 def dispatch_sms(cycle_id: int, budget_seconds: float = 20.0) -> str:
-    """Send the cycle's due SMS in batches until none are due, the cycle pauses or the budget is spent.
+    """Send the cycle's due SMS in batches until none are due, the cycle pauses or is cancelled, or the budget
+    is spent.
 
-    Returns `idle` (nothing due), `more` (budget spent), `paused` or `retry` (AT failing: try later).
+    Returns `idle` (nothing due), `more` (budget spent), `paused`, `cancelled` or `retry` (AT failing: try later).
     """
     settings = get_settings()
     deadline = time.monotonic() + budget_seconds
     cycle = read_cycle(cycle_id)
     if cycle is None or cycle.state is not CycleState.DISPATCHING:
-        return "paused" if cycle and cycle.state is CycleState.PAUSED else "idle"
+        return halted(cycle)
     while time.monotonic() < deadline:
         # Wait for the rate budget before claiming, so waiting never eats into the claim's lease.
         get_store().acquire_rate("sms", settings.sms_batch_size, settings.send_rate_per_second)
         batch = claim_sms(cycle, settings.sms_batch_size)  # claims nothing once the cycle left `dispatching`
         if not batch:
-            latest = read_cycle(cycle_id)
-            return "paused" if latest and latest.state is CycleState.PAUSED else "idle"
+            return halted(read_cycle(cycle_id))
         outcome = send_sms_batch(cycle, batch, settings)
         if outcome != "sent":
             return outcome
