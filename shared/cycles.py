@@ -15,7 +15,7 @@ from sqlalchemy import String, case, func, literal, literal_column, select, type
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import voice_script
+from shared import segments, voice_script
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -34,7 +34,9 @@ from shared.status_policy import Action, Kind, rules_of
 #: Contacts a cycle never messages, and why.
 SKIPPED_STATUSES = (ContactStatus.OPTED_OUT, ContactStatus.INVALID)
 VOICE_STATUSES = (ContactStatus.INACTIVE, ContactStatus.PENDING)
-MAX_MESSAGE = 1600  # 10 concatenated SMS parts
+#: A hard cap in characters for any text (a voice message has no SMS parts); an SMS text is also held to
+#: `segments.MAX_PARTS` parts, the way AT bills it.
+MAX_MESSAGE = 1600
 #: `send_error` of a first attempt AT reported after it was sent again (worker/unknown_sends.py).
 SENT_TWICE = "AT had sent it after all: its report came after it was sent again (sent twice)"
 
@@ -83,6 +85,9 @@ def check_message(message: str | None, what: str = "message") -> str:
         raise CycleError(f"{what} must not be empty")
     if len(text) > MAX_MESSAGE:
         raise CycleError(f"{what} is too long ({len(text)} characters; at most {MAX_MESSAGE})")
+    too_long = segments.too_many_parts(text, what) if what == "message" else None
+    if too_long:
+        raise CycleError(too_long)
     return text
 
 
