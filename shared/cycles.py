@@ -8,14 +8,13 @@ choice (USSD) comes first. Planning (worker.planning) and one-off sends both use
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import String, case, func, literal, literal_column, select, type_coerce, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import segments, voice_script
+from shared import cost_estimate, cycle_money, segments, voice_script
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -28,7 +27,7 @@ from shared.models import (
     ItemState,
     Message,
 )
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 from shared.status_policy import Action, Kind, rules_of
 
 #: Contacts a cycle never messages, and why.
@@ -137,10 +136,13 @@ def _insert_cycle(session: Session, **values: Any) -> int | None:
     return session.scalar(stmt)
 
 
-def preview(session: Session, settings: Settings) -> dict[str, Any]:
-    """What a cycle started now would do: counts per channel, skipped and why, estimated cost."""
-    routed = select(channel_expr().label("channel")).where(reachable()).subquery()
-    channels = dict(session.execute(select(routed.c.channel, func.count()).group_by(routed.c.channel)).all())
+def preview(session: Session, settings: Settings, message: str = "") -> dict[str, Any]:
+    """What a cycle started now would do: counts per channel, skipped and why, SMS parts, estimated cost."""
+    code = cost_estimate.calling_code_expr(Contact.phone, settings.sms_cost_estimate)
+    routed = select(channel_expr().label("channel"), code.label("code")).where(reachable()).subquery()
+    routes = session.execute(
+        select(routed.c.channel, routed.c.code, func.count()).group_by(routed.c.channel, routed.c.code)
+    ).all()
     skipped = dict(
         session.execute(
             select(type_coerce(Contact.status, String), func.count())
@@ -148,11 +150,11 @@ def preview(session: Session, settings: Settings) -> dict[str, Any]:
             .group_by(type_coerce(Contact.status, String))
         ).all()
     )
-    sms, voice = channels.get("sms", 0), channels.get("voice", 0)
-    cost = settings.sms_cost_estimate * sms + settings.call_cost_estimate * voice
+    sms_by_code = {str(c): int(n) for channel, c, n in routes if channel == Channel.SMS.value}
+    voice = sum(int(n) for channel, _, n in routes if channel == Channel.VOICE.value)
     return {
-        **planned_counts(sms, voice, skipped),
-        "estimated_cost": {"currency": settings.cost_currency, "amount": str(cost.quantize(Decimal("0.01")))},
+        **planned_counts(sum(sms_by_code.values()), voice, skipped),
+        **cycle_money.money_keys(settings, message, sms_by_code, voice),
     }
 
 
@@ -181,8 +183,9 @@ def pause(session: Session, cycle_id: int, reason: str) -> None:
     )
 
 
-def report(session: Session, cycle_id: int) -> dict[str, Any] | None:
+def report(session: Session, cycle_id: int, settings: Settings | None = None) -> dict[str, Any] | None:
     """State and counts per channel and outcome (what `GET /api/cycles/<id>` and `reach cycle show` print)."""
+    settings = settings or get_settings()
     cycle = session.get(Cycle, cycle_id)
     if cycle is None:
         return None
@@ -209,7 +212,10 @@ def report(session: Session, cycle_id: int) -> dict[str, Any] | None:
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
         "voice_detail": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
-        "cost": _cost(session, cycle_id),
+        **cycle_money.money_keys(
+            settings, cycle.message, cycle_money.planned_sms_by_code(session, cycle_id, settings), planned["voice"]
+        ),
+        **cycle_money.cost_keys(cycle_money.charged(session, cycle_id), settings),
     }
 
 
@@ -262,16 +268,3 @@ def _voice_counts(session: Session, cycle_id: int) -> dict[str, Any]:
         .group_by(cause)
     ).all()
     return {"called": row[0], "answered": row[1], "acknowledged": row[2], "not_answered": dict(not_answered)}
-
-
-def _cost(session: Session, cycle_id: int) -> dict[str, str]:
-    totals: dict[str, Decimal] = {}
-    for model, column in ((Message, Message.cost), (Call, Call.amount)):
-        currency = Message.currency if model is Message else Call.currency
-        for cur, amount in session.execute(
-            select(currency, func.sum(column))
-            .where(model.cycle_id == cycle_id, column.is_not(None), currency.is_not(None))
-            .group_by(currency)
-        ):
-            totals[cur] = totals.get(cur, Decimal(0)) + Decimal(amount)
-    return {cur: str(amount) for cur, amount in sorted(totals.items())}

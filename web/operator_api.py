@@ -209,7 +209,7 @@ def start_cycle() -> ResponseReturnValue:
     dry_run = field.flag(doc, "dry_run")
     with services().sessions() as session, session.begin():
         if dry_run:
-            return cycles.preview(session, services().settings), 200
+            return cycles.preview(session, services().settings, message), 200
         cycle_id = cycles.start_cycle(session, message, voice_message)
     return with_warning({"id": cycle_id, "state": "planning"}, enqueue("reach.cycle.plan", cycle_id)), 202
 
@@ -232,7 +232,7 @@ def list_cycles() -> ResponseReturnValue:
 def show_cycle(cycle_id: int) -> ResponseReturnValue:
     """State and counts per channel and outcome."""
     with services().sessions() as session:
-        found = cycles.report(session, cycle_id)
+        found = cycles.report(session, cycle_id, services().settings)
     if found is None:
         raise ApiError(404, f"no cycle {cycle_id}")
     return found
