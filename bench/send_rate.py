@@ -4,7 +4,8 @@ In-process: a cycle of N new contacts is planned on a fresh database and dispatc
 (the worker's own code, with the shared Redis limiter) to the AT simulator in a thread; the rate is read
 from the simulator's request times. N is a few seconds' worth at the rate. The first request goes at
 once (the limiter's one burst: a request of at most a second's budget), so the achieved rate is the SMS
-after it divided by the time from it to the last request.
+after it divided by the time from it to the last request. Any window of w seconds holds at most
+rate x w SMS plus that one request.
 
     python -m bench.send_rate --size small
 """
@@ -51,8 +52,17 @@ def run_pair(svc: Any, sim: Any, rate: int, batch: int, seconds: int) -> list[An
     sends = sorted((r["time"], len(r["form"]["to"].split(","))) for r in sim.requests("/version1/messaging"))
     span = sends[-1][0] - sends[0][0]
     achieved = (n - sends[0][1]) / span if span else float("inf")
-    busiest = max(sum(k for t, k in sends if start <= t < start + 1) for start, _ in sends)
-    return [rate, batch, n, len(sends), max(k for _, k in sends), f"{achieved:.1f}", busiest, f"{elapsed:.1f}"]
+    busiest = [busiest_window(sends, width) for width in (1.0, 0.9)]
+    return [rate, batch, n, len(sends), max(k for _, k in sends), f"{achieved:.1f}", *busiest, f"{elapsed:.1f}"]
+
+
+def busiest_window(sends: list[tuple[float, int]], width: float) -> int:
+    """The most SMS in any window of `width` seconds that starts at a request.
+
+    Turns a second apart land a few milliseconds early or late, so a 1 s window can hold two of them: the
+    0.9 s window shows what the limiter allows without that jitter.
+    """
+    return max(sum(k for t, k in sends if start <= t < start + width) for start, _ in sends)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             sim.stop()
     headers = ("rate setting /s", "batch size", "SMS", "requests", "largest request", "achieved /s")
-    table((*headers, "busiest 1 s window", "dispatch s"), rows)
+    table((*headers, "busiest 1 s window", "busiest 0.9 s window", "dispatch s"), rows)
     print(f"\n{load_note()}")
 
 

@@ -157,3 +157,16 @@ def test_dashboard_rows_show_parts_estimate_and_cost(make_app, audience, session
     cells = dict(re.findall(r'<td data-field="([a-z-]+)">([^<]*)</td>', row))
     assert cells["sms-parts"] == "2 (UCS-2)"
     assert cells["estimated-cost"] == "KES 18.60" and cells["cost"] == "KES 2.40"
+
+
+def test_a_message_over_ten_parts_is_refused_naming_parts_and_encoding(client, operator_headers, session) -> None:
+    from click.testing import CliRunner
+
+    from reach_cli.main import cli
+
+    response = client.post("/api/cycles", json={"message": "ж" * 671}, headers=operator_headers)
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "message is 11 SMS parts (UCS-2); at most 10"}
+    result = CliRunner().invoke(cli, ["cycle", "run", "--message", "ж" * 671, "--dry-run"])
+    # The exit code is the CLI's rule for bad input (README), not this one's.
+    assert result.exit_code != 0 and result.stderr == "error: message is 11 SMS parts (UCS-2); at most 10\n"
