@@ -1,8 +1,8 @@
 """What a cycle is expected to cost: SMS contacts x parts x the SMS price of their country, plus calls.
 
 `SMS_COST_ESTIMATE` is one price (`0.80`) or a table by country (`KE=0.80,NG=2.50,default=1.00`, or the
-same as a JSON object). A contact's country is its number's calling code, so planning counts SMS contacts
-per price in the one set-based statement it already runs (grouped by phone prefix), never per contact.
+same as a JSON object). A contact's country is its number's calling code: planning and the dry run count
+SMS contacts per phone prefix in one set-based statement, never per contact, and the prefixes are priced here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import ColumnElement, case, literal
+from sqlalchemy import ColumnElement, func, literal_column
 
 DEFAULT = "default"
 #: Contacts whose calling code has no price of its own.
@@ -77,24 +77,34 @@ def _one_price_per_calling_code(table: Mapping[str, Decimal]) -> None:
 
 
 def prices_by_calling_code(table: Mapping[str, Decimal]) -> dict[str, Decimal]:
-    """`{"254": 0.80, ..., "other": default}`: the table keyed as planning groups contacts."""
+    """`{"254": 0.80, ..., "other": default}`: the table keyed by calling code."""
     prices = {str(phonenumbers.country_code_for_region(r)): p for r, p in table.items() if r != DEFAULT}
     return {**prices, OTHER: table[DEFAULT]}
 
 
-def calling_code_expr(phone: ColumnElement[str], table: Mapping[str, Decimal]) -> ColumnElement[str]:
-    """The price group of each `phone`, as SQL: its calling code if the table prices it, else `other`.
+def prefix_expr(phone: ColumnElement[str]) -> ColumnElement[str]:
+    """The first four characters of an E.164 number (`+254`) as SQL: they hold its whole calling code.
 
-    Calling codes are prefix-free (ITU E.164), so at most one `LIKE '+254%'` matches a number.
+    Calling codes are one to three digits and prefix-free (ITU E.164), so grouping by this prefix gives at
+    most a thousand groups, each of one country code, whatever the price table says (a plan recorded this
+    way still prices right after SMS_COST_ESTIMATE changes).
     """
-    codes = [code for code in prices_by_calling_code(table) if code != OTHER]
-    if not codes:
-        return literal(OTHER)
-    return case(*((phone.like(f"+{code}%"), literal(code)) for code in codes), else_=literal(OTHER))
+    # literal_column, not bound parameters: GROUP BY must repeat the select's expression exactly.
+    return func.substr(phone, literal_column("1"), literal_column("4"))
+
+
+def calling_code_of(prefix: str) -> str:
+    """The calling code a `+NNN` prefix starts with, or `other` for a prefix that starts none."""
+    digits = prefix.removeprefix("+")
+    for length in (1, 2, 3):
+        head = digits[:length]
+        if len(head) == length and head.isdigit() and int(head) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            return head
+    return OTHER
 
 
 def estimate(
-    sms_by_code: Mapping[str, int],
+    sms_by_prefix: Mapping[str, int],
     voice: int,
     parts: int,
     table: Mapping[str, Decimal],
@@ -103,7 +113,9 @@ def estimate(
 ) -> dict[str, str]:
     """`{"amount": "12.40", "currency": "KES"}`: each SMS contact billed `parts` times at its country's price."""
     prices = prices_by_calling_code(table)
-    sms = sum((prices.get(code, prices[OTHER]) * n for code, n in sms_by_code.items()), Decimal(0))
+    sms = sum(
+        (prices.get(calling_code_of(prefix), prices[OTHER]) * n for prefix, n in sms_by_prefix.items()), Decimal(0)
+    )
     return money(sms * parts + call_price * voice, currency)
 
 
@@ -111,10 +123,10 @@ def money(amount: Decimal, currency: str) -> dict[str, str]:
     return {"amount": str(amount.quantize(Decimal("0.01"))), "currency": currency}
 
 
-def summary(settings: Any, sms_by_code: Mapping[str, int], voice: int, segments: Any) -> dict[str, Any]:
+def summary(settings: Any, sms_by_prefix: Mapping[str, int], voice: int, segments: Any) -> dict[str, Any]:
     """The `segments` and `estimated_cost` keys of a dry run and of a cycle's answer (design §4.1)."""
     cost = estimate(
-        sms_by_code,
+        sms_by_prefix,
         voice,
         segments.parts,
         settings.sms_cost_estimate,

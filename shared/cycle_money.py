@@ -1,6 +1,6 @@
 """A cycle's money as the operator sees it (design §4.1): `segments`, `estimated_cost` and `cost`.
 
-Counts come from set-based statements grouped by the contact's calling code (`shared.cost_estimate`), so
+Counts come from set-based statements grouped by the contact's phone prefix (`shared.cost_estimate`), so
 an estimate costs one query whatever the audience size.
 """
 
@@ -17,25 +17,41 @@ from shared.models import Call, Contact, CycleItem, Message
 from shared.settings import Settings
 
 
-def money_keys(settings: Settings, message: str, sms_by_code: dict[str, int], voice: int) -> dict[str, Any]:
-    """`segments` and `estimated_cost` for `message` sent to these SMS contacts (by calling code) and calls.
+def money_keys(settings: Settings, message: str, sms_by_prefix: dict[str, int], voice: int) -> dict[str, Any]:
+    """`segments` and `estimated_cost` for `message` sent to these SMS contacts (by phone prefix) and calls.
 
     `message` is the text that is billed: with placeholders, the longest text rendered for the audience.
     """
-    return cost_estimate.summary(settings, sms_by_code, voice, segments.count(message))
+    return cost_estimate.summary(settings, sms_by_prefix, voice, segments.count(message))
 
 
-def planned_sms_by_code(session: Session, cycle_id: int, settings: Settings) -> dict[str, int]:
-    """A planned cycle's SMS items per price group (calling code, or `other`), in one statement."""
-    code = cost_estimate.calling_code_expr(Contact.phone, settings.sms_cost_estimate).label("code")
+def audience_sms_by_prefix(session: Session) -> dict[str, int]:
+    """Reachable contacts routed to SMS, per phone prefix (`cost_estimate.prefix_expr`), in one statement.
+
+    Planning records it in the cycle's plan, so a cycle's answer (and each dashboard row) never joins its
+    items to the contacts again.
+    """
+    from shared.cycles import Channel, channel_expr, reachable
+
+    prefix = cost_estimate.prefix_expr(Contact.phone).label("prefix")
     rows = session.execute(
-        select(code, func.count())
-        .select_from(CycleItem)
-        .outerjoin(Contact, Contact.id == CycleItem.contact_id)
-        .where(CycleItem.cycle_id == cycle_id, type_coerce(CycleItem.channel, String) == "sms")
-        .group_by(code)
+        select(prefix, func.count()).where(reachable(), channel_expr() == Channel.SMS.value).group_by(prefix)
     ).all()
-    return {str(c): int(n) for c, n in rows}
+    return {str(p): int(n) for p, n in rows}
+
+
+def planned_sms_by_prefix(session: Session, cycle_id: int) -> dict[str, int]:
+    """A planned cycle's SMS items per phone prefix, from its items: for cycles planned before the plan
+    recorded it."""
+    prefix = cost_estimate.prefix_expr(Contact.phone).label("prefix")
+    rows = session.execute(
+        select(prefix, func.count())
+        .select_from(CycleItem)
+        .join(Contact, Contact.id == CycleItem.contact_id)
+        .where(CycleItem.cycle_id == cycle_id, type_coerce(CycleItem.channel, String) == "sms")
+        .group_by(prefix)
+    ).all()
+    return {str(p): int(n) for p, n in rows}
 
 
 def charged(session: Session, cycle_id: int) -> dict[str, Decimal]:

@@ -138,10 +138,10 @@ def _insert_cycle(session: Session, **values: Any) -> int | None:
 
 def preview(session: Session, settings: Settings, message: str = "") -> dict[str, Any]:
     """What a cycle started now would do: counts per channel, skipped and why, SMS parts, estimated cost."""
-    code = cost_estimate.calling_code_expr(Contact.phone, settings.sms_cost_estimate)
-    routed = select(channel_expr().label("channel"), code.label("code")).where(reachable()).subquery()
+    prefix = cost_estimate.prefix_expr(Contact.phone)
+    routed = select(channel_expr().label("channel"), prefix.label("prefix")).where(reachable()).subquery()
     routes = session.execute(
-        select(routed.c.channel, routed.c.code, func.count()).group_by(routed.c.channel, routed.c.code)
+        select(routed.c.channel, routed.c.prefix, func.count()).group_by(routed.c.channel, routed.c.prefix)
     ).all()
     skipped = dict(
         session.execute(
@@ -150,11 +150,11 @@ def preview(session: Session, settings: Settings, message: str = "") -> dict[str
             .group_by(type_coerce(Contact.status, String))
         ).all()
     )
-    sms_by_code = {str(c): int(n) for channel, c, n in routes if channel == Channel.SMS.value}
+    sms_by_prefix = {str(p): int(n) for channel, p, n in routes if channel == Channel.SMS.value}
     voice = sum(int(n) for channel, _, n in routes if channel == Channel.VOICE.value)
     return {
-        **planned_counts(sum(sms_by_code.values()), voice, skipped),
-        **cycle_money.money_keys(settings, message, sms_by_code, voice),
+        **planned_counts(sum(sms_by_prefix.values()), voice, skipped),
+        **cycle_money.money_keys(settings, message, sms_by_prefix, voice),
     }
 
 
@@ -212,11 +212,15 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
         "voice_detail": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
-        **cycle_money.money_keys(
-            settings, cycle.message, cycle_money.planned_sms_by_code(session, cycle_id, settings), planned["voice"]
-        ),
+        **cycle_money.money_keys(settings, cycle.message, _sms_by_prefix(session, cycle), planned["voice"]),
         **cycle_money.cost_keys(cycle_money.charged(session, cycle_id), settings),
     }
+
+
+def _sms_by_prefix(session: Session, cycle: Cycle) -> dict[str, int]:
+    """SMS contacts per phone prefix as planning recorded them (or, for older cycles, counted from the items)."""
+    recorded = (cycle.plan or {}).get("sms_by_prefix")
+    return recorded if recorded is not None else cycle_money.planned_sms_by_prefix(session, cycle.id)
 
 
 def undelivered_statuses() -> list[str]:

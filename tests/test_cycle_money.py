@@ -170,3 +170,19 @@ def test_a_message_over_ten_parts_is_refused_naming_parts_and_encoding(client, o
     result = CliRunner().invoke(cli, ["cycle", "run", "--message", "ж" * 671, "--dry-run"])
     # The exit code is the CLI's rule for bad input (README), not this one's.
     assert result.exit_code != 0 and result.stderr == "error: message is 11 SMS parts (UCS-2); at most 10\n"
+
+
+def test_a_cycle_planned_before_its_plan_counted_prefixes_is_estimated_from_its_items(
+    make_app, operator_headers, audience, session
+) -> None:
+    from shared.models import Cycle
+
+    cycle_id = cycles.start_cycle(session, TWO_UCS2_PARTS)
+    plan_cycle(session, cycle_id)
+    cycle = session.get(Cycle, cycle_id)
+    cycle.plan = {k: v for k, v in cycle.plan.items() if k != "sms_by_prefix"}
+    session.commit()
+
+    answer = make_app(sms_cost_estimate=TABLE).test_client().get(f"/api/cycles/{cycle_id}", headers=operator_headers)
+
+    assert answer.get_json()["estimated_cost"] == EXPECTED
