@@ -3,7 +3,7 @@ in-process (the real Postgres and Redis, no worker process)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import insert
@@ -46,13 +46,25 @@ def busiest_window(sends: list[tuple[float, int]], width: float) -> int:
     return max(sum(n for t, n in sends if start <= t < start + width) for start, _ in sends)
 
 
+@pytest.fixture
+def rate_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int, int], None]]:
+    """Set SEND_RATE_PER_SECOND and SMS_BATCH_SIZE for this test; the cached settings go with it."""
+
+    def use(rate: int, batch: int) -> None:
+        monkeypatch.setenv("SEND_RATE_PER_SECOND", str(rate))
+        monkeypatch.setenv("SMS_BATCH_SIZE", str(batch))
+        get_settings.cache_clear()
+
+    yield use
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
 @pytest.mark.parametrize(("rate", "batch"), [(10, 50), (10, 4)])
 def test_send_rate_holds_when_a_batch_is_larger_than_a_seconds_budget(
-    session, sim, at, monkeypatch, redis_client, rate, batch
+    session, sim, at, rate_settings, redis_client, rate, batch
 ) -> None:
-    monkeypatch.setenv("SEND_RATE_PER_SECOND", str(rate))
-    monkeypatch.setenv("SMS_BATCH_SIZE", str(batch))
-    get_settings.cache_clear()
+    rate_settings(rate, batch)
     session.execute(insert(Contact), [{"phone": f"+2547110{i:05d}"} for i in range(60)])
     cycle_id = shared_cycles.start_cycle(session, "Rate test")
     cycles.plan_cycle(session, cycle_id)
