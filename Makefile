@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(PY) -m bench.cycle --size $(SIZE)
 	$(PY) -m bench.live --size $(SIZE)
 	$(PY) -m bench.import_memory --size $(SIZE)
+	$(PY) -m bench.send_rate --size $(SIZE)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

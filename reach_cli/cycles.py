@@ -60,6 +60,7 @@ def preview_lines(preview: Mapping[str, Any]) -> list[str]:
         f"  SMS:            {preview['sms']}",
         f"  voice calls:    {preview['voice']}",
         f"  skipped:        {preview['skipped']} ({counts(preview['skipped_by_status'])})",
+        f"  SMS parts:      {parts(preview['segments'])}",
         f"  estimated cost: {cost['currency']} {cost['amount']}",
     ]
 
@@ -94,12 +95,20 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"             items: {counts(voice['items'])}",
         f"  skipped    {report['skipped']} ({counts(report['skipped_by_status'])})",
         f"  cancelled  {report.get('cancelled', 0)} items not sent",
-        f"  cost       {counts_cost(report['cost'])}",
+        f"  SMS parts  {parts(report['segments'])} per message",
+        f"  estimated  {report['estimated_cost']['currency']} {report['estimated_cost']['amount']}",
+        f"  cost       {counts_cost(report['cost_by_currency'])}",
     ]
     return lines
 
 
+def parts(segments: Mapping[str, Any]) -> str:
+    """`2 (UCS-2)`: how many SMS parts AT bills for each message, and why."""
+    return f"{segments['parts']} ({segments['encoding']})"
+
+
 def counts_cost(cost: Mapping[str, str]) -> str:
+    """What AT charged, in every currency it charged in (`cost_by_currency`)."""
     return ", ".join(f"{currency} {amount}" for currency, amount in cost.items()) or "none reported yet"
 
 

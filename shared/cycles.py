@@ -8,14 +8,13 @@ choice (USSD) comes first. Planning (worker.planning) and one-off sends both use
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import String, case, func, literal, literal_column, select, type_coerce, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import placeholders, voice_script
+from shared import cost_estimate, cycle_money, placeholders, segments, voice_script
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -29,13 +28,15 @@ from shared.models import (
     Message,
     PausedBy,
 )
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 from shared.status_policy import Action, Kind, rules_of
 
 #: Contacts a cycle never messages, and why.
 SKIPPED_STATUSES = (ContactStatus.OPTED_OUT, ContactStatus.INVALID)
 VOICE_STATUSES = (ContactStatus.INACTIVE, ContactStatus.PENDING)
-MAX_MESSAGE = 1600  # 10 concatenated SMS parts
+#: A hard cap in characters for any text (a voice message has no SMS parts); an SMS text is also held to
+#: `segments.MAX_PARTS` parts, the way AT bills it.
+MAX_MESSAGE = 1600
 #: `send_error` of a first attempt AT reported after it was sent again (worker/unknown_sends.py).
 SENT_TWICE = "AT had sent it after all: its report came after it was sent again (sent twice)"
 
@@ -93,6 +94,9 @@ def check_message(message: str | None, what: str = "message") -> str:
         placeholders.check(text, what)
     except placeholders.BadPlaceholder as exc:
         raise CycleError(str(exc)) from None
+    too_long = segments.too_many_parts(text, what) if what == "message" else None
+    if too_long:
+        raise CycleError(too_long)
     return text
 
 
@@ -142,10 +146,13 @@ def _insert_cycle(session: Session, **values: Any) -> int | None:
     return session.scalar(stmt)
 
 
-def preview(session: Session, settings: Settings) -> dict[str, Any]:
-    """What a cycle started now would do: counts per channel, skipped and why, estimated cost."""
-    routed = select(channel_expr().label("channel")).where(reachable()).subquery()
-    channels = dict(session.execute(select(routed.c.channel, func.count()).group_by(routed.c.channel)).all())
+def preview(session: Session, settings: Settings, message: str = "") -> dict[str, Any]:
+    """What a cycle started now would do: counts per channel, skipped and why, SMS parts, estimated cost."""
+    prefix = cost_estimate.prefix_expr(Contact.phone)
+    routed = select(channel_expr().label("channel"), prefix.label("prefix")).where(reachable()).subquery()
+    routes = session.execute(
+        select(routed.c.channel, routed.c.prefix, func.count()).group_by(routed.c.channel, routed.c.prefix)
+    ).all()
     skipped = dict(
         session.execute(
             select(type_coerce(Contact.status, String), func.count())
@@ -153,11 +160,11 @@ def preview(session: Session, settings: Settings) -> dict[str, Any]:
             .group_by(type_coerce(Contact.status, String))
         ).all()
     )
-    sms, voice = channels.get("sms", 0), channels.get("voice", 0)
-    cost = settings.sms_cost_estimate * sms + settings.call_cost_estimate * voice
+    sms_by_prefix = {str(p): int(n) for channel, p, n in routes if channel == Channel.SMS.value}
+    voice = sum(int(n) for channel, _, n in routes if channel == Channel.VOICE.value)
     return {
-        **planned_counts(sms, voice, skipped),
-        "estimated_cost": {"currency": settings.cost_currency, "amount": str(cost.quantize(Decimal("0.01")))},
+        **planned_counts(sum(sms_by_prefix.values()), voice, skipped),
+        **cycle_money.money_keys(settings, message, sms_by_prefix, voice),
     }
 
 
@@ -178,8 +185,9 @@ def pause(session: Session, cycle_id: int, reason: str) -> None:
     )
 
 
-def report(session: Session, cycle_id: int) -> dict[str, Any] | None:
+def report(session: Session, cycle_id: int, settings: Settings | None = None) -> dict[str, Any] | None:
     """State and counts per channel and outcome (what `GET /api/cycles/<id>` and `reach cycle show` print)."""
+    settings = settings or get_settings()
     cycle = session.get(Cycle, cycle_id)
     if cycle is None:
         return None
@@ -208,8 +216,15 @@ def report(session: Session, cycle_id: int) -> dict[str, Any] | None:
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
         "voice_detail": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
-        "cost": _cost(session, cycle_id),
+        **cycle_money.money_keys(settings, cycle.message, _sms_by_prefix(session, cycle), planned["voice"]),
+        **cycle_money.cost_keys(cycle_money.charged(session, cycle_id), settings),
     }
+
+
+def _sms_by_prefix(session: Session, cycle: Cycle) -> dict[str, int]:
+    """SMS contacts per phone prefix as planning recorded them (or, for older cycles, counted from the items)."""
+    recorded = (cycle.plan or {}).get("sms_by_prefix")
+    return recorded if recorded is not None else cycle_money.planned_sms_by_prefix(session, cycle.id)
 
 
 def undelivered_statuses() -> list[str]:
@@ -261,16 +276,3 @@ def _voice_counts(session: Session, cycle_id: int) -> dict[str, Any]:
         .group_by(cause)
     ).all()
     return {"called": row[0], "answered": row[1], "acknowledged": row[2], "not_answered": dict(not_answered)}
-
-
-def _cost(session: Session, cycle_id: int) -> dict[str, str]:
-    totals: dict[str, Decimal] = {}
-    for model, column in ((Message, Message.cost), (Call, Call.amount)):
-        currency = Message.currency if model is Message else Call.currency
-        for cur, amount in session.execute(
-            select(currency, func.sum(column))
-            .where(model.cycle_id == cycle_id, column.is_not(None), currency.is_not(None))
-            .group_by(currency)
-        ):
-            totals[cur] = totals.get(cur, Decimal(0)) + Decimal(amount)
-    return {cur: str(amount) for cur, amount in sorted(totals.items())}

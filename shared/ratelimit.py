@@ -1,4 +1,11 @@
-"""A send rate shared by every worker: a one-second window counted in Redis."""
+"""A send rate shared by every worker: each send books its turn on one timeline kept in Redis.
+
+The timeline is the earliest moment the next send may go (a GCRA, the generic cell rate algorithm). A
+caller asking for `count` sends gets the turn starting at that moment (or now, when it is past) and moves
+the moment on by `count / per_second`; it then waits for its turn. So N sends take N / rate seconds
+whatever the batch size, across any number of workers. The one burst is a single request: a batch
+goes whole at its turn, so the dispatcher keeps batches within a second's budget (`batch_limit`).
+"""
 
 from __future__ import annotations
 
@@ -7,25 +14,27 @@ import time
 
 import redis
 
+#: Books `ARGV[1]` seconds on the timeline at `KEYS[1]`; answers the wait until the turn, as a string
+#: (Redis would truncate a Lua number to an integer). Redis's own clock: workers' clocks may disagree.
+_BOOK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local free = tonumber(redis.call('GET', KEYS[1]) or '0')
+local start = math.max(free, now)
+local until_ = start + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], string.format('%.6f', until_), 'EX', math.ceil(until_ - now) + 5)
+return string.format('%.6f', start - now)
+"""
+
+
+def batch_limit(batch_size: int, per_second: float) -> int:
+    """The most recipients one request may carry so that no second sends more than the rate allows."""
+    return max(1, min(batch_size, math.floor(per_second)))
+
 
 def acquire(client: redis.Redis, name: str, count: int, per_second: float) -> float:
-    """Wait until `count` more sends fit this second's budget; returns the seconds waited.
-
-    A batch larger than the whole budget still goes when it opens a fresh second, so a batch size above
-    the rate slows sending to one batch per second instead of stopping it.
-    """
-    budget = max(1, math.floor(per_second))
-    waited = 0.0
-    while True:
-        second = int(time.time())
-        key = f"reach:rate:{name}:{second}"
-        with client.pipeline(transaction=True) as pipe:
-            pipe.incrby(key, count)
-            pipe.expire(key, 5)
-            used = int(pipe.execute()[0])
-        if used <= budget or used == count:
-            return waited
-        client.decrby(key, count)  # give back what did not fit; try in the next second
-        pause = max(0.01, second + 1 - time.time())
-        time.sleep(pause)
-        waited += pause
+    """Book `count` sends on the shared timeline and wait for their turn; returns the seconds waited."""
+    wait = float(client.eval(_BOOK, 1, f"reach:rate:{name}", count / per_second))
+    if wait > 0:
+        time.sleep(wait)
+    return wait

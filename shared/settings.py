@@ -11,15 +11,16 @@ import functools
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import phonenumbers
 from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from shared.cost_estimate import parse_sms_costs
 from shared.voice_script import XML_FORBIDDEN
 
 
@@ -161,8 +162,9 @@ class Settings(BaseSettings):
     #: is idempotent and cheap when there is nothing to do; a shorter period only settles interrupted work
     #: sooner (the tests use 2 s).
     housekeeping_seconds: float = Field(default=15.0, ge=1, le=300)
-    #: For `--dry-run` estimates only: what one SMS and one call usually cost, in `cost_currency`.
-    sms_cost_estimate: Decimal = Field(default=Decimal("0.80"), ge=0)
+    #: For estimates only (dry runs, a cycle's `estimated_cost`): what one SMS part costs, in `cost_currency`:
+    #: one price, or a table by the number's country (`KE=0.80,NG=2.50,default=1.00`, or as JSON).
+    sms_cost_estimate: Annotated[dict[str, Decimal], NoDecode] = Field(default={"default": Decimal("0.80")})
     call_cost_estimate: Decimal = Field(default=Decimal("3.00"), ge=0)
     cost_currency: str = Field(default="KES", min_length=3, max_length=3)
 
@@ -231,6 +233,11 @@ class Settings(BaseSettings):
         if value and not value.startswith("+"):
             raise ValueError("must be in E.164 form, starting with +")
         return value
+
+    @field_validator("sms_cost_estimate", mode="before")
+    @classmethod
+    def _sms_costs(cls, value: object) -> dict[str, Decimal]:
+        return parse_sms_costs(value)
 
     @field_validator("default_country")
     @classmethod

@@ -230,19 +230,26 @@ def add_to_counter(sessions: sessionmaker[Session], key: str, amount: int, ttl: 
 
 
 def acquire_rate(sessions: sessionmaker[Session], name: str, count: int, per_second: float) -> float:
-    """`shared.ratelimit.acquire` over `kv_entries`: wait until `count` more sends fit this second."""
-    budget = max(1, math.floor(per_second))
-    waited = 0.0
-    while True:
-        second = int(time.time())
-        key = f"rate:{name}:{second}"
-        used = add_to_counter(sessions, key, count, 5)
-        if used <= budget or used == count:
-            return waited
-        add_to_counter(sessions, key, -count, 5)  # give back what did not fit; try in the next second
-        pause = max(0.01, second + 1 - time.time())
-        time.sleep(pause)
-        waited += pause
+    """`shared.ratelimit.acquire` over `kv_entries`: book `count` sends on the timeline, wait for the turn.
+
+    The counter holds the earliest moment the next send may go, in microseconds; one upsert books the turn.
+    """
+    now = time.time()
+    now_us, booked_us = int(now * 1_000_000), math.ceil(count / per_second * 1_000_000)
+    with sessions.begin() as session:
+        stmt = insert_for(session, KvEntry).values(
+            key=f"rate:{name}", value=None, counter=now_us + booked_us, expires_at=now + count / per_second + 5
+        )
+        turn_end = case((KvEntry.counter > now_us, KvEntry.counter), else_=now_us) + booked_us
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[KvEntry.key],
+            set_={"counter": turn_end, "expires_at": turn_end / 1_000_000.0 + 5},
+        ).returning(KvEntry.counter)
+        free_us = int(session.execute(stmt).scalar_one())
+    wait = max(0.0, (free_us - booked_us) / 1_000_000 - now)
+    if wait > 0:
+        time.sleep(wait)
+    return wait
 
 
 def purge_expired(sessions: sessionmaker[Session]) -> int:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = ["bench.receiver", "bench.dlr_apply", "bench.cycle", "bench.live", "bench.import_memory"]
+BENCHMARKS = [
+    "bench.receiver",
+    "bench.dlr_apply",
+    "bench.cycle",
+    "bench.live",
+    "bench.import_memory",
+    "bench.send_rate",
+]
 
 WRK_OUTPUT = """\
 Running 10s test @ http://127.0.0.1:40000

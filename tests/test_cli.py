@@ -179,6 +179,7 @@ def test_dry_run_json(runner: CliRunner, session: Any, contacts: Any) -> None:
         "voice": 3,
         "skipped": 2,
         "skipped_by_status": {"opted_out": 1, "invalid": 1},
+        "segments": {"encoding": "GSM-7", "parts": 1},
         "estimated_cost": {"currency": "KES", "amount": "13.00"},
     }
     assert cycle_count(session) == 0

@@ -4,6 +4,7 @@ AT simulator (the rules one by one are in test_cycle_rules.py)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import requests
 from sqlalchemy import func, select
@@ -99,7 +100,7 @@ def test_seed_story_two_cycles(live, receiver, session) -> None:
     assert report["voice_detail"]["called"] == 4 and report["voice_detail"]["answered"] == 2
     assert report["voice_detail"]["acknowledged"] == 1
     assert report["voice_detail"]["not_answered"] == {"USER_BUSY": 1, "NO_ANSWER": 1}
-    assert report["cost"]["KES"]  # SMS and calls were paid for
+    assert report["cost"]["currency"] == "KES" and Decimal(report["cost"]["amount"]) > 0  # SMS and calls were paid for
     wait_for(lambda: api(receiver, "GET", f"/api/cycles/{second}").json()["sms_detail"]["delivered"] == 2, timeout=20)
 
 
@@ -123,6 +124,7 @@ def test_dry_run_counts_and_sends_nothing(live, receiver, session) -> None:
         "voice": 3,
         "skipped": 2,
         "skipped_by_status": {"opted_out": 1, "invalid": 1},
+        "segments": {"encoding": "GSM-7", "parts": 1},
         "estimated_cost": {"currency": "KES", "amount": "10.60"},
     }
     assert session.scalar(select(func.count()).select_from(Cycle)) == 0

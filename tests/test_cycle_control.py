@@ -227,7 +227,8 @@ def test_a_cycle_paused_while_planning_is_planned_and_stays_paused(client: Any, 
     cycle_id = new_cycle(session, 3, plan=False)
     assert post(client, cycle_id, "pause").status_code == 200
 
-    assert cycles.plan_cycle(session, cycle_id) == {"sms": 3, "voice": 0, "skipped": {"opted_out": 0, "invalid": 0}}
+    plan = cycles.plan_cycle(session, cycle_id)
+    assert (plan["sms"], plan["voice"], plan["skipped"]) == (3, 0, {"opted_out": 0, "invalid": 0})
     session.commit()
     assert cycle_of(session, cycle_id).state is CycleState.PAUSED
     assert items(session, cycle_id) == {"pending": 3}

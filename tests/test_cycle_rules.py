@@ -53,7 +53,7 @@ def planned(session):
 
 def test_planning_routes_each_status(session, planned) -> None:
     cycle_id, plan, phones = planned
-    assert plan == {"sms": 2, "voice": 2, "skipped": {"opted_out": 1, "invalid": 1}}
+    assert plan == {"sms": 2, "voice": 2, "skipped": {"opted_out": 1, "invalid": 1}, "sms_by_prefix": {"+254": 2}}
     routes = {
         contact_id: channel
         for contact_id, channel in session.execute(

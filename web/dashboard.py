@@ -44,7 +44,7 @@ def dashboard() -> ResponseReturnValue:
 def overview(session: Session, how_many: int) -> dict[str, Any]:
     """The latest cycles' reports (shared.cycles.report: one place for each rule) and what they add up to."""
     ids = session.scalars(select(Cycle.id).order_by(Cycle.id.desc()).limit(how_many)).all()
-    reports = [r for r in (cycles.report(session, cycle_id) for cycle_id in ids) if r is not None]
+    reports = [r for r in (cycles.report(session, cycle_id, services().settings) for cycle_id in ids) if r]
     failures: Counter[str] = Counter()
     hangups: Counter[str] = Counter()
     for report in reports:

@@ -224,7 +224,7 @@ def start_cycle() -> ResponseReturnValue:
     key = _idempotency_key()
     with services().sessions() as session, session.begin():
         if dry_run:
-            return cycles.preview(session, services().settings), 200
+            return cycles.preview(session, services().settings, message), 200
         try:
             started = idempotency.start_once(
                 session, key, idempotency.request_hash(doc), lambda: cycles.start_cycle(session, message, voice_message)
@@ -269,7 +269,7 @@ def list_cycles() -> ResponseReturnValue:
 def show_cycle(cycle_id: int) -> ResponseReturnValue:
     """State and counts per channel and outcome."""
     with services().sessions() as session:
-        found = cycles.report(session, cycle_id)
+        found = cycles.report(session, cycle_id, services().settings)
     if found is None:
         raise ApiError(404, f"no cycle {cycle_id}")
     return found

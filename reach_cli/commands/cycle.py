@@ -70,7 +70,7 @@ def cycle_run(
     message, voice_message = _messages(message, voice_message)
     if dry_run:
         with session_or_exit() as session:
-            preview = cycles.preview(session, settings)
+            preview = cycles.preview(session, settings, message)
         if as_json:
             echo_json({"dry_run": True, **preview})
         else:
@@ -113,7 +113,7 @@ def _report_or_exit(cycle_id: int) -> dict[str, Any]:
     from shared import cycles
 
     with session_or_exit() as session:
-        found = cycles.report(session, cycle_id)
+        found = cycles.report(session, cycle_id, settings_or_exit())
     if found is None:
         fail(f"no cycle {cycle_id}", EXIT_NOT_FOUND)
     return found

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import String, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 
-from shared import cycles
+from shared import cycle_money, cycles
 from shared.db import insert_for
 from shared.models import (
     Contact,
@@ -66,6 +66,8 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
         "sms": counts.get("sms", 0),
         "voice": counts.get("voice", 0),
         "skipped": {s.value: skipped.get(s.value, 0) for s in cycles.SKIPPED_STATUSES},
+        # For the cycle's estimated cost (shared.cycle_money); counted once here, not at every read.
+        "sms_by_prefix": cycle_money.audience_sms_by_prefix(session),
     }
     if cycle.state is CycleState.PLANNING:
         cycle.state = CycleState.DISPATCHING

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from shared import cycles, placeholders
+from shared import cycles, placeholders, ratelimit
 from shared.at_client import AtError, AtRejected, SmsSendResult, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
@@ -131,10 +131,12 @@ def dispatch_sms(cycle_id: int, budget_seconds: float = 20.0) -> str:
     cycle = read_cycle(cycle_id)
     if cycle is None or cycle.state is not CycleState.DISPATCHING:
         return halted(cycle)
+    # A batch goes whole in one request, so none may carry more than a second's budget (issue 13).
+    size = ratelimit.batch_limit(settings.sms_batch_size, settings.send_rate_per_second)
     while time.monotonic() < deadline:
-        # Wait for the rate budget before claiming, so waiting never eats into the claim's lease.
-        get_store().acquire_rate("sms", settings.sms_batch_size, settings.send_rate_per_second)
-        batch = claim_sms(cycle, settings.sms_batch_size)  # claims nothing once the cycle left `dispatching`
+        # Wait for the batch's turn before claiming, so waiting never eats into the claim's lease.
+        get_store().acquire_rate("sms", size, settings.send_rate_per_second)
+        batch = claim_sms(cycle, size)  # claims nothing once the cycle left `dispatching`
         if not batch:
             return halted(read_cycle(cycle_id))
         outcome = send_sms_batch(cycle, batch, settings)
