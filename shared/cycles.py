@@ -15,7 +15,7 @@ from sqlalchemy import String, case, func, literal, literal_column, select, type
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import voice_script
+from shared import alerts, dlr_silence, voice_script
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -93,6 +93,7 @@ def start_cycle(
     *,
     schedule_id: int | None = None,
     period_key: str | None = None,
+    ignore_dlr_silence: bool = False,
 ) -> int | None:
     """Record a new cycle in `planning`; None when this schedule period already has one."""
     message = check_message(message)
@@ -104,6 +105,7 @@ def start_cycle(
         schedule_id=schedule_id,
         period_key=period_key,
         state=CycleState.PLANNING,
+        ignore_dlr_silence=ignore_dlr_silence,
     )
 
 
@@ -132,9 +134,11 @@ def _insert_cycle(session: Session, **values: Any) -> int | None:
     return session.scalar(stmt)
 
 
-def preview(session: Session, settings: Settings) -> dict[str, Any]:
+def preview(session: Session, settings: Settings, *, ignore_dlr_silence: bool = False) -> dict[str, Any]:
     """What a cycle started now would do: counts per channel, skipped and why, estimated cost."""
-    routed = select(channel_expr().label("channel")).where(reachable()).subquery()
+    held = dlr_silence.hold_back_now(session, ignore=ignore_dlr_silence)
+    audience = reachable() if held is None else reachable() & ~held
+    routed = select(channel_expr().label("channel")).where(audience).subquery()
     channels = dict(session.execute(select(routed.c.channel, func.count()).group_by(routed.c.channel)).all())
     skipped = dict(
         session.execute(
@@ -143,6 +147,7 @@ def preview(session: Session, settings: Settings) -> dict[str, Any]:
             .group_by(type_coerce(Contact.status, String))
         ).all()
     )
+    skipped.update(dlr_silence.count_held(session, reachable(), held))
     sms, voice = channels.get("sms", 0), channels.get("voice", 0)
     cost = settings.sms_cost_estimate * sms + settings.call_cost_estimate * voice
     return {
@@ -151,9 +156,15 @@ def preview(session: Session, settings: Settings) -> dict[str, Any]:
     }
 
 
+def skip_reasons(skipped: dict[str, int]) -> list[str]:
+    """Why contacts are skipped: their status, and `dlr_silence` only when a silence held some back."""
+    reasons = [status.value for status in SKIPPED_STATUSES]
+    return [*reasons, dlr_silence.DLR_SILENCE] if skipped.get(dlr_silence.DLR_SILENCE) else reasons
+
+
 def planned_counts(sms: int, voice: int, skipped: dict[str, int]) -> dict[str, Any]:
-    """The contract's integer `sms`, `voice`, `skipped` (design §4, §4.1), and who was skipped by status."""
-    by_status = {status.value: int(skipped.get(status.value, 0)) for status in SKIPPED_STATUSES}
+    """The contract's integer `sms`, `voice`, `skipped` (design §4, §4.1), and who was skipped by why."""
+    by_status = {reason: int(skipped.get(reason, 0)) for reason in skip_reasons(skipped)}
     return {"sms": int(sms), "voice": int(voice), "skipped": sum(by_status.values()), "skipped_by_status": by_status}
 
 
@@ -169,11 +180,13 @@ def resume(session: Session, cycle_id: int) -> Cycle:
 
 def pause(session: Session, cycle_id: int, reason: str) -> None:
     """Stop dispatching a cycle for an account problem; nothing is lost, `resume` carries on."""
-    session.execute(
+    paused = session.execute(
         update(Cycle)
         .where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
         .values(state=CycleState.PAUSED, paused_reason=reason)
     )
+    if paused.rowcount:
+        alerts.on_commit(session, alerts.CYCLE_PAUSED, f"cycle {cycle_id} paused: {reason}", cycle_id=cycle_id)
 
 
 def report(session: Session, cycle_id: int) -> dict[str, Any] | None:

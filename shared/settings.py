@@ -142,6 +142,13 @@ class Settings(BaseSettings):
     #: is idempotent and cheap when there is nothing to do; a shorter period only settles interrupted work
     #: sooner (the tests use 2 s).
     housekeeping_seconds: float = Field(default=15.0, ge=1, le=300)
+    #: A cycle whose SMS got no delivery report at all this long after AT accepted them is "silent": the DLR
+    #: URL is unset or its token wrong. It raises an alert, and the next cycle holds its contacts back instead
+    #: of calling them all (shared/dlr_silence.py). AT usually reports within minutes; 30 minutes is safe.
+    dlr_silence_seconds: int = Field(default=1800, ge=1, le=7 * 86_400)
+    #: Where alerts are also POSTed as JSON (shared/alerts.py); empty: log, metric and dashboard only. May carry
+    #: a secret in its query string, so it is never logged whole.
+    alert_webhook_url: SecretStr = SecretStr("")
     #: For `--dry-run` estimates only: what one SMS and one call usually cost, in `cost_currency`.
     sms_cost_estimate: Decimal = Field(default=Decimal("0.80"), ge=0)
     call_cost_estimate: Decimal = Field(default=Decimal("3.00"), ge=0)

@@ -21,7 +21,7 @@ import time
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
-from shared import metrics
+from shared import alerts, metrics
 from shared.callbacks import KINDS
 from shared.db import session_scope
 from shared.inbox import Batch, InboxItem
@@ -108,6 +108,7 @@ def park(box: CallbackInbox, batch: Batch, item: InboxItem, reason: str) -> None
     kind = item.kind if item.kind in KINDS else metrics.OTHER
     metrics.add(metrics.worker_client(), [("reach_callbacks_parked", {"kind": kind}, 1)])
     log.warning("parked callback %s (%s, received %s): %s", item.id, item.kind, item.received_at.isoformat(), reason)
+    alerts.raise_alert(alerts.CALLBACK_PARKED, f"a {kind} callback was parked: {reason}", inbox_id=item.id)
 
 
 def reason_of(exc: BaseException) -> str:

@@ -50,12 +50,19 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
         fail(str(exc), EXIT_UNREACHABLE, also=[then])
 
 
-@cycle.command("run", options_metavar="--message TEXT [--voice-message TEXT] [--dry-run] [--json]")
+@cycle.command(
+    "run", options_metavar="--message TEXT [--voice-message TEXT] [--dry-run] [--ignore-dlr-silence] [--json]"
+)
 @click.option("--message", required=True, help="The SMS text (also spoken on calls unless --voice-message).")
 @click.option("--voice-message", default=None, help="What calls say instead of the SMS text.")
 @click.option("--dry-run", is_flag=True, help="Only show who would get what and the cost; send nothing.")
+@click.option(
+    "--ignore-dlr-silence",
+    is_flag=True,
+    help="Route contacts as usual even when an earlier cycle got no delivery report (see reach doctor).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def cycle_run(message: str, voice_message: str | None, dry_run: bool, as_json: bool) -> None:
+def cycle_run(message: str, voice_message: str | None, dry_run: bool, ignore_dlr_silence: bool, as_json: bool) -> None:
     """Start a cycle now (or with --dry-run, show what it would do)."""
     from reach_cli.cycles import preview_lines
     from shared import cycles
@@ -64,7 +71,7 @@ def cycle_run(message: str, voice_message: str | None, dry_run: bool, as_json: b
     message, voice_message = _messages(message, voice_message)
     if dry_run:
         with session_or_exit() as session:
-            preview = cycles.preview(session, settings)
+            preview = cycles.preview(session, settings, ignore_dlr_silence=ignore_dlr_silence)
         if as_json:
             echo_json({"dry_run": True, **preview})
         else:
@@ -73,7 +80,7 @@ def cycle_run(message: str, voice_message: str | None, dry_run: bool, as_json: b
         return
     with session_or_exit() as session:
         try:
-            cycle_id = cycles.start_cycle(session, message, voice_message)
+            cycle_id = cycles.start_cycle(session, message, voice_message, ignore_dlr_silence=ignore_dlr_silence)
         except cycles.CycleError as exc:
             fail(str(exc))
     if cycle_id is None:  # only a scheduled period can conflict; kept for safety
