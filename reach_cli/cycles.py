@@ -55,13 +55,19 @@ def counts(values: Mapping[str, int], empty: str = "none") -> str:
 
 def preview_lines(preview: Mapping[str, Any]) -> list[str]:
     cost = preview["estimated_cost"]
-    return [
+    lines = [
         "dry run: nothing was sent and no cycle was created",
         f"  SMS:            {preview['sms']}",
         f"  voice calls:    {preview['voice']}",
         f"  skipped:        {preview['skipped']} ({counts(preview['skipped_by_status'])})",
         f"  estimated cost: {cost['currency']} {cost['amount']}",
     ]
+    if preview["skipped_by_status"].get("dlr_silence"):
+        lines.append(
+            "  dlr_silence: their last SMS never got a delivery report (see reach doctor); "
+            "--ignore-dlr-silence calls them"
+        )
+    return lines
 
 
 def report_lines(report: Mapping[str, Any]) -> list[str]:

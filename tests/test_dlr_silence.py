@@ -11,6 +11,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -165,3 +166,28 @@ def test_paused_cycle_alert_is_retried_to_the_webhook(live, receiver, hook) -> N
     assert hook.posts[0]["kind"] in hook.kinds(200)
     metrics = requests.get(f"{receiver}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10).text
     assert 'reach_alerts_total{kind="cycle_paused"}' in metrics
+
+
+def test_cli_dry_run_shows_the_silence_and_the_override(session) -> None:
+    """`reach cycle run --dry-run` says who a silence holds back and why; `--ignore-dlr-silence` calls them."""
+    from click.testing import CliRunner
+
+    from reach_cli.main import cli
+    from shared.models import Contact, ContactStatus, Cycle, CycleState
+
+    silent = Cycle(message="hi", state=CycleState.DONE, dlr_silent_at=datetime.now(UTC), dlr_event_mark=0)
+    contact = Contact(phone=A, status=ContactStatus.PENDING)
+    session.add_all([silent, contact])
+    session.flush()
+    message = Message(contact_id=contact.id, cycle_id=silent.id, phone=A, text="hi", send_state="sent")
+    session.add(message)
+    session.flush()
+    contact.last_message_id = message.id
+    session.commit()
+
+    held = CliRunner().invoke(cli, ["cycle", "run", "--message", "hello", "--dry-run"])
+    assert held.exit_code == 0, held.output
+    assert "skipped:        1 (dlr_silence 1)" in held.output and "--ignore-dlr-silence" in held.output
+    routed = CliRunner().invoke(cli, ["cycle", "run", "--message", "hello", "--dry-run", "--ignore-dlr-silence"])
+    assert routed.exit_code == 0, routed.output
+    assert "voice calls:    1" in routed.output
