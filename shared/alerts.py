@@ -81,6 +81,9 @@ def _post_later(payload: dict[str, Any]) -> None:
 
     if not get_settings().alert_webhook_url.get_secret_value():
         return
+    if current_app.main != "reach":  # not a Reach process (a script): its default app has no broker of ours
+        log.warning("alert %s not queued for the webhook: no Reach Celery app here", payload["kind"])
+        return
     try:
         current_app.send_task(NOTIFY_TASK, args=[payload])
     except Exception as exc:  # the broker may be down: the alert is logged and kept already

@@ -210,6 +210,14 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr) -> SecretStr:
+        # The message names no part of the URL: it may carry a secret.
+        if value.get_secret_value() and not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
     @field_validator("at_voice_number")
     @classmethod
     def _voice_number(cls, value: str) -> str:

@@ -76,3 +76,18 @@ def test_dashboard_lists_recent_alerts(client, session) -> None:
     page = client.get("/dashboard").get_data(as_text=True)
     assert "Recent alerts" in page
     assert f"cycle {cycle.id} paused: AT refused the whole request: InsufficientBalance" in page
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error"),
+    [
+        ("dlr_silence_seconds", 0, "DLR_SILENCE_SECONDS"),
+        ("alert_webhook_url", "ftp://hooks.example/alert?key=s3cret-hook", "ALERT_WEBHOOK_URL"),
+    ],
+)
+def test_new_settings_are_validated_without_echoing_the_webhook(name: str, value: object, error: str) -> None:
+    from shared.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**{name: value})
+    assert error in str(caught.value) and "s3cret-hook" not in str(caught.value)

@@ -38,8 +38,12 @@ def readyz() -> ResponseReturnValue:
 def _warnings() -> list[str]:
     """What an operator must fix that is no reason to take this receiver out of the load balancer: a
     delivery-report silence means AT cannot reach /dlr, and a receiver taken out would hear even less."""
-    with services().sessions() as session:
-        silent = dlr_silence.silent_cycles(session)
+    try:
+        with services().sessions() as session:
+            silent = dlr_silence.silent_cycles(session)
+    except SQLAlchemyError as exc:
+        log.warning("readiness: warnings not read: %s", exc.__class__.__name__)
+        return []
     return [f"dlr_silence: {dlr_silence.describe(silent)}"] if silent else []
 
 
