@@ -78,6 +78,8 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"  skipped:   {report['skip_reason']}")
     if report["paused_reason"]:
         lines.append(f"  paused:    {report['paused_reason']} (after fixing it: reach cycle resume {report['id']})")
+    if report.get("dlr_silent_at"):
+        lines.append("  no delivery report came for any of its SMS: check AT's delivery report URL (reach doctor)")
     by_schedule = f" (schedule {report['schedule_id']})" if report["schedule_id"] else ""
     lines += [
         f"  started:   {_when(report['created_at'])}{by_schedule}",

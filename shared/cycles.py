@@ -213,6 +213,8 @@ def report(session: Session, cycle_id: int) -> dict[str, Any] | None:
         "voice_message": cycle.voice_message,
         "created_at": cycle.created_at.isoformat(),
         "finished_at": cycle.finished_at.isoformat() if cycle.finished_at else None,
+        # When its SMS were found to have no delivery report at all (shared/dlr_silence.py), else null.
+        "dlr_silent_at": cycle.dlr_silent_at.isoformat() if cycle.dlr_silent_at else None,
         **planned,
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},

@@ -125,6 +125,7 @@ def test_dlr_silence_holds_contacts_back_until_reports_flow(live, receiver, hook
 
     wait_for(warned, timeout=30, what="/readyz to warn of the delivery-report silence")
     wait_for(lambda: "dlr_silence" in hook.kinds(), timeout=30, what="the dlr_silence alert posted")
+    assert cycle(receiver, first)["dlr_silent_at"]
     alert = next(p for p in hook.posts if p["kind"] == "dlr_silence")
     assert alert["cycle_id"] == first and "delivery report" in alert["message"] and alert["at"]
 
