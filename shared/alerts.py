@@ -51,17 +51,38 @@ def _forget_on_rollback(session: Session, previous_transaction: Any) -> None:
         session.info.pop(_PENDING, None)
 
 
-def raise_alert(kind: str, message: str, **details: Any) -> dict[str, Any]:
-    """Log, count, keep and (if configured) post one alert; never raises."""
+def raise_alert(kind: str, message: str, *, quiet_seconds: float = 0, **details: Any) -> dict[str, Any] | None:
+    """Log, count, keep and (if configured) post one alert; never raises. With `quiet_seconds`, an alert of
+    this kind raised again within that time is only counted (a burst of 10,000 parked callbacks is one
+    message, not 10,000 posts)."""
     if kind not in KINDS:
         raise ValueError(f"unknown alert kind {kind!r}")
     at = datetime.now(UTC)
-    log.warning("alert %s: %s", kind, message)
     metrics.add(metrics.worker_client(), [("reach_alerts", {"kind": kind}, 1)])
+    if quiet_seconds and _quieted(kind, quiet_seconds):
+        log.info("alert %s (not repeated within %ss): %s", kind, quiet_seconds, message)
+        return None
+    log.warning("alert %s: %s", kind, message)
     payload = {"kind": kind, "message": message, "at": at.isoformat(), **details}
     _keep(kind, message, details, at)
     _post_later(payload)
     return payload
+
+
+def _quieted(kind: str, quiet_seconds: float) -> bool:
+    """True when an alert of `kind` was raised within `quiet_seconds`; otherwise marks this one. A store
+    error lets the alert through: better twice than never."""
+    from shared.store import STORE_ERRORS, get_store
+
+    key = f"reach:alert:quiet:{kind}"
+    try:
+        store = get_store()
+        if store.is_marked(key):
+            return True
+        store.mark(key, quiet_seconds)
+    except STORE_ERRORS as exc:
+        log.warning("alert %s: quiet period not checked: %s", kind, exc.__class__.__name__)
+    return False
 
 
 def _keep(kind: str, message: str, details: dict[str, Any], at: datetime) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from shared import at_client, cycles
+from shared import at_client, cycles, metrics
 from shared.models import Contact, Cycle, CycleState
 from shared.settings import get_settings
 from tests.conftest import API_TOKEN
@@ -28,14 +28,17 @@ def alerts_of(session: Any, kind: str) -> list[Any]:
 
 
 def test_a_parked_callback_raises_an_alert(session, redis_client, caplog: pytest.LogCaptureFixture) -> None:
+    """Parked callbacks are each counted, but a burst of them is one alert, not one per callback."""
     seed_messages(1)
-    push_raw(redis_client, "sms", {"from": "+254711000001", "to": "1", "id": "x" * 500})
+    for n in range(2):
+        push_raw(redis_client, "sms", {"from": "+254711000001", "to": "1", "id": f"{n}" * 500})
     with caplog.at_level(logging.WARNING):
         drain(redis_client)
-    assert len(parked(redis_client)) == 1
+    assert len(parked(redis_client)) == 2
     assert any(r.levelno == logging.WARNING and "alert callback_parked" in r.getMessage() for r in caplog.records)
     [alert] = alerts_of(session, "callback_parked")
     assert "field too long" in alert.message
+    assert int(redis_client.hget(metrics.COUNTERS, '["reach_alerts","callback_parked"]')) == 2
 
 
 def test_refused_at_credentials_pause_the_cycle_with_two_alerts(

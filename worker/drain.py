@@ -30,6 +30,9 @@ from worker import ingest
 
 log = logging.getLogger(__name__)
 
+#: One parked-callback alert per this many seconds: a burst of poison callbacks is one message, not thousands.
+PARKED_ALERT_QUIET_SECONDS = 300
+
 #: Errors that are about one callback's own data, and so may park it once it is alone and fails twice: the
 #: database refusing its values, and Python's own data errors (BadCallback is a ValueError). Not here, so
 #: they send the batch back: every other SQLAlchemy error, Redis errors, OSError, time limits.
@@ -108,7 +111,12 @@ def park(box: CallbackInbox, batch: Batch, item: InboxItem, reason: str) -> None
     kind = item.kind if item.kind in KINDS else metrics.OTHER
     metrics.add(metrics.worker_client(), [("reach_callbacks_parked", {"kind": kind}, 1)])
     log.warning("parked callback %s (%s, received %s): %s", item.id, item.kind, item.received_at.isoformat(), reason)
-    alerts.raise_alert(alerts.CALLBACK_PARKED, f"a {kind} callback was parked: {reason}", inbox_id=item.id)
+    alerts.raise_alert(
+        alerts.CALLBACK_PARKED,
+        f"a {kind} callback was parked: {reason} (reach inbox dead lists them all)",
+        quiet_seconds=PARKED_ALERT_QUIET_SECONDS,
+        inbox_id=item.id,
+    )
 
 
 def reason_of(exc: BaseException) -> str:
