@@ -46,6 +46,9 @@ def check_cycles(session: Session, silence_seconds: int, now: datetime) -> list[
         select(Cycle.id).where(
             Cycle.dlr_checked_at.is_(None),
             Cycle.created_at > now - LOOKBACK,
+            # No SMS goes out before planning ends: a cycle planned within the silence is not even looked at,
+            # so a long cycle's messages are not scanned every housekeeping while its first ones are young.
+            Cycle.planned_at <= cutoff,
             Cycle.state.not_in([CycleState.PLANNING, CycleState.SKIPPED]),
         )
     ).all()
