@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from shared import erasure
 from shared.db import insert_for
 from shared.models import Call, Contact, ContactStatus, Message
 
@@ -15,6 +16,7 @@ def get_or_create(session: Session, phone: str) -> Contact:
     contact = session.scalars(select(Contact).where(Contact.phone == phone)).one_or_none()
     if contact is None:
         session.execute(insert_for(session, Contact).values(phone=phone).on_conflict_do_nothing())
+        erasure.restore_consent(session, [phone])
         contact = session.scalars(select(Contact).where(Contact.phone == phone)).one()
     return contact
 
@@ -37,6 +39,10 @@ def contact_json(contact: Contact) -> dict[str, Any]:
         "last_hangup_cause": contact.last_hangup_cause,
         "last_call_at": iso(contact.last_call_at),
         "opted_out_at": iso(contact.opted_out_at),
+        "consent_at": iso(contact.consent_at),
+        "consent_by": contact.consent_by,
+        "tags": list(contact.tags or []),
+        "language": contact.language,
         "created_at": iso(contact.created_at),
         "updated_at": iso(contact.updated_at),
     }

@@ -15,7 +15,7 @@ from sqlalchemy import String, case, func, literal, literal_column, select, type
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import alerts, dlr_silence, voice_script
+from shared import alerts, dlr_silence, placeholders, voice_script
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -71,7 +71,8 @@ def check_message(message: str | None, what: str = "message") -> str:
 
     Every entry point (operator API, `/communicate`, schedules, the CLI) goes through here. A character
     XML 1.0 forbids (a vertical tab from a spreadsheet, say) would make the call's `<Say>` unparseable, so
-    it is refused, named and placed (1-based, counted in the text as given) for the operator to fix.
+    it is refused, named and placed (1-based, counted in the text as given) for the operator to fix. So is
+    a placeholder other than `{name}` and `{phone}` (shared/placeholders.py).
     """
     text = message or ""
     forbidden = voice_script.XML_FORBIDDEN.search(text)
@@ -83,6 +84,10 @@ def check_message(message: str | None, what: str = "message") -> str:
         raise CycleError(f"{what} must not be empty")
     if len(text) > MAX_MESSAGE:
         raise CycleError(f"{what} is too long ({len(text)} characters; at most {MAX_MESSAGE})")
+    try:
+        placeholders.check(text, what)
+    except placeholders.BadPlaceholder as exc:
+        raise CycleError(str(exc)) from None
     return text
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import BigInteger, String, column, delete, func, insert, select, table, text
 from sqlalchemy.orm import Session
 
+from shared import erasure
 from shared.db import insert_for, is_postgres
 from shared.models import Contact, ContactStatus
 
@@ -36,12 +37,15 @@ FIND_SEEN = text("SELECT phone, first_row FROM import_seen WHERE phone = ANY(CAS
 
 
 def upsert_contacts(session: Session, rows: list[ContactRow]) -> int:
-    """Insert new numbers, update names of known ones; returns how many were new."""
+    """Insert new numbers, update names of known ones; returns how many were new. A number erased before
+    gets back the opt-out it had (shared.erasure)."""
     if not rows:
         return 0
     if is_postgres(session):
         params = {"status": ContactStatus.NEW.value, "phones": [r.phone for r in rows], "names": [r.name for r in rows]}
-        return sum(session.scalars(UPSERT_CONTACTS, params))
+        created = sum(session.scalars(UPSERT_CONTACTS, params))
+        erasure.restore_consent(session, params["phones"])
+        return created
     known = session.scalar(select(func.count()).select_from(Contact).where(Contact.phone.in_([r.phone for r in rows])))
     contacts = Contact.__table__
     stmt = insert_for(session, contacts)
@@ -50,6 +54,7 @@ def upsert_contacts(session: Session, rows: list[ContactRow]) -> int:
         set_={"name": func.coalesce(stmt.excluded.name, contacts.c.name), "updated_at": func.now()},
     )
     session.execute(stmt, [{"phone": r.phone, "name": r.name, "status": ContactStatus.NEW} for r in rows])
+    erasure.restore_consent(session, [r.phone for r in rows])
     return len(rows) - (known or 0)
 
 

@@ -36,6 +36,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from shared.tags import TagList
+
 NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -121,9 +123,15 @@ class Contact(Base):
     last_hangup_cause: Mapped[str | None] = mapped_column(String(60))
     last_call_at: Mapped[datetime | None]
     opted_out_at: Mapped[datetime | None]
-    #: The customer's time of the consent change last applied (STOP, START, a USSD choice): an older one
-    #: that arrives later is ignored (worker/ingest/contacts.py).
+    #: The time of the consent change last applied (the customer's STOP, START or USSD choice, or an
+    #: operator's opt-out or opt-in): an older one that arrives later is ignored (shared/consent.py).
     consent_at: Mapped[datetime | None]
+    #: Who made that change: `customer: SMS STOP`, `customer: USSD`, `operator: API token sha256:… from …`.
+    consent_by: Mapped[str | None] = mapped_column(String(120))
+    #: Labels for choosing an audience (shared/tags.py): `text[]` on Postgres, a JSON list on SQLite.
+    tags: Mapped[list[str]] = mapped_column(TagList(), nullable=True)
+    #: The language to write or speak to the contact in: an ISO 639 code (`sw`, `en`, `en-KE`).
+    language: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
     updated_at: Mapped[datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=sql_text("CURRENT_TIMESTAMP")
@@ -132,6 +140,10 @@ class Contact(Base):
     __table_args__ = (
         # Listing by status with a cursor on id, and the cycle's routing by status.
         Index(None, "status", "id"),
+        # "Carries any of these tags" (`tags && ARRAY[...]`, shared.tags.has_any_tag), a GIN index on Postgres.
+        # SQLite gets a plain one over its JSON text that serves nothing (Alembic's drift check would miss a
+        # Postgres-only index there); embedded databases are small.
+        Index("ix_contacts_tags", "tags", postgresql_using="gin"),
     )
 
 
@@ -206,7 +218,8 @@ class CycleItem(Base):
     #: No foreign key (its per-row check was a quarter of planning): planning, the only writer, holds the
     #: cycle row FOR UPDATE; deleting a cycle still deletes its items, by trigger (migration b5d2f0c7e913).
     cycle_id: Mapped[int] = mapped_column(BigId)
-    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    #: NULL once the contact was erased (shared/erasure.py): the item still counts in its cycle's report.
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
     channel: Mapped[Channel] = _status_column(Channel)
     state: Mapped[ItemState] = _status_column(ItemState, default=ItemState.PENDING)
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
@@ -253,7 +266,8 @@ class Message(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     #: AT's messageId (`ATXid_…`); NULL when AT refused the recipient (it answers "None").
     at_message_id: Mapped[str | None] = mapped_column(String(64), unique=True)
-    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    #: NULL once the contact was erased: the message stays, anonymised, for the cycle's counts and cost.
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
     cycle_id: Mapped[int | None] = mapped_column(ForeignKey("cycles.id", ondelete="SET NULL"), index=True)
     cycle_item_id: Mapped[int | None] = mapped_column(BigId, index=True)
     phone: Mapped[str] = mapped_column(String(20))
@@ -411,6 +425,29 @@ class RawCallback(Base):
     kind: Mapped[str] = mapped_column(String(20))
     received_at: Mapped[datetime] = mapped_column(index=True)
     payload: Mapped[dict[str, Any]]
+
+
+class ErasedNumber(Base):
+    """A number whose contact was erased (shared/erasure.py), kept only as a keyed hash: callbacks about it
+    are dropped, and its opt-out, if any, outlives the erasure and comes back if the number is added again."""
+
+    __tablename__ = "erased_numbers"
+
+    phone_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime]
+    opted_out_at: Mapped[datetime | None]
+    consent_at: Mapped[datetime | None]
+    consent_by: Mapped[str | None] = mapped_column(String(120))
+
+
+class ErasureKey(Base):
+    """The key that hashes erased numbers when ERASURE_KEY is not set: made once, never changed."""
+
+    __tablename__ = "erasure_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
 
 
 # -- embedded mode: what Redis keeps in production, kept in the database when REDIS_URL is not set ------------

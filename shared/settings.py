@@ -37,8 +37,8 @@ MAX_VOICE_GREETING = 300
 #: Shortest token accepted in API_TOKEN, WEBHOOK_TOKEN (each of a comma-separated list) and METRICS_TOKEN: 24
 #: random URL-safe characters carry 144 bits. What `reach up` generates (`secrets.token_urlsafe(24)`) has 32.
 MIN_SECRET_LENGTH = 24
-#: The three bearer secrets, in the order they are declared (and so validated) below: no token may be in two.
-TOKEN_SETTINGS = ("webhook_token", "api_token", "metrics_token")
+#: The secrets, in the order they are declared (and so validated) below: no token may be in two.
+TOKEN_SETTINGS = ("webhook_token", "api_token", "metrics_token", "erasure_key")
 
 
 def split_tokens(raw: str) -> list[str]:
@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     #: Bearer token Prometheus sends to `GET /metrics` (its `authorization` scrape setting). Unset: /metrics
     #: answers 401 unless METRICS_PUBLIC=true says the port is reachable only from a trusted network.
     metrics_token: SecretStr = SecretStr("")
+    #: Key(s) of the hashes an erased contact's number is kept as (shared/erasure.py), comma-separated: the
+    #: first hashes new erasures, all are checked. Unset: a key Reach keeps in the database.
+    erasure_key: SecretStr = SecretStr("")
     metrics_public: bool = False
     #: How long a dashboard login lasts; a removed API_TOKEN ends its sessions at once.
     dashboard_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
@@ -335,6 +338,10 @@ class Settings(BaseSettings):
         """Callback tokens, comma-separated like API_TOKEN: the old one stays valid while AT's callback URLs
         change to the new one. The first is the one Reach hands out (simulator, printed URLs)."""
         return split_tokens(self.webhook_token.get_secret_value())
+
+    @property
+    def erasure_keys(self) -> list[str]:
+        return split_tokens(self.erasure_key.get_secret_value())
 
     @property
     def effective_database_url(self) -> str:

@@ -197,6 +197,12 @@ def put(sessions: sessionmaker[Session], values: dict[str, str], ttl: float) -> 
             session.execute(stmt)
 
 
+def delete_keys(sessions: sessionmaker[Session], keys: list[str]) -> None:
+    """Redis `DEL`."""
+    with sessions.begin() as session:
+        session.execute(delete(KvEntry).where(KvEntry.key.in_(keys)))
+
+
 def get_first(sessions: sessionmaker[Session], keys: list[str]) -> str | None:
     """The value of the first of `keys` that is set and not expired."""
     with sessions() as session:

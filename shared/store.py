@@ -85,6 +85,7 @@ class RedisStore:
         return bool(self.redis.exists(key))
 
     def unmark(self, key: str) -> None:
+        """Delete the key (a mark, or a voice script an erasure removes)."""
         self.redis.delete(key)
 
     def ping(self) -> bool:
@@ -126,7 +127,8 @@ class SqlStore:
         return sql_store.get_first(self.sessions, [key]) is not None
 
     def unmark(self, key: str) -> None:
-        sql_store.put(self.sessions, {key: "1"}, 0)  # expired at once; housekeeping purges the row
+        """Delete the key (a mark, or a voice script an erasure removes)."""
+        sql_store.delete_keys(self.sessions, [key])
 
     def ping(self) -> bool:
         return sql_store.ping(self.engine)

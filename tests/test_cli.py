@@ -206,8 +206,9 @@ def test_run_json_prints_the_id(runner: CliRunner, session: Any, broker: redis_l
         (["--message", "   "], "message must not be empty"),
         (["--message", "x" * 1601], "message is too long (1601 characters; at most 1600)"),
         (["--message", "hi", "--voice-message", "x" * 1601], "voice message is too long"),
+        (["--message", "Hi {nme}"], "message has an unknown placeholder {nme}"),
     ],
-    ids=["empty", "blank", "too long", "voice too long"],
+    ids=["empty", "blank", "too long", "voice too long", "unknown placeholder"],
 )
 @pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry run"])
 def test_run_refuses_a_bad_message(

@@ -26,9 +26,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["reach.settings"] = settings
 
-    from web import (
+    from web import (  # contacts_api adds its routes to operator_api.bp: imported before it is registered
         callbacks,
         callers,
+        contacts_api,  # noqa: F401
         dashboard,
         dashboard_auth,
         errors,

@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
 from sqlalchemy import select
 
-from shared import cycles, schedules
+from shared import cycles, placeholders, schedules
 from shared.contacts import contact_history, contact_json, get_or_create
 from shared.cycles import CycleError, CycleNotFound
 from shared.imports import BadImport, import_contacts, rows_from_csv, rows_from_json
@@ -21,6 +21,7 @@ from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message,
 from shared.phone import InvalidPhone, normalise_phone
 from shared.refusals import StoredRefusals, import_exists, refused_csv
 from shared.store import STORE_ERRORS
+from shared.tags import BadTags, has_any_tag, normalise_tag
 from web import fields as field
 from web.auth import require_operator
 from web.bodies import read_json, read_json_object
@@ -108,7 +109,8 @@ def show_contact(phone: str) -> ResponseReturnValue:
 
 @bp.get("/contacts")
 def list_contacts() -> ResponseReturnValue:
-    """A page of contacts, optionally by status; pass `next_cursor` back as `cursor` for the next page."""
+    """A page of contacts, optionally by status and tags (`?tag=a&tag=b`: any of them); pass `next_cursor`
+    back as `cursor` for the next page."""
     query = select(Contact).order_by(Contact.id)
     status = request.args.get("status")
     if status:
@@ -121,7 +123,13 @@ def list_contacts() -> ResponseReturnValue:
     if after is not None:
         query = query.where(Contact.id > after)
     limit = _limit(request.args.get("limit"))
+    try:
+        tags = [normalise_tag(raw) for raw in request.args.getlist("tag")]
+    except BadTags as exc:
+        raise ApiError(400, str(exc)) from None
     with services().sessions() as session:
+        if tags:  # any of them
+            query = query.where(has_any_tag(session, tags))
         contacts = list(session.scalars(query.limit(limit + 1)))
     page, more = contacts[:limit], len(contacts) > limit
     return {
@@ -181,6 +189,7 @@ def send_one(fields: dict[str, Any]) -> ResponseReturnValue:
         if contact.status in {ContactStatus.OPTED_OUT, ContactStatus.INVALID}:
             raise ApiError(409, f"contact {phone} is {contact.status.value}; nothing sent")
         channel = cycles.channel_for(session, contact.id)
+        text = placeholders.render(text, name=contact.name, phone=phone)
         if channel is Channel.SMS:
             row: Message | Call = Message(contact_id=contact.id, phone=phone, text=text)
         else:

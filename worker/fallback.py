@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from shared.consent import cancel_pending
 from shared.models import Call, Channel, CycleItem, ItemState
 from shared.settings import get_settings
 from shared.status_policy import Action
@@ -38,14 +38,3 @@ def after_call_ended(session: Session, call: Call, outcome: Action) -> None:
 def cancel_fallback_calls(session: Session, contact_ids: Sequence[int]) -> int:
     """A late `Success` report: the customer has the SMS, so calls not yet placed are cancelled."""
     return cancel_pending(session, contact_ids, "the SMS was delivered before the call", Channel.VOICE)
-
-
-def cancel_pending(session: Session, contact_ids: Sequence[int], why: str, channel: Channel | None = None) -> int:
-    """Items not yet claimed for these contacts will not be sent (opt-out, invalid number, late delivery)."""
-    if not contact_ids:
-        return 0
-    stmt = update(CycleItem).where(CycleItem.contact_id.in_(contact_ids), CycleItem.state == ItemState.PENDING)
-    if channel is not None:
-        stmt = stmt.where(CycleItem.channel == channel)
-    result = session.execute(stmt.values(state=ItemState.CANCELLED, error=why, updated_at=now()))
-    return max(result.rowcount, 0)

@@ -4,7 +4,7 @@ A cycle whose SMS get no delivery report at all is marked silent (issue 13), so 
 "no report" into calls; the operator can override it per cycle. Alerts keep what the operator was told.
 
 Revision ID: b8e2d4f6a1c3
-Revises: f3a8c5e1b7d2
+Revises: f1c6a8e2d4b7
 Create Date: 2026-12-06 18:30:00.000000
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "b8e2d4f6a1c3"
-down_revision: str | None = "f3a8c5e1b7d2"
+down_revision: str | None = "f1c6a8e2d4b7"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,4 +1,4 @@
-"""`reach contacts`: import, list, show."""
+"""`reach contacts`: import, list, show, set, delete."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from sqlalchemy.orm import Session
 
 from reach_cli.common import (
     EXIT_NOT_FOUND,
@@ -20,7 +21,7 @@ from reach_cli.common import (
     settings_or_exit,
 )
 from reach_cli.progress import RowProgress
-from shared.models import ContactStatus
+from shared.models import Contact, ContactStatus
 
 if TYPE_CHECKING:
     from shared.imports import ImportReport, RefusedSink
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 @click.group()
 def contacts() -> None:
-    """Contacts: import, list, show."""
+    """Contacts: import, list, show, change, erase."""
 
 
 @contacts.command("import")
@@ -113,9 +114,7 @@ def contacts_show(phone: str, as_json: bool, history: int) -> None:
     if as_json:
         echo_json(doc)
         return
-    for key, value in doc.items():
-        if key not in {"messages", "calls"}:
-            echo(f"{key:>20}: {'' if value is None else value}")
+    _print_fields(doc)
     for line in history_lines(doc["messages"], doc["calls"]):
         echo(line)
 
@@ -149,3 +148,127 @@ def contacts_list(status: str | None, limit: int, as_json: bool) -> None:
         echo(line)
     more = f"; the first {len(found)} shown (--limit)" if matching > len(found) else ""
     echo(f"{matching} contact{'s' if matching != 1 else ''}{' ' + status if status else ''}{more}")
+
+
+@contacts.command("set")
+@click.argument("phone")
+@click.option("--name", help="The contact's name (an empty one clears it).")
+@click.option("--tag", "tags", multiple=True, help="A tag; repeat for more. Replaces the contact's tags.")
+@click.option("--no-tags", is_flag=True, help="Remove every tag.")
+@click.option("--language", help="An ISO 639 code such as sw or en (empty clears it).")
+@click.option("--opt-out", is_flag=True, help="Record an opt-out: nothing more is sent or called.")
+@click.option("--opt-in", is_flag=True, help="Record an opt-in: an opted-out contact becomes new.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the operator API's answer).")
+def contacts_set(
+    phone: str,
+    name: str | None,
+    tags: tuple[str, ...],
+    no_tags: bool,
+    language: str | None,
+    opt_out: bool,
+    opt_in: bool,
+    as_json: bool,
+) -> None:
+    """Change a contact: name, tags, language, or an opt-out or opt-in (recorded as made by the CLI's user,
+    now; a STOP or START the customer texted later still wins).
+
+    Exit 4 when there is no such contact, 2 for a bad value or nothing to change.
+    """
+    from datetime import UTC, datetime
+
+    from shared.contact_changes import BadChange, apply_changes, operator_label, read_changes
+
+    if opt_out and opt_in:
+        fail("give one of --opt-out and --opt-in", EXIT_USAGE)
+    if tags and no_tags:
+        fail("give --tag or --no-tags, not both (--tag and --no-tags)", EXIT_USAGE)
+    doc: dict[str, object] = {}
+    if name is not None:
+        doc["name"] = name
+    if tags or no_tags:
+        doc["tags"] = list(tags)
+    if language is not None:
+        doc["language"] = language or None
+    if opt_out or opt_in:
+        doc["status"] = "opted_out" if opt_out else "new"
+    try:
+        changes = read_changes(doc)
+    except BadChange as exc:
+        fail(str(exc), EXIT_USAGE)
+    e164 = _e164(phone)
+    with session_or_exit() as session:
+        contact = _locked_contact(session, e164)
+        if not apply_changes(session, contact, changes, operator_label(f"CLI (user {_user()})"), datetime.now(UTC)):
+            fail(f"contact {e164}: its consent changed after this command was given")
+        session.flush()
+        _print_contact(session, contact, as_json)
+
+
+@contacts.command("delete")
+@click.argument("phone")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def contacts_delete(phone: str, yes: bool) -> None:
+    """Erase a contact and its personal data: the contact, the number and text of its messages and calls,
+    its incoming SMS, USSD sessions and raw callbacks. Cycle counts and costs stay. Its opt-out, if any,
+    outlives the erasure (kept as a keyed hash of the number). Asks first unless --yes.
+
+    Exit 4 when there is no such contact, 2 when PHONE is not a phone number, 1 when not confirmed.
+    """
+    from shared.erasure import erase_contact
+    from shared.store import get_store
+
+    settings = settings_or_exit()
+    e164 = _e164(phone)
+    with session_or_exit() as session:
+        _locked_contact(session, e164)
+        if not yes:
+            click.confirm(f"Erase {e164} and its personal data? This cannot be undone", abort=True)
+        erase_contact(session, get_store(), e164, settings.erasure_keys)
+    echo(f"erased {e164}")
+
+
+def _e164(phone: str) -> str:
+    from shared.phone import InvalidPhone, normalise_phone
+
+    try:
+        return normalise_phone(phone, settings_or_exit().default_country)
+    except InvalidPhone as exc:
+        fail(f"bad phone number {phone!r}: {exc}", EXIT_USAGE)
+
+
+def _locked_contact(session: Session, e164: str) -> Contact:
+    from sqlalchemy import select
+
+    contact = session.scalars(select(Contact).where(Contact.phone == e164).with_for_update()).one_or_none()
+    if contact is None:
+        fail(f"no contact {e164}", EXIT_NOT_FOUND)
+    return contact
+
+
+def _user() -> str:
+    """Who runs the CLI, for `consent_by` (a container may have no user name)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _print_contact(session: Session, contact: Contact, as_json: bool) -> None:
+    from shared.contacts import contact_history, contact_json
+
+    doc = contact_json(contact)
+    if as_json:
+        echo_json({**doc, **contact_history(session, contact.id)})
+        return
+    _print_fields(doc)
+
+
+def _print_fields(doc: dict[str, object]) -> None:
+    """One `key: value` line per field of a contact (tags joined by commas)."""
+    for key, value in doc.items():
+        if key in {"messages", "calls"}:
+            continue
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else "" if value is None else value
+        echo(f"{key:>20}: {shown}")

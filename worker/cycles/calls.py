@@ -9,12 +9,13 @@ from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import alerts, cycles, live_calls, metrics, voice_script
+from shared import alerts, cycles, live_calls, metrics, placeholders, voice_script
 from shared.at_client import AtError, AtRejected, CallEntry, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
     Call,
     Channel,
+    Contact,
     Cycle,
     CycleItem,
     CycleState,
@@ -132,21 +133,32 @@ def claim_calls(cycle: Cycle, settings: Settings) -> list[Claimed]:
         if room <= 0:
             return []
         claimed = []
-        for item_id, contact_id, phone in claim(session, cycle.id, Channel.VOICE, room):
+        items = claim(session, cycle.id, Channel.VOICE, room)
+        template = cycle.voice_message or cycle.message
+        names = contact_names(session, [contact_id for _i, contact_id, _p in items], template)
+        for item_id, contact_id, phone in items:
+            message = placeholders.render(template, name=names.get(contact_id), phone=phone)
             call = Call(
                 contact_id=contact_id,
                 cycle_id=cycle.id,
                 cycle_item_id=item_id,
                 phone=phone,
                 direction="Outbound",
-                message=cycle.voice_message or cycle.message,
+                message=message,
                 send_state="submitting",
             )
             session.add(call)
             session.flush()
             session.execute(update(CycleItem).where(CycleItem.id == item_id).values(call_id=call.id))
-            claimed.append(Claimed(item_id, contact_id, phone, call.id))
+            claimed.append(Claimed(item_id, contact_id, phone, call.id, message))
         return claimed
+
+
+def contact_names(session: Session, contact_ids: list[int], template: str) -> dict[int, str | None]:
+    """The contacts' names, read only when the text has placeholders."""
+    if not contact_ids or not placeholders.is_personal(template):
+        return {}
+    return dict(session.execute(select(Contact.id, Contact.name).where(Contact.id.in_(contact_ids))).all())
 
 
 def lock_calls(session: Session) -> None:
@@ -181,7 +193,7 @@ def dispatch_calls(cycle_id: int) -> str:
 
 
 def place_call(cycle: Cycle, claimed: Claimed, settings: Settings) -> str:
-    message = cycle.voice_message or cycle.message
+    message = claimed.text if claimed.text is not None else cycle.voice_message or cycle.message
     with live_calls.placing(get_store(), claimed.phone):  # until the call's message is kept (record_call)
         try:
             result = get_at_client().call([claimed.phone])

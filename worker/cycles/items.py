@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,8 @@ class Claimed:
     contact_id: int
     phone: str
     row_id: int  # the Message or Call written for this attempt
+    #: The text rendered for this contact, when the cycle's text has placeholders (shared/placeholders.py).
+    text: str | None = field(default=None, compare=False)
 
 
 def due_items(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[int]:

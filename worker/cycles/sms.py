@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from shared import alerts, cycles
+from shared import alerts, cycles, placeholders
 from shared.at_client import AtError, AtRejected, SmsSendResult, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
@@ -46,34 +46,18 @@ _messages = Message.__table__
 def claim_sms(cycle: Cycle, limit: int) -> list[Claimed]:
     """Claim a batch and write its Message rows (`submitting`) in one committed transaction.
 
-    Three statements whatever the batch size: lock the due items, one INSERT … SELECT … RETURNING for
-    the messages, one UPDATE moving the items to `submitting` with their message ids.
+    Three statements whatever the batch size: lock the due items, write the messages, one UPDATE moving
+    the items to `submitting` with their message ids. A text without placeholders is written by one
+    INSERT … SELECT; one with them is rendered per contact (`_write_rendered`: one SELECT more).
     """
     with session_scope() as session:
         ids = due_items(session, cycle.id, Channel.SMS, limit)
         if not ids:
             return []
-        created = now()
-        columns = ["contact_id", "cycle_id", "cycle_item_id", "phone", "text", "send_state", "created_at"]
-        rows = (
-            select(
-                CycleItem.contact_id,
-                literal(cycle.id),
-                CycleItem.id,
-                Contact.phone,
-                literal(cycle.message, type_=_messages.c.text.type),
-                literal("submitting", type_=_messages.c.send_state.type),
-                literal(created, type_=_messages.c.created_at.type),
-            )
-            .join(Contact, Contact.id == CycleItem.contact_id)
-            .where(CycleItem.id.in_(ids))
-            .order_by(CycleItem.id)
-        )
-        written = session.execute(
-            insert(_messages)
-            .from_select(columns, rows)
-            .returning(_messages.c.cycle_item_id, _messages.c.contact_id, _messages.c.phone, _messages.c.id)
-        ).all()
+        if placeholders.is_personal(cycle.message):
+            claimed = _write_rendered(session, cycle, ids, now())
+        else:
+            claimed = _write_same_text(session, cycle, ids, now())
         latest = select(func.max(_messages.c.id)).where(_messages.c.cycle_item_id == CycleItem.id).scalar_subquery()
         lease = timedelta(seconds=get_settings().dispatch_lease)
         session.execute(
@@ -82,7 +66,57 @@ def claim_sms(cycle: Cycle, limit: int) -> list[Claimed]:
             .values(message_id=latest, **claimed_values(lease))
             .execution_options(synchronize_session=False)
         )
-        return sorted(Claimed(*row) for row in written)
+        return sorted(claimed)
+
+
+def _write_same_text(session: Session, cycle: Cycle, ids: list[int], created: datetime) -> list[Claimed]:
+    columns = ["contact_id", "cycle_id", "cycle_item_id", "phone", "text", "send_state", "created_at"]
+    rows = (
+        select(
+            CycleItem.contact_id,
+            literal(cycle.id),
+            CycleItem.id,
+            Contact.phone,
+            literal(placeholders.render(cycle.message), type_=_messages.c.text.type),
+            literal("submitting", type_=_messages.c.send_state.type),
+            literal(created, type_=_messages.c.created_at.type),
+        )
+        .join(Contact, Contact.id == CycleItem.contact_id)
+        .where(CycleItem.id.in_(ids))
+        .order_by(CycleItem.id)
+    )
+    written = session.execute(
+        insert(_messages)
+        .from_select(columns, rows)
+        .returning(_messages.c.cycle_item_id, _messages.c.contact_id, _messages.c.phone, _messages.c.id)
+    ).all()
+    return [Claimed(*row) for row in written]
+
+
+def _write_rendered(session: Session, cycle: Cycle, ids: list[int], created: datetime) -> list[Claimed]:
+    """The cycle's text filled in for each contact: one SELECT of the contacts, one INSERT of the messages."""
+    contacts = session.execute(
+        select(CycleItem.id, CycleItem.contact_id, Contact.phone, Contact.name)
+        .join(Contact, Contact.id == CycleItem.contact_id)
+        .where(CycleItem.id.in_(ids))
+        .order_by(CycleItem.id)
+    ).all()
+    texts = {item: placeholders.render(cycle.message, name=name, phone=phone) for item, _c, phone, name in contacts}
+    values = [
+        {
+            "contact_id": contact_id,
+            "cycle_id": cycle.id,
+            "cycle_item_id": item_id,
+            "phone": phone,
+            "text": texts[item_id],
+            "send_state": "submitting",
+            "created_at": created,
+        }
+        for item_id, contact_id, phone, _name in contacts
+    ]
+    written = session.execute(insert(_messages).returning(_messages.c.cycle_item_id, _messages.c.id), values).all()
+    message_of = dict(written)
+    return [Claimed(i, c, p, message_of[i], texts[i]) for i, c, p, _n in contacts]
 
 
 def dispatch_sms(cycle_id: int, budget_seconds: float = 20.0) -> str:
@@ -109,8 +143,32 @@ def dispatch_sms(cycle_id: int, budget_seconds: float = 20.0) -> str:
 
 
 def send_sms_batch(cycle: Cycle, batch: list[Claimed], settings: Settings) -> str:
+    """One AT request per distinct text in the batch (one in all for a text without placeholders); when a
+    request does not end `sent`, the rest of the batch goes back unsent."""
+    groups = by_text(cycle, batch)
+    for position, (text, claims) in enumerate(groups):
+        outcome = send_same_text(cycle, text, claims, settings)
+        if outcome != "sent":
+            rest = [claimed for _text, later in groups[position + 1 :] for claimed in later]
+            if rest:
+                with session_scope() as session:
+                    give_back(session, rest, Message, f"an earlier request of its batch ended {outcome}")
+            return outcome
+    return "sent"
+
+
+def by_text(cycle: Cycle, batch: list[Claimed]) -> list[tuple[str, list[Claimed]]]:
+    """The batch grouped by the text each contact gets, in claim order."""
+    same = placeholders.render(cycle.message)
+    groups: dict[str, list[Claimed]] = {}
+    for claimed in batch:
+        groups.setdefault(claimed.text if claimed.text is not None else same, []).append(claimed)
+    return list(groups.items())
+
+
+def send_same_text(cycle: Cycle, text: str, batch: list[Claimed], settings: Settings) -> str:
     try:
-        result = get_at_client().send_sms(cycle.message, [c.phone for c in batch])
+        result = get_at_client().send_sms(text, [c.phone for c in batch])
     except AtError as exc:
         return unanswered_batch(cycle, batch, exc, settings)
     with session_scope() as session:

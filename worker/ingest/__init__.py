@@ -24,6 +24,7 @@ from shared.models import RawCallback
 from worker.ingest.batch_sql import as_columns, is_postgres
 from worker.ingest.contacts import CONTACT_STATUS_AFTER, UNREACHABLE, find_contact_id, opt_in, opt_out
 from worker.ingest.dlr import apply_dlrs, apply_pending_dlrs
+from worker.ingest.erased import drop_erased
 from worker.ingest.incoming_sms import OPT_IN_WORDS, OPT_OUT_WORDS, apply_incoming_sms
 from worker.ingest.ussd import apply_ussd_step
 from worker.ingest.voice import apply_voice_event, call_outcome
@@ -50,8 +51,9 @@ __all__ = [
 
 
 def apply_batch(session: Session, items: list[InboxItem]) -> Counter[str]:
-    """Apply one drained batch in the caller's transaction; returns counts by kind (new ones only)."""
-    fresh = record_raw(session, items)
+    """Apply one drained batch in the caller's transaction; returns counts by kind (new ones only).
+    Callbacks about an erased number are dropped first, unstored (worker/ingest/erased.py)."""
+    fresh = record_raw(session, drop_erased(session, items))
     applied: Counter[str] = Counter()
     dlrs = [(item.received_at, parse(Dlr, item.data)) for item in fresh if item.kind == "dlr"]
     if dlrs:

@@ -23,12 +23,17 @@ OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "END", "CANCEL"})
 OPT_IN_WORDS = frozenset({"START"})
 
 
+def keyword_of(text: str) -> str | None:
+    """The keyword Reach acts on (`STOP`, `START`, ...) when it is the text's first word."""
+    words = text.split()
+    word = words[0].upper().strip(".!") if words else ""
+    return word if word in OPT_OUT_WORDS | OPT_IN_WORDS else None
+
+
 def apply_incoming_sms(session: Session, received_at: datetime, sms: IncomingSms) -> None:
     phone = phone_or_raw(sms.from_) or sms.from_
     text = sms.text or ""
-    words = text.split()
-    word = words[0].upper().strip(".!") if words else ""
-    keyword = word if word in OPT_OUT_WORDS | OPT_IN_WORDS else None
+    keyword = keyword_of(text)
     stmt = (
         insert_for(session, IncomingSmsRow)
         .values(

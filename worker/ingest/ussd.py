@@ -13,12 +13,12 @@ from shared.callbacks import (
     UssdStep,
     phone_or_raw,
 )
+from shared.consent import BY_USSD, opt_in, opt_out
 from shared.db import greatest, insert_for
 from shared.models import (
     Channel,
     UssdSession,
 )
-from worker.ingest.contacts import opt_in, opt_out
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def apply_ussd_step(session: Session, received_at: datetime, step: UssdStep) -> 
     )
     match screen.effect:
         case ussd.Effect.PREFER_SMS:
-            opt_in(session, phone, received_at, Channel.SMS)
+            opt_in(session, phone, received_at, Channel.SMS, by=BY_USSD)
         case ussd.Effect.PREFER_VOICE:
-            opt_in(session, phone, received_at, Channel.VOICE)
+            opt_in(session, phone, received_at, Channel.VOICE, by=BY_USSD)
         case ussd.Effect.OPT_OUT:
-            opt_out(session, phone, received_at)
+            opt_out(session, phone, received_at, by=BY_USSD)
