@@ -55,7 +55,7 @@ def counts(values: Mapping[str, int], empty: str = "none") -> str:
 
 def preview_lines(preview: Mapping[str, Any]) -> list[str]:
     cost = preview["estimated_cost"]
-    return [
+    lines = [
         "dry run: nothing was sent and no cycle was created",
         f"  SMS:            {preview['sms']}",
         f"  voice calls:    {preview['voice']}",
@@ -63,6 +63,12 @@ def preview_lines(preview: Mapping[str, Any]) -> list[str]:
         f"  SMS parts:      {parts(preview['segments'])}",
         f"  estimated cost: {cost['currency']} {cost['amount']}",
     ]
+    if preview["skipped_by_status"].get("dlr_silence"):
+        lines.append(
+            "  dlr_silence: their last SMS never got a delivery report (see reach doctor); "
+            "--ignore-dlr-silence calls them"
+        )
+    return lines
 
 
 def report_lines(report: Mapping[str, Any]) -> list[str]:
@@ -74,6 +80,8 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
     if report["paused_reason"]:
         hint = "let it go again with" if report.get("paused_by") == "operator" else "after fixing it"
         lines.append(f"  paused:    {report['paused_reason']} ({hint}: reach cycle resume {report['id']})")
+    if report.get("dlr_silent_at"):
+        lines.append("  no delivery report came for any of its SMS: check AT's delivery report URL (reach doctor)")
     by_schedule = f" (schedule {report['schedule_id']})" if report["schedule_id"] else ""
     lines += [
         f"  started:   {_when(report['created_at'])}{by_schedule}",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import click
 
-from reach_cli.commands import contacts, cycle, db, inbox, run, schedule, simulator
+from reach_cli.commands import contacts, cycle, db, doctor, inbox, run, schedule, simulator
 from reach_cli.common import EXIT_CODES_HELP, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, ReachGroup
 
 __all__ = ["EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_UNREACHABLE", "EXIT_USAGE", "cli", "main"]
@@ -41,6 +41,7 @@ for command in (
     inbox.inbox,
     run.up,
     run.demo,
+    doctor.doctor,
 ):
     cli.add_command(command)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from shared.idempotency import Started
 
 
-def start_once(key: str, message: str, voice_message: str | None) -> Started:
+def start_once(key: str, message: str, voice_message: str | None, ignore_dlr_silence: bool = False) -> Started:
     """Record the cycle (or find the one `key` started); exit 2 when `key` started a different one, 3 when the
     database stays unreachable after one retry."""
     from sqlalchemy.exc import OperationalError
@@ -18,13 +18,20 @@ def start_once(key: str, message: str, voice_message: str | None) -> Started:
     from shared import cycles, idempotency
     from shared.db import session_scope
 
-    request = {"message": message, **({"voice_message": voice_message} if voice_message else {})}
+    request = {
+        "message": message,
+        **({"voice_message": voice_message} if voice_message else {}),
+        **({"ignore_dlr_silence": True} if ignore_dlr_silence else {}),
+    }
     digest = idempotency.request_hash(request)
     for attempt in (1, 2):
         try:
             with session_scope() as session:
                 return idempotency.start_once(
-                    session, key, digest, lambda: cycles.start_cycle(session, message, voice_message)
+                    session,
+                    key,
+                    digest,
+                    lambda: cycles.start_cycle(session, message, voice_message, ignore_dlr_silence=ignore_dlr_silence),
                 )
         except idempotency.KeyReused as exc:
             fail(str(exc).replace(idempotency.HEADER, "--idempotency-key"), EXIT_USAGE)

@@ -14,7 +14,7 @@ from sqlalchemy import String, case, func, literal, literal_column, select, type
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import cost_estimate, cycle_money, placeholders, segments, voice_script
+from shared import alerts, cost_estimate, cycle_money, dlr_silence, placeholders, segments, voice_script
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -107,6 +107,7 @@ def start_cycle(
     *,
     schedule_id: int | None = None,
     period_key: str | None = None,
+    ignore_dlr_silence: bool = False,
 ) -> int | None:
     """Record a new cycle in `planning`; None when this schedule period already has one."""
     message = check_message(message)
@@ -118,6 +119,7 @@ def start_cycle(
         schedule_id=schedule_id,
         period_key=period_key,
         state=CycleState.PLANNING,
+        ignore_dlr_silence=ignore_dlr_silence,
     )
 
 
@@ -146,10 +148,14 @@ def _insert_cycle(session: Session, **values: Any) -> int | None:
     return session.scalar(stmt)
 
 
-def preview(session: Session, settings: Settings, message: str = "") -> dict[str, Any]:
+def preview(
+    session: Session, settings: Settings, message: str = "", *, ignore_dlr_silence: bool = False
+) -> dict[str, Any]:
     """What a cycle started now would do: counts per channel, skipped and why, SMS parts, estimated cost."""
+    held = dlr_silence.hold_back_now(session, ignore=ignore_dlr_silence)
+    audience = reachable() if held is None else reachable() & ~held
     prefix = cost_estimate.prefix_expr(Contact.phone)
-    routed = select(channel_expr().label("channel"), prefix.label("prefix")).where(reachable()).subquery()
+    routed = select(channel_expr().label("channel"), prefix.label("prefix")).where(audience).subquery()
     routes = session.execute(
         select(routed.c.channel, routed.c.prefix, func.count()).group_by(routed.c.channel, routed.c.prefix)
     ).all()
@@ -160,6 +166,7 @@ def preview(session: Session, settings: Settings, message: str = "") -> dict[str
             .group_by(type_coerce(Contact.status, String))
         ).all()
     )
+    skipped.update(dlr_silence.count_held(session, reachable(), held))
     sms_by_prefix = {str(p): int(n) for channel, p, n in routes if channel == Channel.SMS.value}
     voice = sum(int(n) for channel, _, n in routes if channel == Channel.VOICE.value)
     return {
@@ -168,9 +175,15 @@ def preview(session: Session, settings: Settings, message: str = "") -> dict[str
     }
 
 
+def skip_reasons(skipped: dict[str, int]) -> list[str]:
+    """Why contacts are skipped: their status, and `dlr_silence` only when a silence held some back."""
+    reasons = [status.value for status in SKIPPED_STATUSES]
+    return [*reasons, dlr_silence.DLR_SILENCE] if skipped.get(dlr_silence.DLR_SILENCE) else reasons
+
+
 def planned_counts(sms: int, voice: int, skipped: dict[str, int]) -> dict[str, Any]:
-    """The contract's integer `sms`, `voice`, `skipped` (design §4, §4.1), and who was skipped by status."""
-    by_status = {status.value: int(skipped.get(status.value, 0)) for status in SKIPPED_STATUSES}
+    """The contract's integer `sms`, `voice`, `skipped` (design §4, §4.1), and who was skipped by why."""
+    by_status = {reason: int(skipped.get(reason, 0)) for reason in skip_reasons(skipped)}
     return {"sms": int(sms), "voice": int(voice), "skipped": sum(by_status.values()), "skipped_by_status": by_status}
 
 
@@ -178,11 +191,13 @@ def pause(session: Session, cycle_id: int, reason: str) -> None:
     """Stop dispatching a cycle for an account problem; nothing is lost, a resume carries on. Only a
     `dispatching` cycle pauses: one the operator paused or cancelled keeps what the operator chose
     (the operator's own controls: shared/cycle_control.py)."""
-    session.execute(
+    paused = session.execute(
         update(Cycle)
         .where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
         .values(state=CycleState.PAUSED, paused_by=PausedBy.ACCOUNT, paused_reason=reason)
     )
+    if paused.rowcount:
+        alerts.on_commit(session, alerts.CYCLE_PAUSED, f"cycle {cycle_id} paused: {reason}", cycle_id=cycle_id)
 
 
 def report(session: Session, cycle_id: int, settings: Settings | None = None) -> dict[str, Any] | None:
@@ -211,6 +226,8 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         "voice_message": cycle.voice_message,
         "created_at": cycle.created_at.isoformat(),
         "finished_at": cycle.finished_at.isoformat() if cycle.finished_at else None,
+        # When its SMS were found to have no delivery report at all (shared/dlr_silence.py), else null.
+        "dlr_silent_at": cycle.dlr_silent_at.isoformat() if cycle.dlr_silent_at else None,
         **planned,
         "cancelled": sum(count for key, count in items.items() if key.endswith(f":{ItemState.CANCELLED.value}")),
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.

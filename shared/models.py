@@ -196,6 +196,14 @@ class Cycle(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
     planned_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    #: When the delivery-report watch decided about this cycle's SMS (shared/dlr_silence.py); NULL until then.
+    dlr_checked_at: Mapped[datetime | None]
+    #: When its SMS were found to have no delivery report at all `DLR_SILENCE_SECONDS` after AT took them.
+    dlr_silent_at: Mapped[datetime | None]
+    #: The highest `dlr_events.id` when the silence was found: a report above it means reports flow again.
+    dlr_event_mark: Mapped[int | None] = mapped_column(BigId)
+    #: The operator's override: plan this cycle as if delivery reports were flowing.
+    ignore_dlr_silence: Mapped[bool] = mapped_column(default=False, server_default=sql_text("false"))
 
 
 class ItemState(enum.StrEnum):
@@ -530,6 +538,21 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     cycle_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("cycles.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"), index=True
+    )
+
+
+class Alert(Base):
+    """Something the operator must hear about (shared/alerts.py): a paused cycle, a delivery-report silence, a
+    parked callback, AT refusing the credentials."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(
         default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"), index=True
     )

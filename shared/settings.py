@@ -162,6 +162,13 @@ class Settings(BaseSettings):
     #: is idempotent and cheap when there is nothing to do; a shorter period only settles interrupted work
     #: sooner (the tests use 2 s).
     housekeeping_seconds: float = Field(default=15.0, ge=1, le=300)
+    #: A cycle whose SMS got no delivery report at all this long after AT accepted them is "silent": the DLR
+    #: URL is unset or its token wrong. It raises an alert, and the next cycle holds its contacts back instead
+    #: of calling them all (shared/dlr_silence.py). AT usually reports within minutes; 30 minutes is safe.
+    dlr_silence_seconds: int = Field(default=1800, ge=1, le=7 * 86_400)
+    #: Where alerts are also POSTed as JSON (shared/alerts.py); empty: log, metric and dashboard only. May carry
+    #: a secret in its query string, so it is never logged whole.
+    alert_webhook_url: SecretStr = SecretStr("")
     #: For estimates only (dry runs, a cycle's `estimated_cost`): what one SMS part costs, in `cost_currency`:
     #: one price, or a table by the number's country (`KE=0.80,NG=2.50,default=1.00`, or as JSON).
     sms_cost_estimate: Annotated[dict[str, Decimal], NoDecode] = Field(default={"default": Decimal("0.80")})
@@ -226,6 +233,14 @@ class Settings(BaseSettings):
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr) -> SecretStr:
+        # The message names no part of the URL: it may carry a secret.
+        if value.get_secret_value() and not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
 
     @field_validator("at_voice_number")
     @classmethod

@@ -15,6 +15,7 @@ from simulator.faults import faults_bp
 from simulator.scenario import Scenario
 from simulator.sms import sms_bp
 from simulator.state import SimState
+from simulator.user import user_bp
 from simulator.voice import voice_bp
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def create_simulator_app(
         callback_base_url=callback_base_url,
         webhook_token=webhook_token,
     )
-    for blueprint in (faults_bp, sms_bp, voice_bp, control_bp):
+    for blueprint in (faults_bp, sms_bp, user_bp, voice_bp, control_bp):
         app.register_blueprint(blueprint)
     return app
 

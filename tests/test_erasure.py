@@ -110,7 +110,7 @@ def history(client: Any, session: Session, drain: Any) -> dict[str, Any]:
     post(client, "/ussd", wire.ussd("ATUid_erase_1", PHONE, "1"))
     drain()
     report = client.get(f"/api/cycles/{cycle_id}", headers=HEADERS).get_json()
-    assert report["sms_detail"]["delivered"] == 2 and report["cost"] == {"KES": "4.6000"}
+    assert report["sms_detail"]["delivered"] == 2 and report["cost_by_currency"] == {"KES": "4.6000"}
     return {"cycle_id": cycle_id, "at_ids": at_ids, "session_id": session_id, "report": report}
 
 
@@ -198,7 +198,7 @@ def test_an_opted_out_contact_stays_opted_out_when_added_again(client, session) 
     cycle_id = shared_cycles.start_cycle(session, "Hello")
     plan = cycles.plan_cycle(session, cycle_id)
     session.commit()
-    assert plan == {"sms": 0, "voice": 0, "skipped": {"opted_out": 1, "invalid": 0}}
+    assert (plan["sms"], plan["voice"], plan["skipped"]) == (0, 0, {"opted_out": 1, "invalid": 0})
 
 
 def test_a_number_added_again_without_an_opt_out_is_a_contact_like_any_other(client, history, drain) -> None:

@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import cycles
+from shared import alerts, cycles
 from shared.contacts import counts_by_status
 from shared.models import Cycle
 from web.dashboard_auth import no_store, signed_in
@@ -23,6 +23,7 @@ from web.services import services
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates")
 
 TOP_REASONS = 8
+RECENT_ALERTS = 10
 
 
 def init_app(app: Flask) -> None:
@@ -56,6 +57,7 @@ def overview(session: Session, how_many: int) -> dict[str, Any]:
         "failures": failures.most_common(TOP_REASONS),
         "hangups": hangups.most_common(TOP_REASONS),
         "chart": funnel_chart(list(reversed(reports))),
+        "alerts": alerts.recent(session, RECENT_ALERTS),
     }
 
 

@@ -9,6 +9,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from shared import dlr_silence
 from shared.store import STORE_ERRORS
 from web.services import services
 
@@ -30,7 +31,20 @@ def readyz() -> ResponseReturnValue:
     body = {"status": "ready" if ready else "not ready", **{k: "ok" if v else "down" for k, v in checks.items()}}
     if ready:
         body["inbox_depth"] = services().inbox.depth()
+        body["warnings"] = _warnings()
     return body, 200 if ready else 503
+
+
+def _warnings() -> list[str]:
+    """What an operator must fix that is no reason to take this receiver out of the load balancer: a
+    delivery-report silence means AT cannot reach /dlr, and a receiver taken out would hear even less."""
+    try:
+        with services().sessions() as session:
+            silent = dlr_silence.silent_cycles(session)
+    except SQLAlchemyError as exc:
+        log.warning("readiness: warnings not read: %s", exc.__class__.__name__)
+        return []
+    return [f"dlr_silence: {dlr_silence.describe(silent)}"] if silent else []
 
 
 def _database_ok() -> bool:

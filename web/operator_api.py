@@ -41,7 +41,7 @@ IMPORT_ID = "<int(min=1, max=9223372036854775807):import_id>"
 CSV_TYPES = {"text/csv", "application/csv"}
 #: What `POST /api/cycles` and `POST /api/schedules` take: anything else is a 400, so a misspelt field
 #: (`dryrun`) or one not built yet (`tags`, design §4.1) never starts a real cycle to everyone.
-CYCLE_FIELDS = frozenset({"message", "voice_message", "dry_run"})
+CYCLE_FIELDS = frozenset({"message", "voice_message", "dry_run", "ignore_dlr_silence"})
 SCHEDULE_FIELDS = frozenset({"name", "cron", "message", "timezone", "voice_message"})
 
 
@@ -220,14 +220,17 @@ def start_cycle() -> ResponseReturnValue:
     doc = read_json_object(request)
     field.only_fields(doc, CYCLE_FIELDS)
     message, voice_message = field.message(doc, "message"), field.message(doc, "voice_message", required=False)
-    dry_run = field.flag(doc, "dry_run")
+    dry_run, ignore_silence = field.flag(doc, "dry_run"), field.flag(doc, "ignore_dlr_silence")
     key = _idempotency_key()
     with services().sessions() as session, session.begin():
         if dry_run:
-            return cycles.preview(session, services().settings, message), 200
+            return cycles.preview(session, services().settings, message, ignore_dlr_silence=ignore_silence), 200
         try:
             started = idempotency.start_once(
-                session, key, idempotency.request_hash(doc), lambda: cycles.start_cycle(session, message, voice_message)
+                session,
+                key,
+                idempotency.request_hash(doc),
+                lambda: cycles.start_cycle(session, message, voice_message, ignore_dlr_silence=ignore_silence),
             )
         except idempotency.KeyReused as exc:
             raise ApiError(409, str(exc)) from None

@@ -21,7 +21,7 @@ import time
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
-from shared import metrics
+from shared import alerts, metrics
 from shared.callbacks import KINDS
 from shared.db import session_scope
 from shared.inbox import Batch, InboxItem
@@ -29,6 +29,9 @@ from shared.store import STORE_ERRORS, CallbackInbox
 from worker import ingest
 
 log = logging.getLogger(__name__)
+
+#: One parked-callback alert per this many seconds: a burst of poison callbacks is one message, not thousands.
+PARKED_ALERT_QUIET_SECONDS = 300
 
 #: Errors that are about one callback's own data, and so may park it once it is alone and fails twice: the
 #: database refusing its values, and Python's own data errors (BadCallback is a ValueError). Not here, so
@@ -108,6 +111,12 @@ def park(box: CallbackInbox, batch: Batch, item: InboxItem, reason: str) -> None
     kind = item.kind if item.kind in KINDS else metrics.OTHER
     metrics.add(metrics.worker_client(), [("reach_callbacks_parked", {"kind": kind}, 1)])
     log.warning("parked callback %s (%s, received %s): %s", item.id, item.kind, item.received_at.isoformat(), reason)
+    alerts.raise_alert(
+        alerts.CALLBACK_PARKED,
+        f"a {kind} callback was parked: {reason} (reach inbox dead lists them all)",
+        quiet_seconds=PARKED_ALERT_QUIET_SECONDS,
+        inbox_id=item.id,
+    )
 
 
 def reason_of(exc: BaseException) -> str:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from shared import broker, idempotency, schedules
+from shared import alert_webhook, alerts, broker, dlr_silence, idempotency, schedules
 from shared import cycles as shared_cycles
 from shared.at_client import AtTransient
 from shared.db import session_scope
@@ -256,6 +256,7 @@ def cycle_housekeeping() -> None:
         counts = cycles.reconcile_interrupted(session, box, grace)
         cycles.record_overdue_calls(session, settings)  # before finish_if_done: frees what they held
         stuck = cycles.stuck_planning(session)
+        dlr_silence.watch(session, settings.dlr_silence_seconds, cycles.now())
         due = cycles.cycles_to_nudge(session)
         finished = [cid for cid in cycles.open_cycles(session) if cycles.finish_if_done(session, cid)]
     if any(counts.values()):
@@ -272,3 +273,19 @@ def cycle_housekeeping() -> None:
         )
     for cycle_id in finished:
         log.info("cycle %s is done", cycle_id)
+
+
+@reach_task(
+    alerts.NOTIFY_TASK,
+    time_limit=30,
+    soft_time_limit=25,
+    autoretry_for=(alert_webhook.WebhookFailed,),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def notify_alert(payload: dict) -> None:
+    """POST one alert to ALERT_WEBHOOK_URL, retried with backoff (capped) while it is not taken."""
+    url = get_settings().alert_webhook_url.get_secret_value()
+    if url:
+        alert_webhook.post(url, payload)

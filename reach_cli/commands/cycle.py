@@ -51,15 +51,27 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
         fail(str(exc), EXIT_UNREACHABLE, also=[then])
 
 
-@cycle.command("run", options_metavar="--message TEXT [--voice-message TEXT] [--dry-run] [--json]")
+@cycle.command(
+    "run", options_metavar="--message TEXT [--voice-message TEXT] [--dry-run] [--ignore-dlr-silence] [--json]"
+)
 @click.option("--message", required=True, help="The SMS text (also spoken on calls unless --voice-message).")
 @click.option("--voice-message", default=None, help="What calls say instead of the SMS text.")
 @click.option("--dry-run", is_flag=True, help="Only show who would get what and the cost; send nothing.")
+@click.option(
+    "--ignore-dlr-silence",
+    is_flag=True,
+    help="Route contacts as usual even when an earlier cycle got no delivery report (see reach doctor).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--idempotency-key", default=None, metavar="KEY",
               help="Run again with this key: the first cycle is shown, none started (default: a new key).")  # fmt: skip
 def cycle_run(
-    message: str, voice_message: str | None, dry_run: bool, as_json: bool, idempotency_key: str | None
+    message: str,
+    voice_message: str | None,
+    dry_run: bool,
+    ignore_dlr_silence: bool,
+    as_json: bool,
+    idempotency_key: str | None,
 ) -> None:
     """Start a cycle now (or with --dry-run, show what it would do)."""
     from reach_cli import starting
@@ -70,14 +82,14 @@ def cycle_run(
     message, voice_message = _messages(message, voice_message)
     if dry_run:
         with session_or_exit() as session:
-            preview = cycles.preview(session, settings, message)
+            preview = cycles.preview(session, settings, message, ignore_dlr_silence=ignore_dlr_silence)
         if as_json:
             echo_json({"dry_run": True, **preview})
         else:
             for line in preview_lines(preview):
                 echo(line)
         return
-    started = starting.start_once(_key_or_exit(idempotency_key), message, voice_message)
+    started = starting.start_once(_key_or_exit(idempotency_key), message, voice_message, ignore_dlr_silence)
     cycle_id = started.cycle_id
     if started.replayed:
         echo_json({"id": cycle_id, "state": "planning"}) if as_json else echo(

@@ -9,7 +9,7 @@ from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import cycles, live_calls, metrics, placeholders, voice_script
+from shared import alerts, cycles, live_calls, metrics, placeholders, voice_script
 from shared.at_client import AtError, AtRejected, CallEntry, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
@@ -232,6 +232,7 @@ def unanswered_call(cycle: Cycle, claimed: Claimed, exc: AtError, settings: Sett
             retry_later(session, [claimed], Call, str(exc), settings.send_attempts)
             return "retry"
         cycles.pause(session, cycle.id, f"AT refused the call request: {exc}")
+        alerts.on_at_refusal(session, exc)
         give_back(session, [claimed], Call, str(exc))
     return "paused"
 

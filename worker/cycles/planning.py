@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import String, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 
-from shared import cycle_money, cycles
+from shared import cycle_money, cycles, dlr_silence
 from shared.db import insert_for
 from shared.models import (
     Contact,
@@ -33,6 +33,8 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
     cycle = session.get(Cycle, cycle_id, with_for_update=True)
     if cycle is None or not _to_plan(cycle):
         return None
+    held = dlr_silence.hold_back_now(session, ignore=cycle.ignore_dlr_silence)
+    audience = cycles.reachable() if held is None else cycles.reachable() & ~held
     columns = ["cycle_id", "contact_id", "channel", "state", "attempts", "next_attempt_at", "updated_at"]
     rows = select(
         literal(cycle_id),
@@ -42,7 +44,7 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
         literal(0),
         func.now(),
         func.now(),
-    ).where(cycles.reachable())
+    ).where(audience)
     session.execute(
         insert_for(session, CycleItem)
         .from_select(columns, rows)
@@ -62,10 +64,11 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
             .group_by(type_coerce(Contact.status, String))
         ).all()
     )
+    skipped.update(dlr_silence.count_held(session, cycles.reachable(), held))
     cycle.plan = {
         "sms": counts.get("sms", 0),
         "voice": counts.get("voice", 0),
-        "skipped": {s.value: skipped.get(s.value, 0) for s in cycles.SKIPPED_STATUSES},
+        "skipped": {reason: skipped.get(reason, 0) for reason in cycles.skip_reasons(skipped)},
         # For the cycle's estimated cost (shared.cycle_money); counted once here, not at every read.
         "sms_by_prefix": cycle_money.audience_sms_by_prefix(session),
     }

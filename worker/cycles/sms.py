@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from shared import cycles, placeholders, ratelimit
+from shared import alerts, cycles, placeholders, ratelimit
 from shared.at_client import AtError, AtRejected, SmsSendResult, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
@@ -191,6 +191,7 @@ def unanswered_batch(cycle: Cycle, batch: list[Claimed], exc: AtError, settings:
             retry_later(session, batch, Message, str(exc), settings.send_attempts)
             return "retry"
         cycles.pause(session, cycle.id, f"AT refused the request: {exc}")
+        alerts.on_at_refusal(session, exc)
         give_back(session, batch, Message, str(exc))
     return "paused"
 

@@ -1,0 +1,85 @@
+"""`reach doctor` (issue 13) through click's runner, against the real Postgres, Redis and the AT simulator."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+import requests
+from click.testing import CliRunner, Result
+
+from reach_cli.main import cli
+from shared.models import Cycle, CycleState
+from shared.settings import get_settings
+from tests.conftest import AT_API_KEY, WEBHOOK_TOKEN
+
+
+def doctor(*args: str) -> tuple[Result, dict[str, dict[str, str]]]:
+    result = CliRunner().invoke(cli, ["doctor", *args])
+    checks = {}
+    if "--json" in args and result.output.startswith("{"):
+        checks = {c["name"]: c for c in json.loads(result.output)["checks"]}
+    return result, checks
+
+
+def test_simulator_answers_the_balance_and_refuses_a_wrong_key(simulator) -> None:
+    url = f"{simulator.url}/version1/user"
+    right = requests.get(url, params={"username": "sandbox"}, headers={"apiKey": AT_API_KEY}, timeout=5)
+    assert (right.status_code, right.json()) == (200, {"UserData": {"balance": "KES 1234.50"}})
+    assert right.headers["Content-Type"] == "application/json"
+    wrong = requests.get(url, params={"username": "sandbox"}, headers={"apiKey": "nope"}, timeout=5)
+    assert wrong.status_code == 401
+
+
+def test_doctor_all_well_with_a_worker(live, session) -> None:
+    """Everything up: each check on its own line, exit 0; the webhook token is masked."""
+    result, checks = doctor("--json")
+    assert result.exit_code == 0, result.output
+    assert {name: c["level"] for name, c in checks.items()} == {
+        "settings": "OK",
+        "database": "OK",
+        "broker": "OK",
+        "worker": "OK",
+        "at_credentials": "OK",
+        "balance": "OK",
+        "callback_urls": "OK",
+        "dlr_silence": "OK",
+        "parked_callbacks": "OK",
+    }
+    assert checks["balance"]["detail"] == "KES 1234.50"
+    assert "/dlr?token=" in checks["callback_urls"]["detail"]
+    assert WEBHOOK_TOKEN not in result.output
+
+    text = CliRunner().invoke(cli, ["doctor"])
+    assert text.exit_code == 0
+    assert [line.split()[0] for line in text.output.splitlines()] == ["OK"] * len(checks)
+
+
+def test_doctor_fails_on_refused_credentials_and_warns_of_silence(
+    simulator, session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong AT key is a FAIL (exit 1) naming the credentials, never printing the key; a silent cycle a WARN."""
+    session.add(
+        Cycle(
+            message="hello",
+            state=CycleState.DONE,
+            dlr_checked_at=datetime.now(UTC),
+            dlr_silent_at=datetime.now(UTC),
+            dlr_event_mark=0,
+        )
+    )
+    session.commit()
+    monkeypatch.setenv("AT_API_KEY", "wrong-key-0d9e8f")
+    get_settings.cache_clear()
+    try:
+        result, checks = doctor("--json")
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert checks["at_credentials"]["level"] == "FAIL"
+    assert "credentials" in checks["at_credentials"]["detail"]
+    assert "wrong-key-0d9e8f" not in result.output
+    assert checks["dlr_silence"]["level"] == "WARN"
+    assert "delivery report" in checks["dlr_silence"]["detail"]
