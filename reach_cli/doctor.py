@@ -10,8 +10,9 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from shared.settings import Settings, SettingsError, get_settings
+from shared.settings import VAR_DIR, Settings, SettingsError, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +116,17 @@ def check_at(settings: Settings) -> Iterator[Check]:
     yield Check("balance", OK, balance)
 
 
-def check_callbacks(settings: Settings) -> Iterator[Check]:
-    token = settings.webhook_token.get_secret_value()
+def check_callbacks(settings: Settings, var_dir: Path = VAR_DIR) -> Iterator[Check]:
+    token, source = settings.webhook_token.get_secret_value(), ""
+    generated = var_dir / "webhook-token.secret"
+    if not token and generated.is_file():
+        # `reach up` generates it there and hands it to its children only (reach_cli/up.py).
+        token, source = generated.read_text().strip(), " (the token reach up generated: var/webhook-token.secret)"
     masked = f"{token[:2]}...{token[-2:]}" if len(token) >= 8 else "..."
     query = f"?token={masked}" if token else ""
     hint = f"set AT's delivery report URL to https://your.host/dlr{query} (and /voice, /receiveSMS alike)"
     if token:
-        yield Check("callback_urls", OK, hint)
+        yield Check("callback_urls", OK, hint + source)
     else:
         yield Check("callback_urls", WARN, f"WEBHOOK_TOKEN unset: anyone can post callbacks; {hint}")
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 from click.testing import CliRunner, Result
+from pydantic import SecretStr
 
 from reach_cli.main import cli
 from shared.models import Cycle, CycleState
@@ -83,3 +84,18 @@ def test_doctor_fails_on_refused_credentials_and_warns_of_silence(
     assert "wrong-key-0d9e8f" not in result.output
     assert checks["dlr_silence"]["level"] == "WARN"
     assert "delivery report" in checks["dlr_silence"]["detail"]
+
+
+def test_under_reach_up_the_generated_webhook_token_counts(tmp_path) -> None:
+    """`reach up` keeps the token it generates in var/ and gives it to its children only: `reach doctor`, run
+    by hand beside it, must not report the callbacks as open to anyone."""
+    from reach_cli.doctor import OK, WARN, check_callbacks
+
+    settings = get_settings().model_copy(update={"webhook_token": SecretStr("")})
+    [open_check] = check_callbacks(settings, var_dir=tmp_path)
+    assert (open_check.level, "WEBHOOK_TOKEN unset" in open_check.detail) == (WARN, True)
+
+    (tmp_path / "webhook-token.secret").write_text("generated-webhook-token-0123456789\n")
+    [check] = check_callbacks(settings, var_dir=tmp_path)
+    assert check.level == OK and "var/webhook-token.secret" in check.detail
+    assert "generated-webhook-token-0123456789" not in check.detail
