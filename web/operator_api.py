@@ -40,9 +40,9 @@ CYCLE_ID = "<int(min=1, max=9223372036854775807):cycle_id>"
 IMPORT_ID = "<int(min=1, max=9223372036854775807):import_id>"
 CSV_TYPES = {"text/csv", "application/csv"}
 #: What `POST /api/cycles` and `POST /api/schedules` take: anything else is a 400, so a misspelt field
-#: (`dryrun`) or one not built yet (`tags`, design §4.1) never starts a real cycle to everyone.
-CYCLE_FIELDS = frozenset({"message", "voice_message", "dry_run", "ignore_dlr_silence"})
-SCHEDULE_FIELDS = frozenset({"name", "cron", "message", "timezone", "voice_message"})
+#: (`dryrun`, `tag`) never starts a real cycle to everyone.
+CYCLE_FIELDS = frozenset({"message", "voice_message", "dry_run", "ignore_dlr_silence", "tags"})
+SCHEDULE_FIELDS = frozenset({"name", "cron", "message", "timezone", "voice_message", "tags"})
 
 
 @bp.before_request
@@ -221,16 +221,20 @@ def start_cycle() -> ResponseReturnValue:
     field.only_fields(doc, CYCLE_FIELDS)
     message, voice_message = field.message(doc, "message"), field.message(doc, "voice_message", required=False)
     dry_run, ignore_silence = field.flag(doc, "dry_run"), field.flag(doc, "ignore_dlr_silence")
+    tags = field.tags(doc)
     key = _idempotency_key()
     with services().sessions() as session, session.begin():
         if dry_run:
-            return cycles.preview(session, services().settings, message, ignore_dlr_silence=ignore_silence), 200
+            settings = services().settings
+            return cycles.preview(session, settings, message, ignore_dlr_silence=ignore_silence, tags=tags), 200
         try:
             started = idempotency.start_once(
                 session,
                 key,
                 idempotency.request_hash(doc),
-                lambda: cycles.start_cycle(session, message, voice_message, ignore_dlr_silence=ignore_silence),
+                lambda: cycles.start_cycle(
+                    session, message, voice_message, ignore_dlr_silence=ignore_silence, tags=tags
+                ),
             )
         except idempotency.KeyReused as exc:
             raise ApiError(409, str(exc)) from None
@@ -316,7 +320,7 @@ def list_schedules() -> ResponseReturnValue:
 
 @bp.post("/schedules")
 def add_schedule() -> ResponseReturnValue:
-    """Add a schedule: `{"name", "cron", "message", "timezone"?, "voice_message"?}`; one that never fires or
+    """Add a schedule: `{"name", "cron", "message", "timezone"?, "voice_message"?, "tags"?}`; one that never fires or
     fires more often than SCHEDULE_MIN_INTERVAL_SECONDS is a 400."""
     doc = read_json_object(request)
     field.only_fields(doc, SCHEDULE_FIELDS)
@@ -328,6 +332,7 @@ def add_schedule() -> ResponseReturnValue:
             field.message(doc, "message") or "",
             timezone=field.text(doc, "timezone", required=False) or "UTC",
             voice_message=field.message(doc, "voice_message", required=False),
+            tags=field.tags(doc),
             min_interval_seconds=services().settings.schedule_min_interval_seconds,
         )
         return schedules.schedule_json(session, schedule), 201
