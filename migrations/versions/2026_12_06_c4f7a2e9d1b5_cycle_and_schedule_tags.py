@@ -24,13 +24,12 @@ TABLES = ("cycles", "schedules")
 
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
+    # Not in batch mode: rebuilding `cycles` on SQLite would drop the trigger that deletes a cycle's items.
     for table in TABLES:
         tags = postgresql.ARRAY(sa.Text()) if postgres else sa.JSON()
-        with op.batch_alter_table(table) as batch:
-            batch.add_column(sa.Column("tags", tags, nullable=True))
+        op.add_column(table, sa.Column("tags", tags, nullable=True))
 
 
 def downgrade() -> None:
     for table in TABLES:
-        with op.batch_alter_table(table) as batch:
-            batch.drop_column("tags")
+        op.drop_column(table, "tags")
