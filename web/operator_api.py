@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
 from sqlalchemy import select
 
-from shared import cycle_control, cycles, heartbeat, idempotency, placeholders, schedules
+from shared import cycle_control, cycle_export, cycles, heartbeat, idempotency, placeholders, schedules
 from shared.contacts import contact_history, contact_json, get_or_create
 from shared.cycles import CycleConflict, CycleError, CycleNotFound
 from shared.imports import BadImport, import_contacts, rows_from_csv, rows_from_json
@@ -280,6 +280,29 @@ def show_cycle(cycle_id: int) -> ResponseReturnValue:
     if found is None:
         raise ApiError(404, f"no cycle {cycle_id}")
     return found
+
+
+@bp.get(f"/cycles/{CYCLE_ID}/results.csv")
+def cycle_results(cycle_id: int) -> ResponseReturnValue:
+    """Every contact's outcome in the cycle, as CSV, streamed a page at a time."""
+    return _cycle_csv(cycle_id, "results", unreached=False)
+
+
+@bp.get(f"/cycles/{CYCLE_ID}/unreached.csv")
+def cycle_unreached(cycle_id: int) -> ResponseReturnValue:
+    """The follow-up list: the cycle's contacts reached neither by a delivered SMS nor by an answered call."""
+    return _cycle_csv(cycle_id, "unreached", unreached=True)
+
+
+def _cycle_csv(cycle_id: int, what: str, *, unreached: bool) -> ResponseReturnValue:
+    with services().sessions() as session:
+        if not cycle_export.cycle_exists(session, cycle_id):
+            raise ApiError(404, f"no cycle {cycle_id}")
+    return Response(
+        cycle_export.results_csv(services().sessions, cycle_id, unreached=unreached),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="cycle-{cycle_id}-{what}.csv"'},
+    )
 
 
 @bp.post(f"/cycles/{CYCLE_ID}/cancel")

@@ -153,6 +153,29 @@ def cycle_show(cycle_id: int, as_json: bool) -> None:
             echo(line)
 
 
+@cycle.command("export")
+@click.argument("cycle_id", type=click.IntRange(min=1))
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE",
+              help="Write the CSV here (default: standard output).")  # fmt: skip
+@click.option("--unreached", is_flag=True, help="Only the contacts reached neither by SMS nor by an answered call.")
+def cycle_export_cmd(cycle_id: int, out: str | None, unreached: bool) -> None:
+    """Every contact's outcome in cycle ID as CSV (or, with --unreached, the follow-up list)."""
+    from shared import cycle_export
+    from shared.db import session_scope
+
+    with session_or_exit() as session:
+        if not cycle_export.cycle_exists(session, cycle_id):
+            fail(f"no cycle {cycle_id}", EXIT_NOT_FOUND)
+    chunks = cycle_export.results_csv(session_scope, cycle_id, unreached=unreached)
+    if out is None:
+        for chunk in chunks:
+            click.echo(chunk, nl=False)
+        return
+    with open(out, "w", encoding="utf-8", newline="") as handle:
+        handle.writelines(chunks)
+    echo(f"cycle {cycle_id}: {'unreached contacts' if unreached else 'results'} written to {out}")
+
+
 @cycle.command("watch")
 @click.argument("cycle_id", metavar="ID", type=int)
 @click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(0.1, 3600), metavar="SECONDS",
