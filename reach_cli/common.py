@@ -90,3 +90,13 @@ class ReachGroup(click.Group):
             return super().invoke(ctx)
         except OperationalError as exc:
             fail(f"database unreachable: {exc.orig}", EXIT_UNREACHABLE)
+
+
+def tags_or_exit(given: Sequence[str]) -> list[str] | None:
+    """The tags of repeated `--tag` options (shared/tags.py rules), None when none was given; exit 2 if bad."""
+    from shared.tags import BadTags, normalise_tag
+
+    try:
+        return list(dict.fromkeys(normalise_tag(raw, "--tag") for raw in given)) or None
+    except BadTags as exc:
+        fail(str(exc), EXIT_USAGE)

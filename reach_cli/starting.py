@@ -9,7 +9,13 @@ from __future__ import annotations
 from shared.idempotency import Started
 
 
-def start_once(key: str, message: str, voice_message: str | None, ignore_dlr_silence: bool = False) -> Started:
+def start_once(
+    key: str,
+    message: str,
+    voice_message: str | None,
+    ignore_dlr_silence: bool = False,
+    tags: list[str] | None = None,
+) -> Started:
     """Record the cycle (or find the one `key` started); exit 2 when `key` started a different one, 3 when the
     database stays unreachable after one retry."""
     from sqlalchemy.exc import OperationalError
@@ -22,6 +28,7 @@ def start_once(key: str, message: str, voice_message: str | None, ignore_dlr_sil
         "message": message,
         **({"voice_message": voice_message} if voice_message else {}),
         **({"ignore_dlr_silence": True} if ignore_dlr_silence else {}),
+        **({"tags": tags} if tags else {}),
     }
     digest = idempotency.request_hash(request)
     for attempt in (1, 2):
@@ -31,7 +38,9 @@ def start_once(key: str, message: str, voice_message: str | None, ignore_dlr_sil
                     session,
                     key,
                     digest,
-                    lambda: cycles.start_cycle(session, message, voice_message, ignore_dlr_silence=ignore_dlr_silence),
+                    lambda: cycles.start_cycle(
+                        session, message, voice_message, ignore_dlr_silence=ignore_dlr_silence, tags=tags
+                    ),
                 )
         except idempotency.KeyReused as exc:
             fail(str(exc).replace(idempotency.HEADER, "--idempotency-key"), EXIT_USAGE)

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from shared import cost_estimate, segments
 from shared.models import Call, Contact, CycleItem, Message
@@ -25,8 +26,9 @@ def money_keys(settings: Settings, message: str, sms_by_prefix: dict[str, int], 
     return cost_estimate.summary(settings, sms_by_prefix, voice, segments.count(message))
 
 
-def audience_sms_by_prefix(session: Session) -> dict[str, int]:
-    """Reachable contacts routed to SMS, per phone prefix (`cost_estimate.prefix_expr`), in one statement.
+def audience_sms_by_prefix(session: Session, tagged: ColumnElement[bool]) -> dict[str, int]:
+    """Reachable contacts of the cycle's tags (`tagged`, `cycles.in_tags`) routed to SMS, per phone prefix
+    (`cost_estimate.prefix_expr`), in one statement.
 
     Planning records it in the cycle's plan, so a cycle's answer (and each dashboard row) never joins its
     items to the contacts again.
@@ -35,7 +37,7 @@ def audience_sms_by_prefix(session: Session) -> dict[str, int]:
 
     prefix = cost_estimate.prefix_expr(Contact.phone).label("prefix")
     rows = session.execute(
-        select(prefix, func.count()).where(reachable(), channel_expr() == Channel.SMS.value).group_by(prefix)
+        select(prefix, func.count()).where(reachable(), tagged, channel_expr() == Channel.SMS.value).group_by(prefix)
     ).all()
     return {str(p): int(n) for p, n in rows}
 

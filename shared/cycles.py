@@ -7,10 +7,11 @@ choice (USSD) comes first. Planning (worker.planning) and one-off sends both use
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, case, func, literal, literal_column, select, type_coerce, update
+from sqlalchemy import String, case, func, literal, literal_column, select, true, type_coerce, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -30,6 +31,7 @@ from shared.models import (
 )
 from shared.settings import Settings, get_settings
 from shared.status_policy import Action, Kind, rules_of
+from shared.tags import has_any_tag
 
 #: Contacts a cycle never messages, and why.
 SKIPPED_STATUSES = (ContactStatus.OPTED_OUT, ContactStatus.INVALID)
@@ -66,6 +68,12 @@ def channel_expr() -> ColumnElement[str]:
 
 def reachable() -> ColumnElement[bool]:
     return type_coerce(Contact.status, String).not_in([s.value for s in SKIPPED_STATUSES])
+
+
+def in_tags(session: Session, tags: Sequence[str] | None) -> ColumnElement[bool]:
+    """SQL: the contact is in the audience of a cycle with these tags (any of them); no tags is everyone, and
+    then the predicate is a plain TRUE that SQLAlchemy drops from the statement."""
+    return has_any_tag(session, tags) if tags else true()
 
 
 def channel_for(session: Session, contact_id: int) -> Channel:
@@ -108,6 +116,7 @@ def start_cycle(
     schedule_id: int | None = None,
     period_key: str | None = None,
     ignore_dlr_silence: bool = False,
+    tags: Sequence[str] | None = None,
 ) -> int | None:
     """Record a new cycle in `planning`; None when this schedule period already has one."""
     message = check_message(message)
@@ -120,6 +129,7 @@ def start_cycle(
         period_key=period_key,
         state=CycleState.PLANNING,
         ignore_dlr_silence=ignore_dlr_silence,
+        tags=list(tags or []),
     )
 
 
@@ -149,11 +159,17 @@ def _insert_cycle(session: Session, **values: Any) -> int | None:
 
 
 def preview(
-    session: Session, settings: Settings, message: str = "", *, ignore_dlr_silence: bool = False
+    session: Session,
+    settings: Settings,
+    message: str = "",
+    *,
+    ignore_dlr_silence: bool = False,
+    tags: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """What a cycle started now would do: counts per channel, skipped and why, SMS parts, estimated cost."""
     held = dlr_silence.hold_back_now(session, ignore=ignore_dlr_silence)
-    audience = reachable() if held is None else reachable() & ~held
+    tagged = in_tags(session, tags)
+    audience = reachable() & tagged if held is None else reachable() & tagged & ~held
     prefix = cost_estimate.prefix_expr(Contact.phone)
     routed = select(channel_expr().label("channel"), prefix.label("prefix")).where(audience).subquery()
     routes = session.execute(
@@ -162,11 +178,11 @@ def preview(
     skipped = dict(
         session.execute(
             select(type_coerce(Contact.status, String), func.count())
-            .where(~reachable())
+            .where(~reachable(), tagged)
             .group_by(type_coerce(Contact.status, String))
         ).all()
     )
-    skipped.update(dlr_silence.count_held(session, reachable(), held))
+    skipped.update(dlr_silence.count_held(session, reachable() & tagged, held))
     sms_by_prefix = {str(p): int(n) for channel, p, n in routes if channel == Channel.SMS.value}
     voice = sum(int(n) for channel, _, n in routes if channel == Channel.VOICE.value)
     return {
@@ -224,6 +240,8 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         "schedule_id": cycle.schedule_id,
         "message": cycle.message,
         "voice_message": cycle.voice_message,
+        # Its audience: contacts carrying any of these tags; null is every contact.
+        "tags": cycle.tags or None,
         "created_at": cycle.created_at.isoformat(),
         "finished_at": cycle.finished_at.isoformat() if cycle.finished_at else None,
         # When its SMS were found to have no delivery report at all (shared/dlr_silence.py), else null.

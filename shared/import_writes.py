@@ -20,13 +20,16 @@ if TYPE_CHECKING:
     from shared.imports import ContactRow
 
 #: New numbers get status `new`; known ones keep theirs and get the new name (a missing name keeps the old one).
+#: Tags travel as one `;`-joined string per row (a tag cannot hold `;`, shared.tags), NULL for none, because
+#: unnest() of a two-dimensional array would flatten it.
 #: `xmax = 0` is true for a row this statement inserted, false for one it updated.
 UPSERT_CONTACTS = text(
     """
-    INSERT INTO contacts (phone, name, status, created_at, updated_at)
-    SELECT phone, name, :status, now(), now()
-    FROM unnest(CAST(:phones AS text[]), CAST(:names AS text[])) AS t(phone, name)
-    ON CONFLICT (phone) DO UPDATE SET name = coalesce(excluded.name, contacts.name), updated_at = now()
+    INSERT INTO contacts (phone, name, tags, status, created_at, updated_at)
+    SELECT phone, name, string_to_array(tags, ';'), :status, now(), now()
+    FROM unnest(CAST(:phones AS text[]), CAST(:names AS text[]), CAST(:tags AS text[])) AS t(phone, name, tags)
+    ON CONFLICT (phone) DO UPDATE SET
+        name = coalesce(excluded.name, contacts.name), tags = coalesce(excluded.tags, contacts.tags), updated_at = now()
     RETURNING (xmax = 0)
     """
 )
@@ -42,7 +45,12 @@ def upsert_contacts(session: Session, rows: list[ContactRow]) -> int:
     if not rows:
         return 0
     if is_postgres(session):
-        params = {"status": ContactStatus.NEW.value, "phones": [r.phone for r in rows], "names": [r.name for r in rows]}
+        params = {
+            "status": ContactStatus.NEW.value,
+            "phones": [r.phone for r in rows],
+            "names": [r.name for r in rows],
+            "tags": [";".join(r.tags) if r.tags else None for r in rows],
+        }
         created = sum(session.scalars(UPSERT_CONTACTS, params))
         erasure.restore_consent(session, params["phones"])
         return created
@@ -51,9 +59,14 @@ def upsert_contacts(session: Session, rows: list[ContactRow]) -> int:
     stmt = insert_for(session, contacts)
     stmt = stmt.on_conflict_do_update(
         index_elements=["phone"],
-        set_={"name": func.coalesce(stmt.excluded.name, contacts.c.name), "updated_at": func.now()},
+        set_={
+            "name": func.coalesce(stmt.excluded.name, contacts.c.name),
+            "tags": func.coalesce(stmt.excluded.tags, contacts.c.tags),
+            "updated_at": func.now(),
+        },
     )
-    session.execute(stmt, [{"phone": r.phone, "name": r.name, "status": ContactStatus.NEW} for r in rows])
+    values = [{"phone": r.phone, "name": r.name, "tags": r.tags, "status": ContactStatus.NEW} for r in rows]
+    session.execute(stmt, values)
     erasure.restore_consent(session, [r.phone for r in rows])
     return len(rows) - (known or 0)
 

@@ -6,8 +6,9 @@ written IMPORT_CHUNK at a time (one statement each), and every refused row goes 
 REFUSED_SHOWN refused rows. Duplicates across batches are found in a temporary table, not in a set of every
 number of the file.
 
-A row is read into a `ContactRow` by `read_row`: a new column (tags, say) is a field there and a column in
-`shared.import_writes.upsert_contacts`.
+A row is read into a `ContactRow` by `read_row`: a new column is a field there and a column in
+`shared.import_writes.upsert_contacts`. Tags (JSON `"tags": [...]`, CSV `vip;nairobi`) follow the PATCH rules
+(`shared.tags`); a row with tags replaces the contact's tags, one without keeps them (as a name).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from shared.import_writes import SeenPhones, upsert_contacts
 from shared.phone import InvalidPhone, normalise_phone
+from shared.tags import BadTags, normalise_tags
 
 MAX_NAME = 200
 #: Rows checked and written per batch: one upsert statement, one look-up of earlier duplicates.
@@ -42,6 +44,7 @@ class ContactRow:
 
     phone: str  # E.164
     name: str | None
+    tags: list[str] | None = None  # None (or []) keeps the contact's tags
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,11 @@ def rows_from_csv(stream: TextIO) -> Iterator[Mapping[str, Any]]:
 
 def _csv_rows(reader: csv.DictReader[str]) -> Iterator[Mapping[str, Any]]:
     try:
-        yield from reader
+        for row in reader:
+            cell = row.get("tags")
+            if isinstance(cell, str):  # `vip; nairobi`: the list a JSON row would send
+                row["tags"] = [part for part in cell.split(";") if part.strip()]  # type: ignore[assignment]
+            yield row
     except csv.Error as exc:
         raise BadImport(f"not readable as CSV (line {reader.reader.line_num}): {exc}") from None
 
@@ -139,7 +146,18 @@ def read_row(row: Any, default_country: str) -> ContactRow:
     if name and not name.isascii() and not _encodes(name):  # a JSON "\ud800": no database can store it
         raise InvalidPhone("name must be Unicode text (it has a lone surrogate)")
     name = (name or "").strip()[:MAX_NAME] or None
-    return ContactRow(phone=normalise_phone(str(raw_phone), default_country), name=name)
+    return ContactRow(phone=normalise_phone(str(raw_phone), default_country), name=name, tags=_tags(row.get("tags")))
+
+
+def _tags(value: Any) -> list[str] | None:
+    """A row's tags (a CSV cell is split by `_csv_rows`); None when it has none; `InvalidPhone` (the row's
+    refusal) if they break the tag rules."""
+    if value is None:
+        return None
+    try:
+        return normalise_tags(value) or None
+    except BadTags as exc:
+        raise InvalidPhone(str(exc)) from None
 
 
 def _encodes(text: str) -> bool:

@@ -173,6 +173,8 @@ class Schedule(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     message: Mapped[str] = mapped_column(Text)
     voice_message: Mapped[str | None] = mapped_column(Text)
+    #: The audience of the cycles it starts: contacts carrying any of these tags; [] (NULL) is everyone.
+    tags: Mapped[list[str]] = mapped_column(TagList(), nullable=True)
     enabled: Mapped[bool] = mapped_column(default=True, server_default=sql_text("true"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
 
@@ -187,6 +189,8 @@ class Cycle(Base):
     schedule_id: Mapped[int | None] = mapped_column(ForeignKey("schedules.id", ondelete="SET NULL"))
     #: A scheduled cycle's (schedule, period) key: a second beat cannot start the same period twice.
     period_key: Mapped[str | None] = mapped_column(String(120), unique=True)
+    #: Its audience: contacts carrying any of these tags (design §4.1); [] (NULL) is every contact.
+    tags: Mapped[list[str]] = mapped_column(TagList(), nullable=True)
     #: Counts fixed at planning time: items per channel and contacts skipped, by why.
     plan: Mapped[dict[str, Any] | None]
     paused_reason: Mapped[str | None] = mapped_column(Text)

@@ -12,6 +12,7 @@ same unique key, so it is decided once whichever beat ticks, and the operator se
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -65,6 +66,7 @@ def add_schedule(
     *,
     timezone: str = "UTC",
     voice_message: str | None = None,
+    tags: Sequence[str] | None = None,
     min_interval_seconds: float | None = None,
 ) -> Schedule:
     """Store a schedule; `CycleError` names what is wrong with it (`ScheduleExists` when the name is taken).
@@ -80,6 +82,7 @@ def add_schedule(
         timezone=zone(timezone).key,
         message=check_message(message),
         voice_message=check_message(voice_message, "voice_message") if voice_message else None,
+        tags=list(tags or []),
         created_at=datetime.now(UTC),
     )
     session.add(schedule)
@@ -139,7 +142,14 @@ def start_due_period(session: Session, schedule: Schedule, now: datetime) -> int
         .limit(1)
     ).first()
     if running is None:
-        return start_cycle(session, schedule.message, schedule.voice_message, schedule_id=schedule.id, period_key=key)
+        return start_cycle(
+            session,
+            schedule.message,
+            schedule.voice_message,
+            schedule_id=schedule.id,
+            period_key=key,
+            tags=schedule.tags,
+        )
     reason = f"cycle {running.id} of this schedule is still {running.state.value}"
     if record_skipped(session, schedule.message, schedule.id, key, reason) is not None:
         log.warning("schedule %s (%s): period %s skipped: %s", schedule.id, schedule.name, due.isoformat(), reason)
@@ -182,6 +192,7 @@ def schedule_json(session: Session, schedule: Schedule, now: datetime | None = N
         "timezone": schedule.timezone,
         "message": schedule.message,
         "voice_message": schedule.voice_message,
+        "tags": schedule.tags or None,
         "enabled": schedule.enabled,
         "next_run": following.isoformat() if following else None,
         "last_skip": last_skip(session, schedule),

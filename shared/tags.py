@@ -47,6 +47,15 @@ def normalise_tags(value: Any, field: str = "tags") -> list[str]:
     return tags
 
 
+def audience_tags(value: Any, field: str = "tags") -> list[str]:
+    """The tags of a cycle's or a schedule's audience: as `normalise_tags`, and at least one (an empty list
+    would read as "nobody" to some and "everybody" to others; leaving the field out is everybody)."""
+    tags = normalise_tags(value, field)
+    if not tags:
+        raise BadTags(f"field {field} must list at least one tag (leave it out for every contact)")
+    return tags
+
+
 def normalise_tag(raw: Any, field: str = "tag") -> str:
     """One tag, checked and lower-cased; `BadTags` naming `field` otherwise."""
     if not isinstance(raw, str):

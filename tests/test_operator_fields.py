@@ -77,13 +77,20 @@ def test_dry_run_takes_only_a_json_boolean(client: Any, session: Any) -> None:
 
 @pytest.mark.parametrize(
     ("endpoint", "typo"),
-    [(CYCLE, "dryrun"), (CYCLE, "dry-run"), (CYCLE, "dryRun"), (CYCLE, "tags"), (SCHEDULE, "voiceMessage")],
+    [
+        (CYCLE, "dryrun"),
+        (CYCLE, "dry-run"),
+        (CYCLE, "dryRun"),
+        (CYCLE, "tag"),
+        (SCHEDULE, "tag"),
+        (SCHEDULE, "voiceMessage"),
+    ],
 )
 def test_an_unknown_field_where_a_typo_would_send_for_real_is_a_400(
     client: Any, session: Any, endpoint: tuple, typo: str
 ) -> None:
-    """`{"message": "hi", "dryrun": true}` started a real cycle to every contact; `tags` (design §4.1, not
-    built yet) would have messaged everyone, not the tagged few."""
+    """`{"message": "hi", "dryrun": true}` started a real cycle to every contact; `tag` for `tags` (design
+    §4.1) would message everyone, not the tagged few."""
     path, valid = endpoint
     body = {key: value for key, value in valid.items() if key != "dry_run"} | {typo: True}
     response = client.post(path, json=body, headers=AUTH)

@@ -13,6 +13,7 @@ from typing import Any
 
 from shared import cycles
 from shared.cycles import CycleError
+from shared.tags import BadTags, audience_tags
 from web.errors import ApiError
 
 _JSON_TYPES = {
@@ -68,6 +69,16 @@ def message(doc: dict[str, Any], key: str, required: bool = True) -> str | None:
     try:
         return cycles.check_message(_string(key, value), key)
     except CycleError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def tags(doc: dict[str, Any], key: str = "tags") -> list[str] | None:
+    """A cycle's or schedule's audience tags (`shared.tags.audience_tags`); absent is None: every contact."""
+    if key not in doc:
+        return None
+    try:
+        return audience_tags(doc[key], key)
+    except BadTags as exc:
         raise ApiError(400, str(exc)) from None
 
 

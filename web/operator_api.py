@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
 from sqlalchemy import select
 
-from shared import cycle_control, cycles, heartbeat, idempotency, placeholders, schedules
+from shared import cycle_control, cycle_export, cycles, heartbeat, idempotency, placeholders, schedules
 from shared.contacts import contact_history, contact_json, get_or_create
 from shared.cycles import CycleConflict, CycleError, CycleNotFound
 from shared.imports import BadImport, import_contacts, rows_from_csv, rows_from_json
@@ -40,9 +40,9 @@ CYCLE_ID = "<int(min=1, max=9223372036854775807):cycle_id>"
 IMPORT_ID = "<int(min=1, max=9223372036854775807):import_id>"
 CSV_TYPES = {"text/csv", "application/csv"}
 #: What `POST /api/cycles` and `POST /api/schedules` take: anything else is a 400, so a misspelt field
-#: (`dryrun`) or one not built yet (`tags`, design §4.1) never starts a real cycle to everyone.
-CYCLE_FIELDS = frozenset({"message", "voice_message", "dry_run", "ignore_dlr_silence"})
-SCHEDULE_FIELDS = frozenset({"name", "cron", "message", "timezone", "voice_message"})
+#: (`dryrun`, `tag`) never starts a real cycle to everyone.
+CYCLE_FIELDS = frozenset({"message", "voice_message", "dry_run", "ignore_dlr_silence", "tags"})
+SCHEDULE_FIELDS = frozenset({"name", "cron", "message", "timezone", "voice_message", "tags"})
 
 
 @bp.before_request
@@ -221,16 +221,20 @@ def start_cycle() -> ResponseReturnValue:
     field.only_fields(doc, CYCLE_FIELDS)
     message, voice_message = field.message(doc, "message"), field.message(doc, "voice_message", required=False)
     dry_run, ignore_silence = field.flag(doc, "dry_run"), field.flag(doc, "ignore_dlr_silence")
+    tags = field.tags(doc)
     key = _idempotency_key()
     with services().sessions() as session, session.begin():
         if dry_run:
-            return cycles.preview(session, services().settings, message, ignore_dlr_silence=ignore_silence), 200
+            settings = services().settings
+            return cycles.preview(session, settings, message, ignore_dlr_silence=ignore_silence, tags=tags), 200
         try:
             started = idempotency.start_once(
                 session,
                 key,
                 idempotency.request_hash(doc),
-                lambda: cycles.start_cycle(session, message, voice_message, ignore_dlr_silence=ignore_silence),
+                lambda: cycles.start_cycle(
+                    session, message, voice_message, ignore_dlr_silence=ignore_silence, tags=tags
+                ),
             )
         except idempotency.KeyReused as exc:
             raise ApiError(409, str(exc)) from None
@@ -278,6 +282,29 @@ def show_cycle(cycle_id: int) -> ResponseReturnValue:
     return found
 
 
+@bp.get(f"/cycles/{CYCLE_ID}/results.csv")
+def cycle_results(cycle_id: int) -> ResponseReturnValue:
+    """Every contact's outcome in the cycle, as CSV, streamed a page at a time."""
+    return _cycle_csv(cycle_id, "results", unreached=False)
+
+
+@bp.get(f"/cycles/{CYCLE_ID}/unreached.csv")
+def cycle_unreached(cycle_id: int) -> ResponseReturnValue:
+    """The follow-up list: the cycle's contacts reached neither by a delivered SMS nor by an answered call."""
+    return _cycle_csv(cycle_id, "unreached", unreached=True)
+
+
+def _cycle_csv(cycle_id: int, what: str, *, unreached: bool) -> ResponseReturnValue:
+    with services().sessions() as session:
+        if not cycle_export.cycle_exists(session, cycle_id):
+            raise ApiError(404, f"no cycle {cycle_id}")
+    return Response(
+        cycle_export.results_csv(services().sessions, cycle_id, unreached=unreached),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="cycle-{cycle_id}-{what}.csv"'},
+    )
+
+
 @bp.post(f"/cycles/{CYCLE_ID}/cancel")
 def cancel_cycle(cycle_id: int) -> ResponseReturnValue:
     """Stop a cycle: nothing more is sent or called for it; 200 with the cycle."""
@@ -316,7 +343,7 @@ def list_schedules() -> ResponseReturnValue:
 
 @bp.post("/schedules")
 def add_schedule() -> ResponseReturnValue:
-    """Add a schedule: `{"name", "cron", "message", "timezone"?, "voice_message"?}`; one that never fires or
+    """Add a schedule: `{"name", "cron", "message", "timezone"?, "voice_message"?, "tags"?}`; one that never fires or
     fires more often than SCHEDULE_MIN_INTERVAL_SECONDS is a 400."""
     doc = read_json_object(request)
     field.only_fields(doc, SCHEDULE_FIELDS)
@@ -328,6 +355,7 @@ def add_schedule() -> ResponseReturnValue:
             field.message(doc, "message") or "",
             timezone=field.text(doc, "timezone", required=False) or "UTC",
             voice_message=field.message(doc, "voice_message", required=False),
+            tags=field.tags(doc),
             min_interval_seconds=services().settings.schedule_min_interval_seconds,
         )
         return schedules.schedule_json(session, schedule), 201

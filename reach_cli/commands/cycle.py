@@ -19,6 +19,7 @@ from reach_cli.common import (
     fail,
     session_or_exit,
     settings_or_exit,
+    tags_or_exit,
 )
 from shared.settings import Settings
 
@@ -52,10 +53,13 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
 
 
 @cycle.command(
-    "run", options_metavar="--message TEXT [--voice-message TEXT] [--dry-run] [--ignore-dlr-silence] [--json]"
+    "run",
+    options_metavar="--message TEXT [--voice-message TEXT] [--tag TAG ...] [--dry-run] [--ignore-dlr-silence] [--json]",
 )
 @click.option("--message", required=True, help="The SMS text (also spoken on calls unless --voice-message).")
 @click.option("--voice-message", default=None, help="What calls say instead of the SMS text.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG",
+              help="Only contacts carrying this tag (repeat for any of several); default every contact.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Only show who would get what and the cost; send nothing.")
 @click.option(
     "--ignore-dlr-silence",
@@ -68,6 +72,7 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
 def cycle_run(
     message: str,
     voice_message: str | None,
+    tags: tuple[str, ...],
     dry_run: bool,
     ignore_dlr_silence: bool,
     as_json: bool,
@@ -80,16 +85,17 @@ def cycle_run(
 
     settings = settings_or_exit()
     message, voice_message = _messages(message, voice_message)
+    audience = tags_or_exit(tags)
     if dry_run:
         with session_or_exit() as session:
-            preview = cycles.preview(session, settings, message, ignore_dlr_silence=ignore_dlr_silence)
+            preview = cycles.preview(session, settings, message, ignore_dlr_silence=ignore_dlr_silence, tags=audience)
         if as_json:
             echo_json({"dry_run": True, **preview})
         else:
             for line in preview_lines(preview):
                 echo(line)
         return
-    started = starting.start_once(_key_or_exit(idempotency_key), message, voice_message, ignore_dlr_silence)
+    started = starting.start_once(_key_or_exit(idempotency_key), message, voice_message, ignore_dlr_silence, audience)
     cycle_id = started.cycle_id
     if started.replayed:
         echo_json({"id": cycle_id, "state": "planning"}) if as_json else echo(
@@ -145,6 +151,29 @@ def cycle_show(cycle_id: int, as_json: bool) -> None:
     else:
         for line in report_lines(found):
             echo(line)
+
+
+@cycle.command("export")
+@click.argument("cycle_id", type=click.IntRange(min=1))
+@click.option("--out", "out", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE",
+              help="Write the CSV here (default: standard output).")  # fmt: skip
+@click.option("--unreached", is_flag=True, help="Only the contacts reached neither by SMS nor by an answered call.")
+def cycle_export_cmd(cycle_id: int, out: str | None, unreached: bool) -> None:
+    """Every contact's outcome in cycle ID as CSV (or, with --unreached, the follow-up list)."""
+    from shared import cycle_export
+    from shared.db import session_scope
+
+    with session_or_exit() as session:
+        if not cycle_export.cycle_exists(session, cycle_id):
+            fail(f"no cycle {cycle_id}", EXIT_NOT_FOUND)
+    chunks = cycle_export.results_csv(session_scope, cycle_id, unreached=unreached)
+    if out is None:
+        for chunk in chunks:
+            click.echo(chunk, nl=False)
+        return
+    with open(out, "w", encoding="utf-8", newline="") as handle:
+        handle.writelines(chunks)
+    echo(f"cycle {cycle_id}: {'unreached contacts' if unreached else 'results'} written to {out}")
 
 
 @cycle.command("watch")

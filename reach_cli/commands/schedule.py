@@ -12,6 +12,7 @@ from reach_cli.common import (
     fail,
     session_or_exit,
     settings_or_exit,
+    tags_or_exit,
 )
 
 
@@ -20,7 +21,9 @@ def schedule() -> None:
     """Recurring cycles: beat starts one for each due time of a cron expression, in its time zone."""
 
 
-@schedule.command("add", options_metavar="--cron EXPR --message TEXT [--voice-message TEXT] [--timezone TZ]")
+@schedule.command(
+    "add", options_metavar="--cron EXPR --message TEXT [--voice-message TEXT] [--timezone TZ] [--tag TAG ...]"
+)
 @click.argument("name")
 @click.option("--cron", required=True, metavar="EXPR", help="Five cron fields, e.g. '0 9 * * 1' (Mondays 09:00).")
 @click.option("--message", required=True, help="The SMS text (also spoken on calls unless --voice-message).")
@@ -28,7 +31,11 @@ def schedule() -> None:
 @click.option(
     "--timezone", default="UTC", show_default=True, metavar="TZ", help="Time zone of --cron, e.g. Africa/Nairobi."
 )
-def schedule_add(name: str, cron: str, message: str, voice_message: str | None, timezone: str) -> None:
+@click.option("--tag", "tags", multiple=True, metavar="TAG",
+              help="Only contacts carrying this tag (repeat for any of several); default every contact.")  # fmt: skip
+def schedule_add(
+    name: str, cron: str, message: str, voice_message: str | None, timezone: str, tags: tuple[str, ...]
+) -> None:
     """Add a schedule NAME that starts a cycle at each time of --cron."""
     from shared import schedules
     from shared.cycles import CycleError
@@ -43,6 +50,7 @@ def schedule_add(name: str, cron: str, message: str, voice_message: str | None, 
                 message,
                 timezone=timezone,
                 voice_message=voice_message,
+                tags=tags_or_exit(tags),
                 min_interval_seconds=settings.schedule_min_interval_seconds,
             )
         except schedules.ScheduleExists as exc:

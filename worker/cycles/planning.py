@@ -34,7 +34,8 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
     if cycle is None or not _to_plan(cycle):
         return None
     held = dlr_silence.hold_back_now(session, ignore=cycle.ignore_dlr_silence)
-    audience = cycles.reachable() if held is None else cycles.reachable() & ~held
+    tagged = cycles.in_tags(session, cycle.tags)
+    audience = cycles.reachable() & tagged if held is None else cycles.reachable() & tagged & ~held
     columns = ["cycle_id", "contact_id", "channel", "state", "attempts", "next_attempt_at", "updated_at"]
     rows = select(
         literal(cycle_id),
@@ -60,17 +61,17 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
     skipped = dict(
         session.execute(
             select(type_coerce(Contact.status, String), func.count())
-            .where(~cycles.reachable())
+            .where(~cycles.reachable(), tagged)
             .group_by(type_coerce(Contact.status, String))
         ).all()
     )
-    skipped.update(dlr_silence.count_held(session, cycles.reachable(), held))
+    skipped.update(dlr_silence.count_held(session, cycles.reachable() & tagged, held))
     cycle.plan = {
         "sms": counts.get("sms", 0),
         "voice": counts.get("voice", 0),
         "skipped": {reason: skipped.get(reason, 0) for reason in cycles.skip_reasons(skipped)},
         # For the cycle's estimated cost (shared.cycle_money); counted once here, not at every read.
-        "sms_by_prefix": cycle_money.audience_sms_by_prefix(session),
+        "sms_by_prefix": cycle_money.audience_sms_by_prefix(session, tagged),
     }
     if cycle.state is CycleState.PLANNING:
         cycle.state = CycleState.DISPATCHING

@@ -1,0 +1,117 @@
+"""A cycle's outcomes as CSV (`GET /api/cycles/<id>/results.csv`, `reach cycle export ID`), and the follow-up
+list of those it did not reach (`unreached.csv`, `--unreached`): one row per contact of the cycle.
+
+Streamed a page of items at a time (one keyset query each), so a cycle of a million contacts never sits in
+memory; every cell goes through shared/csv_safe.py.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import Row, Select, String, and_, or_, select, type_coerce
+from sqlalchemy.orm import Session
+
+from shared.csv_safe import SafeWriter
+from shared.models import Call, Contact, Cycle, CycleItem, Message
+
+PAGE = 5000
+HEADER = (
+    "phone",
+    "name",
+    "channel",
+    "item_state",
+    "sms_status",
+    "sms_failure_reason",
+    "call_status",
+    "hangup_cause",
+    "cost",
+    "currency",
+)
+#: What "reached" means: AT reported the SMS delivered, or the call was answered.
+DELIVERED = "Success"
+ANSWERED = "answered"
+
+
+def cycle_exists(session: Session, cycle_id: int) -> bool:
+    return session.get(Cycle, cycle_id) is not None
+
+
+def results_csv(
+    sessions: Callable[[], AbstractContextManager[Session]], cycle_id: int, *, unreached: bool = False
+) -> Iterator[str]:
+    """The cycle's rows as CSV text, PAGE items at a time; with `unreached`, only the contacts not reached."""
+    buffer = io.StringIO()
+    writer = SafeWriter(buffer)
+    writer.writerow(HEADER)
+    after = 0
+    while True:
+        with sessions() as session:
+            page = session.execute(_page(cycle_id, after, unreached)).all()
+        writer.writerows(_row(row) for row in page)
+        yield _take(buffer)
+        if len(page) < PAGE:
+            return
+        after = page[-1].id
+
+
+def _page(cycle_id: int, after: int, unreached: bool) -> Select[Any]:
+    query = (
+        select(
+            CycleItem.id,
+            Contact.phone,
+            Contact.name,
+            type_coerce(CycleItem.channel, String).label("channel"),
+            type_coerce(CycleItem.state, String).label("state"),
+            Message.status.label("sms_status"),
+            Message.failure_reason,
+            Message.cost,
+            Message.currency.label("sms_currency"),
+            Call.status.label("call_status"),
+            Call.hangup_cause,
+            Call.amount,
+            Call.currency.label("call_currency"),
+        )
+        .join(Contact, Contact.id == CycleItem.contact_id)
+        .outerjoin(Message, Message.id == CycleItem.message_id)
+        .outerjoin(Call, Call.id == CycleItem.call_id)
+        .where(CycleItem.cycle_id == cycle_id, CycleItem.id > after)
+        .order_by(CycleItem.id)
+        .limit(PAGE)
+    )
+    if unreached:
+        # NULL-safe: no report and no call is "not reached", not unknown.
+        query = query.where(
+            and_(
+                or_(Message.status.is_(None), Message.status != DELIVERED),
+                or_(Call.outcome.is_(None), Call.outcome != ANSWERED),
+            )
+        )
+    return query
+
+
+def _row(row: Row[Any]) -> tuple[object, ...]:
+    costs = [c for c in (row.cost, row.amount) if c is not None]
+    currency = row.sms_currency or row.call_currency
+    return (
+        row.phone,
+        row.name,
+        row.channel,
+        row.state,
+        row.sms_status,
+        row.failure_reason,
+        row.call_status,
+        row.hangup_cause,
+        sum(costs) if costs else None,
+        currency,
+    )
+
+
+def _take(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
