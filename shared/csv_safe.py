@@ -10,8 +10,9 @@ runs nothing, and the E.164 numbers in a refused list stay what a program readin
 from __future__ import annotations
 
 import csv
+import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 #: A spreadsheet evaluates a cell starting with one of these (a tab or line end before `=` too).
@@ -43,3 +44,29 @@ class SafeWriter:
     def writerows(self, rows: Iterable[Sequence[object]]) -> None:
         for row in rows:
             self.writerow(row)
+
+
+def stream_pages(
+    header: Sequence[object],
+    fetch_page: Callable[[Any], Sequence[Any]],
+    cells: Callable[[Any], Sequence[object]],
+    key: Callable[[Any], Any],
+    page_size: int,
+    first: Any = 0,
+) -> Iterator[str]:
+    """A downloadable CSV as text chunks, a page at a time (keyset paging): `fetch_page(after)` returns up to
+    `page_size` rows after the key `after`, `cells(row)` the row's cells, `key(row)` its key. Memory holds
+    one page, whatever the list's length."""
+    buffer = io.StringIO()
+    writer = SafeWriter(buffer)
+    writer.writerow(header)
+    after = first
+    while True:
+        page = fetch_page(after)
+        writer.writerows(cells(row) for row in page)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        if len(page) < page_size:
+            return
+        after = key(page[-1])

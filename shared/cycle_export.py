@@ -7,15 +7,14 @@ memory; every cell goes through shared/csv_safe.py.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Row, Select, String, and_, or_, select, type_coerce
 from sqlalchemy.orm import Session
 
-from shared.csv_safe import SafeWriter
+from shared.csv_safe import stream_pages
 from shared.models import Call, Contact, Cycle, CycleItem, Message
 
 PAGE = 5000
@@ -44,18 +43,12 @@ def results_csv(
     sessions: Callable[[], AbstractContextManager[Session]], cycle_id: int, *, unreached: bool = False
 ) -> Iterator[str]:
     """The cycle's rows as CSV text, PAGE items at a time; with `unreached`, only the contacts not reached."""
-    buffer = io.StringIO()
-    writer = SafeWriter(buffer)
-    writer.writerow(HEADER)
-    after = 0
-    while True:
+
+    def fetch(after: int) -> Sequence[Row[Any]]:
         with sessions() as session:
-            page = session.execute(_page(cycle_id, after, unreached)).all()
-        writer.writerows(_row(row) for row in page)
-        yield _take(buffer)
-        if len(page) < PAGE:
-            return
-        after = page[-1].id
+            return session.execute(_page(cycle_id, after, unreached)).all()
+
+    return stream_pages(HEADER, fetch, _row, key=lambda row: row.id, page_size=PAGE)
 
 
 def _page(cycle_id: int, after: int, unreached: bool) -> Select[Any]:
@@ -108,10 +101,3 @@ def _row(row: Row[Any]) -> tuple[object, ...]:
         sum(costs) if costs else None,
         currency,
     )
-
-
-def _take(buffer: io.StringIO) -> str:
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text

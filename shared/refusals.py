@@ -6,7 +6,6 @@ with a million bad rows never has them all in memory.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, TextIO
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.csv_safe import SafeWriter
+from shared.csv_safe import SafeWriter, stream_pages
 from shared.imports import ImportReport, Refusal
 from shared.models import ContactImport, ImportRefusal
 
@@ -69,30 +68,17 @@ def import_exists(session: Session, import_id: int) -> bool:
 
 def refused_csv(sessions: sessionmaker[Session], import_id: int) -> Iterator[str]:
     """The stored refused rows of an import as CSV text, PAGE rows (one short query) at a time."""
-    buffer = io.StringIO()
-    writer = SafeWriter(buffer)
-    writer.writerow(HEADER)
-    after = 0
-    while True:
+
+    def fetch(after: int) -> Sequence[Any]:
         with sessions() as session:
-            page = session.execute(
+            return session.execute(
                 select(ImportRefusal.row_number, ImportRefusal.phone, ImportRefusal.reason)
                 .where(ImportRefusal.import_id == import_id, ImportRefusal.row_number > after)
                 .order_by(ImportRefusal.row_number)
                 .limit(PAGE)
             ).all()
-        writer.writerows(page)
-        yield _take(buffer)
-        if len(page) < PAGE:
-            return
-        after = page[-1].row_number
 
-
-def _take(buffer: io.StringIO) -> str:
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text
+    return stream_pages(HEADER, fetch, tuple, key=lambda row: row.row_number, page_size=PAGE)
 
 
 class RefusedCsvFile:
