@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from shared import metrics
-from shared.models import Alert
+from shared.operator_models import Alert
 
 log = logging.getLogger(__name__)
 

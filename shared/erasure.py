@@ -46,14 +46,13 @@ from shared.models import (
     ContactStatus,
     CycleItem,
     DlrEvent,
-    ErasedNumber,
-    ErasureKey,
     IncomingSms,
     ItemState,
     Message,
     RawCallback,
     UssdSession,
 )
+from shared.operator_models import ErasedNumber, ErasureKey
 from shared.settings import get_settings
 from shared.store import STORE_ERRORS, Store
 

@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import insert_for
-from shared.models import IdempotencyKey
+from shared.operator_models import IdempotencyKey
 
 WINDOW = timedelta(hours=24)
 MAX_KEY_LENGTH = 255

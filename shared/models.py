@@ -3,6 +3,9 @@
 Raw AT callbacks are kept verbatim in `raw_callbacks` (one row per callback Reach accepted, keyed by the
 inbox id the receiver gave it); the typed tables hold what Reach understood from them. Status columns
 are plain strings (`native_enum=False`), so a new value never needs an `ALTER TYPE`.
+
+The embedded store's tables are in shared/store_models.py, the operator's records (erasures, imports,
+idempotency keys, alerts) in shared/operator_models.py; all share this module's Base.
 """
 
 from __future__ import annotations
@@ -15,10 +18,8 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
-    Boolean,
     DateTime,
     Enum,
-    Float,
     ForeignKey,
     Index,
     Integer,
@@ -440,123 +441,6 @@ class RawCallback(Base):
     payload: Mapped[dict[str, Any]]
 
 
-class ErasedNumber(Base):
-    """A number whose contact was erased (shared/erasure.py), kept only as a keyed hash: callbacks about it
-    are dropped, and its opt-out, if any, outlives the erasure and comes back if the number is added again."""
-
-    __tablename__ = "erased_numbers"
-
-    phone_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    erased_at: Mapped[datetime]
-    opted_out_at: Mapped[datetime | None]
-    consent_at: Mapped[datetime | None]
-    consent_by: Mapped[str | None] = mapped_column(String(120))
-
-
-class ErasureKey(Base):
-    """The key that hashes erased numbers when ERASURE_KEY is not set: made once, never changed."""
-
-    __tablename__ = "erasure_keys"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    key: Mapped[str] = mapped_column(String(100))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
-
-
-# -- embedded mode: what Redis keeps in production, kept in the database when REDIS_URL is not set ------------
-
-
-class InboxEntry(Base):
-    """A callback the receiver accepted and no drainer has applied yet (the inbox without Redis).
-
-    `payload` is the same JSON document the Redis inbox keeps (`shared.inbox.encode`). A claimed entry
-    carries its batch's `claim_key` and claim time (epoch seconds); `dead` parks a callback that could not
-    be applied, with the reason and time.
-    """
-
-    __tablename__ = "inbox_entries"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    payload: Mapped[str] = mapped_column(Text)
-    claim_key: Mapped[str | None] = mapped_column(String(40), index=True)
-    claimed_at: Mapped[float | None] = mapped_column(Float)
-    dead: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
-    #: Why and when (epoch seconds) a dead entry was parked.
-    dead_reason: Mapped[str | None] = mapped_column(Text)
-    dead_at: Mapped[float | None] = mapped_column(Float)
-
-
-class KvEntry(Base):
-    """A small key with an expiry: voice scripts, the inbox wake-up mark, send-rate counters."""
-
-    __tablename__ = "kv_entries"
-
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    value: Mapped[str | None] = mapped_column(Text)
-    counter: Mapped[int] = mapped_column(BigInteger, default=0, server_default=sql_text("0"))
-    #: Epoch seconds after which the entry no longer counts (and housekeeping deletes it).
-    expires_at: Mapped[float] = mapped_column(Float, index=True)
-
-
-# -- contact imports through the operator API --------------------------------------------------------------------
-
-
-class ContactImport(Base):
-    """An operator API import that refused rows; the whole list of them is `GET /api/imports/<id>/refused.csv`
-    (the answer shows only the first ones). Housekeeping deletes it after IMPORT_RETENTION_DAYS."""
-
-    __tablename__ = "contact_imports"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(
-        default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"), index=True
-    )
-    received: Mapped[int] = mapped_column(BigInteger, default=0)
-    created: Mapped[int] = mapped_column(BigInteger, default=0)
-    updated: Mapped[int] = mapped_column(BigInteger, default=0)
-    refused: Mapped[int] = mapped_column(BigInteger, default=0)
-
-
-class ImportRefusal(Base):
-    """One refused row of an import: its number in the upload, the phone as given (as text) and why."""
-
-    __tablename__ = "import_refusals"
-
-    import_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("contact_imports.id", ondelete="CASCADE"), primary_key=True
-    )
-    row_number: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    phone: Mapped[str] = mapped_column(Text)
-    reason: Mapped[str] = mapped_column(Text)
-
-
-# -- idempotency keys of POST /api/cycles and `reach cycle run` ----------------------------------------------------
-
-
-class IdempotencyKey(Base):
-    """An `Idempotency-Key` a cycle was started with: the same key within shared.idempotency.WINDOW answers
-    that cycle again instead of starting another; `request_hash` tells a retry from a different request."""
-
-    __tablename__ = "idempotency_keys"
-
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    request_hash: Mapped[str] = mapped_column(String(64))
-    cycle_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("cycles.id", ondelete="CASCADE"))
-    created_at: Mapped[datetime] = mapped_column(
-        default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"), index=True
-    )
-
-
-class Alert(Base):
-    """Something the operator must hear about (shared/alerts.py): a paused cycle, a delivery-report silence, a
-    parked callback, AT refusing the credentials."""
-
-    __tablename__ = "alerts"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(40))
-    message: Mapped[str] = mapped_column(Text)
-    details: Mapped[dict[str, Any] | None]
-    created_at: Mapped[datetime] = mapped_column(
-        default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"), index=True
-    )
+# The other tables' modules import Base from here; importing them registers their tables on Base.metadata
+# (migrations, `alembic check`) whatever a caller imported first.
+from shared import operator_models, store_models  # noqa: E402, F401

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.csv_safe import SafeWriter, stream_pages
 from shared.imports import ImportReport, Refusal
-from shared.models import ContactImport, ImportRefusal
+from shared.operator_models import ContactImport, ImportRefusal
 
 HEADER = ("row", "phone", "reason")
 #: Refused rows read per query when the stored list is downloaded.

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import insert_for
 from shared.inbox import NUDGE_PERIOD_MS, Batch, DeadLetter, InboxItem, encode
-from shared.models import InboxEntry, KvEntry
+from shared.store_models import InboxEntry, KvEntry
 
 NUDGE_KEY = "inbox:nudge"
 

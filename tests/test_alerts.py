@@ -21,7 +21,8 @@ SAME_ORIGIN = {"Origin": "http://localhost"}
 
 
 def alerts_of(session: Any, kind: str) -> list[Any]:
-    from shared.models import Alert  # here, not at the top: the file also runs (and fails) on code without alerts
+    # Here, not at the top: the file also runs (and fails) on code without alerts.
+    from shared.operator_models import Alert
 
     session.expire_all()
     return list(session.scalars(select(Alert).where(Alert.kind == kind)))

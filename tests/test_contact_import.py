@@ -123,7 +123,7 @@ def test_an_import_of_several_batches_is_the_same_on_both_databases(dialect_engi
     """Postgres writes each batch with one statement over arrays, SQLite (embedded mode) with executemany; both
     find repeats across batches in a temporary table."""
     from shared.imports import IMPORT_CHUNK, import_contacts
-    from shared.models import ContactImport
+    from shared.operator_models import ContactImport
     from shared.refusals import StoredRefusals, refused_csv
 
     sessions = sessionmaker(dialect_engine, expire_on_commit=False)
@@ -160,7 +160,7 @@ def test_an_import_of_several_batches_is_the_same_on_both_databases(dialect_engi
 def test_housekeeping_deletes_old_imports_refused_rows_in_batches(
     client: Any, session: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared.models import ContactImport, ImportRefusal
+    from shared.operator_models import ContactImport, ImportRefusal
     from shared.settings import load_settings
     from worker import retention
 

@@ -119,7 +119,7 @@ def test_a_key_is_forgotten_after_24_hours(client, session, operator_headers) ->
     from sqlalchemy import update
 
     from shared import idempotency
-    from shared.models import IdempotencyKey
+    from shared.operator_models import IdempotencyKey
 
     assert post(client, operator_headers, "order-44", message="hello").status_code == 202
     session.execute(update(IdempotencyKey).values(created_at=datetime.now(UTC) - timedelta(hours=25)))

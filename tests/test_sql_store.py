@@ -21,8 +21,9 @@ from sqlalchemy.orm import sessionmaker
 
 from shared import sql_store
 from shared.db import build_engine
-from shared.models import InboxEntry, KvEntry, RawCallback
+from shared.models import RawCallback
 from shared.store import SqlStore
+from shared.store_models import InboxEntry, KvEntry
 from worker import ingest
 
 DLR = {"id": "ATXid_1", "status": "Success", "phoneNumber": "+254711000001", "networkCode": "63902"}

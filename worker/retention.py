@@ -19,7 +19,8 @@ from sqlalchemy import ColumnElement, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from shared.db import session_scope
-from shared.models import Call, CallEvent, ContactImport, DlrEvent, ImportRefusal, RawCallback
+from shared.models import Call, CallEvent, DlrEvent, RawCallback
+from shared.operator_models import ContactImport, ImportRefusal
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
