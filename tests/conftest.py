@@ -195,6 +195,20 @@ def clean(redis_client: redis_lib.Redis) -> Iterator[None]:
     yield
 
 
+#: Celery's lists on the broker that starting, resuming and ticking cycles fill (queues by task route,
+#: shared.broker.TASK_ROUTES).
+TASK_LISTS = ("cycle", "send")
+
+
+@pytest.fixture
+def task_lists(redis_client: redis_lib.Redis) -> Iterator[redis_lib.Redis]:
+    """The broker's task lists, empty at the start and emptied again after the test: tests without a worker
+    count the tasks a command sent there, and a later module's worker must not run them."""
+    redis_client.delete(*TASK_LISTS)
+    yield redis_client
+    redis_client.delete(*TASK_LISTS)
+
+
 @pytest.fixture
 def session(clean: None) -> Iterator[Any]:
     """A database session for arranging and checking state (each test's writes are committed)."""

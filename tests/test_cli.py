@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,11 +23,8 @@ from reach_cli.main import EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, cli
 from shared import cycles, schedules
 from shared.models import Call, Contact, ContactStatus, Cycle, CycleState, Message, Schedule
 from shared.settings import VAR_DIR, Settings, get_settings
-from tests.conftest import free_port
+from tests.conftest import TASK_LISTS, free_port
 from worker.cycles import plan_cycle
-
-#: Celery's lists on the broker that these commands fill (queues by task route, shared.broker.TASK_ROUTES).
-TASK_LISTS = ("cycle", "send")
 
 #: How many contacts of each status `contacts` creates.
 MIX = {
@@ -44,16 +40,6 @@ MIX = {
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
-
-
-@pytest.fixture
-def broker(redis_url: str) -> Iterator[redis_lib.Redis]:
-    """The broker as Redis: task lists start empty and are deleted again after the test."""
-    client = redis_lib.Redis.from_url(os.environ["REDIS_URL"])
-    client.delete(*TASK_LISTS)
-    yield client
-    client.delete(*TASK_LISTS)
-    client.close()
 
 
 @pytest.fixture
@@ -154,7 +140,7 @@ def test_groups_list_their_commands(runner: CliRunner) -> None:
 
 
 def test_dry_run_counts_and_sends_nothing(
-    runner: CliRunner, session: Any, contacts: Any, broker: redis_lib.Redis
+    runner: CliRunner, session: Any, contacts: Any, task_lists: redis_lib.Redis
 ) -> None:
     result = invoke(runner, "cycle", "run", "--message", "Your bill is due", "--dry-run")
 
@@ -166,7 +152,7 @@ def test_dry_run_counts_and_sends_nothing(
     assert lines["estimated cost"] == "KES 13.00"  # 5 x 0.80 + 3 x 3.00
     assert "nothing was sent" in result.output
     assert cycle_count(session) == 0
-    assert [broker.llen(name) for name in TASK_LISTS] == [0, 0]
+    assert [task_lists.llen(name) for name in TASK_LISTS] == [0, 0]
 
 
 def test_dry_run_json(runner: CliRunner, session: Any, contacts: Any) -> None:
@@ -186,7 +172,7 @@ def test_dry_run_json(runner: CliRunner, session: Any, contacts: Any) -> None:
 
 
 def test_run_starts_a_cycle_and_hands_plan_to_the_broker(
-    runner: CliRunner, session: Any, contacts: Any, broker: redis_lib.Redis
+    runner: CliRunner, session: Any, contacts: Any, task_lists: redis_lib.Redis
 ) -> None:
     result = invoke(runner, "cycle", "run", "--message", "Your bill is due", "--voice-message", "Please pay")
 
@@ -194,19 +180,19 @@ def test_run_starts_a_cycle_and_hands_plan_to_the_broker(
     cycle = session.scalars(select(Cycle)).one()
     assert (cycle.state, cycle.message, cycle.voice_message) == (CycleState.PLANNING, "Your bill is due", "Please pay")
     assert f"cycle {cycle.id} started" in result.output
-    assert broker.llen("cycle") == 1
-    task = json.loads(broker.lindex("cycle", 0))
+    assert task_lists.llen("cycle") == 1
+    task = json.loads(task_lists.lindex("cycle", 0))
     assert task["headers"]["task"] == "reach.cycle.plan"
     assert json.loads(task["headers"]["argsrepr"]) == [cycle.id]
 
 
-def test_run_json_prints_the_id(runner: CliRunner, session: Any, broker: redis_lib.Redis) -> None:
+def test_run_json_prints_the_id(runner: CliRunner, session: Any, task_lists: redis_lib.Redis) -> None:
     result = invoke(runner, "cycle", "run", "--message", "hi", "--json")
 
     assert result.exit_code == 0, result.stderr
     # stdout is the JSON alone (a note such as "no worker is running" goes to stderr)
     assert json.loads(result.stdout) == {"id": session.scalars(select(Cycle.id)).one(), "state": "planning"}
-    assert broker.llen("cycle") == 1
+    assert task_lists.llen("cycle") == 1
 
 
 @pytest.mark.parametrize(
@@ -222,14 +208,14 @@ def test_run_json_prints_the_id(runner: CliRunner, session: Any, broker: redis_l
 )
 @pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry run"])
 def test_run_refuses_a_bad_message(
-    runner: CliRunner, session: Any, broker: redis_lib.Redis, args: list[str], message: str, dry_run: bool
+    runner: CliRunner, session: Any, task_lists: redis_lib.Redis, args: list[str], message: str, dry_run: bool
 ) -> None:
     result = invoke(runner, "cycle", "run", *args, *(["--dry-run"] if dry_run else []))
 
     assert result.exit_code == EXIT_USAGE  # bad input (the README's exit-code table), not "the operation failed"
     assert message in error_of(result)
     assert cycle_count(session) == 0
-    assert broker.llen("cycle") == 0
+    assert task_lists.llen("cycle") == 0
 
 
 def test_run_without_message_is_a_usage_error(runner: CliRunner) -> None:
@@ -327,11 +313,11 @@ def test_show_a_paused_cycle_says_why(runner: CliRunner, session: Any) -> None:
 
 
 @pytest.mark.parametrize("command", ["show", "watch", "resume", "cancel", "pause"])
-def test_unknown_cycle_exits_4(runner: CliRunner, session: Any, broker: redis_lib.Redis, command: str) -> None:
+def test_unknown_cycle_exits_4(runner: CliRunner, session: Any, task_lists: redis_lib.Redis, command: str) -> None:
     result = invoke(runner, "cycle", command, "999")
     assert result.exit_code == EXIT_NOT_FOUND == 4
     assert error_of(result) == "error: no cycle 999\n"
-    assert broker.llen("send") == 0
+    assert task_lists.llen("send") == 0
 
 
 def test_show_needs_a_number(runner: CliRunner) -> None:
@@ -373,7 +359,7 @@ def test_list_cycles_newest_first(runner: CliRunner, session: Any) -> None:
 # -- cycle resume ----------------------------------------------------------------------------------------------
 
 
-def test_resume_a_paused_cycle(runner: CliRunner, session: Any, broker: redis_lib.Redis) -> None:
+def test_resume_a_paused_cycle(runner: CliRunner, session: Any, task_lists: redis_lib.Redis) -> None:
     cycle_id = make_cycle(session, CycleState.PAUSED, paused_reason="InsufficientBalance", planned_at=PLANNED)
 
     result = invoke(runner, "cycle", "resume", str(cycle_id))
@@ -383,20 +369,22 @@ def test_resume_a_paused_cycle(runner: CliRunner, session: Any, broker: redis_li
     session.expire_all()
     cycle = session.get(Cycle, cycle_id)
     assert (cycle.state, cycle.paused_reason) == (CycleState.DISPATCHING, None)
-    tasks = [json.loads(raw)["headers"] for raw in broker.lrange("send", 0, -1)]
+    tasks = [json.loads(raw)["headers"] for raw in task_lists.lrange("send", 0, -1)]
     assert sorted(t["task"] for t in tasks) == ["reach.cycle.dispatch_calls", "reach.cycle.dispatch_sms"]
     assert all(json.loads(t["argsrepr"]) == [cycle_id] for t in tasks)
-    assert broker.llen("cycle") == 0
+    assert task_lists.llen("cycle") == 0
 
 
-def test_resume_a_cycle_that_is_not_paused_exits_1(runner: CliRunner, session: Any, broker: redis_lib.Redis) -> None:
+def test_resume_a_cycle_that_is_not_paused_exits_1(
+    runner: CliRunner, session: Any, task_lists: redis_lib.Redis
+) -> None:
     cycle_id = make_cycle(session, CycleState.DONE)
 
     result = invoke(runner, "cycle", "resume", str(cycle_id))
 
     assert result.exit_code == 1
     assert error_of(result) == f"error: cycle {cycle_id} is done, not paused\n"
-    assert broker.llen("send") == 0
+    assert task_lists.llen("send") == 0
     session.expire_all()
     assert session.get(Cycle, cycle_id).state is CycleState.DONE
 
@@ -803,7 +791,7 @@ def planned(session: Any, contacts: dict[ContactStatus, list[Contact]]) -> int:
     return cycle_id
 
 
-def test_cancel_a_running_cycle(runner: CliRunner, session: Any, contacts: Any, broker: redis_lib.Redis) -> None:
+def test_cancel_a_running_cycle(runner: CliRunner, session: Any, contacts: Any, task_lists: redis_lib.Redis) -> None:
     cycle_id = planned(session, contacts)
 
     result = invoke(runner, "cycle", "cancel", str(cycle_id))
@@ -813,11 +801,11 @@ def test_cancel_a_running_cycle(runner: CliRunner, session: Any, contacts: Any, 
     session.expire_all()
     assert session.get(Cycle, cycle_id).state is CycleState.CANCELLED
     assert cycles.report(session, cycle_id)["cancelled"] == 8
-    assert broker.llen("send") == broker.llen("cycle") == 0
+    assert task_lists.llen("send") == task_lists.llen("cycle") == 0
 
 
 def test_pause_then_resume_a_running_cycle(
-    runner: CliRunner, session: Any, contacts: Any, broker: redis_lib.Redis
+    runner: CliRunner, session: Any, contacts: Any, task_lists: redis_lib.Redis
 ) -> None:
     cycle_id = planned(session, contacts)
 
@@ -828,13 +816,13 @@ def test_pause_then_resume_a_running_cycle(
     session.expire_all()
     cycle = session.get(Cycle, cycle_id)
     assert (cycle.state, cycle.paused_by.value) == (CycleState.PAUSED, "operator")
-    assert broker.llen("send") == 0
+    assert task_lists.llen("send") == 0
     assert "paused:    paused by the operator" in invoke(runner, "cycle", "show", str(cycle_id)).output
 
     resumed = invoke(runner, "cycle", "resume", str(cycle_id))
 
     assert resumed.exit_code == 0, resumed.stderr
-    assert broker.llen("send") == 2  # both dispatchers nudged
+    assert task_lists.llen("send") == 2  # both dispatchers nudged
 
 
 @pytest.mark.parametrize(

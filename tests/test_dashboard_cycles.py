@@ -4,9 +4,7 @@ real Postgres and Redis (no worker: tasks a resume sends are removed after each 
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,18 +16,6 @@ from shared.models import Contact, ContactStatus, Cycle, CycleState
 from tests.conftest import API_TOKEN
 from tests.test_dashboard import SAME_ORIGIN, sign_in
 from worker import cycles
-
-#: Celery's lists on the broker a resume fills (tests/test_cli.py).
-TASK_LISTS = ("cycle", "send")
-
-
-@pytest.fixture
-def broker(redis_url: str) -> Iterator[redis_lib.Redis]:
-    client = redis_lib.Redis.from_url(os.environ["REDIS_URL"])
-    client.delete(*TASK_LISTS)
-    yield client
-    client.delete(*TASK_LISTS)
-    client.close()
 
 
 @pytest.fixture
@@ -74,7 +60,7 @@ def test_each_running_cycle_shows_the_buttons_its_state_allows(operator: Any, se
     assert buttons(page, finished) == []
 
 
-def test_pause_then_resume_from_the_dashboard(operator: Any, session: Any, broker: redis_lib.Redis) -> None:
+def test_pause_then_resume_from_the_dashboard(operator: Any, session: Any, task_lists: redis_lib.Redis) -> None:
     cycle_id = running_cycle(session)
 
     paused = operator.post(f"/dashboard/cycles/{cycle_id}/pause", headers=SAME_ORIGIN)
@@ -88,7 +74,7 @@ def test_pause_then_resume_from_the_dashboard(operator: Any, session: Any, broke
 
     assert resumed.status_code == 303
     assert state_of(session, cycle_id) is CycleState.DISPATCHING
-    assert broker.llen("send") == 2  # the dispatchers nudged, as the API does
+    assert task_lists.llen("send") == 2  # the dispatchers nudged, as the API does
 
 
 def test_cancel_asks_first_and_only_the_confirmation_cancels(operator: Any, session: Any) -> None:

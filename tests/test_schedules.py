@@ -8,14 +8,11 @@ Against the real Postgres. The tick is called as the function beat's task runs
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import redis as redis_lib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
@@ -192,17 +189,7 @@ HOUR = timedelta(hours=1)
 
 
 @pytest.fixture
-def broker(redis_url: str) -> Iterator[None]:
-    """The tick nudges `reach.cycle.plan` onto the broker; no worker runs here, so the nudges are dropped
-    afterwards (a later module's worker must not plan this test's cycles)."""
-    yield
-    client = redis_lib.Redis.from_url(os.environ["REDIS_URL"])
-    client.delete("cycle")
-    client.close()
-
-
-@pytest.fixture
-def hourly(session: Any, broker: None) -> Schedule:
+def hourly(session: Any, task_lists: Any) -> Schedule:
     session.add_all(Contact(phone=f"+25471100000{i}", status=ContactStatus.NEW) for i in range(3))
     schedule = schedules.add_schedule(session, "hourly", "0 * * * *", "Hourly news")
     schedule.created_at = NINE - timedelta(days=1)

@@ -4,13 +4,10 @@ with `tags` reaches only the contacts carrying at least one of them. Against the
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import redis as redis_lib
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -24,17 +21,7 @@ VIP, NAIROBI, PLAIN, OTHER = "+254711000051", "+254711000052", "+254711000053", 
 
 
 @pytest.fixture
-def broker(redis_url: str) -> Iterator[None]:
-    """Starting a cycle nudges `reach.cycle.plan` onto the broker; no worker runs here, so the nudges are
-    dropped afterwards (a later module's worker must not plan this test's cycles)."""
-    yield
-    client = redis_lib.Redis.from_url(os.environ["REDIS_URL"])
-    client.delete("cycle")
-    client.close()
-
-
-@pytest.fixture
-def tagged(session: Any, broker: None) -> None:
+def tagged(session: Any, task_lists: Any) -> None:
     session.add_all(
         [
             Contact(phone=VIP, status=ContactStatus.NEW, tags=["vip"]),
@@ -158,7 +145,7 @@ BAD_TAGS = [
 
 @pytest.mark.parametrize(("tags", "error"), BAD_TAGS)
 def test_empty_or_bad_tags_are_a_400_and_start_nothing(
-    client: Any, operator_headers: dict[str, str], tags: Any, error: str, broker: None
+    client: Any, operator_headers: dict[str, str], tags: Any, error: str, task_lists: Any
 ) -> None:
     for dry_run in (False, True):
         doc = {"message": "Hi", "tags": tags, "dry_run": dry_run}
