@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import event, func, insert, select, text, update
 
 from shared import cycles as shared_cycles
 from shared.models import (
@@ -221,6 +221,29 @@ def test_a_cancel_during_planning_waits_for_the_plan_then_cancels_it(client: Any
     assert response.status_code == 200
     assert (response.json["state"], response.json["cancelled"]) == ("cancelled", 5)
     assert items(session, cycle_id) == {"cancelled": 5}
+
+
+def test_a_plan_committed_during_a_completion_check_is_not_finished(session: Any) -> None:
+    """Housekeeping checks every open cycle while one is being planned. Its look found no items (the plan had
+    not committed), and the plan commits before it writes: the cycle, now `dispatching` with every item
+    pending, must not be called done (it then never sent anything: dispatchers stop at a finished cycle)."""
+    cycle_id = new_cycle(session, 3, status=ContactStatus.INACTIVE, plan=False)
+    planner = type(session)(bind=session.get_bind())
+    cycles.plan_cycle(planner, cycle_id)  # planned, not committed yet
+
+    def commit_the_plan_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE CYCLES") and planner.in_transaction():
+            planner.commit()
+
+    with type(session)(bind=session.get_bind()) as checker:
+        event.listen(checker.connection(), "before_cursor_execute", commit_the_plan_first)
+        finished = cycles.finish_if_done(checker, cycle_id)
+        checker.commit()
+    planner.close()
+
+    assert not finished
+    assert cycle_of(session, cycle_id).state is CycleState.DISPATCHING
+    assert items(session, cycle_id) == {"pending": 3}
 
 
 def test_a_cycle_paused_while_planning_is_planned_and_stays_paused(client: Any, session: Any) -> None:

@@ -17,6 +17,7 @@ from shared.db import build_engine
 from shared.models import Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState
 from tests.services import fresh_database
 from worker import cycles
+from worker.cycles.recovery import finish_statement
 
 BEFORE_LIGHTER_PLANNING = "e7b3c1d4a5f6"
 
@@ -88,14 +89,12 @@ def test_a_cycle_is_done_only_when_no_item_is_pending_claimed_or_submitting(engi
 
 
 def test_finish_if_done_reads_the_partial_indexes(engine: Engine) -> None:
+    """Its one statement probes a cycle's items through the partial indexes, never a scan of them all."""
     if engine.dialect.name != "postgresql":
         pytest.skip("Postgres plans only")
+    statement = finish_statement(1).compile(engine, compile_kwargs={"literal_binds": True})
     with engine.connect() as connection:
         connection.execute(text("SET enable_seqscan = off"))
-        for states in ("'pending'", "'claimed', 'submitting'"):
-            plan = "\n".join(
-                connection.scalars(
-                    text(f"EXPLAIN SELECT 1 FROM cycle_items WHERE cycle_id = 1 AND state IN ({states}) LIMIT 1")
-                )
-            )
-            assert "ix_cycle_items_due" in plan or "ix_cycle_items_cycle_id_state" in plan, plan
+        plan = "\n".join(connection.scalars(text(f"EXPLAIN {statement}")))
+    assert "ix_cycle_items_due" in plan and "ix_cycle_items_cycle_id_state" in plan, plan
+

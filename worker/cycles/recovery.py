@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import String, exists, func, select, type_coerce, update
+from sqlalchemy import String, Update, exists, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from shared.models import (
@@ -34,35 +34,32 @@ log = logging.getLogger(__name__)
 
 
 def finish_if_done(session: Session, cycle_id: int) -> bool:
-    # Two probes, one per partial index: pending items (ix_cycle_items_due) and claimed or submitting ones
-    # (ix_cycle_items_cycle_id_state, which holds only items past pending).
-    open_items = session.scalar(
-        select(exists().where(CycleItem.cycle_id == cycle_id, CycleItem.state == ItemState.PENDING))
-    ) or session.scalar(
-        select(
-            exists().where(
-                CycleItem.cycle_id == cycle_id, CycleItem.state.in_([ItemState.CLAIMED, ItemState.SUBMITTING])
-            )
-        )
+    """Mark a dispatching cycle done when nothing of it is left to send or to hear back from."""
+    return session.execute(finish_statement(cycle_id)).rowcount == 1
+
+
+def finish_statement(cycle_id: int) -> Update:
+    """The one statement that finishes a cycle, so its state and its items are read in one snapshot: checks
+    in statements of their own let a plan commit (or an item be given back) between the look and the write,
+    and a cycle with every item pending was called done and never sent.
+
+    One probe per partial index: pending items (ix_cycle_items_due) and claimed or submitting ones
+    (ix_cycle_items_cycle_id_state, which holds only items past pending)."""
+    pending = exists().where(CycleItem.cycle_id == cycle_id, CycleItem.state == ItemState.PENDING)
+    in_flight = exists().where(
+        CycleItem.cycle_id == cycle_id, CycleItem.state.in_([ItemState.CLAIMED, ItemState.SUBMITTING])
     )
-    calls_open = session.scalar(
-        select(func.count())
-        .select_from(CycleItem)
-        .join(Call, Call.id == CycleItem.call_id)
-        .where(
-            CycleItem.cycle_id == cycle_id,
-            CycleItem.state == ItemState.SENT,
-            Call.ended_at.is_(None),  # a call past its limit is done already (calls.record_overdue_calls)
-        )
+    calls_open = exists().where(
+        CycleItem.cycle_id == cycle_id,
+        CycleItem.state == ItemState.SENT,
+        Call.id == CycleItem.call_id,
+        Call.ended_at.is_(None),  # a call past its limit is done already (calls.record_overdue_calls)
     )
-    if open_items or calls_open:
-        return False
-    result = session.execute(
+    return (
         update(Cycle)
-        .where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
+        .where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING, ~pending, ~in_flight, ~calls_open)
         .values(state=CycleState.DONE, finished_at=now())
     )
-    return result.rowcount == 1
 
 
 def reconcile_interrupted(session: Session, inbox: CallbackInbox, grace: timedelta) -> dict[str, int]:
