@@ -21,7 +21,7 @@ from shared.models import Call, Channel, Contact, CycleItem, Message
 
 PAGE_SIZE = 50
 #: Items a page looks at, at most, to find its PAGE_SIZE contacts not reached.
-SCAN_LIMIT = 5000
+SCAN_LIMIT = 20000
 
 
 @dataclass(frozen=True)
@@ -60,16 +60,23 @@ def window_statement(cycle_id: int, after: int, scan: int) -> Select[Any]:
 def failures_page(session: Session, cycle_id: int, after: int = 0) -> FailurePage:
     """The cycle's contacts not reached, after item `after`: up to PAGE_SIZE, from a window of SCAN_LIMIT items."""
     window = window_statement(cycle_id, after, SCAN_LIMIT).subquery()
-    last_seen, seen = session.execute(select(func.max(window.c.id), func.count()).select_from(window)).one()
-    found = session.execute(_rows(window)).all()
-    rows = [_not_reached(row) for row in found]
+    bounds = select(func.min(window.c.id), func.max(window.c.id), func.count()).select_from(window)
+    first_seen, last_seen, seen = session.execute(bounds).one()
+    if last_seen is None:
+        return FailurePage([], None)
+    rows = [_not_reached(row) for row in session.execute(rows_statement(cycle_id, first_seen, last_seen))]
     if len(rows) == PAGE_SIZE:
         return FailurePage(rows, rows[-1].item_id)
     more = seen == SCAN_LIMIT and _has_items_after(session, cycle_id, last_seen)
     return FailurePage(rows, last_seen if more else None)
 
 
-def _rows(window: Any) -> Select[Any]:
+def rows_statement(cycle_id: int, first: int, last: int) -> Select[Any]:
+    """The first PAGE_SIZE items not reached among the cycle's items in [first, last], with what AT said.
+
+    The window is given by its bounds, not joined: joined to a subquery of its ids, Postgres may hash-join
+    them against a scan of every cycle's items. Both bounds are the window's own ids, so the range is narrow
+    whichever index the planner walks."""
     voice = CycleItem.channel == Channel.VOICE
     return (
         select(
@@ -89,11 +96,10 @@ def _rows(window: Any) -> Select[Any]:
             func.coalesce(Message.status_at, Call.ended_at, CycleItem.updated_at).label("at"),
             voice.label("voice"),
         )
-        .join(window, window.c.id == CycleItem.id)
         .outerjoin(Contact, Contact.id == CycleItem.contact_id)
         .outerjoin(Message, Message.id == CycleItem.message_id)
         .outerjoin(Call, Call.id == CycleItem.call_id)
-        .where(not_reached())
+        .where(CycleItem.cycle_id == cycle_id, CycleItem.id.between(first, last), not_reached())
         .order_by(CycleItem.id)
         .limit(PAGE_SIZE)
     )
