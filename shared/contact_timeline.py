@@ -20,6 +20,7 @@ from sqlalchemy import and_, or_, select, true
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from shared.db import MAX_BIGINT
 from shared.models import Call, Contact, ContactStatus, DlrEvent, IncomingSms, Message, UssdSession
 
 PAGE_SIZE = 50
@@ -51,7 +52,7 @@ class Cursor:
         if len(parts) != 3 or not all(part.isdigit() and len(part) < 20 for part in parts):
             raise BadCursor(f"not a timeline cursor: {raw[:40]!r}")
         micros, rank, row_id = (int(part) for part in parts)
-        if rank >= len(KINDS):
+        if rank >= len(KINDS) or row_id > MAX_BIGINT:
             raise BadCursor(f"not a timeline cursor: {raw[:40]!r}")
         try:
             return cls(_EPOCH + micros * _MICROSECOND, rank, row_id)

@@ -311,6 +311,12 @@ def test_the_timeline_pages_on_even_through_events_at_the_same_time(operator: An
     assert 'id="more"' not in second
 
 
+@pytest.mark.parametrize("cursor", ["abc", "1.2", "1.9.1", "9" * 19 + ".0.1", "1.0." + "9" * 19])
+def test_a_bad_timeline_cursor_is_refused(operator: Any, contact: Contact, cursor: str) -> None:
+    response = operator.get(f"/dashboard/contacts/{quote(FAILED, safe='')}?before={cursor}")
+    assert response.status_code == 400 and "not a timeline cursor" in response.get_data(as_text=True)
+
+
 def test_an_unknown_or_erased_contact_is_a_404(
     operator: Any, contact: Contact, operator_headers: dict[str, str]
 ) -> None:

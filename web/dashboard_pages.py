@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from shared import cycle_failures, cycles
 from shared.contact_timeline import BadCursor, Cursor, timeline
+from shared.db import MAX_BIGINT
 from shared.models import Contact
 from shared.phone import InvalidPhone, normalise_phone
 from web.dashboard_auth import no_store, notice_page, signed_in
@@ -25,9 +26,6 @@ from web.services import services
 
 bp = Blueprint("dashboard_pages", __name__, url_prefix="/dashboard", template_folder="templates")
 
-#: The largest item id a cursor may carry (a BIGINT).
-MAX_ID = 2**63 - 1
-
 
 @bp.get(f"/cycles/{CYCLE_ID}")
 def cycle_page(cycle_id: int) -> ResponseReturnValue:
@@ -35,7 +33,7 @@ def cycle_page(cycle_id: int) -> ResponseReturnValue:
     if not signed_in():
         return redirect("/dashboard/login", code=303)
     raw = request.args.get("after", "0")
-    if not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_ID:
+    if not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_BIGINT:
         return notice_page(400, f"not a page of cycle {cycle_id}: after must be an item id")
     with services().sessions() as session:
         report = cycles.report(session, cycle_id, services().settings)
