@@ -132,6 +132,15 @@ def test_a_contact_name_is_shown_as_text_never_run(operator: Any, cycle_id: int)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
+def test_an_erased_contact_stays_on_the_cycle_page_without_its_number(
+    operator: Any, cycle_id: int, operator_headers: dict[str, str]
+) -> None:
+    assert operator.delete(f"/api/contacts/{quote(FAILED, safe='')}", headers=operator_headers).status_code == 204
+    rows = rows_by_phone(page_of(operator.get(f"/dashboard/cycles/{cycle_id}")))
+    assert set(rows) == {"", MISSED, WAITING}
+    assert "erased" in rows[""] and "UserInBlacklist" in rows[""] and "/dashboard/contacts/" not in rows[""]
+
+
 def many_failures(session: Any, failed: int, delivered_between: int = 1) -> int:
     """A cycle whose SMS failed for `failed` contacts, with delivered ones in between (not on the page)."""
     cycle = Cycle(message="Hi", state=CycleState.DONE)
