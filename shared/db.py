@@ -63,22 +63,13 @@ def build_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Postgres functions SQLite lacks, with Postgres's meaning (shared/personal_parts.py counts with them).
-    dbapi_connection.create_function("translate", 3, _translate, deterministic=True)
+    # A Postgres function SQLite lacks, with Postgres's meaning (shared/personal_parts.py counts with it).
     dbapi_connection.create_function("regexp_replace", 4, _regexp_replace, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
     cursor.close()
-
-
-def _translate(text: str | None, source: str, target: str) -> str | None:
-    """Postgres `translate`: each character of `source` becomes the one at its place in `target`, or goes."""
-    if text is None:
-        return None
-    table = {ord(c): (target[i] if i < len(target) else None) for i, c in reversed(list(enumerate(source)))}
-    return text.translate(table)
 
 
 def _regexp_replace(text: str | None, pattern: str, replacement: str, flags: str) -> str | None:
