@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from shared import cycles, placeholders, segments
+from shared import cycle_money, cycles, placeholders, segments
 from shared.models import Contact, ContactStatus
 from worker.cycles import plan_cycle
 
@@ -82,6 +82,22 @@ def test_the_cycle_answer_carries_the_planned_parts(make_app, operator_headers, 
     assert answer.get_json()["estimated_cost"] == {"amount": "2.40", "currency": "KES"}
 
 
+def test_a_cycle_planned_before_parts_were_recorded_is_counted_from_its_items(make_app, operator_headers, session):
+    from shared.models import Cycle
+
+    add(session, ("+254711000341", SHORT), ("+254711000342", LONG))
+    cycle_id = cycles.start_cycle(session, DEAR)
+    plan_cycle(session, cycle_id)
+    cycle = session.get(Cycle, cycle_id)
+    cycle.plan = {k: v for k, v in cycle.plan.items() if k in ("sms", "voice", "skipped", "sms_by_prefix")}
+    session.commit()
+
+    answer = make_app(sms_cost_estimate="0.80").test_client().get(f"/api/cycles/{cycle_id}", headers=operator_headers)
+
+    assert answer.get_json()["segments"] == {"encoding": "GSM-7", "parts": 2}
+    assert answer.get_json()["estimated_cost"] == {"amount": "2.40", "currency": "KES"}
+
+
 # -- the SQL count against the exact one, on both databases ---------------------------------------------------
 
 NAMES = [None, "Ann", "Zoë", "Zawadi 😀", "Жанна", "A[b]c{d}", "€" * 30, "x" * 60, "😀" * 20, "Mary-Jane O'Neil"]
@@ -107,7 +123,11 @@ def test_sql_parts_match_the_exact_count_or_overshoot_by_one_at_a_pair(dialect_e
         phones = dict(session.execute(select(Contact.id, Contact.phone)).all())
         names = dict(session.execute(select(Contact.id, Contact.name)).all())
         measured = personal_parts.per_contact(session, template, Contact.id.in_(phones))
+        bill = cycle_money.sms_bill(session, template, Contact.id.in_(phones))
     assert set(measured) == set(phones)
+    assert bill.contacts == {"+254": len(NAMES)}
+    assert bill.parts == {"+254": sum(parts for _e, parts in measured.values())}
+    assert bill.segments == segments.Segments(*max(measured.values(), key=lambda m: (m[1], m[0] == segments.UCS2)))
     for contact_id, (encoding, parts) in measured.items():
         exact = segments.count(placeholders.render(template, name=names[contact_id], phone=phones[contact_id]))
         assert encoding == exact.encoding, names[contact_id]
