@@ -15,7 +15,7 @@ from sqlalchemy import String, case, func, literal, literal_column, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import alerts, cost_estimate, cycle_money, dlr_silence, placeholders, segments, voice_script
+from shared import alerts, cycle_money, dlr_silence, placeholders, segments, voice_script
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -170,11 +170,7 @@ def preview(
     held = dlr_silence.hold_back_now(session, ignore=ignore_dlr_silence)
     tagged = in_tags(session, tags)
     audience = reachable() & tagged if held is None else reachable() & tagged & ~held
-    prefix = cost_estimate.prefix_expr(Contact.phone)
-    routed = select(channel_expr().label("channel"), prefix.label("prefix")).where(audience).subquery()
-    routes = session.execute(
-        select(routed.c.channel, routed.c.prefix, func.count()).group_by(routed.c.channel, routed.c.prefix)
-    ).all()
+    voice = session.scalar(select(func.count()).where(audience, channel_expr() == Channel.VOICE.value)) or 0
     skipped = dict(
         session.execute(
             select(type_coerce(Contact.status, String), func.count())
@@ -183,11 +179,10 @@ def preview(
         ).all()
     )
     skipped.update(dlr_silence.count_held(session, reachable() & tagged, held))
-    sms_by_prefix = {str(p): int(n) for channel, p, n in routes if channel == Channel.SMS.value}
-    voice = sum(int(n) for channel, _, n in routes if channel == Channel.VOICE.value)
+    bill = cycle_money.sms_bill(session, message, audience & (channel_expr() == Channel.SMS.value))
     return {
-        **planned_counts(sum(sms_by_prefix.values()), voice, skipped),
-        **cycle_money.money_keys(settings, message, sms_by_prefix, voice),
+        **planned_counts(sum(bill.contacts.values()), voice, skipped),
+        **cycle_money.money_keys(settings, bill, voice),
     }
 
 
@@ -251,15 +246,9 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
         "voice_detail": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
-        **cycle_money.money_keys(settings, cycle.message, _sms_by_prefix(session, cycle), planned["voice"]),
+        **cycle_money.money_keys(settings, cycle_money.recorded_bill(session, cycle), planned["voice"]),
         **cycle_money.cost_keys(cycle_money.charged(session, cycle_id), settings),
     }
-
-
-def _sms_by_prefix(session: Session, cycle: Cycle) -> dict[str, int]:
-    """SMS contacts per phone prefix as planning recorded them (or, for older cycles, counted from the items)."""
-    recorded = (cycle.plan or {}).get("sms_by_prefix")
-    return recorded if recorded is not None else cycle_money.planned_sms_by_prefix(session, cycle.id)
 
 
 def undelivered_statuses() -> list[str]:
