@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import insert, select
 
 from shared import cycles as shared_cycles
 from shared.models import Call, Contact, ContactStatus, Cycle, CycleState, Message
 from tests.conftest import API_TOKEN
+from tests.test_cli import invoke
 from tests.test_dashboard import sign_in
 from worker.cycles import plan_cycle
 
@@ -282,3 +284,15 @@ def test_the_page_fits_a_phone(operator: Any, small_and_large: tuple[int, int]) 
     tables = re.findall(r"<(?:div class=\"scroll\">\s*)?<table", page)
     assert tables and all(t.startswith('<div class="scroll">') for t in tables)
     assert not re.search(r'<svg [^>]*width="\d{4,}', page)  # no chart wider than a phone
+
+
+def test_reach_cycle_show_prints_the_same_shares(small_and_large: tuple[int, int]) -> None:
+    _, large = small_and_large
+    result = invoke(CliRunner(), "cycle", "show", str(large))
+
+    assert result.exit_code == 0, result.stderr
+    assert "  funnel     SMS sent 4000 (100.0% of SMS planned)\n" in result.output
+    assert "             delivered 3000 (75.0% of SMS sent)\n" in result.output
+    assert "             acknowledged 100 (25.0% of answered)\n" in result.output
+    assert "  networks   Safaricom: 2900 of 3400 delivered (85.3%)\n" in result.output
+    assert "             no report yet: 0 of 400 delivered (0.0%)\n" in result.output
