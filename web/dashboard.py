@@ -39,12 +39,13 @@ STILL_RUNNING = frozenset({CycleState.PLANNING.value, CycleState.DISPATCHING.val
 
 
 def init_app(app: Flask) -> None:
-    from web import dashboard_cycles
+    from web import dashboard_cycles, dashboard_pages
 
     app.add_template_filter(local_time, "when")
     app.add_template_filter(percentage, "pct")
     app.register_blueprint(bp)
     app.register_blueprint(dashboard_cycles.bp)
+    app.register_blueprint(dashboard_pages.bp)
 
 
 @bp.get("")
