@@ -274,6 +274,8 @@ def test_the_times_zone_is_dashboard_timezone(make_app: Any, session: Any) -> No
     session.commit()
 
     assert cell(page_of(client), f'data-cycle="{cycle_id}"', "started") == "2026-12-06 14:05 EAT"
+    # The cycle's own page keeps to the same zone (web/formats.py), to the second.
+    assert "2026-12-06 14:05:00 EAT" in client.get(f"/dashboard/cycles/{cycle_id}").get_data(as_text=True)
 
 
 def test_the_page_fits_a_phone(operator: Any, small_and_large: tuple[int, int]) -> None:

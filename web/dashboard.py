@@ -9,9 +9,7 @@ its `funnel` and `sms_by_network` from shared.cycle_breakdown), so the page, `GE
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Flask, Response, redirect, render_template
 from flask.typing import ResponseReturnValue
@@ -21,7 +19,7 @@ from sqlalchemy.orm import Session
 from shared import alerts, cycle_breakdown, cycles
 from shared.contacts import counts_by_status
 from shared.models import Cycle, CycleState
-from web import charts
+from web import charts, formats
 from web.dashboard_auth import no_store, signed_in
 from web.services import services
 
@@ -33,16 +31,13 @@ LATEST_FAILURES = 10
 #: While a cycle of the page may still change, the page reloads itself this often (a meta refresh: the
 #: CSP allows no script).
 REFRESH_SECONDS = 10
-#: What a cell shows for a time that did not happen or a share of nothing.
-NOTHING = "\N{EN DASH}"
 STILL_RUNNING = frozenset({CycleState.PLANNING.value, CycleState.DISPATCHING.value, CycleState.PAUSED.value})
 
 
 def init_app(app: Flask) -> None:
     from web import dashboard_cycles, dashboard_pages
 
-    app.add_template_filter(local_time, "when")
-    app.add_template_filter(percentage, "pct")
+    formats.init_app(app)
     app.register_blueprint(bp)
     app.register_blueprint(dashboard_cycles.bp)
     app.register_blueprint(dashboard_pages.bp)
@@ -76,18 +71,3 @@ def overview(session: Session, how_many: int) -> dict[str, Any]:
         "alerts": alerts.recent(session, RECENT_ALERTS),
         "refresh_seconds": REFRESH_SECONDS if any(r["state"] in STILL_RUNNING for r in reports) else None,
     }
-
-
-def local_time(value: datetime | str | None) -> str:
-    """`2026-12-06 14:05 EAT`: a time in DASHBOARD_TIMEZONE, always with its zone's name."""
-    if value is None:
-        return NOTHING
-    at = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if at.tzinfo is None:  # the database's times are UTC
-        at = at.replace(tzinfo=UTC)
-    return at.astimezone(ZoneInfo(services().settings.dashboard_timezone)).strftime("%Y-%m-%d %H:%M %Z")
-
-
-def percentage(value: float | None) -> str:
-    """`75.0%`, or a dash when there was nothing to be a share of."""
-    return NOTHING if value is None else f"{value:.1f}%"
