@@ -15,7 +15,15 @@ from sqlalchemy import String, case, func, literal, literal_column, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import alerts, cycle_money, dlr_silence, placeholders, segments, voice_script
+from shared import (
+    alerts,
+    cycle_breakdown,
+    cycle_money,
+    dlr_silence,
+    placeholders,
+    segments,
+    voice_script,
+)
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -226,7 +234,7 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
     )
     plan = cycle.plan or {}
     planned = planned_counts(_planned(items, "sms"), _planned(items, "voice"), plan.get("skipped", {}))
-    return {
+    answer = {
         "id": cycle.id,
         "state": cycle.state.value,
         "paused_reason": cycle.paused_reason,
@@ -249,10 +257,24 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         **cycle_money.money_keys(settings, cycle_money.recorded_bill(session, cycle), planned["voice"]),
         **cycle_money.cost_keys(cycle_money.charged(session, cycle_id), settings),
     }
+    # The funnel's percentages and SMS by mobile network (the dashboard's charts draw these).
+    return answer | cycle_breakdown.breakdown_keys(session, answer)
 
 
 def undelivered_statuses() -> list[str]:
     return [status for status, rule in rules_of(Kind.DLR).items() if rule.action is Action.UNDELIVERED]
+
+
+def sms_failed() -> ColumnElement[bool]:
+    """SQL: the message did not arrive: AT refused it, or its report says it was not delivered."""
+    return (Message.send_state == "failed") | Message.status.in_(undelivered_statuses())
+
+
+def failure_reason() -> ColumnElement[str]:
+    """SQL: why a failed message failed, as the operator reads it: AT's `failureReason`, else the report's status,
+    else the send answer's."""
+    # literal_column, not a bound parameter: GROUP BY must repeat the select's expression exactly.
+    return func.coalesce(Message.failure_reason, Message.status, Message.send_status, literal_column("'unknown'"))
 
 
 def _planned(items: dict[str, int], channel: str) -> int:
@@ -273,13 +295,9 @@ def _sms_counts(session: Session, cycle_id: int) -> dict[str, Any]:
             func.count().filter(sent, Message.send_error == SENT_TWICE),
         ).where(Message.cycle_id == cycle_id)
     ).one()
-    # literal_column, not a bound parameter: GROUP BY must repeat the select's expression exactly.
-    reason = func.coalesce(Message.failure_reason, Message.status, Message.send_status, literal_column("'unknown'"))
+    reason = failure_reason()
     failed = session.execute(
-        select(reason, func.count())
-        .where(Message.cycle_id == cycle_id)
-        .where((Message.send_state == "failed") | Message.status.in_(undelivered_statuses()))
-        .group_by(reason)
+        select(reason, func.count()).where(Message.cycle_id == cycle_id, sms_failed()).group_by(reason)
     ).all()
     return {"sent": row[0], "delivered": row[1], "failed": dict(failed), "sent_twice": row[2]}
 
