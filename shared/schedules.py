@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -105,16 +104,13 @@ def remove_schedule(session: Session, key: str) -> bool:
 
 
 def due_period(schedule: Schedule, now: datetime) -> datetime | None:
-    """The latest scheduled time at or before `now` (and after the schedule was added), in UTC."""
-    tz = zone(schedule.timezone)
-    local_now = now.astimezone(tz)
+    """The latest scheduled time at or before `now` (and not before the schedule was added), in UTC; how a
+    daylight-saving change moves it: `shared.cron`."""
     try:
-        latest = croniter(schedule.cron, local_now + timedelta(seconds=1)).get_prev(datetime)
+        latest = cron.latest_firing(schedule.cron, zone(schedule.timezone), now)
     except cron.CRON_ERRORS as exc:  # stored before `cron.check` refused it
         raise CycleError(f"cron {schedule.cron!r} cannot be read: {exc}") from None
-    if latest < schedule.created_at.astimezone(tz):
-        return None
-    return latest.astimezone(UTC)
+    return None if latest < schedule.created_at else latest
 
 
 def period_key(schedule: Schedule, due: datetime) -> str:
@@ -158,9 +154,8 @@ def start_due_period(session: Session, schedule: Schedule, now: datetime) -> int
 
 def next_run(schedule: Schedule, now: datetime) -> datetime | None:
     """When the schedule fires next, in UTC; None if it never will (stored before `cron.check` refused it)."""
-    tz = zone(schedule.timezone)
     try:
-        return croniter(schedule.cron, now.astimezone(tz)).get_next(datetime).astimezone(UTC)
+        return cron.next_firing(schedule.cron, zone(schedule.timezone), now)
     except cron.CRON_ERRORS:
         return None
 
