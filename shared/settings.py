@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     #: The shortest time a schedule may leave between two of its cycles (every contact, each time): a cron
     #: expression that fires twice within less, anywhere in the calendar, is refused. A minute is cron's step.
     schedule_min_interval_seconds: int = Field(default=3600, ge=60, le=31 * 86_400)
+    #: A schedule's period whose first tick comes later than this after its planned time (beat was down, the
+    #: broker backed up) is recorded missed, not started late (design §4.2): no 09:00 message at 23:30.
+    schedule_misfire_seconds: int = Field(default=3600, gt=0, le=366 * 86_400)
     #: How often beat runs the housekeeping tasks (interrupted drains and sends, overdue calls, pruning). Each
     #: is idempotent and cheap when there is nothing to do; a shorter period only settles interrupted work
     #: sooner (the tests use 2 s).
