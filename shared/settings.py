@@ -314,6 +314,18 @@ class Settings(BaseSettings):
             raise ValueError(f"is too long ({len(value)} characters; at most {MAX_VOICE_GREETING})")
         return value
 
+    @field_validator("schedule_misfire_seconds")
+    @classmethod
+    def _misfire_spans_two_ticks(cls, value: int, info: ValidationInfo) -> int:
+        # A period is seen only at a tick, up to one interval after its time, later if that tick waited in the
+        # queue: a shorter window would record periods missed that beat ticked on time.
+        tick = info.data.get("schedule_tick_seconds")
+        if tick is not None and value < 2 * tick:
+            raise ValueError(
+                f"must be at least twice SCHEDULE_TICK_SECONDS ({tick:g} s): ticks on time would miss periods"
+            )
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:

@@ -352,6 +352,17 @@ def test_the_misfire_setting_is_validated(monkeypatch: pytest.MonkeyPatch, value
         load_settings()
 
 
+def test_the_misfire_window_must_leave_room_for_two_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A period is seen only at a tick: a window shorter than two tick intervals would miss periods beat ticked
+    on time."""
+    monkeypatch.setenv("SCHEDULE_TICK_SECONDS", "30")
+    monkeypatch.setenv("SCHEDULE_MISFIRE_SECONDS", "59")
+    with pytest.raises(SettingsError, match=r"SCHEDULE_MISFIRE_SECONDS: must be at least twice SCHEDULE_TICK_SECONDS"):
+        load_settings()
+    monkeypatch.setenv("SCHEDULE_MISFIRE_SECONDS", "60")
+    assert load_settings().schedule_misfire_seconds == 60
+
+
 def test_the_misfire_setting_defaults_to_an_hour(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SCHEDULE_MISFIRE_SECONDS", raising=False)
     assert load_settings().schedule_misfire_seconds == 3600
