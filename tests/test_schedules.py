@@ -306,6 +306,8 @@ def test_after_a_beat_outage_the_period_is_recorded_missed_once_and_the_next_run
     assert (last_skip["period"], last_skip["reason"]) == ("2026-12-01T09:00:00+00:00", MISSED_AT_23_30)
     report = client.get(f"/api/cycles/{last_skip['cycle_id']}", headers=operator_headers).json
     assert (report["state"], report["skip_reason"], report["sms"]) == ("skipped", MISSED_AT_23_30, 0)
+    (listed,) = client.get("/api/cycles", headers=operator_headers).json["cycles"]
+    assert (listed["state"], listed["schedule_id"], listed["skip_reason"]) == ("skipped", daily.id, MISSED_AT_23_30)
 
     (next_day,) = tasks.start_due_cycles(NINE + timedelta(days=1))
     at_nine_next_day = schedules.period_key(daily, NINE.replace(second=0) + timedelta(days=1))
