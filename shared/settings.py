@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     #: The shortest time a schedule may leave between two of its cycles (every contact, each time): a cron
     #: expression that fires twice within less, anywhere in the calendar, is refused. A minute is cron's step.
     schedule_min_interval_seconds: int = Field(default=3600, ge=60, le=31 * 86_400)
+    #: A schedule's period whose first tick comes later than this after its planned time (beat was down, the
+    #: broker backed up) is recorded missed, not started late (design §4.2): no 09:00 message at 23:30.
+    schedule_misfire_seconds: int = Field(default=3600, gt=0, le=366 * 86_400)
     #: How often beat runs the housekeeping tasks (interrupted drains and sends, overdue calls, pruning). Each
     #: is idempotent and cheap when there is nothing to do; a shorter period only settles interrupted work
     #: sooner (the tests use 2 s).
@@ -320,6 +323,18 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty (it is what a call Reach did not place hears)")
         if len(value) > MAX_VOICE_GREETING:
             raise ValueError(f"is too long ({len(value)} characters; at most {MAX_VOICE_GREETING})")
+        return value
+
+    @field_validator("schedule_misfire_seconds")
+    @classmethod
+    def _misfire_spans_two_ticks(cls, value: int, info: ValidationInfo) -> int:
+        # A period is seen only at a tick, up to one interval after its time, later if that tick waited in the
+        # queue: a shorter window would record periods missed that beat ticked on time.
+        tick = info.data.get("schedule_tick_seconds")
+        if tick is not None and value < 2 * tick:
+            raise ValueError(
+                f"must be at least twice SCHEDULE_TICK_SECONDS ({tick:g} s): ticks on time would miss periods"
+            )
         return value
 
     @field_validator("log_level")

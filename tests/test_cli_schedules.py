@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -76,6 +76,23 @@ def test_schedule_list_and_cycle_show_tell_a_skipped_period(runner: CliRunner, s
     assert shown.output.splitlines()[:2] == [f"cycle {skipped}: skipped", f"  skipped:   {reason}"]
     watched = invoke(runner, "cycle", "watch", str(skipped), "--interval", "0.1")
     assert watched.exit_code == 1  # it ends: nothing was or will be sent for that period
+
+
+def test_schedule_list_marks_a_missed_period(runner: CliRunner, session: Any) -> None:
+    assert invoke(runner, "schedule", "add", "daily", "--cron", "0 9 * * *", "--message", "News").exit_code == 0
+    schedule = session.scalars(select(Schedule)).one()
+    nine = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    reason = schedules.missed_reason(timedelta(hours=14, minutes=30), timedelta(hours=1))
+    key = schedules.period_key(schedule, nine)
+    missed = make_cycle(session, CycleState.SKIPPED, schedule_id=schedule.id, period_key=key, skip_reason=reason)
+
+    header, row = invoke(runner, "schedule", "list").output.splitlines()
+    assert row[header.index("last_skip") :].split()[:2] == ["2026-12-01T09:00:00+00:00", "(missed)"]
+    shown = invoke(runner, "cycle", "show", str(missed))
+    assert shown.output.splitlines()[1] == (
+        "  skipped:   missed: its first tick came 14 hours 30 minutes after its time, later than "
+        "SCHEDULE_MISFIRE_SECONDS (1 hour)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,8 @@ def state_of(session, cycle_id: int) -> str:
 
 
 def test_two_beats_at_once_start_one_cycle_per_period(session) -> None:
-    schedule = schedules.add_schedule(session, "daily", "0 9 * * *", "Morning", timezone="Africa/Nairobi")
+    # Hourly: the period due now is less than SCHEDULE_MISFIRE_SECONDS old, so the tick starts it.
+    schedule = schedules.add_schedule(session, "hourly", "0 * * * *", "News", timezone="Africa/Nairobi")
     schedule.created_at = datetime.now(UTC) - timedelta(days=3)
     session.commit()
     first, second = tasks.tick.run(), tasks.tick.run()  # two beats, or one tick delivered twice
