@@ -100,6 +100,7 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"  voice      called {voice['called']}, answered {voice['answered']}, acknowledged {voice['acknowledged']},"
         f" not answered {not_answered}",
         f"             not answered by cause: {counts(voice['not_answered'])}",
+        *grade_lines(voice),
         f"             items: {counts(voice['items'])}",
         f"  skipped    {report['skipped']} ({counts(report['skipped_by_status'])})",
         f"  cancelled  {report.get('cancelled', 0)} items not sent",
@@ -108,6 +109,17 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"  cost       {counts_cost(report['cost_by_currency'])}",
     ]
     return lines
+
+
+def grade_lines(voice: Mapping[str, Any]) -> list[str]:
+    """Who answered (issue 14); absent from the answer of an older server."""
+    grades = voice.get("grades")
+    if grades is None:
+        return []
+    return [
+        f"             graded: acknowledged {grades['acknowledged']}, answered {grades['answered']},"
+        f" likely voicemail {grades['voicemail']}, not answered {grades['not_answered']}"
+    ]
 
 
 def parts(segments: Mapping[str, Any]) -> str:

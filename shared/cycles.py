@@ -15,7 +15,7 @@ from sqlalchemy import String, case, func, literal, literal_column, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import alerts, cost_estimate, cycle_money, dlr_silence, placeholders, segments, voice_script
+from shared import alerts, call_grades, cost_estimate, cycle_money, dlr_silence, placeholders, segments, voice_script
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -310,4 +310,11 @@ def _voice_counts(session: Session, cycle_id: int) -> dict[str, Any]:
         .where(Call.cycle_id == cycle_id, Call.ended_at.is_not(None), Call.outcome != "answered")
         .group_by(cause)
     ).all()
-    return {"called": row[0], "answered": row[1], "acknowledged": row[2], "not_answered": dict(not_answered)}
+    return {
+        "called": row[0],
+        "answered": row[1],
+        "acknowledged": row[2],
+        "not_answered": dict(not_answered),
+        # Who answered, per call (shared/call_grades.py): `answered` above counts every call picked up.
+        "grades": call_grades.cycle_grades(session, cycle_id),
+    }

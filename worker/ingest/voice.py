@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
-from shared import metrics
+from shared import call_grades, metrics
 from shared.callbacks import (
     VoiceEvent,
     phone_or_raw,
@@ -56,6 +56,8 @@ def apply_voice_event(session: Session, received_at: datetime, event: VoiceEvent
     if event.live:
         if call.ended_at is None:
             call.call_session_state = event.call_session_state or "Active"
+        else:
+            call_grades.grade_call(call)  # a key press drained after the final callback
         return
     _finish_call(session, call, event, received_at)
 
@@ -102,6 +104,7 @@ def _finish_call(session: Session, call: Call, event: VoiceEvent, at: datetime) 
     call.recording_url = event.recording_url or None
     call.outcome = outcome.value
     call.ended_at = at
+    call_grades.grade_call(call)
     if call.send_state == "submitting" and call.cycle_id is not None:
         # AT's answer to `/call` was lost, but a final callback proves AT placed it. (One-off calls are
         # adopted by send housekeeping, which counts them: worker/sending.py `settle_unanswered`.)
