@@ -62,6 +62,7 @@ def preview_lines(preview: Mapping[str, Any]) -> list[str]:
         f"  skipped:        {preview['skipped']} ({counts(preview['skipped_by_status'])})",
         f"  SMS parts:      {parts(preview['segments'])}",
         f"  estimated cost: {cost['currency']} {cost['amount']}",
+        *call_lines(preview),
     ]
     if preview["skipped_by_status"].get("dlr_silence"):
         lines.append(
@@ -109,6 +110,16 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"  cost       {counts_cost(report['cost_by_currency'])}",
     ]
     return lines
+
+
+def call_lines(preview: Mapping[str, Any]) -> list[str]:
+    """Who the dry run expects to call, why, and their share of the estimate; absent from an older server."""
+    calls = preview.get("calls")
+    if calls is None:
+        return []
+    cost = calls["estimated_cost"]
+    why = counts({k.replace("_", " "): v for k, v in calls["by_reason"].items()})
+    return [f"  calls needed:   {calls['contacts']} ({why}), {cost['currency']} {cost['amount']}"]
 
 
 def grade_lines(voice: Mapping[str, Any]) -> list[str]:

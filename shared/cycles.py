@@ -188,6 +188,34 @@ def preview(
     return {
         **planned_counts(sum(sms_by_prefix.values()), voice, skipped),
         **cycle_money.money_keys(settings, message, sms_by_prefix, voice),
+        "calls": calls_needed(session, settings, audience),
+    }
+
+
+#: Why the dry run expects to call a contact: its status, or its own choice of voice on USSD.
+CALL_REASONS = (ContactStatus.INACTIVE.value, ContactStatus.PENDING.value, "chose_voice")
+
+
+def calls_needed(session: Session, settings: Settings, audience: ColumnElement[bool]) -> dict[str, Any]:
+    """The dry run's `calls`: contacts routed to a call, by why, and what they cost at CALL_COST_ESTIMATE a
+    call (the same price `estimated_cost` counts them at). A contact whose transient SMS failure was cleared by
+    a proof of reach is `active` by now (shared/reachability.py), so it is not among them."""
+    # literal_column, not a bound parameter: GROUP BY must repeat the select's expression exactly.
+    reason = case(
+        (Contact.channel_preference.is_not(None), literal_column("'chose_voice'")),
+        else_=type_coerce(Contact.status, String),
+    )
+    rows = dict(
+        session.execute(
+            select(reason, func.count()).where(audience, channel_expr() == Channel.VOICE.value).group_by(reason)
+        ).all()
+    )
+    by_reason = {why: int(rows.get(why, 0)) for why in CALL_REASONS}
+    total = sum(by_reason.values())
+    return {
+        "contacts": total,
+        "by_reason": by_reason,
+        "estimated_cost": cost_estimate.money(settings.call_cost_estimate * total, settings.cost_currency),
     }
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import case, func
 from sqlalchemy.orm import Session
 
-from shared import ussd
+from shared import reachability, ussd
 from shared.callbacks import (
     UssdStep,
     phone_or_raw,
@@ -53,6 +53,7 @@ def apply_ussd_step(session: Session, received_at: datetime, step: UssdStep) -> 
             },
         )
     )
+    reachability.mark_reached(session, phone, received_at, reachability.ReachedBy.USSD)
     match screen.effect:
         case ussd.Effect.PREFER_SMS:
             opt_in(session, phone, received_at, Channel.SMS, by=BY_USSD)

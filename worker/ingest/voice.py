@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
-from shared import call_grades, metrics
+from shared import call_grades, metrics, reachability
 from shared.callbacks import (
     VoiceEvent,
     phone_or_raw,
@@ -52,7 +52,11 @@ def apply_voice_event(session: Session, received_at: datetime, event: VoiceEvent
     call = _lock_call(session, event, received_at)
     if event.dtmf_digits:
         call.dtmf_digits = event.dtmf_digits
-        call.acknowledged = call.acknowledged or event.dtmf_digits.strip() == "1"
+        pressed_one = event.dtmf_digits.strip() == "1"
+        call.acknowledged = call.acknowledged or pressed_one
+        if pressed_one and call.send_state is not None:
+            # Only a call Reach placed: an inbound caller's number can be spoofed.
+            reachability.mark_reached(session, call.phone, received_at, reachability.ReachedBy.CALL)
     if event.live:
         if call.ended_at is None:
             call.call_session_state = event.call_session_state or "Active"
