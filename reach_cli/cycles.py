@@ -103,6 +103,7 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"             not answered by cause: {counts(voice['not_answered'])}",
         *grade_lines(voice),
         f"             items: {counts(voice['items'])}",
+        *reached_lines(report),
         f"  skipped    {report['skipped']} ({counts(report['skipped_by_status'])})",
         f"  cancelled  {report.get('cancelled', 0)} items not sent",
         f"  SMS parts  {parts(report['segments'])} per message",
@@ -110,6 +111,14 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"  cost       {counts_cost(report['cost_by_currency'])}",
     ]
     return lines
+
+
+def reached_lines(report: Mapping[str, Any]) -> list[str]:
+    """Contacts the cycle reached (issue 14); absent from the answer of an older server."""
+    reached = report.get("reached")
+    if reached is None:
+        return []
+    return [f"  reached    {reached['contacts']} contacts ({reached['ussd_confirmed']} confirmed on USSD)"]
 
 
 def call_lines(preview: Mapping[str, Any]) -> list[str]:

@@ -15,7 +15,17 @@ from sqlalchemy import String, case, func, literal, literal_column, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import alerts, call_grades, cost_estimate, cycle_money, dlr_silence, placeholders, segments, voice_script
+from shared import (
+    alerts,
+    call_grades,
+    cost_estimate,
+    cycle_money,
+    dlr_silence,
+    last_message,
+    placeholders,
+    segments,
+    voice_script,
+)
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -279,6 +289,8 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
         "voice_detail": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
+        # Contacts the cycle reached (delivered SMS, acknowledged call, read on USSD): issue 14.
+        "reached": last_message.reached_counts(session, cycle_id),
         **cycle_money.money_keys(settings, cycle.message, _sms_by_prefix(session, cycle), planned["voice"]),
         **cycle_money.cost_keys(cycle_money.charged(session, cycle_id), settings),
     }
