@@ -206,3 +206,13 @@ def test_dry_run_shows_who_needs_a_call_and_what_that_costs(session, operator_he
         "by_reason": {"inactive": 2, "pending": 1, "chose_voice": 1},
         "estimated_cost": {"amount": "10.00", "currency": "KES"},
     }
+
+
+def test_contact_answer_says_when_and_how_they_were_reached(client, session, drain, operator_headers) -> None:
+    contact, _ = failed_contact(session)
+    session_id = acknowledged_call(session, client, contact)
+    post(client, "/voice", wire.voice_final_answered(session_id, CUSTOMER, AT_NUMBER, duration=20))
+    drain()
+    body = client.get(f"/api/contacts/{CUSTOMER}", headers=operator_headers).get_json()
+    assert body["reached_by"] == "call" and body["reached_at"] is not None
+    assert body["calls"][0]["grade"] == "acknowledged"
