@@ -34,6 +34,9 @@ HEARD_ALL_SHARE = 0.8
 SLACK_SECONDS = 30
 
 
+_POLICY_OUTCOMES = frozenset(action.value for action in Action)
+
+
 class Grade(enum.StrEnum):
     ACKNOWLEDGED = "acknowledged"
     ANSWERED = "answered"
@@ -64,7 +67,7 @@ def grade(outcome: str | None, acknowledged: bool, duration: int | None, message
     """The grade of an ended call from its policy outcome (`Call.outcome`); None while it has not ended."""
     if acknowledged:
         return Grade.ACKNOWLEDGED
-    if outcome is None or outcome not in set(Action):
+    if outcome is None or outcome not in _POLICY_OUTCOMES:
         return None  # not ended, or `unknown` (no final callback came)
     if outcome != Action.ANSWERED:
         return Grade.NOT_ANSWERED

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, or_, select, union_all, update
+from sqlalchemy import Connection, func, or_, select, union, union_all, update
 from sqlalchemy.orm import Session
 
 from shared.models import Call, Contact, CycleItem, Message
@@ -58,15 +58,19 @@ def confirm_read(session: Session, phone: str, at: datetime) -> int | None:
 
 def reached_counts(session: Session, cycle_id: int) -> dict[str, Any]:
     """The cycle's `reached`: contacts it reached (a delivered SMS, an acknowledged call or a USSD confirmation),
-    and how many confirmed on USSD."""
+    and how many confirmed on USSD. Counted by cycle item (one per contact, kept when a contact is erased), as a
+    union of three range reads on the cycle's rows rather than a probe per item."""
     handset_receipts = [status for status, rule in rules_of(Kind.DLR).items() if rule.action is Action.DELIVERED]
-    delivered = exists().where(Message.cycle_item_id == CycleItem.id, Message.status.in_(handset_receipts))
-    acknowledged = exists().where(Call.cycle_item_id == CycleItem.id, Call.acknowledged.is_(True))
-    confirmed = CycleItem.confirmed_at.is_not(None)
-    row = session.execute(
-        select(
-            func.count().filter(or_(confirmed, delivered, acknowledged)),
-            func.count().filter(confirmed),
-        ).where(CycleItem.cycle_id == cycle_id)
-    ).one()
-    return {"contacts": int(row[0]), "ussd_confirmed": int(row[1])}
+    confirmed = select(CycleItem.id.label("item")).where(
+        CycleItem.cycle_id == cycle_id, CycleItem.confirmed_at.is_not(None)
+    )
+    delivered = select(Message.cycle_item_id).where(
+        Message.cycle_id == cycle_id, Message.status.in_(handset_receipts), Message.cycle_item_id.is_not(None)
+    )
+    acknowledged = select(Call.cycle_item_id).where(
+        Call.cycle_id == cycle_id, Call.acknowledged.is_(True), Call.cycle_item_id.is_not(None)
+    )
+    reached = union(confirmed, delivered, acknowledged).subquery()
+    contacts = session.scalar(select(func.count()).select_from(reached))
+    ussd = session.scalar(select(func.count()).select_from(confirmed.subquery()))
+    return {"contacts": int(contacts or 0), "ussd_confirmed": int(ussd or 0)}

@@ -151,3 +151,33 @@ def test_cycle_show_prints_who_was_reached(client, session, drain) -> None:
     drain()
     result = CliRunner().invoke(cli, ["cycle", "show", str(cycle.id)], prog_name="reach", catch_exceptions=False)
     assert "reached    1 contacts (1 confirmed on USSD)" in result.output
+
+
+def test_reached_counts_each_contact_once_whatever_reached_them(session) -> None:
+    from datetime import UTC, datetime
+
+    from shared.last_message import reached_counts
+
+    cycle = Cycle(message="hi", state=CycleState.DONE)
+    contacts = [Contact(phone=f"+25472200000{i}", status=ContactStatus.ACTIVE) for i in range(1, 6)]
+    session.add_all([cycle, *contacts])
+    session.flush()
+    items = [CycleItem(cycle_id=cycle.id, contact_id=c.id, channel="sms", state=ItemState.SENT) for c in contacts]
+    session.add_all(items)
+    session.flush()
+
+    def sms(item: CycleItem, status: str) -> Message:
+        return Message(cycle_id=cycle.id, cycle_item_id=item.id, phone="x", text="hi", send_state="sent", status=status)
+
+    session.add_all(
+        [
+            sms(items[0], "Success"),  # delivered
+            Call(cycle_id=cycle.id, cycle_item_id=items[1].id, phone="x", acknowledged=True),  # acknowledged
+            sms(items[2], "Success"),  # delivered and confirmed: once
+            sms(items[3], "AbsentSubscriber"),  # not reached
+            Call(cycle_id=cycle.id, cycle_item_id=items[4].id, phone="x", acknowledged=False),  # not reached
+        ]
+    )
+    items[2].confirmed_at = datetime.now(UTC)
+    session.commit()
+    assert reached_counts(session, cycle.id) == {"contacts": 3, "ussd_confirmed": 1}
