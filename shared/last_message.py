@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, or_, select, union, union_all, update
+from sqlalchemy import Connection, and_, func, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
+from shared import cycle_export
 from shared.models import Call, Contact, CycleItem, Message
-from shared.status_policy import Action, Kind, rules_of
 
 
 @dataclass(frozen=True)
@@ -57,20 +57,17 @@ def confirm_read(session: Session, phone: str, at: datetime) -> int | None:
 
 
 def reached_counts(session: Session, cycle_id: int) -> dict[str, Any]:
-    """The cycle's `reached`: contacts it reached (a delivered SMS, an acknowledged call or a USSD confirmation),
-    and how many confirmed on USSD. Counted by cycle item (one per contact, kept when a contact is erased), as a
-    union of three range reads on the cycle's rows rather than a probe per item."""
-    handset_receipts = [status for status, rule in rules_of(Kind.DLR).items() if rule.action is Action.DELIVERED]
-    confirmed = select(CycleItem.id.label("item")).where(
-        CycleItem.cycle_id == cycle_id, CycleItem.confirmed_at.is_not(None)
-    )
-    delivered = select(Message.cycle_item_id).where(
-        Message.cycle_id == cycle_id, Message.status.in_(handset_receipts), Message.cycle_item_id.is_not(None)
-    )
-    acknowledged = select(Call.cycle_item_id).where(
-        Call.cycle_id == cycle_id, Call.acknowledged.is_(True), Call.cycle_item_id.is_not(None)
-    )
-    reached = union(confirmed, delivered, acknowledged).subquery()
-    contacts = session.scalar(select(func.count()).select_from(reached))
-    ussd = session.scalar(select(func.count()).select_from(confirmed.subquery()))
-    return {"contacts": int(contacts or 0), "ussd_confirmed": int(ussd or 0)}
+    """The cycle's `reached`: its contacts reached by the one rule the follow-up list uses (`cycle_export.
+    not_reached`: a delivered SMS, an answered call, or the message confirmed on USSD), and how many confirmed
+    on USSD. One pass over the cycle's items, each joined to its own message and call of the same cycle."""
+    row = session.execute(
+        select(
+            func.count().filter(~cycle_export.not_reached()),
+            func.count().filter(CycleItem.confirmed_at.is_not(None)),
+        )
+        .select_from(CycleItem)
+        .outerjoin(Message, and_(Message.id == CycleItem.message_id, Message.cycle_id == cycle_id))
+        .outerjoin(Call, and_(Call.id == CycleItem.call_id, Call.cycle_id == cycle_id))
+        .where(CycleItem.cycle_id == cycle_id)
+    ).one()
+    return {"contacts": int(row[0]), "ussd_confirmed": int(row[1])}

@@ -169,15 +169,20 @@ def test_reached_counts_each_contact_once_whatever_reached_them(session) -> None
     def sms(item: CycleItem, status: str) -> Message:
         return Message(cycle_id=cycle.id, cycle_item_id=item.id, phone="x", text="hi", send_state="sent", status=status)
 
-    session.add_all(
-        [
-            sms(items[0], "Success"),  # delivered
-            Call(cycle_id=cycle.id, cycle_item_id=items[1].id, phone="x", acknowledged=True),  # acknowledged
-            sms(items[2], "Success"),  # delivered and confirmed: once
-            sms(items[3], "AbsentSubscriber"),  # not reached
-            Call(cycle_id=cycle.id, cycle_item_id=items[4].id, phone="x", acknowledged=False),  # not reached
-        ]
-    )
+    def call(item: CycleItem, outcome: str) -> Call:
+        return Call(cycle_id=cycle.id, cycle_item_id=item.id, phone="x", outcome=outcome)
+
+    sent = [
+        sms(items[0], "Success"),  # delivered
+        call(items[1], "answered"),  # answered
+        sms(items[2], "Success"),  # delivered and confirmed: once
+        sms(items[3], "AbsentSubscriber"),  # not reached
+        call(items[4], "retry_later"),  # not reached
+    ]
+    session.add_all(sent)
+    session.flush()
+    for item, row in zip(items, sent, strict=True):
+        item.message_id, item.call_id = (row.id, None) if isinstance(row, Message) else (None, row.id)
     items[2].confirmed_at = datetime.now(UTC)
     session.commit()
     assert reached_counts(session, cycle.id) == {"contacts": 3, "ussd_confirmed": 1}

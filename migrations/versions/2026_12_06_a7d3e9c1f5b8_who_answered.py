@@ -9,7 +9,7 @@
 All nullable, no default: adding them rewrites no table.
 
 Revision ID: a7d3e9c1f5b8
-Revises: c4f7a2e9d1b5
+Revises: d7b3e9a1c5f2
 Create Date: 2026-12-06 20:30:00.000000
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "a7d3e9c1f5b8"
-down_revision: str | None = "c4f7a2e9d1b5"
+down_revision: str | None = "d7b3e9a1c5f2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
