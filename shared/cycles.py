@@ -19,6 +19,7 @@ from shared import (
     alerts,
     call_grades,
     cost_estimate,
+    cycle_breakdown,
     cycle_money,
     dlr_silence,
     last_message,
@@ -180,11 +181,7 @@ def preview(
     held = dlr_silence.hold_back_now(session, ignore=ignore_dlr_silence)
     tagged = in_tags(session, tags)
     audience = reachable() & tagged if held is None else reachable() & tagged & ~held
-    prefix = cost_estimate.prefix_expr(Contact.phone)
-    routed = select(channel_expr().label("channel"), prefix.label("prefix")).where(audience).subquery()
-    routes = session.execute(
-        select(routed.c.channel, routed.c.prefix, func.count()).group_by(routed.c.channel, routed.c.prefix)
-    ).all()
+    calls = calls_needed(session, settings, audience)  # the contacts a call would go to, by why
     skipped = dict(
         session.execute(
             select(type_coerce(Contact.status, String), func.count())
@@ -193,12 +190,11 @@ def preview(
         ).all()
     )
     skipped.update(dlr_silence.count_held(session, reachable() & tagged, held))
-    sms_by_prefix = {str(p): int(n) for channel, p, n in routes if channel == Channel.SMS.value}
-    voice = sum(int(n) for channel, _, n in routes if channel == Channel.VOICE.value)
+    bill = cycle_money.sms_bill(session, message, audience & (channel_expr() == Channel.SMS.value))
     return {
-        **planned_counts(sum(sms_by_prefix.values()), voice, skipped),
-        **cycle_money.money_keys(settings, message, sms_by_prefix, voice),
-        "calls": calls_needed(session, settings, audience),
+        **planned_counts(sum(bill.contacts.values()), calls["contacts"], skipped),
+        **cycle_money.money_keys(settings, bill, calls["contacts"]),
+        "calls": calls,
     }
 
 
@@ -269,7 +265,7 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
     )
     plan = cycle.plan or {}
     planned = planned_counts(_planned(items, "sms"), _planned(items, "voice"), plan.get("skipped", {}))
-    return {
+    answer = {
         "id": cycle.id,
         "state": cycle.state.value,
         "paused_reason": cycle.paused_reason,
@@ -289,21 +285,29 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
         "voice_detail": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
-        # Contacts the cycle reached (delivered SMS, acknowledged call, read on USSD): issue 14.
+        # Contacts the cycle reached (delivered SMS, answered call, read on USSD): issue 14.
         "reached": last_message.reached_counts(session, cycle_id),
-        **cycle_money.money_keys(settings, cycle.message, _sms_by_prefix(session, cycle), planned["voice"]),
+        **cycle_money.money_keys(settings, cycle_money.recorded_bill(session, cycle), planned["voice"]),
         **cycle_money.cost_keys(cycle_money.charged(session, cycle_id), settings),
     }
-
-
-def _sms_by_prefix(session: Session, cycle: Cycle) -> dict[str, int]:
-    """SMS contacts per phone prefix as planning recorded them (or, for older cycles, counted from the items)."""
-    recorded = (cycle.plan or {}).get("sms_by_prefix")
-    return recorded if recorded is not None else cycle_money.planned_sms_by_prefix(session, cycle.id)
+    # The funnel's percentages and SMS by mobile network (the dashboard's charts draw these).
+    return answer | cycle_breakdown.breakdown_keys(session, answer)
 
 
 def undelivered_statuses() -> list[str]:
     return [status for status, rule in rules_of(Kind.DLR).items() if rule.action is Action.UNDELIVERED]
+
+
+def sms_failed() -> ColumnElement[bool]:
+    """SQL: the message did not arrive: AT refused it, or its report says it was not delivered."""
+    return (Message.send_state == "failed") | Message.status.in_(undelivered_statuses())
+
+
+def failure_reason() -> ColumnElement[str]:
+    """SQL: why a failed message failed, as the operator reads it: AT's `failureReason`, else the report's status,
+    else the send answer's."""
+    # literal_column, not a bound parameter: GROUP BY must repeat the select's expression exactly.
+    return func.coalesce(Message.failure_reason, Message.status, Message.send_status, literal_column("'unknown'"))
 
 
 def _planned(items: dict[str, int], channel: str) -> int:
@@ -324,13 +328,9 @@ def _sms_counts(session: Session, cycle_id: int) -> dict[str, Any]:
             func.count().filter(sent, Message.send_error == SENT_TWICE),
         ).where(Message.cycle_id == cycle_id)
     ).one()
-    # literal_column, not a bound parameter: GROUP BY must repeat the select's expression exactly.
-    reason = func.coalesce(Message.failure_reason, Message.status, Message.send_status, literal_column("'unknown'"))
+    reason = failure_reason()
     failed = session.execute(
-        select(reason, func.count())
-        .where(Message.cycle_id == cycle_id)
-        .where((Message.send_state == "failed") | Message.status.in_(undelivered_statuses()))
-        .group_by(reason)
+        select(reason, func.count()).where(Message.cycle_id == cycle_id, sms_failed()).group_by(reason)
     ).all()
     return {"sent": row[0], "delivered": row[1], "failed": dict(failed), "sent_twice": row[2]}
 

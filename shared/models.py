@@ -129,9 +129,8 @@ class Contact(Base):
     consent_at: Mapped[datetime | None]
     #: Who made that change: `customer: SMS STOP`, `customer: USSD`, `operator: API token sha256:… from …`.
     consent_by: Mapped[str | None] = mapped_column(String(120))
-    #: The latest proof that the customer is reachable (an SMS or USSD session from them, an acknowledged
-    #: call), and which: a transient SMS failure older than it no longer routes them to a call
-    #: (shared/reachability.py).
+    #: The latest proof the customer is reachable (their SMS or USSD session, a call they acknowledged), and
+    #: which: a transient SMS failure older than it no longer routes them to a call (shared/reachability.py).
     reached_at: Mapped[datetime | None]
     reached_by: Mapped[str | None] = mapped_column(String(10))
     #: Labels for choosing an audience (shared/tags.py): `text[]` on Postgres, a JSON list on SQLite.
@@ -380,8 +379,7 @@ class Call(Base):
     currency: Mapped[str | None] = mapped_column(String(3))
     dtmf_digits: Mapped[str | None] = mapped_column(String(40))
     acknowledged: Mapped[bool] = mapped_column(default=False, server_default=sql_text("false"))
-    #: Who answered, once it ended: `acknowledged`, `answered`, `voicemail` (likely), `not_answered`
-    #: (shared/call_grades.py); NULL while open or when no final callback came.
+    #: Who answered, once it ended (shared/call_grades.py); NULL while open or when no final callback came.
     grade: Mapped[str | None] = mapped_column(String(20))
     recording_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))

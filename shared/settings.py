@@ -12,6 +12,7 @@ import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from limits import parse_many
@@ -206,6 +207,8 @@ class Settings(BaseSettings):
     dashboard_cycles: int = Field(default=10, ge=1, le=100)
     #: Mark the dashboard cookie `Secure` (sent over HTTPS only). Turn off only for plain-HTTP trials.
     dashboard_cookie_secure: bool = True
+    #: The zone the dashboard shows times in (an IANA name such as Africa/Nairobi), always with its name.
+    dashboard_timezone: str = "UTC"
 
     @field_validator("database_url")
     @classmethod
@@ -253,6 +256,14 @@ class Settings(BaseSettings):
     @classmethod
     def _sms_costs(cls, value: object) -> dict[str, Decimal]:
         return parse_sms_costs(value)
+
+    @field_validator("dashboard_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            return ZoneInfo(value).key
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Africa/Nairobi or UTC") from None
 
     @field_validator("default_country")
     @classmethod

@@ -8,7 +8,7 @@ request, ask, and render.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import quote
 
 from flask import Blueprint, Response, redirect, render_template, request
@@ -21,6 +21,7 @@ from shared.db import MAX_BIGINT
 from shared.models import Contact
 from shared.phone import InvalidPhone, normalise_phone
 from web.dashboard_auth import no_store, notice_page, signed_in
+from web.formats import local_time
 from web.operator_api import CYCLE_ID
 from web.services import services
 
@@ -69,11 +70,8 @@ def render(template: str, **context: object) -> Response:
 
 
 def when(value: datetime | str | None) -> str:
-    """A time as the pages show it: to the second, in UTC, saying so."""
-    if value is None:
-        return ""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    """A time as the pages show it: to the second, in DASHBOARD_TIMEZONE, saying which (web/formats.py)."""
+    return "" if value is None else local_time(value, seconds=True)
 
 
 def phone_path(phone: str) -> str:
