@@ -62,6 +62,7 @@ def preview_lines(preview: Mapping[str, Any]) -> list[str]:
         f"  skipped:        {preview['skipped']} ({counts(preview['skipped_by_status'])})",
         f"  SMS parts:      {parts(preview['segments'])}",
         f"  estimated cost: {cost['currency']} {cost['amount']}",
+        *call_lines(preview),
     ]
     if preview["skipped_by_status"].get("dlr_silence"):
         lines.append(
@@ -100,7 +101,9 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"  voice      called {voice['called']}, answered {voice['answered']}, acknowledged {voice['acknowledged']},"
         f" not answered {not_answered}",
         f"             not answered by cause: {counts(voice['not_answered'])}",
+        *grade_lines(voice),
         f"             items: {counts(voice['items'])}",
+        *reached_lines(report),
         f"  skipped    {report['skipped']} ({counts(report['skipped_by_status'])})",
         f"  cancelled  {report.get('cancelled', 0)} items not sent",
         f"  SMS parts  {parts(report['segments'])} per message",
@@ -111,6 +114,35 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         *network_lines(report["sms_by_network"]),
     ]
     return lines
+
+
+def reached_lines(report: Mapping[str, Any]) -> list[str]:
+    """Contacts the cycle reached (issue 14); absent from the answer of an older server."""
+    reached = report.get("reached")
+    if reached is None:
+        return []
+    return [f"  reached    {reached['contacts']} contacts ({reached['ussd_confirmed']} confirmed on USSD)"]
+
+
+def call_lines(preview: Mapping[str, Any]) -> list[str]:
+    """Who the dry run expects to call, why, and their share of the estimate; absent from an older server."""
+    calls = preview.get("calls")
+    if calls is None:
+        return []
+    cost = calls["estimated_cost"]
+    why = counts({k.replace("_", " "): v for k, v in calls["by_reason"].items()})
+    return [f"  calls needed:   {calls['contacts']} ({why}), {cost['currency']} {cost['amount']}"]
+
+
+def grade_lines(voice: Mapping[str, Any]) -> list[str]:
+    """Who answered (issue 14); absent from the answer of an older server."""
+    grades = voice.get("grades")
+    if grades is None:
+        return []
+    return [
+        f"             graded: acknowledged {grades['acknowledged']}, answered {grades['answered']},"
+        f" likely voicemail {grades['voicemail']}, not answered {grades['not_answered']}"
+    ]
 
 
 def funnel_lines(funnel: Mapping[str, Any]) -> list[str]:

@@ -41,6 +41,9 @@ def contact_json(contact: Contact) -> dict[str, Any]:
         "opted_out_at": iso(contact.opted_out_at),
         "consent_at": iso(contact.consent_at),
         "consent_by": contact.consent_by,
+        # The latest proof the customer is reachable (their SMS, a USSD session, an acknowledged call): issue 14.
+        "reached_at": iso(contact.reached_at),
+        "reached_by": contact.reached_by,
         "tags": list(contact.tags or []),
         "language": contact.language,
         "created_at": iso(contact.created_at),
@@ -89,6 +92,7 @@ def contact_history(session: Session, contact_id: int, limit: int = 20) -> dict[
                 "hangup_cause": c.hangup_cause,
                 "outcome": c.outcome,
                 "acknowledged": c.acknowledged,
+                "grade": c.grade,
                 "duration_seconds": c.duration_seconds,
                 "amount": _money(c.amount),
                 "currency": c.currency,

@@ -31,7 +31,8 @@ HEADER = (
     "cost",
     "currency",
 )
-#: What "reached" means: AT reported the SMS delivered, or the call was answered.
+#: What "reached" means: AT reported the SMS delivered, or the call was answered (or the customer confirmed the
+#: message on USSD: `CycleItem.confirmed_at`).
 DELIVERED = "Success"
 ANSWERED = "answered"
 
@@ -81,10 +82,12 @@ def _page(cycle_id: int, after: int, unreached: bool) -> Select[Any]:
 
 def not_reached() -> ColumnElement[bool]:
     """SQL, over an item joined to its message and its call: the cycle did not reach the contact (no delivered
-    SMS, no answered call). NULL-safe: no report and no call is "not reached", not unknown."""
+    SMS, no answered call, not read and confirmed on USSD: issue 14). NULL-safe: no report and no call is
+    "not reached", not unknown."""
     return and_(
         or_(Message.status.is_(None), Message.status != DELIVERED),
         or_(Call.outcome.is_(None), Call.outcome != ANSWERED),
+        CycleItem.confirmed_at.is_(None),
     )
 
 

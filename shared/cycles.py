@@ -17,9 +17,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from shared import (
     alerts,
+    call_grades,
+    cost_estimate,
     cycle_breakdown,
     cycle_money,
     dlr_silence,
+    last_message,
     placeholders,
     segments,
     voice_script,
@@ -178,7 +181,7 @@ def preview(
     held = dlr_silence.hold_back_now(session, ignore=ignore_dlr_silence)
     tagged = in_tags(session, tags)
     audience = reachable() & tagged if held is None else reachable() & tagged & ~held
-    voice = session.scalar(select(func.count()).where(audience, channel_expr() == Channel.VOICE.value)) or 0
+    calls = calls_needed(session, settings, audience)  # the contacts a call would go to, by why
     skipped = dict(
         session.execute(
             select(type_coerce(Contact.status, String), func.count())
@@ -189,8 +192,36 @@ def preview(
     skipped.update(dlr_silence.count_held(session, reachable() & tagged, held))
     bill = cycle_money.sms_bill(session, message, audience & (channel_expr() == Channel.SMS.value))
     return {
-        **planned_counts(sum(bill.contacts.values()), voice, skipped),
-        **cycle_money.money_keys(settings, bill, voice),
+        **planned_counts(sum(bill.contacts.values()), calls["contacts"], skipped),
+        **cycle_money.money_keys(settings, bill, calls["contacts"]),
+        "calls": calls,
+    }
+
+
+#: Why the dry run expects to call a contact: its status, or its own choice of voice on USSD.
+CALL_REASONS = (ContactStatus.INACTIVE.value, ContactStatus.PENDING.value, "chose_voice")
+
+
+def calls_needed(session: Session, settings: Settings, audience: ColumnElement[bool]) -> dict[str, Any]:
+    """The dry run's `calls`: contacts routed to a call, by why, and what they cost at CALL_COST_ESTIMATE a
+    call (the same price `estimated_cost` counts them at). A contact whose transient SMS failure was cleared by
+    a proof of reach is `active` by now (shared/reachability.py), so it is not among them."""
+    # literal_column, not a bound parameter: GROUP BY must repeat the select's expression exactly.
+    reason = case(
+        (Contact.channel_preference.is_not(None), literal_column("'chose_voice'")),
+        else_=type_coerce(Contact.status, String),
+    )
+    rows = dict(
+        session.execute(
+            select(reason, func.count()).where(audience, channel_expr() == Channel.VOICE.value).group_by(reason)
+        ).all()
+    )
+    by_reason = {why: int(rows.get(why, 0)) for why in CALL_REASONS}
+    total = sum(by_reason.values())
+    return {
+        "contacts": total,
+        "by_reason": by_reason,
+        "estimated_cost": cost_estimate.money(settings.call_cost_estimate * total, settings.cost_currency),
     }
 
 
@@ -254,6 +285,8 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
         "voice_detail": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
+        # Contacts the cycle reached (delivered SMS, answered call, read on USSD): issue 14.
+        "reached": last_message.reached_counts(session, cycle_id),
         **cycle_money.money_keys(settings, cycle_money.recorded_bill(session, cycle), planned["voice"]),
         **cycle_money.cost_keys(cycle_money.charged(session, cycle_id), settings),
     }
@@ -317,4 +350,11 @@ def _voice_counts(session: Session, cycle_id: int) -> dict[str, Any]:
         .where(Call.cycle_id == cycle_id, Call.ended_at.is_not(None), Call.outcome != "answered")
         .group_by(cause)
     ).all()
-    return {"called": row[0], "answered": row[1], "acknowledged": row[2], "not_answered": dict(not_answered)}
+    return {
+        "called": row[0],
+        "answered": row[1],
+        "acknowledged": row[2],
+        "not_answered": dict(not_answered),
+        # Who answered, per call (shared/call_grades.py): `answered` above counts every call picked up.
+        "grades": call_grades.cycle_grades(session, cycle_id),
+    }

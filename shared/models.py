@@ -129,6 +129,10 @@ class Contact(Base):
     consent_at: Mapped[datetime | None]
     #: Who made that change: `customer: SMS STOP`, `customer: USSD`, `operator: API token sha256:… from …`.
     consent_by: Mapped[str | None] = mapped_column(String(120))
+    #: The latest proof the customer is reachable (their SMS or USSD session, a call they acknowledged), and
+    #: which: a transient SMS failure older than it no longer routes them to a call (shared/reachability.py).
+    reached_at: Mapped[datetime | None]
+    reached_by: Mapped[str | None] = mapped_column(String(10))
     #: Labels for choosing an audience (shared/tags.py): `text[]` on Postgres, a JSON list on SQLite.
     tags: Mapped[list[str]] = mapped_column(TagList(), nullable=True)
     #: The language to write or speak to the contact in: an ISO 639 code (`sw`, `en`, `en-KE`).
@@ -242,6 +246,8 @@ class CycleItem(Base):
     message_id: Mapped[int | None] = mapped_column(BigId)
     call_id: Mapped[int | None] = mapped_column(BigId)
     error: Mapped[str | None] = mapped_column(Text)
+    #: When the customer confirmed on the USSD menu that they read this cycle's message (shared/last_message.py).
+    confirmed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
 
     __table_args__ = (
@@ -373,6 +379,8 @@ class Call(Base):
     currency: Mapped[str | None] = mapped_column(String(3))
     dtmf_digits: Mapped[str | None] = mapped_column(String(40))
     acknowledged: Mapped[bool] = mapped_column(default=False, server_default=sql_text("false"))
+    #: Who answered, once it ended (shared/call_grades.py); NULL while open or when no final callback came.
+    grade: Mapped[str | None] = mapped_column(String(20))
     recording_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
     ended_at: Mapped[datetime | None]

@@ -44,6 +44,10 @@ class Rule:
     why: str
     #: DLR statuses only: statuses only move forward, by this rank (see `dlr_rank`).
     rank: int = 0
+    #: Final SMS failures only: the failure says nothing lasting about the number (a phone that was off), so
+    #: once the customer proves reachable after it (their SMS or USSD session, an acknowledged call) the
+    #: contact is `active` again and gets SMS, not a call, next cycle (shared/reachability.py).
+    clears_on_reach: bool = False
 
 
 # fmt: off
@@ -68,7 +72,9 @@ POLICY: dict[tuple[Kind, str], Rule] = {
     (Kind.DLR, "Submitted"): Rule(Action.IN_TRANSIT, "submitted to the mobile network", rank=20),
     (Kind.DLR, "Buffered"): Rule(Action.IN_TRANSIT, "queued by the mobile network", rank=30),
     (Kind.DLR, "Expired"): Rule(Action.UNDELIVERED, "discarded by the telco", rank=40),
-    (Kind.DLR, "AbsentSubscriber"): Rule(Action.UNDELIVERED, "phone off or out of coverage", rank=41),
+    (Kind.DLR, "AbsentSubscriber"): Rule(
+        Action.UNDELIVERED, "phone off or out of coverage", rank=41, clears_on_reach=True
+    ),
     (Kind.DLR, "Rejected"): Rule(Action.UNDELIVERED, "rejected by the mobile network", rank=42),
     (Kind.DLR, "Failed"): Rule(Action.UNDELIVERED, "could not be delivered", rank=43),
     # Success outranks every failure: a handset receipt is proof, whatever arrived before or after it.
@@ -164,6 +170,19 @@ def dlr_outcome(status: str, failure_reason: str | None) -> Action:
 
 def is_final_dlr(status: str) -> bool:
     return decide(Kind.DLR, status).action in {Action.DELIVERED, Action.UNDELIVERED}
+
+
+def clears_on_reach(status: str | None, failure_reason: str | None) -> bool:
+    """Whether an SMS that ended so (a DLR `status`, refined by its `failureReason` as in `dlr_outcome`) stops
+    routing the contact to a call once the customer proves reachable after it. Unknown values: no."""
+    kind, value = (Kind.FAILURE, failure_reason) if failure_reason else (Kind.DLR, status)
+    rule = POLICY.get((kind, canonical(kind, value) or ""))
+    return rule is not None and rule.clears_on_reach
+
+
+def values_clearing_on_reach(kind: Kind) -> list[str]:
+    """The table's values of `kind` that `clears_on_reach` (for SQL that applies the rule set-wise)."""
+    return [value for value, rule in rules_of(kind).items() if rule.clears_on_reach]
 
 
 def rules_of(kind: Kind) -> dict[str, Rule]:

@@ -39,6 +39,7 @@ def test_dry_run_counts_and_sends_nothing(
     assert lines["voice calls"] == "3"  # 2 inactive + 1 pending
     assert lines["skipped"] == "2 (invalid 1, opted_out 1)"
     assert lines["estimated cost"] == "KES 13.00"  # 5 x 0.80 + 3 x 3.00
+    assert lines["calls needed"] == "3 (inactive 2, pending 1), KES 9.00"  # issue 14
     assert "nothing was sent" in result.output
     assert cycle_count(session) == 0
     assert [task_lists.llen(name) for name in TASK_LISTS] == [0, 0]
@@ -56,6 +57,11 @@ def test_dry_run_json(runner: CliRunner, session: Any, contacts: Any) -> None:
         "skipped_by_status": {"opted_out": 1, "invalid": 1},
         "segments": {"encoding": "GSM-7", "parts": 1},
         "estimated_cost": {"currency": "KES", "amount": "13.00"},
+        "calls": {
+            "contacts": 3,
+            "by_reason": {"inactive": 2, "pending": 1, "chose_voice": 0},
+            "estimated_cost": {"currency": "KES", "amount": "9.00"},
+        },
     }
     assert cycle_count(session) == 0
 

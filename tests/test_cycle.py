@@ -126,6 +126,11 @@ def test_dry_run_counts_and_sends_nothing(live, receiver, session) -> None:
         "skipped_by_status": {"opted_out": 1, "invalid": 1},
         "segments": {"encoding": "GSM-7", "parts": 1},
         "estimated_cost": {"currency": "KES", "amount": "10.60"},
+        "calls": {
+            "contacts": 3,
+            "by_reason": {"inactive": 1, "pending": 1, "chose_voice": 1},
+            "estimated_cost": {"currency": "KES", "amount": "9.00"},
+        },
     }
     assert session.scalar(select(func.count()).select_from(Cycle)) == 0
     assert live.requests() == []

@@ -116,3 +116,19 @@ def test_the_cli_exports_to_a_file_and_the_unreached_to_stdout(cycle_id: int, tm
 
     missing = runner.invoke(cli, ["cycle", "export", "999999"], prog_name="reach")
     assert missing.exit_code == 4 and "no cycle 999999" in missing.output
+
+
+def test_a_contact_who_confirmed_on_ussd_is_reached(
+    client: Any, operator_headers: dict[str, str], cycle_id: int, session: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    failed = session.scalars(
+        select(CycleItem).join(Contact, Contact.id == CycleItem.contact_id).where(Contact.phone == FAILED)
+    ).one()
+    failed.confirmed_at = datetime.now(UTC)  # issue 14: read and confirmed on the USSD menu
+    session.commit()
+    response = client.get(f"/api/cycles/{cycle_id}/unreached.csv", headers=operator_headers)
+    assert [row["phone"] for row in rows(response.get_data(as_text=True))] == [MISSED]

@@ -4,7 +4,7 @@ design §6 case by case, in one batch."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, delete, select
@@ -24,7 +24,14 @@ CASES = {
     "05": (ContactStatus.INVALID, None, "Success", "", ContactStatus.ACTIVE, "Success"),
     "06": (ContactStatus.ACTIVE, "Success", "Sent", "", ContactStatus.ACTIVE, "Success"),  # never backwards
     "07": (ContactStatus.PENDING, None, "Buffered", "", ContactStatus.PENDING, "Buffered"),
+    # Issue 14: a transient failure reported before the customer proved reachable leaves them active; one
+    # reported after, or a lasting failure, makes them inactive (shared/reachability.py).
+    "08": (ContactStatus.PENDING, None, "AbsentSubscriber", "", ContactStatus.ACTIVE, "AbsentSubscriber"),
+    "09": (ContactStatus.PENDING, None, "AbsentSubscriber", "", ContactStatus.INACTIVE, "AbsentSubscriber"),
+    "10": (ContactStatus.PENDING, None, "Failed", "UserIsInactive", ContactStatus.INACTIVE, "Failed"),
 }
+#: phone suffix → when the customer last proved reachable, relative to the reports' receipt time.
+REACHED = {"08": timedelta(minutes=1), "09": timedelta(minutes=-1), "10": timedelta(minutes=1)}
 
 
 @pytest.fixture
@@ -40,6 +47,7 @@ def test_reports_apply_the_same_on_both_databases(engine: Engine) -> None:
             session.execute(delete(table))
         for suffix, (contact_status, message_status, *_rest) in CASES.items():
             contact = Contact(phone=f"+2547440000{suffix}", status=contact_status, last_network_code="63999")
+            contact.reached_at = now + REACHED[suffix] if suffix in REACHED else None
             session.add(contact)
             session.flush()
             message = Message(

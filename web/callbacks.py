@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared import live_calls, ussd, voice_script
+from shared import last_message, live_calls, ussd, voice_script
 from shared.callbacks import (
     Dlr,
     IncomingSms,
@@ -76,9 +76,22 @@ def ussd_step() -> ResponseReturnValue:
     screen = ussd.step(step.text)
     queue("ussd", fields)
     text = screen.text
+    phone = phone_or_raw(step.phone_number) or step.phone_number
     if screen.effect is ussd.Effect.SHOW_STATUS:
-        text = _status_screen(phone_or_raw(step.phone_number) or step.phone_number)
+        text = _status_screen(phone)
+    elif screen.effect is ussd.Effect.SHOW_LAST_MESSAGE:
+        text = _last_message_screen(phone, screen.page)
     return Response(text[: ussd.MAX_SCREEN], mimetype="text/plain")
+
+
+def _last_message_screen(phone: str, page: int) -> str:
+    try:
+        with services().live_reads.connect() as connection:
+            shown = last_message.latest(connection, phone)
+    except SQLAlchemyError as exc:
+        log.error("USSD last-message lookup failed: %s", exc)
+        return "END Sorry, we cannot look up your messages right now. Please try again later."
+    return ussd.last_message_screen(shown.text if shown else None, page)
 
 
 def _status_screen(phone: str) -> str:

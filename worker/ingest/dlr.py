@@ -25,7 +25,7 @@ from shared.models import (
     Message,
 )
 from shared.settings import get_settings
-from shared.status_policy import Action, Kind, decide, dlr_outcome, dlr_rank
+from shared.status_policy import Action, Kind, clears_on_reach, decide, dlr_outcome, dlr_rank
 from worker import fallback
 from worker.ingest.batch_sql import as_columns, is_postgres
 from worker.ingest.contacts import CONTACT_STATUS_AFTER, UNREACHABLE
@@ -164,14 +164,15 @@ UPDATE_CONTACTS = text(
     SET status = CASE
             WHEN c.status = 'opted_out' THEN c.status
             WHEN c.status = 'invalid' AND u.target = 'inactive' THEN c.status
+            WHEN u.target = 'inactive' AND u.clears AND c.reached_at > u.at THEN 'active'
             ELSE coalesce(u.target, c.status)
         END,
         last_sms_status = u.status, last_failure_reason = u.reason,
         last_network_code = coalesce(u.network, c.last_network_code), last_sms_at = u.at, updated_at = now()
     FROM unnest(CAST(:c_id AS bigint[]), CAST(:c_message AS bigint[]), CAST(:c_target AS text[]),
                 CAST(:c_status AS text[]), CAST(:c_reason AS text[]), CAST(:c_network AS text[]),
-                CAST(:c_at AS timestamptz[]))
-         AS u(id, message_id, target, status, reason, network, at)
+                CAST(:c_at AS timestamptz[]), CAST(:c_clears AS boolean[]))
+         AS u(id, message_id, target, status, reason, network, at, clears)
     WHERE c.id = u.id AND c.last_message_id = u.message_id
     """
 )
@@ -237,6 +238,9 @@ def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> 
                 "c_reason": reason,
                 "c_network": network,
                 "c_at": status_at,
+                # A transient failure reported before the customer last proved reachable does not make
+                # them inactive again (shared/reachability.py).
+                "c_clears": target is ContactStatus.INACTIVE and clears_on_reach(status, reason),
             }
         )
     if not params:
@@ -259,6 +263,10 @@ def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> 
                     (status_col == ContactStatus.INVALID.value)
                     & (bindparam("c_target") == ContactStatus.INACTIVE.value),
                     status_col,
+                ),
+                (
+                    bindparam("c_clears") & (_contacts.c.reached_at > bindparam("c_at")),
+                    ContactStatus.ACTIVE.value,
                 ),
                 else_=func.coalesce(bindparam("c_target"), status_col),
             ),

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from shared import reachability
 from shared.callbacks import (
     IncomingSms,
     phone_or_raw,
@@ -53,6 +54,7 @@ def apply_incoming_sms(session: Session, received_at: datetime, sms: IncomingSms
     )
     if session.scalar(stmt) is None:
         return  # AT posted it twice
+    reachability.mark_reached(session, phone, received_at, reachability.ReachedBy.SMS)
     if keyword in OPT_OUT_WORDS:
         opt_out(session, phone, received_at)
         log.info("contact %s opted out by SMS (%s)", phone, keyword)

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import case, func
 from sqlalchemy.orm import Session
 
-from shared import ussd
+from shared import last_message, reachability, ussd
 from shared.callbacks import (
     UssdStep,
     phone_or_raw,
@@ -27,7 +27,7 @@ def apply_ussd_step(session: Session, received_at: datetime, step: UssdStep) -> 
     phone = phone_or_raw(step.phone_number) or step.phone_number
     screen = ussd.step(step.text)
     text = step.text or ""
-    outcome = screen.effect.value if screen.effect not in {ussd.Effect.NONE, ussd.Effect.SHOW_STATUS} else None
+    outcome = screen.effect.value if screen.effect not in ussd.READ_ONLY else None
     stmt = insert_for(session, UssdSession).values(
         session_id=step.session_id,
         phone=phone,
@@ -53,6 +53,7 @@ def apply_ussd_step(session: Session, received_at: datetime, step: UssdStep) -> 
             },
         )
     )
+    reachability.mark_reached(session, phone, received_at, reachability.ReachedBy.USSD)
     match screen.effect:
         case ussd.Effect.PREFER_SMS:
             opt_in(session, phone, received_at, Channel.SMS, by=BY_USSD)
@@ -60,3 +61,5 @@ def apply_ussd_step(session: Session, received_at: datetime, step: UssdStep) -> 
             opt_in(session, phone, received_at, Channel.VOICE, by=BY_USSD)
         case ussd.Effect.OPT_OUT:
             opt_out(session, phone, received_at, by=BY_USSD)
+        case ussd.Effect.CONFIRM_READ:
+            last_message.confirm_read(session, phone, received_at)

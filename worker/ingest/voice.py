@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
-from shared import metrics
+from shared import call_grades, metrics, reachability
 from shared.callbacks import (
     VoiceEvent,
     phone_or_raw,
@@ -52,10 +52,16 @@ def apply_voice_event(session: Session, received_at: datetime, event: VoiceEvent
     call = _lock_call(session, event, received_at)
     if event.dtmf_digits:
         call.dtmf_digits = event.dtmf_digits
-        call.acknowledged = call.acknowledged or event.dtmf_digits.strip() == "1"
+        pressed_one = event.dtmf_digits.strip() == "1"
+        call.acknowledged = call.acknowledged or pressed_one
+        if pressed_one and call.send_state is not None:
+            # Only a call Reach placed: an inbound caller's number can be spoofed.
+            reachability.mark_reached(session, call.phone, received_at, reachability.ReachedBy.CALL)
     if event.live:
         if call.ended_at is None:
             call.call_session_state = event.call_session_state or "Active"
+        else:
+            call_grades.grade_call(call)  # a key press drained after the final callback
         return
     _finish_call(session, call, event, received_at)
 
@@ -102,6 +108,7 @@ def _finish_call(session: Session, call: Call, event: VoiceEvent, at: datetime) 
     call.recording_url = event.recording_url or None
     call.outcome = outcome.value
     call.ended_at = at
+    call_grades.grade_call(call)
     if call.send_state == "submitting" and call.cycle_id is not None:
         # AT's answer to `/call` was lost, but a final callback proves AT placed it. (One-off calls are
         # adopted by send housekeeping, which counts them: worker/sending.py `settle_unanswered`.)
