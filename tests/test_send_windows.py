@@ -245,3 +245,12 @@ def test_reach_cycle_run_refuses_a_bad_window_naming_the_option(
     assert result.stderr.startswith(f"error: {option}: not a send window '9-5'"), result.stderr
     session.expire_all()
     assert session.scalar(select(func.count()).select_from(Cycle)) == 0
+
+
+def test_reach_cycle_show_says_what_waits_for_its_window(session: Any) -> None:
+    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=CLOSED_NOW)
+    result = reach("cycle", "show", str(cycle_id))
+    assert result.exit_code == 0, result.stderr
+    assert (
+        f"waiting    2 items held for their send window (SMS always, calls {CLOSED_NOW}, local time)" in result.output
+    )
