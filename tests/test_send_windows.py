@@ -10,6 +10,7 @@ the items' due time (`next_attempt_at`) back to now, not by waiting an hour.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,10 +18,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
 
 from reach_cli.main import EXIT_USAGE, cli
 from shared import cycles as shared_cycles
-from shared.models import Call, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState, Message
+from shared.models import Call, Channel, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState, Message
 from simulator.scenario import Scenario
 from tests.conftest import API_TOKEN
 from worker import cycles
@@ -39,8 +41,20 @@ def window_from(hours: int, length: int = 1) -> tuple[str, datetime]:
     return local, start
 
 
-OPEN_NOW, _ = window_from(-1, 2)
-CLOSED_NOW, OPENS_AT = window_from(1)
+@dataclass(frozen=True)
+class Hours:
+    """Windows around the time a test starts: one open now, one closed now that opens at `opens_at`."""
+
+    open_now: str
+    closed_now: str
+    opens_at: datetime
+
+
+@pytest.fixture
+def hours() -> Hours:
+    open_now, _ = window_from(-1, 2)
+    closed_now, opens_at = window_from(1)
+    return Hours(open_now, closed_now, opens_at)
 
 
 @pytest.fixture
@@ -75,9 +89,9 @@ def report(client: Any, cycle_id: int) -> dict[str, Any]:
     return response.json
 
 
-def open_the_window(session: Any, monkeypatch: pytest.MonkeyPatch, cycle_id: int) -> None:
+def open_the_window(session: Any, monkeypatch: pytest.MonkeyPatch, cycle_id: int, hours: Hours) -> None:
     """Time reaches the window's opening: the dispatchers' clock says so, and the items are due."""
-    monkeypatch.setattr(cycle_items, "now", lambda: OPENS_AT + timedelta(seconds=1))
+    monkeypatch.setattr(cycle_items, "now", lambda: hours.opens_at + timedelta(seconds=1))
     session.execute(
         update(CycleItem)
         .where(CycleItem.cycle_id == cycle_id)
@@ -87,18 +101,18 @@ def open_the_window(session: Any, monkeypatch: pytest.MonkeyPatch, cycle_id: int
 
 
 def test_a_call_outside_its_window_waits_and_goes_when_the_window_opens(
-    client: Any, session: Any, at: Any, monkeypatch: pytest.MonkeyPatch
+    client: Any, session: Any, at: Any, monkeypatch: pytest.MonkeyPatch, hours: Hours
 ) -> None:
-    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=CLOSED_NOW)
+    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=hours.closed_now)
 
     # Planned to wait: pending until the window's opening, in the customer's (Nairobi's) time.
-    assert item_rows(session, cycle_id) == [(ItemState.PENDING, True, OPENS_AT)] * 2
+    assert item_rows(session, cycle_id) == [(ItemState.PENDING, True, hours.opens_at)] * 2
     shown = report(client, cycle_id)
     assert (shown["state"], shown["voice"], shown["waiting"], shown["call_window"]) == (
         "dispatching",
         2,
         2,
-        CLOSED_NOW,
+        hours.closed_now,
     )
 
     # A dispatcher places nothing and does not poll for it (housekeeping nudges it at the opening).
@@ -109,7 +123,7 @@ def test_a_call_outside_its_window_waits_and_goes_when_the_window_opens(
     session.commit()
     assert report(client, cycle_id)["state"] == "dispatching"
 
-    open_the_window(session, monkeypatch, cycle_id)
+    open_the_window(session, monkeypatch, cycle_id, hours)
     assert cycles.cycles_to_nudge(session) == [(cycle_id, False, True)]
     assert cycles.dispatch_calls(cycle_id) == "idle"
 
@@ -118,18 +132,20 @@ def test_a_call_outside_its_window_waits_and_goes_when_the_window_opens(
     assert report(client, cycle_id)["waiting"] == 0
 
 
-def test_a_dispatcher_gives_back_an_item_whose_window_closed_after_planning(client: Any, session: Any, at: Any) -> None:
-    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=OPEN_NOW)
+def test_a_dispatcher_gives_back_an_item_whose_window_closed_after_planning(
+    client: Any, session: Any, at: Any, hours: Hours
+) -> None:
+    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=hours.open_now)
     assert [waiting for _s, waiting, _d in item_rows(session, cycle_id)] == [False, False]
     assert report(client, cycle_id)["waiting"] == 0
     # The window closes before a dispatcher claims the items.
-    session.execute(update(Cycle).where(Cycle.id == cycle_id).values(call_window=CLOSED_NOW))
+    session.execute(update(Cycle).where(Cycle.id == cycle_id).values(call_window=hours.closed_now))
     session.commit()
 
     assert cycles.dispatch_calls(cycle_id) == "idle"
 
     assert at.requests("/call") == []
-    assert item_rows(session, cycle_id) == [(ItemState.PENDING, True, OPENS_AT)] * 2
+    assert item_rows(session, cycle_id) == [(ItemState.PENDING, True, hours.opens_at)] * 2
     session.expire_all()
     assert session.scalar(select(func.count()).select_from(Call)) == 0  # no call row: nothing was attempted
     assert session.scalar(select(CycleItem.attempts).where(CycleItem.cycle_id == cycle_id).limit(1)) == 0
@@ -137,9 +153,9 @@ def test_a_dispatcher_gives_back_an_item_whose_window_closed_after_planning(clie
 
 
 def test_an_sms_outside_its_window_waits_too(
-    client: Any, session: Any, at: Any, monkeypatch: pytest.MonkeyPatch
+    client: Any, session: Any, at: Any, monkeypatch: pytest.MonkeyPatch, hours: Hours
 ) -> None:
-    cycle_id = new_cycle(session, ContactStatus.NEW, sms_window=CLOSED_NOW)
+    cycle_id = new_cycle(session, ContactStatus.NEW, sms_window=hours.closed_now)
     assert report(client, cycle_id)["waiting"] == 2
 
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
@@ -147,16 +163,16 @@ def test_an_sms_outside_its_window_waits_too(
     session.expire_all()
     assert session.scalar(select(func.count()).select_from(Message)) == 0
 
-    open_the_window(session, monkeypatch, cycle_id)
+    open_the_window(session, monkeypatch, cycle_id, hours)
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
     assert len(at.requests("/version1/messaging")) == 1
     assert [state for state, _w, _d in item_rows(session, cycle_id)] == [ItemState.SENT] * 2
 
 
-def test_each_channel_keeps_its_own_window(client: Any, session: Any, at: Any) -> None:
+def test_each_channel_keeps_its_own_window(client: Any, session: Any, at: Any, hours: Hours) -> None:
     """SMS `always` (the default) go at once while the calls of the same cycle wait for theirs."""
     session.execute(insert(Contact), [{"phone": "+254711500001", "status": ContactStatus.NEW}])
-    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=CLOSED_NOW)
+    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=hours.closed_now)
 
     shown = report(client, cycle_id)
     assert (shown["sms"], shown["voice"], shown["waiting"], shown["sms_window"]) == (1, 2, 2, "always")
@@ -214,8 +230,8 @@ def test_a_dry_run_takes_windows(client: Any, session: Any) -> None:
     assert response.status_code == 200, response.json
 
 
-def test_a_cycle_waiting_for_its_window_is_not_done(session: Any) -> None:
-    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=CLOSED_NOW)
+def test_a_cycle_waiting_for_its_window_is_not_done(session: Any, hours: Hours) -> None:
+    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=hours.closed_now)
     assert not cycles.finish_if_done(session, cycle_id)
     assert session.get(Cycle, cycle_id).state is CycleState.DISPATCHING
 
@@ -247,10 +263,44 @@ def test_reach_cycle_run_refuses_a_bad_window_naming_the_option(
     assert session.scalar(select(func.count()).select_from(Cycle)) == 0
 
 
-def test_reach_cycle_show_says_what_waits_for_its_window(session: Any) -> None:
-    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=CLOSED_NOW)
+def test_reach_cycle_show_says_what_waits_for_its_window(session: Any, hours: Hours) -> None:
+    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=hours.closed_now)
     result = reach("cycle", "show", str(cycle_id))
     assert result.exit_code == 0, result.stderr
     assert (
-        f"waiting    2 items held for their send window (SMS always, calls {CLOSED_NOW}, local time)" in result.output
+        f"waiting    2 items held for their send window (SMS always, calls {hours.closed_now}, local time)"
+        in result.output
     )
+
+
+# -- both databases ------------------------------------------------------------------------------------------
+
+
+def test_windows_plan_and_hold_the_same_on_both_databases(dialect_engine: Any, hours: Hours) -> None:
+    """Embedded mode (SQLite) plans and claims through the same statements as Postgres."""
+    with Session(dialect_engine) as session:
+        session.execute(
+            insert(Contact), [{"phone": f"+2547116{i:05d}", "status": ContactStatus.INACTIVE} for i in range(3)]
+        )
+        session.execute(insert(Contact), [{"phone": "+254711700001", "status": ContactStatus.NEW}])
+        cycle_id = shared_cycles.start_cycle(session, "Your bill is ready", call_window=hours.closed_now)
+        cycles.plan_cycle(session, cycle_id)
+        session.commit()
+
+        rows = session.execute(
+            select(CycleItem.channel, CycleItem.waiting_for_window, CycleItem.next_attempt_at).where(
+                CycleItem.cycle_id == cycle_id
+            )
+        ).all()
+        held = [due.replace(tzinfo=UTC) for channel, waiting, due in rows if channel is Channel.VOICE and waiting]
+        assert held == [hours.opens_at] * 3
+        assert [waiting for channel, waiting, _due in rows if channel is Channel.SMS] == [False]
+        shown = shared_cycles.report(session, cycle_id)
+        assert shown is not None and (shown["waiting"], shown["voice_detail"]["waiting"]) == (3, 3)
+
+        assert cycle_items.due_items(session, cycle_id, Channel.VOICE, 10) == []  # not due before the opening
+        assert len(cycle_items.due_items(session, cycle_id, Channel.SMS, 10)) == 1
+        # Due now but the window is closed: held again at claim.
+        session.execute(update(CycleItem).values(next_attempt_at=datetime.now(UTC) - timedelta(minutes=1)))
+        assert cycle_items.due_items(session, cycle_id, Channel.VOICE, 10) == []
+        assert shared_cycles.report(session, cycle_id)["waiting"] == 3
