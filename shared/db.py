@@ -30,6 +30,8 @@ def normalise_url(url: str) -> str:
 
 #: How long a SQLite writer waits for another process's write (receiver, worker and beat share files).
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+#: The largest id a BIGINT key holds: a cursor or id from a request above it is refused before any query.
+MAX_BIGINT = 2**63 - 1
 
 
 def sqlite_connect_args() -> dict[str, Any]:

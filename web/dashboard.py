@@ -27,10 +27,11 @@ RECENT_ALERTS = 10
 
 
 def init_app(app: Flask) -> None:
-    from web import dashboard_cycles
+    from web import dashboard_cycles, dashboard_pages
 
     app.register_blueprint(bp)
     app.register_blueprint(dashboard_cycles.bp)
+    app.register_blueprint(dashboard_pages.bp)
 
 
 @bp.get("")
