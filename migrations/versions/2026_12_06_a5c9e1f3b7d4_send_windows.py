@@ -4,9 +4,9 @@ A cycle keeps the windows it was started with (`08:00-20:00`, `always`; NULL, fo
 the settings'). An item whose window is closed stays `pending` with `next_attempt_at` at its window's next
 opening and `waiting_for_window` true: what a cycle's `waiting` counts.
 
-Revision ID: d7b3e5a9c2f1
-Revises: c4f7a2e9d1b5
-Create Date: 2026-12-06 20:30:00.000000
+Revision ID: a5c9e1f3b7d4
+Revises: d7b3e9a1c5f2
+Create Date: 2026-12-06 20:40:00.000000
 """
 
 from collections.abc import Sequence
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "d7b3e5a9c2f1"
-down_revision: str | None = "c4f7a2e9d1b5"
+revision: str = "a5c9e1f3b7d4"
+down_revision: str | None = "d7b3e9a1c5f2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
