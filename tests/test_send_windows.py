@@ -9,6 +9,7 @@ the items' due time (`next_attempt_at`) back to now, not by waiting an hour.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from shared import cycles as shared_cycles
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState, Message
 from simulator.scenario import Scenario
 from tests.conftest import API_TOKEN
+from tests.test_dashboard import sign_in
 from worker import cycles
 from worker.cycles import items as cycle_items
 
@@ -304,3 +306,16 @@ def test_windows_plan_and_hold_the_same_on_both_databases(dialect_engine: Any, h
         session.execute(update(CycleItem).values(next_attempt_at=datetime.now(UTC) - timedelta(minutes=1)))
         assert cycle_items.due_items(session, cycle_id, Channel.VOICE, 10) == []
         assert shared_cycles.report(session, cycle_id)["waiting"] == 3
+
+
+def test_the_dashboards_cycle_page_shows_the_windows_and_what_waits(client: Any, session: Any, hours: Hours) -> None:
+    cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=hours.closed_now)
+    assert sign_in(client, API_TOKEN).status_code == 303
+
+    page = client.get(f"/dashboard/cycles/{cycle_id}").get_data(as_text=True)
+
+    shown = re.search(r'data-field="windows">([^<]*)<', page)
+    assert shown is not None, page
+    assert " ".join(shown[1].split()) == (
+        f"SMS always, calls {hours.closed_now} (each customer's local time); 2 waiting for their window"
+    )
