@@ -319,3 +319,31 @@ def test_the_dashboards_cycle_page_shows_the_windows_and_what_waits(client: Any,
     assert " ".join(shown[1].split()) == (
         f"SMS always, calls {hours.closed_now} (each customer's local time); 2 waiting for their window"
     )
+
+
+def test_each_number_is_held_in_its_own_zone_and_the_next_due_item_is_claimed(session: Any, hours: Hours) -> None:
+    """A window open now in Nairobi is closed in New York (7 or 8 hours behind): a dispatcher taking one item
+    at a time holds the New York number's and goes on to the Nairobi number's in the same claim."""
+    session.execute(
+        insert(Contact),
+        [
+            {"phone": "+12125550100", "status": ContactStatus.NEW},
+            {"phone": "+254711800001", "status": ContactStatus.NEW},
+        ],
+    )
+    cycle_id = shared_cycles.start_cycle(session, "Your bill is ready")
+    cycles.plan_cycle(session, cycle_id)
+    session.execute(update(Cycle).where(Cycle.id == cycle_id).values(sms_window=hours.open_now))
+    new_york, nairobi = session.scalars(
+        select(CycleItem.id).join(Contact, Contact.id == CycleItem.contact_id).order_by(Contact.phone)
+    ).all()
+    for item_id, minutes in ((new_york, 2), (nairobi, 1)):  # New York's comes first
+        due = datetime.now(UTC) - timedelta(minutes=minutes)
+        session.execute(update(CycleItem).where(CycleItem.id == item_id).values(next_attempt_at=due))
+
+    assert cycle_items.due_items(session, cycle_id, Channel.SMS, 1) == [nairobi]
+    held = session.execute(
+        select(CycleItem.waiting_for_window, CycleItem.next_attempt_at).where(CycleItem.id == new_york)
+    ).one()
+    assert held.waiting_for_window and held.next_attempt_at > datetime.now(UTC)
+    assert held.next_attempt_at.astimezone(ZoneInfo("America/New_York")).strftime("%H:%M") == hours.open_now[:5]
