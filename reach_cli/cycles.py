@@ -106,6 +106,8 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         *reached_lines(report),
         f"  skipped    {report['skipped']} ({counts(report['skipped_by_status'])})",
         f"  cancelled  {report.get('cancelled', 0)} items not sent",
+        f"  waiting    {report.get('waiting', 0)} items held for their send window"
+        f" (SMS {report.get('sms_window', 'always')}, calls {report.get('call_window', 'always')}, local time)",
         f"  SMS parts  {parts(report['segments'])} per message",
         f"  estimated  {report['estimated_cost']['currency']} {report['estimated_cost']['amount']}",
         f"  cost       {counts_cost(report['cost_by_currency'])}",
@@ -192,6 +194,7 @@ def progress_line(report: Mapping[str, Any], now: datetime) -> str:
         f"SMS {sms['sent']} sent, {sms['delivered']} delivered, {sum(sms['failed'].values())} failed; "
         f"voice {voice['called']} called, {voice['answered']} answered, "
         f"{sum(voice['not_answered'].values())} not answered; {to_go} to go"
+        + (f" ({report['waiting']} waiting for their send window)" if report.get("waiting") else "")
     )
 
 

@@ -26,6 +26,7 @@ from shared import (
     placeholders,
     segments,
     voice_script,
+    windows,
 )
 from shared.db import insert_for
 from shared.models import (
@@ -128,8 +129,11 @@ def start_cycle(
     period_key: str | None = None,
     ignore_dlr_silence: bool = False,
     tags: Sequence[str] | None = None,
+    sms_window: str | None = None,
+    call_window: str | None = None,
 ) -> int | None:
-    """Record a new cycle in `planning`; None when this schedule period already has one."""
+    """Record a new cycle in `planning`; None when this schedule period already has one. Its send windows
+    (design §4.2) are kept as given; None: the settings' when it is dispatched."""
     message = check_message(message)
     voice_message = check_message(voice_message, "voice_message") if voice_message else None
     return _insert_cycle(
@@ -141,7 +145,19 @@ def start_cycle(
         state=CycleState.PLANNING,
         ignore_dlr_silence=ignore_dlr_silence,
         tags=list(tags or []),
+        sms_window=check_window(sms_window, "sms_window"),
+        call_window=check_window(call_window, "call_window"),
     )
+
+
+def check_window(window: str | None, what: str) -> str | None:
+    """A cycle's send window as stored (`08:00-20:00`, `always`), or None; `CycleError` naming `what` if bad."""
+    if window is None:
+        return None
+    try:
+        return windows.check_window(window)
+    except windows.BadWindow as exc:
+        raise CycleError(f"{what}: {exc}") from None
 
 
 def record_skipped(session: Session, message: str, schedule_id: int, period_key: str, reason: str) -> int | None:
@@ -265,6 +281,7 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
     )
     plan = cycle.plan or {}
     planned = planned_counts(_planned(items, "sms"), _planned(items, "voice"), plan.get("skipped", {}))
+    waiting = _waiting(session, cycle_id)
     answer = {
         "id": cycle.id,
         "state": cycle.state.value,
@@ -282,9 +299,17 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         "dlr_silent_at": cycle.dlr_silent_at.isoformat() if cycle.dlr_silent_at else None,
         **planned,
         "cancelled": sum(count for key, count in items.items() if key.endswith(f":{ItemState.CANCELLED.value}")),
+        # Items held for their send window (design §4.1, §4.2); they are `pending` in the breakdowns.
+        "waiting": sum(waiting.values()),
+        "sms_window": cycle.sms_window or settings.sms_window,
+        "call_window": cycle.call_window or settings.call_window,
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
-        "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
-        "voice_detail": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
+        "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms"), "waiting": waiting["sms"]},
+        "voice_detail": {
+            **_voice_counts(session, cycle_id),
+            "items": _by_state(items, "voice"),
+            "waiting": waiting["voice"],
+        },
         # Contacts the cycle reached (delivered SMS, answered call, read on USSD): issue 14.
         "reached": last_message.reached_counts(session, cycle_id),
         **cycle_money.money_keys(settings, cycle_money.recorded_bill(session, cycle), planned["voice"]),
@@ -313,6 +338,27 @@ def failure_reason() -> ColumnElement[str]:
 def _planned(items: dict[str, int], channel: str) -> int:
     """Contacts planned for `channel`: its items in every state (one item per contact and cycle)."""
     return sum(count for key, count in items.items() if key.startswith(f"{channel}:"))
+
+
+def waiting_for_window() -> ColumnElement[bool]:
+    """SQL: the item is held for a send window that has not opened yet (worker/cycles/window_holds.py holds it):
+    what a cycle's `waiting` counts, and what no dispatcher needs to look at again before it opens."""
+    return (
+        (CycleItem.state == ItemState.PENDING)
+        & CycleItem.waiting_for_window.is_(True)
+        & (CycleItem.next_attempt_at > func.now())
+    )
+
+
+def _waiting(session: Session, cycle_id: int) -> dict[str, int]:
+    held = dict(
+        session.execute(
+            select(type_coerce(CycleItem.channel, String), func.count())
+            .where(CycleItem.cycle_id == cycle_id, waiting_for_window())
+            .group_by(CycleItem.channel)
+        ).all()
+    )
+    return {channel.value: int(held.get(channel.value, 0)) for channel in Channel}
 
 
 def _by_state(items: dict[str, int], channel: str) -> dict[str, int]:

@@ -213,6 +213,8 @@ class Cycle(Base):
     dlr_event_mark: Mapped[int | None] = mapped_column(BigId)
     #: The operator's override: plan this cycle as if delivery reports were flowing.
     ignore_dlr_silence: Mapped[bool] = mapped_column(default=False, server_default=sql_text("false"))
+    sms_window: Mapped[str | None] = mapped_column(String(16))  # its send windows; NULL: the settings'
+    call_window: Mapped[str | None] = mapped_column(String(16))
 
 
 class ItemState(enum.StrEnum):
@@ -249,6 +251,8 @@ class CycleItem(Base):
     #: When the customer confirmed on the USSD menu that they read this cycle's message (shared/last_message.py).
     confirmed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
+    #: Held for its send window: `next_attempt_at` is the window's opening (a cycle's `waiting`; design §4.2).
+    waiting_for_window: Mapped[bool] = mapped_column(default=False, server_default=sql_text("false"))
 
     __table_args__ = (
         UniqueConstraint("cycle_id", "contact_id"),

@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 
 from shared.cost_estimate import parse_sms_costs
 from shared.voice_script import XML_FORBIDDEN
+from shared.windows import check_window
 
 
 def reach_home() -> Path:
@@ -124,6 +125,10 @@ class Settings(BaseSettings):
     send_rate_per_second: float = Field(default=50.0, gt=0, le=10_000)
     #: Voice calls placed and not yet ended, across all workers.
     max_calls_in_flight: int = Field(default=10, ge=1, le=1000)
+    #: When SMS and calls may go out, in the customer's local time (design §4.2, shared/windows.py):
+    #: `HH:MM-HH:MM` (start included, end excluded, may cross midnight) or `always`; a cycle may override them.
+    sms_window: str = "always"
+    call_window: str = "08:00-20:00"
     #: Extra calls to a contact who was busy or did not answer, within one cycle, and the wait between.
     call_retries: int = Field(default=2, ge=0, le=10)
     call_retry_delay_seconds: int = Field(default=600, ge=0, le=86_400)
@@ -267,6 +272,11 @@ class Settings(BaseSettings):
             return ZoneInfo(value).key
         except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Africa/Nairobi or UTC") from None
+
+    @field_validator("sms_window", "call_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        return check_window(value)
 
     @field_validator("default_country")
     @classmethod

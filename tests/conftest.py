@@ -116,6 +116,9 @@ def environment(database_url: str, redis_url: str) -> Iterator[None]:
         # every 2 s, and interrupted sends resent 2 s after their lease (the lease is at least 16 s: see
         # Settings).
         "CALL_RETRIES": "0",
+        # Calls at any hour, so no test depends on the time of day it runs at; tests/test_send_windows.py sets
+        # each cycle's windows (and tests/test_settings.py checks the defaults).
+        "CALL_WINDOW": "always",
         "SCHEDULE_TICK_SECONDS": "1",
         # Tests run every-minute schedules (a simulated minute lasts seconds); tests/test_schedules.py checks
         # the default (an hour) refuses them.

@@ -69,6 +69,9 @@ BAD_VALUES = [
     ("DASHBOARD_TIMEZONE", "Mars/Olympus", "IANA name such as Africa/Nairobi"),
     ("DASHBOARD_TIMEZONE", "../../etc/passwd", "unknown time zone"),
     ("HOUSEKEEPING_SECONDS", "0", "greater than or equal to 1"),
+    ("SMS_WINDOW", "8-20", "HH:MM-HH:MM"),
+    ("CALL_WINDOW", "08:00-24:00", "HH:MM-HH:MM"),
+    ("CALL_WINDOW", "09:00-09:00", "starts where it ends"),
 ]
 
 
@@ -180,6 +183,8 @@ def test_error_never_echoes_a_password(monkeypatch, variable: str, value: str) -
         ("DASHBOARD_COOKIE_SECURE", "false", "dashboard_cookie_secure", False),
         ("DASHBOARD_CYCLES", "25", "dashboard_cycles", 25),
         ("HOUSEKEEPING_SECONDS", "2", "housekeeping_seconds", 2.0),
+        ("SMS_WINDOW", " 21:00-07:30 ", "sms_window", "21:00-07:30"),
+        ("CALL_WINDOW", "Always", "call_window", "always"),
     ],
 )
 def test_good_values_are_accepted(monkeypatch, variable: str, value: str, attribute: str, expected: object) -> None:
@@ -244,6 +249,14 @@ def test_defaults_without_env_or_env_file(monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
     settings = load_settings()
     assert (settings.default_country, settings.host, settings.port) == ("KE", "127.0.0.1", 8000)
+
+
+def test_send_windows_default_to_sms_always_and_calls_by_day(monkeypatch) -> None:
+    """Design §4.2: SMS at any hour, calls 08:00-20:00 in the customer's local time."""
+    for name in ("SMS_WINDOW", "CALL_WINDOW"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert (settings.sms_window, settings.call_window) == ("always", "08:00-20:00")
 
 
 def test_observability_defaults_are_closed(monkeypatch) -> None:

@@ -82,6 +82,17 @@ def tags(doc: dict[str, Any], key: str = "tags") -> list[str] | None:
         raise ApiError(400, str(exc)) from None
 
 
+def window(doc: dict[str, Any], key: str) -> str | None:
+    """A send window (design §4.2): `HH:MM-HH:MM` or `always`, as stored; absent or null is None (the settings')."""
+    if doc.get(key) is None:
+        return None
+    value = _string(key, doc[key])
+    try:
+        return cycles.check_window(value, key)
+    except CycleError as exc:
+        raise ApiError(400, f"field {exc}") from None
+
+
 def _string(key: str, value: object) -> str:
     if value is None:
         raise ApiError(400, f"missing field: {key}")

@@ -41,7 +41,9 @@ IMPORT_ID = "<int(min=1, max=9223372036854775807):import_id>"
 CSV_TYPES = {"text/csv", "application/csv"}
 #: What `POST /api/cycles` and `POST /api/schedules` take: anything else is a 400, so a misspelt field
 #: (`dryrun`, `tag`) never starts a real cycle to everyone.
-CYCLE_FIELDS = frozenset({"message", "voice_message", "dry_run", "ignore_dlr_silence", "tags"})
+CYCLE_FIELDS = frozenset(
+    {"message", "voice_message", "dry_run", "ignore_dlr_silence", "tags", "sms_window", "call_window"}
+)
 SCHEDULE_FIELDS = frozenset({"name", "cron", "message", "timezone", "voice_message", "tags"})
 
 
@@ -222,6 +224,7 @@ def start_cycle() -> ResponseReturnValue:
     message, voice_message = field.message(doc, "message"), field.message(doc, "voice_message", required=False)
     dry_run, ignore_silence = field.flag(doc, "dry_run"), field.flag(doc, "ignore_dlr_silence")
     tags = field.tags(doc)
+    sms_window, call_window = field.window(doc, "sms_window"), field.window(doc, "call_window")
     key = _idempotency_key()
     with services().sessions() as session, session.begin():
         if dry_run:
@@ -233,7 +236,13 @@ def start_cycle() -> ResponseReturnValue:
                 key,
                 idempotency.request_hash(doc),
                 lambda: cycles.start_cycle(
-                    session, message, voice_message, ignore_dlr_silence=ignore_silence, tags=tags
+                    session,
+                    message,
+                    voice_message,
+                    ignore_dlr_silence=ignore_silence,
+                    tags=tags,
+                    sms_window=sms_window,
+                    call_window=call_window,
                 ),
             )
         except idempotency.KeyReused as exc:

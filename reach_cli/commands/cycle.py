@@ -54,12 +54,17 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
 
 @cycle.command(
     "run",
-    options_metavar="--message TEXT [--voice-message TEXT] [--tag TAG ...] [--dry-run] [--ignore-dlr-silence] [--json]",
+    options_metavar="--message TEXT [--voice-message TEXT] [--tag TAG ...] [--sms-window W] [--call-window W] "
+    "[--dry-run] [--ignore-dlr-silence] [--json]",
 )
 @click.option("--message", required=True, help="The SMS text (also spoken on calls unless --voice-message).")
 @click.option("--voice-message", default=None, help="What calls say instead of the SMS text.")
 @click.option("--tag", "tags", multiple=True, metavar="TAG",
               help="Only contacts carrying this tag (repeat for any of several); default every contact.")  # fmt: skip
+@click.option("--sms-window", default=None, metavar="HH:MM-HH:MM",
+              help="When SMS may go out, in the customer's local time, or 'always' (default SMS_WINDOW).")  # fmt: skip
+@click.option("--call-window", default=None, metavar="HH:MM-HH:MM",
+              help="When calls may be placed, in local time, or 'always' (default CALL_WINDOW).")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Only show who would get what and the cost; send nothing.")
 @click.option(
     "--ignore-dlr-silence",
@@ -73,6 +78,8 @@ def cycle_run(
     message: str,
     voice_message: str | None,
     tags: tuple[str, ...],
+    sms_window: str | None,
+    call_window: str | None,
     dry_run: bool,
     ignore_dlr_silence: bool,
     as_json: bool,
@@ -86,6 +93,7 @@ def cycle_run(
     settings = settings_or_exit()
     message, voice_message = _messages(message, voice_message)
     audience = tags_or_exit(tags)
+    windows = {"sms_window": _window(sms_window, "--sms-window"), "call_window": _window(call_window, "--call-window")}
     if dry_run:
         with session_or_exit() as session:
             preview = cycles.preview(session, settings, message, ignore_dlr_silence=ignore_dlr_silence, tags=audience)
@@ -95,7 +103,9 @@ def cycle_run(
             for line in preview_lines(preview):
                 echo(line)
         return
-    started = starting.start_once(_key_or_exit(idempotency_key), message, voice_message, ignore_dlr_silence, audience)
+    started = starting.start_once(
+        _key_or_exit(idempotency_key), message, voice_message, ignore_dlr_silence, audience, **windows
+    )
     cycle_id = started.cycle_id
     if started.replayed:
         echo_json({"id": cycle_id, "state": "planning"}) if as_json else echo(
@@ -114,6 +124,16 @@ def cycle_run(
     note = starting.no_worker_note()
     if note:
         echo(f"note: {note}", err=True)
+
+
+def _window(window: str | None, option: str) -> str | None:
+    """A send window as stored, or None (the settings'); exit 2 naming the option if it is not one."""
+    from shared.cycles import CycleError, check_window
+
+    try:
+        return check_window(window, option)
+    except CycleError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 def _key_or_exit(key: str | None) -> str:

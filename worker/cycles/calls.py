@@ -187,7 +187,10 @@ def dispatch_calls(cycle_id: int) -> str:
             select(func.count())
             .select_from(CycleItem)
             .where(
-                CycleItem.cycle_id == cycle_id, CycleItem.channel == Channel.VOICE, CycleItem.state == ItemState.PENDING
+                CycleItem.cycle_id == cycle_id,
+                CycleItem.channel == Channel.VOICE,
+                CycleItem.state == ItemState.PENDING,
+                ~cycles.waiting_for_window(),  # no polling for a window: housekeeping nudges it when it opens
             )
         )
     return "waiting" if pending else "idle"

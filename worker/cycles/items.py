@@ -25,6 +25,7 @@ from shared.models import (
     Message,
 )
 from shared.settings import get_settings
+from worker.cycles import window_holds
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,18 @@ class Claimed:
 
 
 def due_items(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[int]:
+    """Lock up to `limit` due items of one channel of a dispatching cycle whose send window is open now.
+    Items whose window closed since they were planned go back to wait for its next opening (window_holds),
+    and the next due ones are looked at instead."""
+    for _round in range(window_holds.MAX_HOLD_ROUNDS):
+        ids = lock_due(session, cycle_id, channel, limit)
+        in_window = window_holds.hold_closed(session, cycle_id, channel, ids, now())
+        if in_window or not ids:
+            return in_window
+    return []
+
+
+def lock_due(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[int]:
     """Lock up to `limit` due items of one channel of a dispatching cycle; rows other dispatchers hold are
     skipped, not awaited. A paused or cancelled cycle has no due items, so a dispatcher stops at its next
     batch (the state is read in this same statement: shared/cycle_control.py has the race)."""
@@ -72,6 +85,7 @@ def due_items(session: Session, cycle_id: int, channel: Channel, limit: int) -> 
 def claimed_values(lease: timedelta) -> dict[str, Any]:
     return {
         "state": ItemState.SUBMITTING,
+        "waiting_for_window": False,
         "lease_until": now() + lease,
         "attempts": CycleItem.attempts + 1,
         "updated_at": now(),

@@ -17,6 +17,7 @@ from shared.models import (
     CycleState,
     ItemState,
 )
+from worker.cycles import window_holds
 from worker.cycles.items import (
     now,
 )
@@ -37,14 +38,18 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
     tagged = cycles.in_tags(session, cycle.tags)
     audience = cycles.reachable() & tagged if held is None else cycles.reachable() & tagged & ~held
     columns = ["cycle_id", "contact_id", "channel", "state", "attempts", "next_attempt_at", "updated_at"]
+    # Items whose send window is closed are due at its opening (design §4.2).
+    due, waiting = window_holds.planned_due(session, cycle, audience, cycles.channel_expr(), now())
+    columns.append("waiting_for_window")
     rows = select(
         literal(cycle_id),
         Contact.id,
         cycles.channel_expr(),
         literal(ItemState.PENDING.value),
         literal(0),
+        due,
         func.now(),
-        func.now(),
+        waiting,
     ).where(audience)
     session.execute(
         insert_for(session, CycleItem)

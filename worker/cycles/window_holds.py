@@ -1,0 +1,105 @@
+"""Send windows in a cycle (design §4.2): an item whose window is closed waits, `pending` and due at the
+window's next opening (`waiting_for_window`), so nothing polls for it: housekeeping nudges its cycle once
+it is due. Never dropped or failed, and its cycle is not done while it waits (a pending item).
+
+Twice: planning sets each item's due time in its INSERT, the contacts grouped by number prefix (one zone
+per group); a dispatcher checks again at claim, per number, and gives back an item whose window closed
+meanwhile (or whose own zone differs from its group's). The window arithmetic is shared/windows.py's.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import ColumnElement, case, false, func, literal, literal_column, select, true, update
+from sqlalchemy.orm import Session
+
+from shared.models import Channel, Contact, Cycle, CycleItem
+from shared.settings import get_settings
+from shared.windows import Window, next_opening, parse_window, zone_of
+
+#: Planning reads one zone per group of numbers sharing their first characters: `+`, the calling code and
+#: the first digits after it (an area code, where a country's zones follow them), from the group's lowest
+#: number. A number whose own zone differs is caught at claim.
+PLAN_PREFIX_CHARACTERS = 7
+#: Rounds of claim-time holding in one claim: each holds a batch whose window is closed, so its items are no
+#: longer due; the bound only guards against a database clock ahead of ours, which would keep them due.
+MAX_HOLD_ROUNDS = 20
+
+K = TypeVar("K")
+
+
+def windows_of(sms_window: str | None, call_window: str | None) -> dict[Channel, Window]:
+    """A cycle's windows per channel: its own, else the settings'."""
+    settings = get_settings()
+    return {
+        Channel.SMS: parse_window(sms_window or settings.sms_window),
+        Channel.VOICE: parse_window(call_window or settings.call_window),
+    }
+
+
+def plan_prefix(phone: ColumnElement[str]) -> ColumnElement[str]:
+    # literal_column, not bound parameters: GROUP BY must repeat the select's expression exactly.
+    return func.substr(phone, literal_column("1"), literal_column(str(PLAN_PREFIX_CHARACTERS)))
+
+
+def planned_due(
+    session: Session, cycle: Cycle, audience: ColumnElement[bool], channel: ColumnElement[str], at: datetime
+) -> tuple[ColumnElement[datetime], ColumnElement[bool]]:
+    """For the plan's INSERT … SELECT over the contacts: each item's `next_attempt_at` (now, or its window's
+    next opening) and `waiting_for_window`, as SQL: one CASE arm per channel and opening, listing prefixes."""
+    closed = {ch: window for ch, window in windows_of(cycle.sms_window, cycle.call_window).items() if not window.always}
+    arms: list[tuple[ColumnElement[bool], datetime]] = []
+    if closed:
+        prefix = plan_prefix(Contact.phone)
+        groups = session.execute(select(prefix, func.min(Contact.phone)).where(audience).group_by(prefix)).all()
+        for ch, window in closed.items():
+            for opening, prefixes in _openings(window, groups, at).items():
+                arms.append(((channel == ch.value) & prefix.in_(prefixes), opening))
+    if not arms:
+        return func.now(), false()
+    due = case(*[(when, literal(opening, CycleItem.next_attempt_at.type)) for when, opening in arms], else_=func.now())
+    return due, case(*[(when, true()) for when, _opening in arms], else_=false())
+
+
+def hold_closed(session: Session, cycle_id: int, channel: Channel, ids: Sequence[int], at: datetime) -> list[int]:
+    """Of items a dispatcher just locked, those whose window is open at `at`; the others go back `pending`,
+    due at their window's next opening in their own number's zone, their attempt not counted."""
+    if not ids:
+        return []
+    window = _window(session, cycle_id, channel)
+    if window.always:
+        return list(ids)
+    phones = session.execute(
+        select(CycleItem.id, Contact.phone)
+        .join(Contact, Contact.id == CycleItem.contact_id)
+        .where(CycleItem.id.in_(ids))
+    ).all()
+    held: set[int] = set()
+    for opening, item_ids in _openings(window, phones, at).items():
+        session.execute(
+            update(CycleItem)
+            .where(CycleItem.id.in_(sorted(item_ids)))
+            .values(next_attempt_at=opening, waiting_for_window=True, updated_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        held.update(item_ids)
+    return [item_id for item_id in ids if item_id not in held]
+
+
+def _window(session: Session, cycle_id: int, channel: Channel) -> Window:
+    row = session.execute(select(Cycle.sms_window, Cycle.call_window).where(Cycle.id == cycle_id)).one()
+    return windows_of(row.sms_window, row.call_window)[channel]
+
+
+def _openings(window: Window, keyed_phones: Iterable[tuple[K, str]], at: datetime) -> dict[datetime, list[K]]:
+    """The keys whose number's window is closed at `at`, by the window's next opening in that number's zone."""
+    closed: dict[datetime, list[K]] = defaultdict(list)
+    for key, phone in keyed_phones:
+        opening = next_opening(window, zone_of(phone), at)
+        if opening > at:
+            closed[opening].append(key)
+    return closed
