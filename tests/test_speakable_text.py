@@ -151,8 +151,8 @@ def test_a_schedule_stored_before_the_rule_does_not_stop_the_others(session: Any
     added = datetime.now(UTC) - timedelta(days=2)
     session.add_all(
         [
-            Schedule(name="legacy", cron="0 9 * * *", timezone="UTC", message="Pay\x0bnow", created_at=added),
-            Schedule(name="fine", cron="0 9 * * *", timezone="UTC", message="Pay now", created_at=added),
+            Schedule(name="legacy", cron="* * * * *", timezone="UTC", message="Pay\x0bnow", created_at=added),
+            Schedule(name="fine", cron="* * * * *", timezone="UTC", message="Pay now", created_at=added),
         ]
     )
     session.commit()
