@@ -163,6 +163,13 @@ class PausedBy(enum.StrEnum):
     ACCOUNT = "account"  # AT refused for an account problem (e.g. InsufficientBalance)
 
 
+class Fallback(enum.StrEnum):
+    """When a cycle's SMS contacts who were not reached get their call (design §4.1)."""
+
+    NEXT_CYCLE = "next_cycle"  # the seed's workflow: inactive or pending contacts are called next cycle
+    SAME_CYCLE = "same_cycle"  # called in this cycle: after a final failure, or FALLBACK_AFTER_SECONDS unreported
+
+
 class Schedule(Base):
     """A recurring cycle: beat starts one per due period of the cron expression, in its time zone."""
 
@@ -176,6 +183,8 @@ class Schedule(Base):
     voice_message: Mapped[str | None] = mapped_column(Text)
     #: The audience of the cycles it starts: contacts carrying any of these tags; [] (NULL) is everyone.
     tags: Mapped[list[str]] = mapped_column(TagList(), nullable=True)
+    #: The fallback of the cycles it starts.
+    fallback: Mapped[Fallback] = _status_column(Fallback, default=Fallback.NEXT_CYCLE, server_default="next_cycle")
     enabled: Mapped[bool] = mapped_column(default=True, server_default=sql_text("true"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
 
@@ -192,6 +201,7 @@ class Cycle(Base):
     period_key: Mapped[str | None] = mapped_column(String(120), unique=True)
     #: Its audience: contacts carrying any of these tags (design §4.1); [] (NULL) is every contact.
     tags: Mapped[list[str]] = mapped_column(TagList(), nullable=True)
+    fallback: Mapped[Fallback] = _status_column(Fallback, default=Fallback.NEXT_CYCLE, server_default="next_cycle")
     #: Counts fixed at planning time: items per channel and contacts skipped, by why.
     plan: Mapped[dict[str, Any] | None]
     paused_reason: Mapped[str | None] = mapped_column(Text)
@@ -243,6 +253,10 @@ class CycleItem(Base):
     call_id: Mapped[int | None] = mapped_column(BigId)
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
+    #: A `same_cycle` fallback (worker/fallback.py). On an SMS item: when it becomes a call unless a `Success`
+    #: comes first (set when AT accepts the SMS, brought forward by a final failure, NULL again after a
+    #: `Success`). Kept on the item once it has become a call (channel `voice`): when it did.
+    fallback_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("cycle_id", "contact_id"),
@@ -261,6 +275,15 @@ class CycleItem(Base):
             "state",
             postgresql_where=sql_text("state <> 'pending'"),
             sqlite_where=sql_text("state <> 'pending'"),
+        ),
+        # SMS items waiting for a report before their fallback call: what housekeeping makes due calls of, by
+        # cycle and time, and what keeps a cycle from finishing (only same-cycle fallbacks have them).
+        Index(
+            "ix_cycle_items_fallback_due",
+            "cycle_id",
+            "fallback_at",
+            postgresql_where=sql_text("fallback_at IS NOT NULL AND channel = 'sms'"),
+            sqlite_where=sql_text("fallback_at IS NOT NULL AND channel = 'sms'"),
         ),
         # What housekeeping looks for every 15 s: sends whose lease ran out (a handful, in any cycle).
         Index(

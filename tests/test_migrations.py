@@ -97,4 +97,3 @@ def test_finish_if_done_reads_the_partial_indexes(engine: Engine) -> None:
         connection.execute(text("SET enable_seqscan = off"))
         plan = "\n".join(connection.scalars(text(f"EXPLAIN {statement}")))
     assert "ix_cycle_items_due" in plan and "ix_cycle_items_cycle_id_state" in plan, plan
-

@@ -13,6 +13,7 @@ from typing import Any
 
 from shared import cycles
 from shared.cycles import CycleError
+from shared.models import Fallback
 from shared.tags import BadTags, audience_tags
 from web.errors import ApiError
 
@@ -79,6 +80,14 @@ def tags(doc: dict[str, Any], key: str = "tags") -> list[str] | None:
     try:
         return audience_tags(doc[key], key)
     except BadTags as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def fallback(doc: dict[str, Any], key: str = "fallback") -> Fallback:
+    """A cycle's or schedule's `fallback` (`shared.cycles.check_fallback`); absent or null is `next_cycle`."""
+    try:
+        return cycles.check_fallback(doc.get(key), key)
+    except CycleError as exc:
         raise ApiError(400, str(exc)) from None
 
 

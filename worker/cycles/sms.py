@@ -25,7 +25,7 @@ from shared.models import (
 from shared.settings import Settings, get_settings
 from shared.status_policy import Action
 from shared.store import get_store
-from worker import outcomes
+from worker import fallback, outcomes
 from worker.cycles.items import (
     Claimed,
     claimed_values,
@@ -240,6 +240,7 @@ def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], resu
         )
         failed[why].extend(unlisted)
     finish_items(session, sent, ItemState.SENT)
+    fallback.await_reports(session, [c.item_id for c in sent])  # before the early reports below are applied
     for error, claims in failed.items():
         finish_items(session, claims, ItemState.FAILED, error)
     if pause_reason is not None:
