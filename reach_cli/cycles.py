@@ -103,11 +103,21 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"             items: {counts(voice['items'])}",
         f"  skipped    {report['skipped']} ({counts(report['skipped_by_status'])})",
         f"  cancelled  {report.get('cancelled', 0)} items not sent",
+        *_fallback_lines(report.get("fallback")),
         f"  SMS parts  {parts(report['segments'])} per message",
         f"  estimated  {report['estimated_cost']['currency']} {report['estimated_cost']['amount']}",
         f"  cost       {counts_cost(report['cost_by_currency'])}",
     ]
     return lines
+
+
+def _fallback_lines(fallback: Mapping[str, Any] | None) -> list[str]:
+    """A same-cycle fallback's line: SMS contacts still waiting for a report, and those called."""
+    if not fallback or fallback["mode"] != "same_cycle":
+        return []
+    return [
+        f"  fallback   same cycle: {fallback['calls']} called after their SMS, {fallback['waiting']} awaiting reports"
+    ]
 
 
 def parts(segments: Mapping[str, Any]) -> str:

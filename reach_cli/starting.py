@@ -15,6 +15,7 @@ def start_once(
     voice_message: str | None,
     ignore_dlr_silence: bool = False,
     tags: list[str] | None = None,
+    fallback: str = "next_cycle",
 ) -> Started:
     """Record the cycle (or find the one `key` started); exit 2 when `key` started a different one, 3 when the
     database stays unreachable after one retry."""
@@ -29,6 +30,7 @@ def start_once(
         **({"voice_message": voice_message} if voice_message else {}),
         **({"ignore_dlr_silence": True} if ignore_dlr_silence else {}),
         **({"tags": tags} if tags else {}),
+        **({"fallback": fallback} if fallback != "next_cycle" else {}),
     }
     digest = idempotency.request_hash(request)
     for attempt in (1, 2):
@@ -39,7 +41,12 @@ def start_once(
                     key,
                     digest,
                     lambda: cycles.start_cycle(
-                        session, message, voice_message, ignore_dlr_silence=ignore_dlr_silence, tags=tags
+                        session,
+                        message,
+                        voice_message,
+                        ignore_dlr_silence=ignore_dlr_silence,
+                        tags=tags,
+                        fallback=cycles.check_fallback(fallback),
                     ),
                 )
         except idempotency.KeyReused as exc:

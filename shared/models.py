@@ -5,7 +5,8 @@ inbox id the receiver gave it); the typed tables hold what Reach understood from
 are plain strings (`native_enum=False`), so a new value never needs an `ALTER TYPE`.
 
 The embedded store's tables are in shared/store_models.py, the operator's records (erasures, imports,
-idempotency keys, alerts) in shared/operator_models.py; all share this module's Base.
+idempotency keys, alerts) in shared/operator_models.py, what customers send us (incoming SMS, USSD) and the
+raw callbacks in shared/inbound_models.py; all share this module's Base.
 """
 
 from __future__ import annotations
@@ -418,52 +419,9 @@ class CallEvent(Base):
     __table_args__ = (UniqueConstraint("session_id", "event_key"),)
 
 
-class IncomingSms(Base):
-    __tablename__ = "incoming_sms"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    at_id: Mapped[str] = mapped_column(String(100), unique=True)
-    from_phone: Mapped[str] = mapped_column(String(20), index=True)
-    to: Mapped[str] = mapped_column(String(20))
-    text: Mapped[str] = mapped_column(Text)
-    link_id: Mapped[str | None] = mapped_column(String(100))
-    network_code: Mapped[str | None] = mapped_column(String(10))
-    #: AT's `date` as sent (two formats are seen in the wild).
-    sent_date: Mapped[str | None] = mapped_column(String(40))
-    #: The keyword Reach acted on (`STOP`, `START`), if any.
-    keyword: Mapped[str | None] = mapped_column(String(20))
-    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
-    received_at: Mapped[datetime]
-
-
-class UssdSession(Base):
-    __tablename__ = "ussd_sessions"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    session_id: Mapped[str] = mapped_column(String(100), unique=True)
-    phone: Mapped[str] = mapped_column(String(20), index=True)
-    service_code: Mapped[str | None] = mapped_column(String(40))
-    network_code: Mapped[str | None] = mapped_column(String(10))
-    last_text: Mapped[str] = mapped_column(Text, default="")
-    #: What the session did to the contact (`preference:sms`, `opt_out`, ...), if anything.
-    outcome: Mapped[str | None] = mapped_column(String(40))
-    started_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-
-
-class RawCallback(Base):
-    """Every callback Reach accepted, verbatim, for audit."""
-
-    __tablename__ = "raw_callbacks"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    #: The id the receiver gave the callback when it queued it: a re-drained batch inserts nothing twice.
-    inbox_id: Mapped[str] = mapped_column(String(40), unique=True)
-    kind: Mapped[str] = mapped_column(String(20))
-    received_at: Mapped[datetime] = mapped_column(index=True)
-    payload: Mapped[dict[str, Any]]
-
-
 # The other tables' modules import Base from here; importing them registers their tables on Base.metadata
 # (migrations, `alembic check`) whatever a caller imported first.
 from shared import operator_models, store_models  # noqa: E402, F401
+
+# Callers import these three from here as before.
+from shared.inbound_models import IncomingSms, RawCallback, UssdSession  # noqa: E402, F401

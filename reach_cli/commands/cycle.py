@@ -14,6 +14,7 @@ from reach_cli.common import (
     EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    FALLBACK_MODES,
     echo,
     echo_json,
     fail,
@@ -54,12 +55,16 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
 
 @cycle.command(
     "run",
-    options_metavar="--message TEXT [--voice-message TEXT] [--tag TAG ...] [--dry-run] [--ignore-dlr-silence] [--json]",
+    options_metavar="--message TEXT [--voice-message TEXT] [--tag TAG ...] [--fallback MODE] [--dry-run] "
+    "[--ignore-dlr-silence] [--json]",
 )
 @click.option("--message", required=True, help="The SMS text (also spoken on calls unless --voice-message).")
 @click.option("--voice-message", default=None, help="What calls say instead of the SMS text.")
 @click.option("--tag", "tags", multiple=True, metavar="TAG",
               help="Only contacts carrying this tag (repeat for any of several); default every contact.")  # fmt: skip
+@click.option("--fallback", type=click.Choice(FALLBACK_MODES), default="next_cycle", show_default=True,
+              help="same_cycle: call in this cycle a contact whose SMS failed or got no Success within "
+                   "FALLBACK_AFTER_SECONDS.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Only show who would get what and the cost; send nothing.")
 @click.option(
     "--ignore-dlr-silence",
@@ -73,6 +78,7 @@ def cycle_run(
     message: str,
     voice_message: str | None,
     tags: tuple[str, ...],
+    fallback: str,
     dry_run: bool,
     ignore_dlr_silence: bool,
     as_json: bool,
@@ -95,7 +101,9 @@ def cycle_run(
             for line in preview_lines(preview):
                 echo(line)
         return
-    started = starting.start_once(_key_or_exit(idempotency_key), message, voice_message, ignore_dlr_silence, audience)
+    started = starting.start_once(
+        _key_or_exit(idempotency_key), message, voice_message, ignore_dlr_silence, audience, fallback
+    )
     cycle_id = started.cycle_id
     if started.replayed:
         echo_json({"id": cycle_id, "state": "planning"}) if as_json else echo(
