@@ -105,6 +105,19 @@ def test_failed_report_is_called_at_once_in_the_same_cycle(live, receiver, sessi
     assert answer["voice_detail"]["called"] == 1
 
 
+def test_a_number_sms_cannot_route_to_is_called_at_once(live, receiver, session) -> None:
+    """407 CouldNotRoute: AT refuses the SMS, and the status policy says a call may reach them."""
+    live.set_scenario(
+        Scenario.from_dict({"default": {"dlr": ["Sent", "Success"]}, "numbers": {B: {"send_status": 407}}})
+    )
+    add_contacts(receiver, {A: "Amina", B: "Baraka"})
+    cycle_id = start(receiver, fallback="same_cycle")
+    wait_for(lambda: state_of(session, cycle_id) == "done", timeout=40, what="cycle done")
+    assert called(live) == [B] and calls_of(session, cycle_id)[B].message == "Hello Baraka, your bill is ready"
+    assert sms_of(session, cycle_id)[B].send_state == "failed"
+    assert report(receiver, cycle_id)["fallback"]["calls"] == 1
+
+
 def test_no_report_is_called_after_fallback_after_seconds(live, receiver, session) -> None:
     live.set_scenario(
         Scenario.from_dict(
@@ -149,11 +162,15 @@ def test_next_cycle_default_calls_nobody_in_this_cycle(live, receiver, session) 
         Scenario.from_dict(
             {
                 "default": {"dlr": ["Sent", "Success"], "voice": "answered"},
-                "numbers": {B: {"dlr": ["Sent", ["Failed", "UserIsInactive"]]}, C: {"dlr": []}},
+                "numbers": {
+                    B: {"dlr": ["Sent", ["Failed", "UserIsInactive"]]},
+                    C: {"dlr": []},
+                    D: {"send_status": 407},
+                },
             }
         )
     )
-    add_contacts(receiver, {A: "Amina", B: "Baraka", C: "Chebet"})
+    add_contacts(receiver, {A: "Amina", B: "Baraka", C: "Chebet", D: "Daudi"})
     cycle_id = start(receiver)
     wait_for(lambda: state_of(session, cycle_id) == "done", timeout=FALLBACK_AFTER, what="done without waiting")
     wait_for(lambda: live.wait_idle(5), timeout=10, what="reports posted")
@@ -162,7 +179,7 @@ def test_next_cycle_default_calls_nobody_in_this_cycle(live, receiver, session) 
     answer = report(receiver, cycle_id)
     assert answer["fallback"]["mode"] == "next_cycle" and answer["fallback"]["calls"] == 0
     session.expire_all()
-    assert session.scalars(select(CycleItem.fallback_at).where(CycleItem.cycle_id == cycle_id)).all() == [None] * 3
+    assert session.scalars(select(CycleItem.fallback_at).where(CycleItem.cycle_id == cycle_id)).all() == [None] * 4
 
 
 def test_duplicate_failure_reports_place_one_call(live, receiver, session) -> None:

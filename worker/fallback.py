@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, event, select, update
+from sqlalchemy import ColumnElement, and_, event, exists, select, update
 from sqlalchemy.orm import Session
 
 from shared import cycle_control, cycles
 from shared.consent import cancel_pending
 from shared.cycles import waiting_for_report
-from shared.models import Call, Channel, Contact, Cycle, CycleItem, Fallback, ItemState, Message
+from shared.models import Call, Channel, Contact, Cycle, CycleItem, CycleState, Fallback, ItemState, Message
 from shared.settings import get_settings
 from shared.status_policy import Action, dlr_outcome
 
@@ -74,19 +74,31 @@ def cancel_fallback_calls(session: Session, contact_ids: Sequence[int]) -> int:
 def await_reports(session: Session, item_ids: Sequence[int]) -> int:
     """SMS items AT has just accepted: in a `same_cycle` cycle each waits FALLBACK_AFTER_SECONDS for a
     `Success` before it is called. Returns how many wait."""
+    deadline = now() + timedelta(seconds=get_settings().fallback_after_seconds)
+    return _arm(session, item_ids, ItemState.SENT, deadline)
+
+
+def call_instead(session: Session, item_ids: Sequence[int]) -> int:
+    """SMS AT refused for a reason a call may get past (a send statusCode the status policy marks
+    UNDELIVERED, such as 407 CouldNotRoute: "call instead"): in a `same_cycle` cycle, called at once."""
+    if not _arm(session, item_ids, ItemState.FAILED, now()):
+        return 0
+    return start_calls(session, CycleItem.id.in_(sorted(item_ids)))
+
+
+def _arm(session: Session, item_ids: Sequence[int], state: ItemState, at: datetime) -> int:
     if not item_ids:
         return 0
     same_cycle = select(Cycle.id).where(Cycle.fallback == Fallback.SAME_CYCLE)
-    deadline = now() + timedelta(seconds=get_settings().fallback_after_seconds)
     result = session.execute(
         update(CycleItem)
         .where(
             CycleItem.id.in_(sorted(item_ids)),
             CycleItem.channel == Channel.SMS,
-            CycleItem.state == ItemState.SENT,
+            CycleItem.state == state,
             CycleItem.cycle_id.in_(same_cycle),
         )
-        .values(fallback_at=deadline)
+        .values(fallback_at=at)
         .execution_options(synchronize_session=False)
     )
     return max(result.rowcount, 0)
@@ -98,13 +110,16 @@ def after_reports(session: Session, message_ids: Sequence[int]) -> None:
     cancelled). A final failure: called at once. A number proved invalid or opted out: never called."""
     if not message_ids:
         return
+    # From the messages to their items by primary keys (this runs for every drained batch of reports), and
+    # only where the message is still the item's own.
     rows = session.execute(
-        select(CycleItem.id, Message.id, Message.status, Message.failure_reason)
-        .join(Message, Message.id == CycleItem.message_id)
+        select(CycleItem.id, Message.status, Message.failure_reason)
+        .select_from(Message)
+        .join(CycleItem, (CycleItem.id == Message.cycle_item_id) & (CycleItem.message_id == Message.id))
         .where(Message.id.in_(message_ids), CycleItem.fallback_at.is_not(None), Message.status.is_not(None))
     ).all()
     by_outcome: dict[Action, list[int]] = {}
-    for item_id, _message_id, status, reason in rows:
+    for item_id, status, reason in rows:
         by_outcome.setdefault(dlr_outcome(status, reason), []).append(item_id)
     delivered = by_outcome.get(Action.DELIVERED, [])
     stop_waiting(session, delivered, f"no fallback call: {DELIVERED_FIRST}")
@@ -114,28 +129,34 @@ def after_reports(session: Session, message_ids: Sequence[int]) -> None:
 
 
 def start_due_calls(session: Session) -> int:
-    """Housekeeping: SMS items whose fallback time has passed without a `Success` become calls. Returns how
-    many did."""
-    due = (
-        select(CycleItem.id)
-        .where(waiting_for_report(), CycleItem.fallback_at <= now(), CycleItem.state == ItemState.SENT)
-        .order_by(CycleItem.fallback_at)
-        .limit(DUE_BATCH)
-        .with_for_update(skip_locked=True)
+    """Housekeeping: SMS items whose fallback time has passed without a `Success` become calls, cycle by cycle
+    (a range of ix_cycle_items_fallback_due each). Returns how many did."""
+    open_cycles = select(Cycle.id).where(
+        Cycle.fallback == Fallback.SAME_CYCLE, Cycle.state.in_([CycleState.DISPATCHING, CycleState.PAUSED])
     )
-    ids = list(session.scalars(due))
-    return start_calls(session, CycleItem.id.in_(ids)) if ids else 0
+    started = 0
+    for cycle_id in session.scalars(open_cycles).all():
+        due = (
+            select(CycleItem.id)
+            .where(CycleItem.cycle_id == cycle_id, waiting_for_report(), CycleItem.fallback_at <= now())
+            .order_by(CycleItem.fallback_at)
+            .limit(DUE_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list(session.scalars(due))
+        started += start_calls(session, CycleItem.id.in_(ids)) if ids else 0
+    return started
 
 
 def start_calls(session: Session, which: ColumnElement[bool]) -> int:
     """Turn waiting SMS items into due calls, each once (the WHERE is the state machine); a contact that
     cannot be reached now (opted out, invalid, erased) is not called. Returns how many became calls."""
-    waiting = (which, waiting_for_report(), CycleItem.state == ItemState.SENT)
-    reachable = select(Contact.id).where(cycles.reachable())
+    waiting = (which, waiting_for_report(), CycleItem.state.in_([ItemState.SENT, ItemState.FAILED]))
+    reachable = exists().where(Contact.id == CycleItem.contact_id, cycles.reachable())
     at = now()
     moved = session.execute(
         update(CycleItem)
-        .where(*waiting, CycleItem.contact_id.in_(reachable))
+        .where(*waiting, reachable)
         .values(
             channel=Channel.VOICE,
             state=ItemState.PENDING,
