@@ -137,6 +137,7 @@ def progress_line(report: Mapping[str, Any], now: datetime) -> str:
     """One line per `reach cycle watch` tick."""
     sms, voice = report["sms_detail"], report["voice_detail"]
     to_go = sum(detail["items"].get(state, 0) for detail in (sms, voice) for state in OPEN_ITEMS)
+    to_go += report.get("fallback", {}).get("waiting", 0)  # same-cycle fallback calls that may still come
     state = report["state"]
     if report["skip_reason"]:
         state += f" ({report['skip_reason']})"

@@ -56,8 +56,16 @@ def finish_statement(cycle_id: int) -> Update:
         Call.id == CycleItem.call_id,
         Call.ended_at.is_(None),  # a call past its limit is done already (calls.record_overdue_calls)
     )
-    # A same-cycle fallback call still to come (worker/fallback.py).
-    fallback_due = exists().where(CycleItem.cycle_id == cycle_id, waiting_for_report())
+    # A same-cycle fallback call still to come (worker/fallback.py). Not an EXISTS: Postgres guesses from the
+    # columns' statistics that such rows are common and seq-scans cycle_items for one (80 ms over 200k items
+    # for a cycle with none); ORDER BY the index's column makes it read ix_cycle_items_fallback_due (0.04 ms).
+    fallback_due = (
+        select(CycleItem.id)
+        .where(CycleItem.cycle_id == cycle_id, waiting_for_report())
+        .order_by(CycleItem.fallback_at)
+        .limit(1)
+        .scalar_subquery()
+    )
     return (
         update(Cycle)
         .where(
@@ -66,7 +74,7 @@ def finish_statement(cycle_id: int) -> Update:
             ~pending,
             ~in_flight,
             ~calls_open,
-            ~fallback_due,
+            fallback_due.is_(None),
         )
         .values(state=CycleState.DONE, finished_at=now())
     )
