@@ -4,6 +4,8 @@ and schedules carry the mode."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -88,6 +90,26 @@ def test_a_failure_report_makes_one_due_call_however_often_it_comes(session: Any
     again = item_of(session, item.id)
     assert (again.channel, again.state, again.updated_at) == (Channel.VOICE, ItemState.PENDING, after.updated_at)
     assert session.scalar(select(func.count()).select_from(CycleItem)) == 1  # one item per contact and cycle
+
+
+def test_two_transactions_racing_make_one_call(session: Any, nudges: Any) -> None:
+    """Two drains applying the same failure (or housekeeping beside a drain, or a restarted worker's): the
+    second waits for the first's row lock, then finds the item moved already."""
+    item = waiting_item(session)
+    failed_now = CycleItem.id == item.id
+    with ThreadPoolExecutor(1) as pool:
+        with session_scope() as first:
+            assert fallback.start_calls(first, failed_now) == 1
+            second = pool.submit(_start_calls_in_own_transaction, failed_now)
+            with pytest.raises(FuturesTimeout):
+                second.result(timeout=1)  # blocked on the first's row lock until it commits
+        assert second.result(timeout=10) == 0
+    assert item_of(session, item.id).channel is Channel.VOICE
+
+
+def _start_calls_in_own_transaction(which: Any) -> int:
+    with session_scope() as s:
+        return fallback.start_calls(s, which)
 
 
 def test_housekeeping_calls_once_the_time_has_passed(session: Any, nudges: Any) -> None:
