@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 # fixtures its own: a database, a Redis, a worker) finish it in about two thirds of the time on 2 cores.
 TEST_PROCESSES ?= 2
 
-.PHONY: run demo test lint format install bench clean audit
+.PHONY: run demo test lint format install bench clean audit shell
 
 run: $(STAMP)
 	$(VENV)/bin/reach up
@@ -16,6 +16,18 @@ run: $(STAMP)
 # Sample contacts, two cycles on the simulator and a summary (needs an empty database: see README).
 demo: $(STAMP)
 	$(VENV)/bin/reach up --demo
+
+# A shell where `reach ...` works: .venv/bin first on PATH, REACH_HOME this checkout (its .env and var/, which
+# `reach` finds from any directory). Without a terminal (a script, CI) it prints the line to type instead.
+shell: $(STAMP)
+	@if [ -t 0 ]; then \
+		echo "reach shell: $(CURDIR)/$(VENV)/bin on PATH, REACH_HOME=$(CURDIR); exit to leave"; \
+		PATH='$(CURDIR)/$(VENV)/bin':"$$PATH" REACH_HOME='$(CURDIR)' VIRTUAL_ENV='$(CURDIR)/$(VENV)' \
+			exec "$${SHELL:-/bin/sh}" -i; \
+	else \
+		echo "no terminal; for \`reach ...\` in this shell type:"; \
+		echo "  export PATH='$(CURDIR)/$(VENV)/bin':\"\$$PATH\" REACH_HOME='$(CURDIR)'"; \
+	fi
 
 test: $(STAMP)
 	./scripts/ensure-postgres

@@ -107,6 +107,9 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"  SMS parts  {parts(report['segments'])} per message",
         f"  estimated  {report['estimated_cost']['currency']} {report['estimated_cost']['amount']}",
         f"  cost       {counts_cost(report['cost_by_currency'])}",
+        "",
+        *funnel_lines(report["funnel"]),
+        *network_lines(report["sms_by_network"]),
     ]
     return lines
 
@@ -118,6 +121,26 @@ def _fallback_lines(fallback: Mapping[str, Any] | None) -> list[str]:
     return [
         f"  fallback   same cycle: {fallback['calls']} called after their SMS, {fallback['waiting']} awaiting reports"
     ]
+
+
+def funnel_lines(funnel: Mapping[str, Any]) -> list[str]:
+    """`  funnel     delivered 3000 (75.0% of SMS sent)`: each step and what its percentage is of."""
+    lines = []
+    for i, step in enumerate(funnel["steps"]):
+        share = f"{step['percent']}%" if step["percent"] is not None else "-"
+        title = "funnel" if i == 0 else ""
+        lines.append(f"  {title:<9}  {step['label']} {step['count']} ({share} of {step['of']})")
+    return lines
+
+
+def network_lines(networks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`  networks   Safaricom: 2900 of 3400 delivered (85.3%)`, one network a line."""
+    lines = []
+    for i, row in enumerate(networks):
+        rate = f"{row['delivery_rate']}%" if row["delivery_rate"] is not None else "-"
+        title = "networks" if i == 0 else ""
+        lines.append(f"  {title:<9}  {row['network']}: {row['delivered']} of {row['sent']} delivered ({rate})")
+    return lines
 
 
 def parts(segments: Mapping[str, Any]) -> str:

@@ -1,8 +1,8 @@
-"""What a cycle is expected to cost: SMS contacts x parts x the SMS price of their country, plus calls.
+"""What a cycle is expected to cost: SMS parts x the SMS price of their contact's country, plus calls.
 
 `SMS_COST_ESTIMATE` is one price (`0.80`) or a table by country (`KE=0.80,NG=2.50,default=1.00`, or the
 same as a JSON object). A contact's country is its number's calling code: planning and the dry run count
-SMS contacts per phone prefix in one set-based statement, never per contact, and the prefixes are priced here.
+SMS parts per phone prefix in one set-based statement (shared.cycle_money), and the prefixes are priced here.
 """
 
 from __future__ import annotations
@@ -104,33 +104,28 @@ def calling_code_of(prefix: str) -> str:
 
 
 def estimate(
-    sms_by_prefix: Mapping[str, int],
+    sms_parts_by_prefix: Mapping[str, int],
     voice: int,
-    parts: int,
     table: Mapping[str, Decimal],
     call_price: Decimal,
     currency: str,
 ) -> dict[str, str]:
-    """`{"amount": "12.40", "currency": "KES"}`: each SMS contact billed `parts` times at its country's price."""
+    """`{"amount": "12.40", "currency": "KES"}`: each SMS part billed at its contact's country's price."""
     prices = prices_by_calling_code(table)
     sms = sum(
-        (prices.get(calling_code_of(prefix), prices[OTHER]) * n for prefix, n in sms_by_prefix.items()), Decimal(0)
+        (prices.get(calling_code_of(prefix), prices[OTHER]) * n for prefix, n in sms_parts_by_prefix.items()),
+        Decimal(0),
     )
-    return money(sms * parts + call_price * voice, currency)
+    return money(sms + call_price * voice, currency)
 
 
 def money(amount: Decimal, currency: str) -> dict[str, str]:
     return {"amount": str(amount.quantize(Decimal("0.01"))), "currency": currency}
 
 
-def summary(settings: Any, sms_by_prefix: Mapping[str, int], voice: int, segments: Any) -> dict[str, Any]:
+def summary(settings: Any, sms_parts_by_prefix: Mapping[str, int], voice: int, segments: Any) -> dict[str, Any]:
     """The `segments` and `estimated_cost` keys of a dry run and of a cycle's answer (design §4.1)."""
     cost = estimate(
-        sms_by_prefix,
-        voice,
-        segments.parts,
-        settings.sms_cost_estimate,
-        settings.call_cost_estimate,
-        settings.cost_currency,
+        sms_parts_by_prefix, voice, settings.sms_cost_estimate, settings.call_cost_estimate, settings.cost_currency
     )
     return {"segments": segments.as_dict(), "estimated_cost": cost}

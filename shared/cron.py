@@ -6,13 +6,27 @@ date, so `check` asks for one. It also refuses an expression that fires more oft
 
 Gaps are counted on the schedule's own wall clock (local time in its zone, as cron reads it); a daylight-saving
 change moves one firing by the change, which is the tick's business, not this check's.
+
+When a firing happens (`latest_firing`, `next_firing`): cron names wall-clock times, and a daylight-saving change
+makes some wall times happen twice and others never. The rule, one place for the tick and `next_run` alike:
+- a wall time that happens twice (the clock goes back) fires once, at its first occurrence (Europe/London's
+  01:30 on the last Sunday of October: 01:30 BST, 00:30 UTC);
+- a wall time that does not happen (the clock goes forward) is read with the UTC offset in force before the
+  change, so it fires the gap's length later on the wall clock, at the same real time as the day before
+  (London's 01:30 on the last Sunday of March: 02:30 BST, 01:30 UTC). Both are how RFC 5545 reads local times,
+  and what Python's `fold=0` means;
+- a schedule that fires in every hour of the day (hour field `*`) fires in both passes of a repeated hour, as
+  cron does for such jobs: every hour of real time keeps its run. Read forward, a skipped hour's firing lands on
+  the same instant as the next hour's, and the period key (its UTC time) makes the two one run.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadTypeRangeError, CroniterError, croniter
 
@@ -29,6 +43,9 @@ DAY_SECONDS = 86_400
 #: steps (under 0.1 s; 1,500 firing days span at least four years, a whole leap-year cycle).
 DAY_WALK_YEARS = 28
 DAY_WALK_STEPS = 1500
+#: Past this many wall times read without finding a firing, `latest_firing` and `next_firing` give up (a firing
+#: is a wall time croniter named, so only a zone changing its offset by days could need more).
+FIRING_WALK_STEPS = 10_000
 
 
 def check(expression: str, min_interval: timedelta, now: datetime) -> str:
@@ -101,3 +118,67 @@ def duration(span: timedelta) -> str:
         if count:
             parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
     return " ".join(parts) or "0 seconds"
+
+
+# -- when firings happen -----------------------------------------------------------------------------------
+
+
+def latest_firing(expression: str, tz: ZoneInfo, now: datetime) -> datetime:
+    """The latest moment at or before `now` that the expression fires in zone `tz`, in UTC (module docstring)."""
+    wall_now, shift = _wall_clock(tz, now)
+    walk = croniter(expression, wall_now + shift + timedelta(minutes=1))
+    return _closest(_firings(expression, tz, walk, backward=True), lambda at: at <= now, max, shift)
+
+
+def next_firing(expression: str, tz: ZoneInfo, now: datetime) -> datetime:
+    """The first moment after `now` that the expression fires in zone `tz`, in UTC (module docstring)."""
+    wall_now, shift = _wall_clock(tz, now)
+    walk = croniter(expression, wall_now - shift - timedelta(minutes=1))
+    return _closest(_firings(expression, tz, walk, backward=False), lambda at: at > now, min, shift)
+
+
+def _wall_clock(tz: ZoneInfo, now: datetime) -> tuple[datetime, timedelta]:
+    """`now` on the zone's wall clock (naive), and how far a change of its UTC offset within a day of `now` moves
+    the wall clock against real time (zero on all but the days around a daylight-saving change)."""
+    offsets = [(now + days * timedelta(days=1)).astimezone(tz).utcoffset() or timedelta() for days in (-1, 0, 1)]
+    return now.astimezone(tz).replace(tzinfo=None), max(offsets) - min(offsets)
+
+
+def _firings(expression: str, tz: ZoneInfo, walk: croniter, *, backward: bool) -> Iterator[tuple[datetime, datetime]]:
+    """(wall time, moment in UTC) of each firing, walking the wall clock one way from where `walk` starts."""
+    every_hour = len(set(_values(croniter(expression).expanded[1], 24))) == 24
+    for _ in range(FIRING_WALK_STEPS):
+        wall = walk.get_prev(datetime) if backward else walk.get_next(datetime)
+        for moment in _moments(wall, tz, every_hour):
+            yield wall, moment
+    raise CroniterError(f"no firing within {FIRING_WALK_STEPS} steps")
+
+
+def _moments(wall: datetime, tz: ZoneInfo, every_hour: bool) -> list[datetime]:
+    """When wall time `wall` happens in `tz`, in UTC, as the module docstring's rule reads it."""
+    first, second = wall.replace(tzinfo=tz, fold=0), wall.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() == second.utcoffset():  # an ordinary time
+        return [first.astimezone(UTC)]
+    happens = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall
+    if happens and every_hour:  # it happens twice, and the schedule keeps every hour of real time
+        return [first.astimezone(UTC), second.astimezone(UTC)]
+    return [first.astimezone(UTC)]  # its first occurrence; or, if it never happens, read before the change
+
+
+def _closest(
+    firings: Iterator[tuple[datetime, datetime]],
+    wanted: Callable[[datetime], bool],
+    best_of: Callable[[datetime, datetime], datetime],
+    shift: timedelta,
+) -> datetime:
+    """The best wanted moment. Near an offset change, wall order and real order differ by up to `shift`, so
+    the walk goes on until the wall clock is 2 * shift past the first wanted firing: no later wall time can
+    happen on the wrong side of it."""
+    best: datetime | None = None
+    found_at = datetime.min
+    for wall, moment in firings:
+        if best is not None and abs(wall - found_at) > 2 * shift:
+            return best
+        if wanted(moment):
+            best, found_at = (moment, wall) if best is None else (best_of(best, moment), found_at)
+    raise CroniterError("the walk over firings ended")  # `firings` ends only by raising

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Row, Select, String, and_, or_, select, type_coerce
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from shared.csv_safe import stream_pages
 from shared.models import Call, Contact, Cycle, CycleItem, Message
@@ -75,15 +76,16 @@ def _page(cycle_id: int, after: int, unreached: bool) -> Select[Any]:
         .order_by(CycleItem.id)
         .limit(PAGE)
     )
-    if unreached:
-        # NULL-safe: no report and no call is "not reached", not unknown.
-        query = query.where(
-            and_(
-                or_(Message.status.is_(None), Message.status != DELIVERED),
-                or_(Call.outcome.is_(None), Call.outcome != ANSWERED),
-            )
-        )
-    return query
+    return query.where(not_reached()) if unreached else query
+
+
+def not_reached() -> ColumnElement[bool]:
+    """SQL, over an item joined to its message and its call: the cycle did not reach the contact (no delivered
+    SMS, no answered call). NULL-safe: no report and no call is "not reached", not unknown."""
+    return and_(
+        or_(Message.status.is_(None), Message.status != DELIVERED),
+        or_(Call.outcome.is_(None), Call.outcome != ANSWERED),
+    )
 
 
 def _row(row: Row[Any]) -> tuple[object, ...]:

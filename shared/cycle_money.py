@@ -1,11 +1,13 @@
 """A cycle's money as the operator sees it (design §4.1): `segments`, `estimated_cost` and `cost`.
 
-Counts come from set-based statements grouped by the contact's phone prefix (`shared.cost_estimate`), so
-an estimate costs one query whatever the audience size.
+Counts come from set-based statements grouped by the contact's phone prefix (`shared.cost_estimate`) and, for
+a text with placeholders, by each contact's SMS parts (`shared.personal_parts`), so an estimate costs one
+query whatever the audience size. Planning records it in the cycle's plan; a cycle's answer reads it there.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -13,47 +15,83 @@ from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import cost_estimate, segments
-from shared.models import Call, Contact, CycleItem, Message
+from shared import cost_estimate, personal_parts, placeholders, segments
+from shared.models import Call, Contact, Cycle, CycleItem, Message
 from shared.settings import Settings
 
 
-def money_keys(settings: Settings, message: str, sms_by_prefix: dict[str, int], voice: int) -> dict[str, Any]:
-    """`segments` and `estimated_cost` for `message` sent to these SMS contacts (by phone prefix) and calls.
+@dataclass(frozen=True)
+class SmsBill:
+    """What a cycle's SMS are billed as: contacts and parts per phone prefix, and the most parts of one text.
 
-    `message` is the text that is billed: with placeholders, the longest text rendered for the audience.
+    `parts` counts each contact's own text (with `{name}`, a long name is billed its extra part, not the
+    whole audience), so the estimate is what AT would charge, not a worst case times everyone.
     """
-    return cost_estimate.summary(settings, sms_by_prefix, voice, segments.count(message))
+
+    contacts: dict[str, int]
+    parts: dict[str, int]
+    segments: segments.Segments
+
+    def as_plan(self) -> dict[str, Any]:
+        """The keys planning records in the cycle's plan, so a cycle's answer never counts them again."""
+        return {"sms_by_prefix": self.contacts, "sms_parts_by_prefix": self.parts, "segments": self.segments.as_dict()}
 
 
-def audience_sms_by_prefix(session: Session, tagged: ColumnElement[bool]) -> dict[str, int]:
-    """Reachable contacts of the cycle's tags (`tagged`, `cycles.in_tags`) routed to SMS, per phone prefix
-    (`cost_estimate.prefix_expr`), in one statement.
+def money_keys(settings: Settings, bill: SmsBill, voice: int) -> dict[str, Any]:
+    """`segments` and `estimated_cost` for these SMS and calls."""
+    return cost_estimate.summary(settings, bill.parts, voice, bill.segments)
 
-    Planning records it in the cycle's plan, so a cycle's answer (and each dashboard row) never joins its
-    items to the contacts again.
+
+def sms_bill(session: Session, message: str, sms_contacts: ColumnElement[bool]) -> SmsBill:
+    """The bill for `message` sent to the contacts `sms_contacts` picks, in one statement.
+
+    A text with placeholders is counted per contact in SQL (shared/personal_parts.py); one without is the
+    same for everyone and counted exactly here. With no contact at all, `segments` is the text without a name.
     """
-    from shared.cycles import Channel, channel_expr, reachable
-
-    prefix = cost_estimate.prefix_expr(Contact.phone).label("prefix")
+    if not placeholders.is_personal(message):
+        same = segments.count(placeholders.render(message))
+        prefix = cost_estimate.prefix_expr(Contact.phone).label("prefix")
+        counted = session.execute(select(prefix, func.count()).where(sms_contacts).group_by(prefix)).all()
+        contacts = {str(p): int(n) for p, n in counted}
+        return SmsBill(contacts, {p: n * same.parts for p, n in contacts.items()}, same)
+    measured = personal_parts.per_contact_select(message, sms_contacts).subquery()
     rows = session.execute(
-        select(prefix, func.count()).where(reachable(), tagged, channel_expr() == Channel.SMS.value).group_by(prefix)
+        select(measured.c.prefix, measured.c.ucs2, measured.c.parts, func.count()).group_by(
+            measured.c.prefix, measured.c.ucs2, measured.c.parts
+        )
     ).all()
-    return {str(p): int(n) for p, n in rows}
+    contacts: dict[str, int] = {}
+    parts: dict[str, int] = {}
+    for prefix, _ucs2, each, n in rows:
+        contacts[str(prefix)] = contacts.get(str(prefix), 0) + int(n)
+        parts[str(prefix)] = parts.get(str(prefix), 0) + int(n) * int(each)
+    if not rows:
+        return SmsBill({}, {}, segments.count(placeholders.render(message)))
+    # The most parts; between two encodings at as many parts, UCS-2 (it is the one a reader should check).
+    most, ucs2 = max((int(each), int(u)) for _p, u, each, _n in rows)
+    return SmsBill(contacts, parts, segments.Segments(segments.UCS2 if ucs2 else segments.GSM7, most))
 
 
-def planned_sms_by_prefix(session: Session, cycle_id: int) -> dict[str, int]:
-    """A planned cycle's SMS items per phone prefix, from its items: for cycles planned before the plan
-    recorded it."""
-    prefix = cost_estimate.prefix_expr(Contact.phone).label("prefix")
-    rows = session.execute(
-        select(prefix, func.count())
-        .select_from(CycleItem)
-        .join(Contact, Contact.id == CycleItem.contact_id)
-        .where(CycleItem.cycle_id == cycle_id, type_coerce(CycleItem.channel, String) == "sms")
-        .group_by(prefix)
-    ).all()
-    return {str(p): int(n) for p, n in rows}
+def planned_sms(cycle_id: int) -> ColumnElement[bool]:
+    """SQL: the contact has an SMS item in the cycle."""
+    items = select(CycleItem.contact_id).where(
+        CycleItem.cycle_id == cycle_id, type_coerce(CycleItem.channel, String) == "sms"
+    )
+    return Contact.id.in_(items)
+
+
+def recorded_bill(session: Session, cycle: Cycle) -> SmsBill:
+    """A cycle's bill as planning recorded it; counted from its items for a cycle not planned yet (no items:
+    nothing to count) or planned before the plan recorded it."""
+    plan = cycle.plan or {}
+    if {"sms_by_prefix", "sms_parts_by_prefix", "segments"} <= plan.keys():
+        recorded = segments.Segments(plan["segments"]["encoding"], int(plan["segments"]["parts"]))
+        return SmsBill(plan["sms_by_prefix"], plan["sms_parts_by_prefix"], recorded)
+    if "sms_by_prefix" in plan and not placeholders.is_personal(cycle.message):
+        same = segments.count(placeholders.render(cycle.message))
+        contacts = plan["sms_by_prefix"]
+        return SmsBill(contacts, {p: n * same.parts for p, n in contacts.items()}, same)
+    return sms_bill(session, cycle.message, planned_sms(cycle.id))
 
 
 def charged(session: Session, cycle_id: int) -> dict[str, Decimal]:

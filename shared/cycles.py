@@ -15,7 +15,15 @@ from sqlalchemy import String, case, func, literal, literal_column, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import alerts, cost_estimate, cycle_money, dlr_silence, placeholders, segments, voice_script
+from shared import (
+    alerts,
+    cycle_breakdown,
+    cycle_money,
+    dlr_silence,
+    placeholders,
+    segments,
+    voice_script,
+)
 from shared.db import insert_for
 from shared.models import (
     Call,
@@ -190,11 +198,7 @@ def preview(
     held = dlr_silence.hold_back_now(session, ignore=ignore_dlr_silence)
     tagged = in_tags(session, tags)
     audience = reachable() & tagged if held is None else reachable() & tagged & ~held
-    prefix = cost_estimate.prefix_expr(Contact.phone)
-    routed = select(channel_expr().label("channel"), prefix.label("prefix")).where(audience).subquery()
-    routes = session.execute(
-        select(routed.c.channel, routed.c.prefix, func.count()).group_by(routed.c.channel, routed.c.prefix)
-    ).all()
+    voice = session.scalar(select(func.count()).where(audience, channel_expr() == Channel.VOICE.value)) or 0
     skipped = dict(
         session.execute(
             select(type_coerce(Contact.status, String), func.count())
@@ -203,11 +207,10 @@ def preview(
         ).all()
     )
     skipped.update(dlr_silence.count_held(session, reachable() & tagged, held))
-    sms_by_prefix = {str(p): int(n) for channel, p, n in routes if channel == Channel.SMS.value}
-    voice = sum(int(n) for channel, _, n in routes if channel == Channel.VOICE.value)
+    bill = cycle_money.sms_bill(session, message, audience & (channel_expr() == Channel.SMS.value))
     return {
-        **planned_counts(sum(sms_by_prefix.values()), voice, skipped),
-        **cycle_money.money_keys(settings, message, sms_by_prefix, voice),
+        **planned_counts(sum(bill.contacts.values()), voice, skipped),
+        **cycle_money.money_keys(settings, bill, voice),
     }
 
 
@@ -254,7 +257,7 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
     # An SMS item that became a fallback call is still a contact planned for SMS.
     sms, voice = _planned(items, "sms") + fallback["calls"], _planned(items, "voice") - fallback["calls"]
     planned = planned_counts(sms, voice, plan.get("skipped", {}))
-    return {
+    answer = {
         "id": cycle.id,
         "state": cycle.state.value,
         "paused_reason": cycle.paused_reason,
@@ -273,11 +276,18 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         "cancelled": sum(count for key, count in items.items() if key.endswith(f":{ItemState.CANCELLED.value}")),
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms")},
-        "voice_detail": {**_voice_counts(session, cycle_id), "items": _by_state(items, "voice")},
+        # `planned`: the calls the cycle makes, same-cycle fallback calls included (the funnel's "calls planned").
+        "voice_detail": {
+            **_voice_counts(session, cycle_id),
+            "items": _by_state(items, "voice"),
+            "planned": planned["voice"] + fallback["calls"],
+        },
         "fallback": fallback,
-        **cycle_money.money_keys(settings, cycle.message, _sms_by_prefix(session, cycle), planned["voice"]),
+        **cycle_money.money_keys(settings, cycle_money.recorded_bill(session, cycle), planned["voice"]),
         **cycle_money.cost_keys(cycle_money.charged(session, cycle_id), settings),
     }
+    # The funnel's percentages and SMS by mobile network (the dashboard's charts draw these).
+    return answer | cycle_breakdown.breakdown_keys(session, answer)
 
 
 def _fallback_counts(session: Session, cycle: Cycle) -> dict[str, Any]:
@@ -298,14 +308,20 @@ def _fallback_counts(session: Session, cycle: Cycle) -> dict[str, Any]:
     }
 
 
-def _sms_by_prefix(session: Session, cycle: Cycle) -> dict[str, int]:
-    """SMS contacts per phone prefix as planning recorded them (or, for older cycles, counted from the items)."""
-    recorded = (cycle.plan or {}).get("sms_by_prefix")
-    return recorded if recorded is not None else cycle_money.planned_sms_by_prefix(session, cycle.id)
-
-
 def undelivered_statuses() -> list[str]:
     return [status for status, rule in rules_of(Kind.DLR).items() if rule.action is Action.UNDELIVERED]
+
+
+def sms_failed() -> ColumnElement[bool]:
+    """SQL: the message did not arrive: AT refused it, or its report says it was not delivered."""
+    return (Message.send_state == "failed") | Message.status.in_(undelivered_statuses())
+
+
+def failure_reason() -> ColumnElement[str]:
+    """SQL: why a failed message failed, as the operator reads it: AT's `failureReason`, else the report's status,
+    else the send answer's."""
+    # literal_column, not a bound parameter: GROUP BY must repeat the select's expression exactly.
+    return func.coalesce(Message.failure_reason, Message.status, Message.send_status, literal_column("'unknown'"))
 
 
 def _planned(items: dict[str, int], channel: str) -> int:
@@ -326,13 +342,9 @@ def _sms_counts(session: Session, cycle_id: int) -> dict[str, Any]:
             func.count().filter(sent, Message.send_error == SENT_TWICE),
         ).where(Message.cycle_id == cycle_id)
     ).one()
-    # literal_column, not a bound parameter: GROUP BY must repeat the select's expression exactly.
-    reason = func.coalesce(Message.failure_reason, Message.status, Message.send_status, literal_column("'unknown'"))
+    reason = failure_reason()
     failed = session.execute(
-        select(reason, func.count())
-        .where(Message.cycle_id == cycle_id)
-        .where((Message.send_state == "failed") | Message.status.in_(undelivered_statuses()))
-        .group_by(reason)
+        select(reason, func.count()).where(Message.cycle_id == cycle_id, sms_failed()).group_by(reason)
     ).all()
     return {"sent": row[0], "delivered": row[1], "failed": dict(failed), "sent_twice": row[2]}
 

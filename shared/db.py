@@ -7,6 +7,7 @@ Worker processes call `dispose_after_fork()` so no pooled connection crosses a `
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,8 @@ def normalise_url(url: str) -> str:
 
 #: How long a SQLite writer waits for another process's write (receiver, worker and beat share files).
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+#: The largest id a BIGINT key holds: a cursor or id from a request above it is refused before any query.
+MAX_BIGINT = 2**63 - 1
 
 
 def sqlite_connect_args() -> dict[str, Any]:
@@ -62,11 +65,20 @@ def build_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # A Postgres function SQLite lacks, with Postgres's meaning (shared/personal_parts.py counts with it).
+    dbapi_connection.create_function("regexp_replace", 4, _regexp_replace, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
     cursor.close()
+
+
+def _regexp_replace(text: str | None, pattern: str, replacement: str, flags: str) -> str | None:
+    """Postgres `regexp_replace` for the patterns Reach uses (Python's `re` reads `\\U0001F600` alike); `g`: all."""
+    if text is None:
+        return None
+    return re.sub(pattern, replacement, text, count=0 if "g" in flags else 1)
 
 
 @functools.cache

@@ -261,6 +261,8 @@ class CycleItem(Base):
 
     __table_args__ = (
         UniqueConstraint("cycle_id", "contact_id"),
+        # A cycle's items in id order, a page at a time (shared/cycle_failures.py): an index range, not the cycle.
+        Index(None, "cycle_id", "id"),
         # What dispatchers claim: pending items of a cycle and channel, oldest due first.
         Index(
             "ix_cycle_items_due",

@@ -7,6 +7,11 @@ tick or a restart cannot run the same period twice.
 A period that falls due while the schedule's previous cycle has not finished (a cycle to many contacts can
 outlast the period) is not started: it gets a cycle row in state `skipped`, with the reason, under the
 same unique key, so it is decided once whichever beat ticks, and the operator sees it (`last_skip`).
+
+So does a period whose first tick comes more than SCHEDULE_MISFIRE_SECONDS after its planned time (beat or
+the broker was down): it is recorded `missed`, not started late. Only the latest due period is looked at, so
+after a long outage the one period due when beat came back is recorded (once: its key), earlier ones not at
+all, and the next period runs on time.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -34,6 +38,8 @@ MAX_NAME, MAX_ZONE = 100, 64
 #: A schedule's cycle in one of these states has not finished: a period due meanwhile is skipped.
 UNFINISHED = (CycleState.PLANNING, CycleState.DISPATCHING, CycleState.PAUSED)
 PERIOD_FORMAT = "%Y-%m-%dT%H:%MZ"
+#: How a period recorded because its tick came too late is told from one held by a running cycle.
+MISSED = "missed"
 
 
 class ScheduleExists(CycleError):
@@ -107,16 +113,13 @@ def remove_schedule(session: Session, key: str) -> bool:
 
 
 def due_period(schedule: Schedule, now: datetime) -> datetime | None:
-    """The latest scheduled time at or before `now` (and after the schedule was added), in UTC."""
-    tz = zone(schedule.timezone)
-    local_now = now.astimezone(tz)
+    """The latest scheduled time at or before `now` (and not before the schedule was added), in UTC; how a
+    daylight-saving change moves it: `shared.cron`."""
     try:
-        latest = croniter(schedule.cron, local_now + timedelta(seconds=1)).get_prev(datetime)
+        latest = cron.latest_firing(schedule.cron, zone(schedule.timezone), now)
     except cron.CRON_ERRORS as exc:  # stored before `cron.check` refused it
         raise CycleError(f"cron {schedule.cron!r} cannot be read: {exc}") from None
-    if latest < schedule.created_at.astimezone(tz):
-        return None
-    return latest.astimezone(UTC)
+    return None if latest < schedule.created_at else latest
 
 
 def period_key(schedule: Schedule, due: datetime) -> str:
@@ -128,42 +131,60 @@ def period_of(key: str) -> datetime:
     return datetime.strptime(key.split(":", 2)[2], PERIOD_FORMAT).replace(tzinfo=UTC)
 
 
-def start_due_period(session: Session, schedule: Schedule, now: datetime) -> int | None:
+def start_due_period(
+    session: Session, schedule: Schedule, now: datetime, misfire: timedelta | None = None
+) -> int | None:
     """Start the schedule's latest due period once; its cycle's id, or None when nothing started: not due,
-    started or skipped already, or skipped now because the schedule's previous cycle has not finished."""
+    started or skipped already, or skipped now because this tick is more than `misfire` (default
+    SCHEDULE_MISFIRE_SECONDS) after the period's time or the schedule's previous cycle has not finished."""
     due = due_period(schedule, now)
     if due is None:
         return None
     key = period_key(schedule, due)
     if session.scalar(select(Cycle.id).where(Cycle.period_key == key)) is not None:
         return None  # decided already, by this beat's earlier tick or by another beat
+    if misfire is None:
+        misfire = timedelta(seconds=get_settings().schedule_misfire_seconds)
+    if now - due > misfire:
+        _skip(session, schedule, due, key, missed_reason(now - due, misfire))
+        return None
     running = session.execute(
         select(Cycle.id, Cycle.state)
         .where(Cycle.schedule_id == schedule.id, Cycle.state.in_(UNFINISHED))
         .order_by(Cycle.id.desc())
         .limit(1)
     ).first()
-    if running is None:
-        return start_cycle(
-            session,
-            schedule.message,
-            schedule.voice_message,
-            schedule_id=schedule.id,
-            period_key=key,
-            tags=schedule.tags,
-            fallback=schedule.fallback,
-        )
-    reason = f"cycle {running.id} of this schedule is still {running.state.value}"
+    if running is not None:
+        _skip(session, schedule, due, key, f"cycle {running.id} of this schedule is still {running.state.value}")
+        return None
+    return start_cycle(
+        session,
+        schedule.message,
+        schedule.voice_message,
+        schedule_id=schedule.id,
+        period_key=key,
+        tags=schedule.tags,
+        fallback=schedule.fallback,
+    )
+
+
+def missed_reason(late: timedelta, misfire: timedelta) -> str:
+    """A missed period's `skip_reason`; it starts with `missed`, whatever else it says."""
+    return (
+        f"{MISSED}: its first tick came {cron.duration(late)} after its time, later than SCHEDULE_MISFIRE_SECONDS "
+        f"({cron.duration(misfire)})"
+    )
+
+
+def _skip(session: Session, schedule: Schedule, due: datetime, key: str, reason: str) -> None:
     if record_skipped(session, schedule.message, schedule.id, key, reason) is not None:
         log.warning("schedule %s (%s): period %s skipped: %s", schedule.id, schedule.name, due.isoformat(), reason)
-    return None
 
 
 def next_run(schedule: Schedule, now: datetime) -> datetime | None:
     """When the schedule fires next, in UTC; None if it never will (stored before `cron.check` refused it)."""
-    tz = zone(schedule.timezone)
     try:
-        return croniter(schedule.cron, now.astimezone(tz)).get_next(datetime).astimezone(UTC)
+        return cron.next_firing(schedule.cron, zone(schedule.timezone), now)
     except cron.CRON_ERRORS:
         return None
 

@@ -48,6 +48,11 @@ def _units(text: str, encoding: str) -> list[int]:
     return [2 if ord(c) > 0xFFFF else 1 for c in text]
 
 
+def units(text: str, encoding: str) -> int:
+    """How long `text` is in the encoding's units: septets, or UTF-16 code units."""
+    return sum(_units(text, encoding))
+
+
 def count(text: str) -> Segments:
     """The encoding AT sends `text` in and how many SMS parts it bills for it (1 for an empty text)."""
     encoding = encoding_of(text)

@@ -12,6 +12,7 @@ import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from limits import parse_many
@@ -158,6 +159,9 @@ class Settings(BaseSettings):
     #: The shortest time a schedule may leave between two of its cycles (every contact, each time): a cron
     #: expression that fires twice within less, anywhere in the calendar, is refused. A minute is cron's step.
     schedule_min_interval_seconds: int = Field(default=3600, ge=60, le=31 * 86_400)
+    #: A schedule's period whose first tick comes later than this after its planned time (beat was down, the
+    #: broker backed up) is recorded missed, not started late (design §4.2): no 09:00 message at 23:30.
+    schedule_misfire_seconds: int = Field(default=3600, gt=0, le=366 * 86_400)
     #: How often beat runs the housekeeping tasks (interrupted drains and sends, overdue calls, pruning). Each
     #: is idempotent and cheap when there is nothing to do; a shorter period only settles interrupted work
     #: sooner (the tests use 2 s).
@@ -210,6 +214,8 @@ class Settings(BaseSettings):
     dashboard_cycles: int = Field(default=10, ge=1, le=100)
     #: Mark the dashboard cookie `Secure` (sent over HTTPS only). Turn off only for plain-HTTP trials.
     dashboard_cookie_secure: bool = True
+    #: The zone the dashboard shows times in (an IANA name such as Africa/Nairobi), always with its name.
+    dashboard_timezone: str = "UTC"
 
     @field_validator("database_url")
     @classmethod
@@ -268,6 +274,14 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a whole number of seconds > 0, not {str(value)[:40]!r}")
         return value
 
+    @field_validator("dashboard_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            return ZoneInfo(value).key
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Africa/Nairobi or UTC") from None
+
     @field_validator("default_country")
     @classmethod
     def _country(cls, value: str) -> str:
@@ -323,6 +337,18 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty (it is what a call Reach did not place hears)")
         if len(value) > MAX_VOICE_GREETING:
             raise ValueError(f"is too long ({len(value)} characters; at most {MAX_VOICE_GREETING})")
+        return value
+
+    @field_validator("schedule_misfire_seconds")
+    @classmethod
+    def _misfire_spans_two_ticks(cls, value: int, info: ValidationInfo) -> int:
+        # A period is seen only at a tick, up to one interval after its time, later if that tick waited in the
+        # queue: a shorter window would record periods missed that beat ticked on time.
+        tick = info.data.get("schedule_tick_seconds")
+        if tick is not None and value < 2 * tick:
+            raise ValueError(
+                f"must be at least twice SCHEDULE_TICK_SECONDS ({tick:g} s): ticks on time would miss periods"
+            )
         return value
 
     @field_validator("log_level")

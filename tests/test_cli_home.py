@@ -70,7 +70,7 @@ def test_without_reach_home_the_project_is_the_checkout_reach_runs_from(tmp_path
 
 def test_the_readme_exit_code_table_is_the_clis() -> None:
     """The README's table lists exactly the codes the CLI exits with (each row's behaviour is tested in
-    tests/test_cli.py: 1 resume of a running cycle, 2 a bad message, cron or time zone, 3 a service down,
+    tests/test_cli*.py: 1 resume of a running cycle, 2 a bad message, cron or time zone, 3 a service down,
     4 an unknown cycle)."""
     import re
 

@@ -28,9 +28,10 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 EXAMPLES_PER_OPERATION = 30
 
 
-#: Blueprints that serve HTML pages to people, not an API: the dashboard and its sign-in
-#: (tests/test_dashboard.py, tests/test_dashboard_auth.py, tests/test_dashboard_cycles.py).
-HTML_BLUEPRINTS = {"dashboard", "dashboard_auth", "dashboard_cycles"}
+#: Blueprints that serve HTML pages to people, not an API: the dashboard, its sign-in and its pages about one
+#: cycle or contact (tests/test_dashboard.py, test_dashboard_auth.py, test_dashboard_cycles.py,
+#: test_dashboard_pages.py).
+HTML_BLUEPRINTS = {"dashboard", "dashboard_auth", "dashboard_cycles", "dashboard_pages"}
 
 
 def flask_routes(app: Any) -> set[tuple[str, str]]:

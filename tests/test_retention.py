@@ -139,3 +139,22 @@ def test_matching_a_report_by_number_reads_the_phone_index(session) -> None:
     plan = "\n".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {compiled}", compiled.params))
     assert "ix_dlr_events_phone_received" in plan, plan
     assert session.scalar(select(func.count()).select_from(DlrEvent)) == 20_000
+
+
+def test_housekeeping_prunes_alerts_older_than_the_callback_retention(session) -> None:
+    """Alerts are the operator's recent history, not an archive: a parked-callback flood must not grow the
+    table for ever. They are kept as long as the callbacks they are about."""
+    from shared.operator_models import Alert
+    from worker.tasks import housekeeping
+
+    session.add_all(
+        [
+            Alert(kind="dlr_silence", message="old", created_at=ago(days=100)),
+            Alert(kind="cycle_paused", message="new", created_at=ago(days=1)),
+        ]
+    )
+    session.commit()
+
+    housekeeping()
+
+    assert remaining(session, Alert.message) == {"new"}

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from shared import schedules
 from shared.cycles import CycleError
 from shared.models import Contact, ContactStatus, Cycle, CycleState, Schedule
-from shared.settings import SettingsError, load_settings
+from shared.settings import SettingsError, get_settings, load_settings
 
 # `tasks`, not `tasks.start_due_cycles`: see tests/test_cycle_rules.py (collection and Celery's configuration).
 from worker import cycles, tasks
@@ -271,3 +271,100 @@ def test_a_stored_schedule_that_cannot_run_does_not_stop_the_others(session: Any
     assert len(tasks.start_due_cycles(NINE)) == 1
     never = session.scalars(select(Schedule).where(Schedule.name == "never")).one()
     assert schedules.schedule_json(session, never)["next_run"] is None
+
+
+# -- a tick too late: SCHEDULE_MISFIRE_SECONDS ----------------------------------------------------------------
+
+MISSED_AT_23_30 = (
+    "missed: its first tick came 14 hours 30 minutes 20 seconds after its time, later than "
+    "SCHEDULE_MISFIRE_SECONDS (1 hour)"
+)
+
+
+@pytest.fixture
+def daily(session: Any, task_lists: Any) -> Schedule:
+    """A schedule at 09:00 UTC every day, added the day before NINE."""
+    session.add(Contact(phone="+254711000001", status=ContactStatus.NEW))
+    schedule = schedules.add_schedule(session, "daily", "0 9 * * *", "Morning news")
+    schedule.created_at = NINE - timedelta(days=1)
+    session.commit()
+    return schedule
+
+
+def test_after_a_beat_outage_the_period_is_recorded_missed_once_and_the_next_runs_on_time(
+    session: Any, daily: Schedule, client: Any, operator_headers: dict[str, str]
+) -> None:
+    """Beat was down from before 09:00 to 23:30: no 09:00 cycle at 23:30, one `missed` row however many ticks
+    follow, and the next day's 09:00 runs."""
+    back = NINE.replace(hour=23, minute=30)
+    ticks = [back + n * timedelta(minutes=10) for n in range(57)]  # until 08:50 the next day
+    assert [tasks.start_due_cycles(now) for now in ticks] == [[]] * len(ticks)
+    at_nine = schedules.period_key(daily, NINE.replace(second=0))
+    assert scheduled(session, daily) == [(at_nine, "skipped")]
+
+    last_skip = client.get("/api/schedules", headers=operator_headers).json["schedules"][0]["last_skip"]
+    assert (last_skip["period"], last_skip["reason"]) == ("2026-12-01T09:00:00+00:00", MISSED_AT_23_30)
+    report = client.get(f"/api/cycles/{last_skip['cycle_id']}", headers=operator_headers).json
+    assert (report["state"], report["skip_reason"], report["sms"]) == ("skipped", MISSED_AT_23_30, 0)
+    (listed,) = client.get("/api/cycles", headers=operator_headers).json["cycles"]
+    assert (listed["state"], listed["schedule_id"], listed["skip_reason"]) == ("skipped", daily.id, MISSED_AT_23_30)
+
+    (next_day,) = tasks.start_due_cycles(NINE + timedelta(days=1))
+    at_nine_next_day = schedules.period_key(daily, NINE.replace(second=0) + timedelta(days=1))
+    assert scheduled(session, daily) == [(at_nine, "skipped"), (at_nine_next_day, "planning")]
+    assert session.get(Cycle, next_day).skip_reason is None
+
+
+@pytest.mark.parametrize(("late", "started"), [(3600, True), (3601, False)])
+def test_a_tick_up_to_the_misfire_window_late_still_starts_the_period(
+    session: Any, daily: Schedule, late: int, started: bool
+) -> None:
+    planned = NINE.replace(second=0)
+    assert len(tasks.start_due_cycles(planned + timedelta(seconds=late))) == started
+    assert [state for _, state in scheduled(session, daily)] == ["planning" if started else "skipped"]
+
+
+def test_the_misfire_window_follows_the_setting(monkeypatch: pytest.MonkeyPatch, session: Any, daily: Schedule) -> None:
+    monkeypatch.setenv("SCHEDULE_MISFIRE_SECONDS", "60")
+    get_settings.cache_clear()
+    try:
+        assert tasks.start_due_cycles(NINE.replace(minute=1, second=1)) == []
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    (reason,) = session.scalars(select(Cycle.skip_reason).where(Cycle.schedule_id == daily.id))
+    assert reason == (
+        "missed: its first tick came 1 minute 1 second after its time, later than SCHEDULE_MISFIRE_SECONDS (1 minute)"
+    )
+
+
+def test_a_late_tick_while_the_previous_cycle_runs_is_recorded_missed(session: Any, daily: Schedule) -> None:
+    """Lateness is decided first: the period was never going to start, whatever else holds it."""
+    dispatching_cycle(session, NINE)
+    assert tasks.start_due_cycles(NINE + timedelta(days=1, minutes=90)) == []
+    assert [state for _, state in scheduled(session, daily)] == ["dispatching", "skipped"]
+    (reason,) = session.scalars(select(Cycle.skip_reason).where(Cycle.state == CycleState.SKIPPED))
+    assert reason.startswith(f"{schedules.MISSED}: its first tick came 1 hour 30 minutes 20 seconds after")
+
+
+@pytest.mark.parametrize(("value", "hint"), [("0", "greater than 0"), ("-5", "greater than 0"), ("1h", "integer")])
+def test_the_misfire_setting_is_validated(monkeypatch: pytest.MonkeyPatch, value: str, hint: str) -> None:
+    monkeypatch.setenv("SCHEDULE_MISFIRE_SECONDS", value)
+    with pytest.raises(SettingsError, match=rf"SCHEDULE_MISFIRE_SECONDS: .*{hint}"):
+        load_settings()
+
+
+def test_the_misfire_window_must_leave_room_for_two_ticks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A period is seen only at a tick: a window shorter than two tick intervals would miss periods beat ticked
+    on time."""
+    monkeypatch.setenv("SCHEDULE_TICK_SECONDS", "30")
+    monkeypatch.setenv("SCHEDULE_MISFIRE_SECONDS", "59")
+    with pytest.raises(SettingsError, match=r"SCHEDULE_MISFIRE_SECONDS: must be at least twice SCHEDULE_TICK_SECONDS"):
+        load_settings()
+    monkeypatch.setenv("SCHEDULE_MISFIRE_SECONDS", "60")
+    assert load_settings().schedule_misfire_seconds == 60
+
+
+def test_the_misfire_setting_defaults_to_an_hour(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCHEDULE_MISFIRE_SECONDS", raising=False)
+    assert load_settings().schedule_misfire_seconds == 3600

@@ -66,6 +66,8 @@ BAD_VALUES = [
     ("DASHBOARD_SESSION_HOURS", "0", "greater than 0"),
     ("DASHBOARD_CYCLES", "1000", "less than or equal to 100"),
     ("DASHBOARD_COOKIE_SECURE", "sometimes", "boolean"),
+    ("DASHBOARD_TIMEZONE", "Mars/Olympus", "IANA name such as Africa/Nairobi"),
+    ("DASHBOARD_TIMEZONE", "../../etc/passwd", "unknown time zone"),
     ("HOUSEKEEPING_SECONDS", "0", "greater than or equal to 1"),
 ]
 

@@ -1,7 +1,9 @@
 """`GET /dashboard`: the operator's page, server-rendered from the same report queries as the API and CLI.
 
 Who may see it (sign-in, sessions, cross-site posts, sign-in attempts) is web/dashboard_auth.py's concern;
-the views here only ask `signed_in()`.
+the views here only ask `signed_in()`. Every number comes from a cycle's report (shared.cycles.report, with
+its `funnel` and `sms_by_network` from shared.cycle_breakdown), so the page, `GET /api/cycles/<id>` and
+`reach cycle show` agree; web/charts.py turns them into inline SVG.
 """
 
 from __future__ import annotations
@@ -14,23 +16,31 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import alerts, cycles
+from shared import alerts, cycle_breakdown, cycles
 from shared.contacts import counts_by_status
-from shared.models import Cycle
+from shared.models import Cycle, CycleState
+from web import charts, formats
 from web.dashboard_auth import no_store, signed_in
 from web.services import services
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates")
 
-TOP_REASONS = 8
+TOP_CAUSES = 8
 RECENT_ALERTS = 10
+LATEST_FAILURES = 10
+#: While a cycle of the page may still change, the page reloads itself this often (a meta refresh: the
+#: CSP allows no script).
+REFRESH_SECONDS = 10
+STILL_RUNNING = frozenset({CycleState.PLANNING.value, CycleState.DISPATCHING.value, CycleState.PAUSED.value})
 
 
 def init_app(app: Flask) -> None:
-    from web import dashboard_cycles
+    from web import dashboard_cycles, dashboard_pages
 
+    formats.init_app(app)
     app.register_blueprint(bp)
     app.register_blueprint(dashboard_cycles.bp)
+    app.register_blueprint(dashboard_pages.bp)
 
 
 @bp.get("")
@@ -46,52 +56,18 @@ def overview(session: Session, how_many: int) -> dict[str, Any]:
     """The latest cycles' reports (shared.cycles.report: one place for each rule) and what they add up to."""
     ids = session.scalars(select(Cycle.id).order_by(Cycle.id.desc()).limit(how_many)).all()
     reports = [r for r in (cycles.report(session, cycle_id, services().settings) for cycle_id in ids) if r]
-    failures: Counter[str] = Counter()
     hangups: Counter[str] = Counter()
     for report in reports:
-        failures.update(report["sms_detail"]["failed"])
         hangups.update(report["voice_detail"]["not_answered"])
     return {
         "reports": reports,
         "contacts": counts_by_status(session),
-        "failures": failures.most_common(TOP_REASONS),
-        "hangups": hangups.most_common(TOP_REASONS),
-        "chart": funnel_chart(list(reversed(reports))),
+        "failures": cycle_breakdown.failures_over(reports),
+        "latest_failures": cycle_breakdown.latest_failures(session, ids, LATEST_FAILURES),
+        "networks": cycle_breakdown.networks_over(reports),
+        "hangups": hangups.most_common(TOP_CAUSES),
+        "charts": [charts.funnel_chart(report) for report in reversed(reports)],
+        "steps": [step.label for step in cycle_breakdown.FUNNEL],
         "alerts": alerts.recent(session, RECENT_ALERTS),
-    }
-
-
-#: The funnel's steps, in order: (label, breakdown in the report, key in it).
-FUNNEL = (
-    ("SMS sent", "sms_detail", "sent"),
-    ("delivered", "sms_detail", "delivered"),
-    ("called", "voice_detail", "called"),
-    ("answered", "voice_detail", "answered"),
-    ("acknowledged", "voice_detail", "acknowledged"),
-)
-CHART_HEIGHT, BAR_WIDTH, BAR_GAP, GROUP_GAP = 120, 10, 2, 16
-
-
-def funnel_chart(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """Bars for an inline SVG: one group per cycle (oldest left), one bar per funnel step."""
-    tallest = max((r[detail][key] for r in reports for _, detail, key in FUNNEL), default=0) or 1
-    group_width = len(FUNNEL) * (BAR_WIDTH + BAR_GAP) + GROUP_GAP
-    bars, labels = [], []
-    for g, report in enumerate(reports):
-        x0 = g * group_width
-        labels.append({"x": x0 + (group_width - GROUP_GAP) / 2, "text": f"#{report['id']}"})
-        for step, (label, detail, key) in enumerate(FUNNEL):
-            value = report[detail][key]
-            height = round(CHART_HEIGHT * value / tallest, 1)
-            bars.append({
-                "x": x0 + step * (BAR_WIDTH + BAR_GAP), "y": CHART_HEIGHT - height, "height": height,
-                "step": step, "title": f"cycle {report['id']}: {label} {value}",
-            })  # fmt: skip
-    return {
-        "bars": bars,
-        "labels": labels,
-        "width": max(group_width * len(reports), 1),
-        "height": CHART_HEIGHT,
-        "bar_width": BAR_WIDTH,
-        "steps": [label for label, _, _ in FUNNEL],
+        "refresh_seconds": REFRESH_SECONDS if any(r["state"] in STILL_RUNNING for r in reports) else None,
     }

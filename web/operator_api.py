@@ -266,7 +266,14 @@ def list_cycles() -> ResponseReturnValue:
         rows = session.scalars(select(Cycle).order_by(Cycle.id.desc()).limit(limit))
         return {
             "cycles": [
-                {"id": c.id, "state": c.state.value, "created_at": c.created_at.isoformat(), "plan": c.plan}
+                {
+                    "id": c.id,
+                    "state": c.state.value,
+                    "created_at": c.created_at.isoformat(),
+                    "plan": c.plan,
+                    "schedule_id": c.schedule_id,
+                    "skip_reason": c.skip_reason,  # a schedule period not run: its cycle still running, or missed
+                }
                 for c in rows
             ]
         }

@@ -1,4 +1,4 @@
-"""Keeping the callback tables bounded: raw callbacks, delivery reports and call events older than
+"""Keeping the callback tables bounded: raw callbacks, delivery reports, call events and alerts older than
 CALLBACK_RETENTION_DAYS are deleted by housekeeping, oldest first, in small batches; so are the refused rows
 of imports older than IMPORT_RETENTION_DAYS.
 
@@ -7,7 +7,8 @@ with arrival, so these are the oldest): its locks are brief and its work is boun
 anything to delete or not, and a run stops after `STATEMENTS` per table. Only what is done with is deleted:
 a raw callback is applied in the transaction that stores it; a delivery report once applied, or once it is
 past UNMATCHED_DLR_HOURS unmatched (the settings keep retention longer than that); a call event once its
-call has ended or gone stale.
+call has ended or gone stale. Alerts are the operator's recent history, kept as long as the callbacks they
+are about (a flood of parked callbacks raises one each).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import ColumnElement, delete, exists, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from shared.db import session_scope
 from shared.models import Call, CallEvent, DlrEvent, RawCallback
-from shared.operator_models import ContactImport, ImportRefusal
+from shared.operator_models import Alert, ContactImport, ImportRefusal
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,11 @@ log = logging.getLogger(__name__)
 BATCH = 5000
 STATEMENTS = 4
 
-Prunable = type[RawCallback] | type[DlrEvent] | type[CallEvent]
+Prunable = type[RawCallback] | type[DlrEvent] | type[CallEvent] | type[Alert]
 
 
 def prunable(settings: Settings, now: datetime) -> list[tuple[Prunable, ColumnElement[bool]]]:
-    """Each table with the condition its rows must meet to be deleted."""
+    """Each table with the condition its rows must meet to be deleted (`arrived` is each one's time)."""
     cutoff = now - timedelta(days=settings.callback_retention_days)
     given_up = now - timedelta(hours=settings.unmatched_dlr_hours)
     # A call still open: no final callback and not yet recorded `unknown` past its limit (worker/cycles/calls.py).
@@ -44,7 +45,12 @@ def prunable(settings: Settings, now: datetime) -> list[tuple[Prunable, ColumnEl
             (DlrEvent.received_at < cutoff) & or_(DlrEvent.applied_at.is_not(None), DlrEvent.received_at < given_up),
         ),
         (CallEvent, (CallEvent.received_at < cutoff) & ~call_live),
+        (Alert, Alert.created_at < cutoff),
     ]
+
+
+def arrived(model: Prunable) -> InstrumentedAttribute[datetime]:
+    return model.created_at if model is Alert else model.received_at
 
 
 def prune_batch(session: Session, model: Prunable, condition: ColumnElement[bool]) -> int:
@@ -81,7 +87,7 @@ def prune_callbacks(settings: Settings) -> dict[str, int]:
 
 
 def older_than(session: Session, model: Prunable, cutoff: datetime) -> bool:
-    oldest = session.scalar(select(model.received_at).order_by(model.id).limit(1))
+    oldest = session.scalar(select(arrived(model)).order_by(model.id).limit(1))
     return oldest is not None and oldest < cutoff
 
 

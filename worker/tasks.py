@@ -229,7 +229,8 @@ def tick() -> list[int]:
 
 def start_due_cycles(now: datetime) -> list[int]:
     """What a tick does at `now`: start (and plan) each schedule's latest due period not decided yet; a
-    period due while the schedule's previous cycle runs is recorded skipped (`schedules.start_due_period`)."""
+    period due while the schedule's previous cycle runs, or more than SCHEDULE_MISFIRE_SECONDS before `now`,
+    is recorded skipped (`schedules.start_due_period`)."""
     started = []
     with session_scope() as session:
         for schedule in session.scalars(select(Schedule).where(Schedule.enabled.is_(True))):

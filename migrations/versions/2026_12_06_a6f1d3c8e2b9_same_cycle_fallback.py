@@ -5,7 +5,7 @@ FALLBACK_AFTER_SECONDS. The SMS item keeps its deadline in `fallback_at`; the pa
 still waiting (a `next_cycle` cycle, the default and every cycle before this revision, writes none).
 
 Revision ID: a6f1d3c8e2b9
-Revises: c4f7a2e9d1b5
+Revises: d7b3e9a1c5f2
 Create Date: 2026-12-06 20:30:00.000000
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "a6f1d3c8e2b9"
-down_revision: str | None = "c4f7a2e9d1b5"
+down_revision: str | None = "d7b3e9a1c5f2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

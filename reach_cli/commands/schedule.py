@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from reach_cli.common import (
@@ -79,7 +81,8 @@ def schedule_add(
 @schedule.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def schedule_list(as_json: bool) -> None:
-    """All schedules, with when each runs next and the last period skipped (its previous cycle still running)."""
+    """All schedules, with when each runs next and the last period skipped (its previous cycle still running, or
+    `(missed)`: beat ticked more than SCHEDULE_MISFIRE_SECONDS after its time)."""
     from sqlalchemy import select
 
     from reach_cli.cycles import short, table
@@ -97,12 +100,20 @@ def schedule_list(as_json: bool) -> None:
         echo("no schedules; add one with: reach schedule add NAME --cron EXPR --message TEXT")
         return
     columns = ("id", "name", "cron", "timezone", "enabled", "next_run", "last_skip", "message")
-    shown = (
-        {**s, "last_skip": (s["last_skip"] or {}).get("period"), "message": short(s["message"], 40)} for s in found
-    )
+    shown = ({**s, "last_skip": _skip_cell(s["last_skip"]), "message": short(s["message"], 40)} for s in found)
     rows = ([s[k] for k in columns] for s in shown)
     for line in table(columns, rows):
         echo(line)
+
+
+def _skip_cell(last_skip: dict[str, Any] | None) -> str | None:
+    """The last skipped period's time, marked `(missed)` when its tick came too late."""
+    from shared import schedules
+
+    if last_skip is None:
+        return None
+    missed = last_skip["reason"].startswith(schedules.MISSED)
+    return f"{last_skip['period']} ({schedules.MISSED})" if missed else last_skip["period"]
 
 
 @schedule.command("remove")

@@ -70,8 +70,8 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
         "sms": counts.get("sms", 0),
         "voice": counts.get("voice", 0),
         "skipped": {reason: skipped.get(reason, 0) for reason in cycles.skip_reasons(skipped)},
-        # For the cycle's estimated cost (shared.cycle_money); counted once here, not at every read.
-        "sms_by_prefix": cycle_money.audience_sms_by_prefix(session, tagged),
+        # SMS parts and estimated cost (shared.cycle_money), counted once here, not at every read.
+        **cycle_money.sms_bill(session, cycle.message, cycle_money.planned_sms(cycle_id)).as_plan(),
     }
     if cycle.state is CycleState.PLANNING:
         cycle.state = CycleState.DISPATCHING
