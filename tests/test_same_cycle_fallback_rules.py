@@ -187,8 +187,8 @@ def test_cycle_run_takes_the_fallback(session: Any, task_lists: redis_lib.Redis)
 
 
 def test_a_schedule_starts_cycles_with_its_fallback(session: Any) -> None:
-    schedule = schedules.add_schedule(session, "daily", "0 9 * * *", "hi", fallback="same_cycle")
-    schedule.created_at = datetime.now(UTC) - timedelta(days=2)
+    schedule = schedules.add_schedule(session, "every minute", "* * * * *", "hi", fallback="same_cycle")
+    schedule.created_at = datetime.now(UTC) - timedelta(minutes=5)  # this minute's period is due
     session.commit()
     assert schedules.schedule_json(session, schedule)["fallback"] == "same_cycle"
     cycle_id = schedules.start_due_period(session, schedule, datetime.now(UTC))
