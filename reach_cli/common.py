@@ -12,9 +12,12 @@ from typing import Any, NoReturn
 import click
 from sqlalchemy.orm import Session
 
+from shared.models import Fallback
 from shared.settings import Settings, SettingsError, get_settings
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 1, 2, 3, 4
+#: `--fallback` of `reach cycle run` and `reach schedule add` (design §4.1).
+FALLBACK_MODES = tuple(mode.value for mode in Fallback)
 EXIT_CODES_HELP = (
     "Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 database or broker unreachable, 4 not found."
 )

@@ -108,6 +108,7 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"  cancelled  {report.get('cancelled', 0)} items not sent",
         f"  waiting    {report.get('waiting', 0)} items held for their send window"
         f" (SMS {report.get('sms_window', 'always')}, calls {report.get('call_window', 'always')}, local time)",
+        *_fallback_lines(report.get("fallback")),
         f"  SMS parts  {parts(report['segments'])} per message",
         f"  estimated  {report['estimated_cost']['currency']} {report['estimated_cost']['amount']}",
         f"  cost       {counts_cost(report['cost_by_currency'])}",
@@ -144,6 +145,15 @@ def grade_lines(voice: Mapping[str, Any]) -> list[str]:
     return [
         f"             graded: acknowledged {grades['acknowledged']}, answered {grades['answered']},"
         f" likely voicemail {grades['voicemail']}, not answered {grades['not_answered']}"
+    ]
+
+
+def _fallback_lines(fallback: Mapping[str, Any] | None) -> list[str]:
+    """A same-cycle fallback's line: SMS contacts still waiting for a report, and those called."""
+    if not fallback or fallback["mode"] != "same_cycle":
+        return []
+    return [
+        f"  fallback   same cycle: {fallback['calls']} called after their SMS, {fallback['waiting']} awaiting reports"
     ]
 
 
@@ -184,6 +194,7 @@ def progress_line(report: Mapping[str, Any], now: datetime) -> str:
     """One line per `reach cycle watch` tick."""
     sms, voice = report["sms_detail"], report["voice_detail"]
     to_go = sum(detail["items"].get(state, 0) for detail in (sms, voice) for state in OPEN_ITEMS)
+    to_go += report.get("fallback", {}).get("waiting", 0)  # same-cycle fallback calls that may still come
     state = report["state"]
     if report["skip_reason"]:
         state += f" ({report['skip_reason']})"

@@ -17,6 +17,7 @@ def start_once(
     tags: list[str] | None = None,
     sms_window: str | None = None,
     call_window: str | None = None,
+    fallback: str = "next_cycle",
 ) -> Started:
     """Record the cycle (or find the one `key` started); exit 2 when `key` started a different one, 3 when the
     database stays unreachable after one retry."""
@@ -33,6 +34,7 @@ def start_once(
         **({"tags": tags} if tags else {}),
         **({"sms_window": sms_window} if sms_window else {}),
         **({"call_window": call_window} if call_window else {}),
+        **({"fallback": fallback} if fallback != "next_cycle" else {}),
     }
     digest = idempotency.request_hash(request)
     for attempt in (1, 2):
@@ -50,6 +52,7 @@ def start_once(
                         tags=tags,
                         sms_window=sms_window,
                         call_window=call_window,
+                        fallback=cycles.check_fallback(fallback),
                     ),
                 )
         except idempotency.KeyReused as exc:

@@ -34,7 +34,7 @@ class Step:
 FUNNEL = (
     Step("sms_sent", "SMS sent", ("sms_detail", "sent"), "SMS planned", ("sms",)),
     Step("delivered", "delivered", ("sms_detail", "delivered"), "SMS sent", ("sms_detail", "sent")),
-    Step("called", "called", ("voice_detail", "called"), "calls planned", ("voice",)),
+    Step("called", "called", ("voice_detail", "called"), "calls planned", ("voice_detail", "planned")),
     Step("answered", "answered", ("voice_detail", "answered"), "called", ("voice_detail", "called")),
     Step("acknowledged", "acknowledged", ("voice_detail", "acknowledged"), "answered", ("voice_detail", "answered")),
 )

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared.cycles import CycleConflict, CycleNotFound
+from shared.cycles import CycleConflict, CycleNotFound, waiting_for_report
 from shared.models import Cycle, CycleItem, CycleState, ItemState, PausedBy
 
 #: States a cycle never leaves: nothing of it can be paused, resumed or cancelled.
@@ -49,6 +49,13 @@ def cancel(session: Session, cycle_id: int) -> Cycle:
         raise CycleConflict(f"cycle {cycle_id} is {cycle.state.value}: there is nothing left to cancel")
     cycle.state, cycle.finished_at = CycleState.CANCELLED, datetime.now(UTC)
     cycle.paused_by = cycle.paused_reason = None
+    # Before the pending items: a fallback call made due meanwhile is then pending, and cancelled below.
+    session.execute(
+        update(CycleItem)
+        .where(CycleItem.cycle_id == cycle_id, waiting_for_report())
+        .values(fallback_at=None, error=CANCELLED_BY_OPERATOR, updated_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False)
+    )
     session.execute(
         update(CycleItem)
         .where(CycleItem.cycle_id == cycle_id, CycleItem.state == ItemState.PENDING)

@@ -37,6 +37,7 @@ from shared.models import (
     Cycle,
     CycleItem,
     CycleState,
+    Fallback,
     ItemState,
     Message,
     PausedBy,
@@ -82,6 +83,12 @@ def reachable() -> ColumnElement[bool]:
     return type_coerce(Contact.status, String).not_in([s.value for s in SKIPPED_STATUSES])
 
 
+def waiting_for_report() -> ColumnElement[bool]:
+    """SQL: an SMS item whose same-cycle fallback call waits on its delivery report (worker/fallback.py;
+    the partial index ix_cycle_items_fallback_due holds exactly these)."""
+    return (CycleItem.channel == Channel.SMS) & CycleItem.fallback_at.is_not(None)
+
+
 def in_tags(session: Session, tags: Sequence[str] | None) -> ColumnElement[bool]:
     """SQL: the contact is in the audience of a cycle with these tags (any of them); no tags is everyone, and
     then the predicate is a plain TRUE that SQLAlchemy drops from the statement."""
@@ -120,6 +127,17 @@ def check_message(message: str | None, what: str = "message") -> str:
     return text
 
 
+def check_fallback(value: object, what: str = "fallback") -> Fallback:
+    """The one rule for a cycle's `fallback` (design §4.1): exactly `next_cycle` or `same_cycle`; absent or
+    null is the default, `next_cycle`. Every entry point (operator API, CLI, schedules) goes through here."""
+    if value is None:
+        return Fallback.NEXT_CYCLE
+    if isinstance(value, str) and value in Fallback._value2member_map_:
+        return Fallback(value)
+    allowed = " or ".join(f'"{f.value}"' for f in Fallback)
+    raise CycleError(f"{what} must be {allowed}, not {str(value)[:40]!r}")
+
+
 def start_cycle(
     session: Session,
     message: str,
@@ -131,6 +149,7 @@ def start_cycle(
     tags: Sequence[str] | None = None,
     sms_window: str | None = None,
     call_window: str | None = None,
+    fallback: Fallback = Fallback.NEXT_CYCLE,
 ) -> int | None:
     """Record a new cycle in `planning`; None when this schedule period already has one. Its send windows
     (design §4.2) are kept as given; None: the settings' when it is dispatched."""
@@ -147,6 +166,7 @@ def start_cycle(
         tags=list(tags or []),
         sms_window=check_window(sms_window, "sms_window"),
         call_window=check_window(call_window, "call_window"),
+        fallback=check_fallback(fallback),
     )
 
 
@@ -280,7 +300,10 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         ).all()
     )
     plan = cycle.plan or {}
-    planned = planned_counts(_planned(items, "sms"), _planned(items, "voice"), plan.get("skipped", {}))
+    fallback = _fallback_counts(session, cycle)
+    # An SMS item that became a fallback call is still a contact planned for SMS.
+    sms, voice = _planned(items, "sms") + fallback["calls"], _planned(items, "voice") - fallback["calls"]
+    planned = planned_counts(sms, voice, plan.get("skipped", {}))
     waiting = _waiting(session, cycle_id)
     answer = {
         "id": cycle.id,
@@ -305,11 +328,14 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         "call_window": cycle.call_window or settings.call_window,
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms"), "waiting": waiting["sms"]},
+        # `planned`: the calls the cycle makes, same-cycle fallback calls included (the funnel's "calls planned").
         "voice_detail": {
             **_voice_counts(session, cycle_id),
             "items": _by_state(items, "voice"),
+            "planned": planned["voice"] + fallback["calls"],
             "waiting": waiting["voice"],
         },
+        "fallback": fallback,
         # Contacts the cycle reached (delivered SMS, answered call, read on USSD): issue 14.
         "reached": last_message.reached_counts(session, cycle_id),
         **cycle_money.money_keys(settings, cycle_money.recorded_bill(session, cycle), planned["voice"]),
@@ -317,6 +343,24 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
     }
     # The funnel's percentages and SMS by mobile network (the dashboard's charts draw these).
     return answer | cycle_breakdown.breakdown_keys(session, answer)
+
+
+def _fallback_counts(session: Session, cycle: Cycle) -> dict[str, Any]:
+    """The cycle's fallback: its mode, SMS items still `waiting` for a report before their call, and the items
+    that became `calls` (all of them, and by state in `call_items`; their outcomes are in `voice_detail`)."""
+    rows = session.execute(
+        select(type_coerce(CycleItem.channel, String), type_coerce(CycleItem.state, String), func.count())
+        .where(CycleItem.cycle_id == cycle.id, CycleItem.fallback_at.is_not(None))
+        .group_by(CycleItem.channel, CycleItem.state)
+    ).all()
+    waiting = sum(n for channel, _state, n in rows if channel == Channel.SMS.value)
+    calls = {state: n for channel, state, n in rows if channel == Channel.VOICE.value}
+    return {
+        "mode": cycle.fallback.value,
+        "waiting": waiting,
+        "calls": sum(calls.values()),
+        "call_items": {state.value: calls.get(state.value, 0) for state in ItemState},
+    }
 
 
 def undelivered_statuses() -> list[str]:

@@ -5,7 +5,8 @@ inbox id the receiver gave it); the typed tables hold what Reach understood from
 are plain strings (`native_enum=False`), so a new value never needs an `ALTER TYPE`.
 
 The embedded store's tables are in shared/store_models.py, the operator's records (erasures, imports,
-idempotency keys, alerts) in shared/operator_models.py; all share this module's Base.
+idempotency keys, alerts) in shared/operator_models.py, what customers send us (incoming SMS, USSD) and the
+raw callbacks in shared/inbound_models.py; all share this module's Base.
 """
 
 from __future__ import annotations
@@ -167,6 +168,13 @@ class PausedBy(enum.StrEnum):
     ACCOUNT = "account"  # AT refused for an account problem (e.g. InsufficientBalance)
 
 
+class Fallback(enum.StrEnum):
+    """When a cycle's SMS contacts who were not reached get their call (design §4.1)."""
+
+    NEXT_CYCLE = "next_cycle"  # the seed's workflow: inactive or pending contacts are called next cycle
+    SAME_CYCLE = "same_cycle"  # called in this cycle: after a final failure, or FALLBACK_AFTER_SECONDS unreported
+
+
 class Schedule(Base):
     """A recurring cycle: beat starts one per due period of the cron expression, in its time zone."""
 
@@ -180,6 +188,8 @@ class Schedule(Base):
     voice_message: Mapped[str | None] = mapped_column(Text)
     #: The audience of the cycles it starts: contacts carrying any of these tags; [] (NULL) is everyone.
     tags: Mapped[list[str]] = mapped_column(TagList(), nullable=True)
+    #: The fallback of the cycles it starts.
+    fallback: Mapped[Fallback] = _status_column(Fallback, default=Fallback.NEXT_CYCLE, server_default="next_cycle")
     enabled: Mapped[bool] = mapped_column(default=True, server_default=sql_text("true"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
 
@@ -196,6 +206,7 @@ class Cycle(Base):
     period_key: Mapped[str | None] = mapped_column(String(120), unique=True)
     #: Its audience: contacts carrying any of these tags (design §4.1); [] (NULL) is every contact.
     tags: Mapped[list[str]] = mapped_column(TagList(), nullable=True)
+    fallback: Mapped[Fallback] = _status_column(Fallback, default=Fallback.NEXT_CYCLE, server_default="next_cycle")
     #: Counts fixed at planning time: items per channel and contacts skipped, by why.
     plan: Mapped[dict[str, Any] | None]
     paused_reason: Mapped[str | None] = mapped_column(Text)
@@ -253,6 +264,10 @@ class CycleItem(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"))
     #: Held for its send window: `next_attempt_at` is the window's opening (a cycle's `waiting`; design §4.2).
     waiting_for_window: Mapped[bool] = mapped_column(default=False, server_default=sql_text("false"))
+    #: A `same_cycle` fallback (worker/fallback.py). On an SMS item: when it becomes a call unless a `Success`
+    #: comes first (set when AT accepts the SMS, brought forward by a final failure, NULL again after a
+    #: `Success`). Kept on the item once it has become a call (channel `voice`): when it did.
+    fallback_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("cycle_id", "contact_id"),
@@ -273,6 +288,15 @@ class CycleItem(Base):
             "state",
             postgresql_where=sql_text("state <> 'pending'"),
             sqlite_where=sql_text("state <> 'pending'"),
+        ),
+        # SMS items waiting for a report before their fallback call: what housekeeping makes due calls of, by
+        # cycle and time, and what keeps a cycle from finishing (only same-cycle fallbacks have them).
+        Index(
+            "ix_cycle_items_fallback_due",
+            "cycle_id",
+            "fallback_at",
+            postgresql_where=sql_text("fallback_at IS NOT NULL AND channel = 'sms'"),
+            sqlite_where=sql_text("fallback_at IS NOT NULL AND channel = 'sms'"),
         ),
         # What housekeeping looks for every 15 s: sends whose lease ran out (a handful, in any cycle).
         Index(
@@ -409,52 +433,9 @@ class CallEvent(Base):
     __table_args__ = (UniqueConstraint("session_id", "event_key"),)
 
 
-class IncomingSms(Base):
-    __tablename__ = "incoming_sms"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    at_id: Mapped[str] = mapped_column(String(100), unique=True)
-    from_phone: Mapped[str] = mapped_column(String(20), index=True)
-    to: Mapped[str] = mapped_column(String(20))
-    text: Mapped[str] = mapped_column(Text)
-    link_id: Mapped[str | None] = mapped_column(String(100))
-    network_code: Mapped[str | None] = mapped_column(String(10))
-    #: AT's `date` as sent (two formats are seen in the wild).
-    sent_date: Mapped[str | None] = mapped_column(String(40))
-    #: The keyword Reach acted on (`STOP`, `START`), if any.
-    keyword: Mapped[str | None] = mapped_column(String(20))
-    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
-    received_at: Mapped[datetime]
-
-
-class UssdSession(Base):
-    __tablename__ = "ussd_sessions"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    session_id: Mapped[str] = mapped_column(String(100), unique=True)
-    phone: Mapped[str] = mapped_column(String(20), index=True)
-    service_code: Mapped[str | None] = mapped_column(String(40))
-    network_code: Mapped[str | None] = mapped_column(String(10))
-    last_text: Mapped[str] = mapped_column(Text, default="")
-    #: What the session did to the contact (`preference:sms`, `opt_out`, ...), if anything.
-    outcome: Mapped[str | None] = mapped_column(String(40))
-    started_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-
-
-class RawCallback(Base):
-    """Every callback Reach accepted, verbatim, for audit."""
-
-    __tablename__ = "raw_callbacks"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    #: The id the receiver gave the callback when it queued it: a re-drained batch inserts nothing twice.
-    inbox_id: Mapped[str] = mapped_column(String(40), unique=True)
-    kind: Mapped[str] = mapped_column(String(20))
-    received_at: Mapped[datetime] = mapped_column(index=True)
-    payload: Mapped[dict[str, Any]]
-
-
 # The other tables' modules import Base from here; importing them registers their tables on Base.metadata
 # (migrations, `alembic check`) whatever a caller imported first.
 from shared import operator_models, store_models  # noqa: E402, F401
+
+# Callers import these three from here as before.
+from shared.inbound_models import IncomingSms, RawCallback, UssdSession  # noqa: E402, F401

@@ -27,8 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import cron
-from shared.cycles import CycleError, check_message, record_skipped, start_cycle
-from shared.models import Cycle, CycleState, Schedule
+from shared.cycles import CycleError, check_fallback, check_message, record_skipped, start_cycle
+from shared.models import Cycle, CycleState, Fallback, Schedule
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def add_schedule(
     timezone: str = "UTC",
     voice_message: str | None = None,
     tags: Sequence[str] | None = None,
+    fallback: Fallback | str = Fallback.NEXT_CYCLE,
     min_interval_seconds: float | None = None,
 ) -> Schedule:
     """Store a schedule; `CycleError` names what is wrong with it (`ScheduleExists` when the name is taken).
@@ -89,6 +90,7 @@ def add_schedule(
         message=check_message(message),
         voice_message=check_message(voice_message, "voice_message") if voice_message else None,
         tags=list(tags or []),
+        fallback=check_fallback(fallback),
         created_at=datetime.now(UTC),
     )
     session.add(schedule)
@@ -162,6 +164,7 @@ def start_due_period(
         schedule_id=schedule.id,
         period_key=key,
         tags=schedule.tags,
+        fallback=schedule.fallback,
     )
 
 
@@ -214,6 +217,7 @@ def schedule_json(session: Session, schedule: Schedule, now: datetime | None = N
         "message": schedule.message,
         "voice_message": schedule.voice_message,
         "tags": schedule.tags or None,
+        "fallback": schedule.fallback.value,
         "enabled": schedule.enabled,
         "next_run": following.isoformat() if following else None,
         "last_skip": last_skip(session, schedule),

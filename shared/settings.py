@@ -175,6 +175,10 @@ class Settings(BaseSettings):
     #: URL is unset or its token wrong. It raises an alert, and the next cycle holds its contacts back instead
     #: of calling them all (shared/dlr_silence.py). AT usually reports within minutes; 30 minutes is safe.
     dlr_silence_seconds: int = Field(default=1800, ge=1, le=7 * 86_400)
+    #: A `same_cycle` cycle (design §4.1) calls a contact whose SMS has no `Success` report this long after AT
+    #: accepted it (a final failure calls at once). Whole seconds; `auto` (from AT's measured report delays)
+    #: is a later task.
+    fallback_after_seconds: int = Field(default=900, gt=0, le=7 * 86_400)
     #: Where alerts are also POSTed as JSON (shared/alerts.py); empty: log, metric and dashboard only. May carry
     #: a secret in its query string, so it is never logged whole.
     alert_webhook_url: SecretStr = SecretStr("")
@@ -264,6 +268,16 @@ class Settings(BaseSettings):
     @classmethod
     def _sms_costs(cls, value: object) -> dict[str, Decimal]:
         return parse_sms_costs(value)
+
+    @field_validator("fallback_after_seconds", mode="before")
+    @classmethod
+    def _whole_seconds(cls, value: object) -> object:
+        """Only a whole number for now: `auto` is named, so the operator knows it is coming, not misspelt."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            raise ValueError("`auto` is not supported yet; give a whole number of seconds > 0 (default 900)")
+        if isinstance(value, float) or (isinstance(value, str) and not value.strip().lstrip("-").isdigit()):
+            raise ValueError(f"must be a whole number of seconds > 0, not {str(value)[:40]!r}")
+        return value
 
     @field_validator("dashboard_timezone")
     @classmethod

@@ -13,6 +13,7 @@ from typing import Any
 
 from shared import cycles
 from shared.cycles import CycleError
+from shared.models import Fallback
 from shared.tags import BadTags, audience_tags
 from web.errors import ApiError
 
@@ -91,6 +92,14 @@ def window(doc: dict[str, Any], key: str) -> str | None:
         return cycles.check_window(value, key)
     except CycleError as exc:
         raise ApiError(400, f"field {exc}") from None
+
+
+def fallback(doc: dict[str, Any], key: str = "fallback") -> Fallback:
+    """A cycle's or schedule's `fallback` (`shared.cycles.check_fallback`); absent or null is `next_cycle`."""
+    try:
+        return cycles.check_fallback(doc.get(key), key)
+    except CycleError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _string(key: str, value: object) -> str:

@@ -42,9 +42,9 @@ CSV_TYPES = {"text/csv", "application/csv"}
 #: What `POST /api/cycles` and `POST /api/schedules` take: anything else is a 400, so a misspelt field
 #: (`dryrun`, `tag`) never starts a real cycle to everyone.
 CYCLE_FIELDS = frozenset(
-    {"message", "voice_message", "dry_run", "ignore_dlr_silence", "tags", "sms_window", "call_window"}
+    {"message", "voice_message", "dry_run", "ignore_dlr_silence", "tags", "sms_window", "call_window", "fallback"}
 )
-SCHEDULE_FIELDS = frozenset({"name", "cron", "message", "timezone", "voice_message", "tags"})
+SCHEDULE_FIELDS = frozenset({"name", "cron", "message", "timezone", "voice_message", "tags", "fallback"})
 
 
 @bp.before_request
@@ -223,7 +223,7 @@ def start_cycle() -> ResponseReturnValue:
     field.only_fields(doc, CYCLE_FIELDS)
     message, voice_message = field.message(doc, "message"), field.message(doc, "voice_message", required=False)
     dry_run, ignore_silence = field.flag(doc, "dry_run"), field.flag(doc, "ignore_dlr_silence")
-    tags = field.tags(doc)
+    tags, fallback = field.tags(doc), field.fallback(doc)
     sms_window, call_window = field.window(doc, "sms_window"), field.window(doc, "call_window")
     key = _idempotency_key()
     with services().sessions() as session, session.begin():
@@ -243,6 +243,7 @@ def start_cycle() -> ResponseReturnValue:
                     tags=tags,
                     sms_window=sms_window,
                     call_window=call_window,
+                    fallback=fallback,
                 ),
             )
         except idempotency.KeyReused as exc:
@@ -359,8 +360,8 @@ def list_schedules() -> ResponseReturnValue:
 
 @bp.post("/schedules")
 def add_schedule() -> ResponseReturnValue:
-    """Add a schedule: `{"name", "cron", "message", "timezone"?, "voice_message"?, "tags"?}`; one that never fires or
-    fires more often than SCHEDULE_MIN_INTERVAL_SECONDS is a 400."""
+    """Add a schedule: `{"name", "cron", "message", "timezone"?, "voice_message"?, "tags"?, "fallback"?}`; one
+    that never fires or fires more often than SCHEDULE_MIN_INTERVAL_SECONDS is a 400."""
     doc = read_json_object(request)
     field.only_fields(doc, SCHEDULE_FIELDS)
     with services().sessions() as session, session.begin():
@@ -372,6 +373,7 @@ def add_schedule() -> ResponseReturnValue:
             timezone=field.text(doc, "timezone", required=False) or "UTC",
             voice_message=field.message(doc, "voice_message", required=False),
             tags=field.tags(doc),
+            fallback=field.fallback(doc),
             min_interval_seconds=services().settings.schedule_min_interval_seconds,
         )
         return schedules.schedule_json(session, schedule), 201

@@ -14,7 +14,7 @@ from shared.db import session_scope
 from shared.models import Schedule
 from shared.settings import get_settings
 from shared.store import STORE_ERRORS, CallbackInbox, get_store
-from worker import cycles, ingest, retention, sending, unknown_sends
+from worker import cycles, fallback, ingest, retention, sending, unknown_sends
 from worker.base import reach_task
 from worker.celery import app
 from worker.drain import drain_inbox
@@ -256,6 +256,7 @@ def cycle_housekeeping() -> None:
         grace = unknown_sends.effective_grace(session, settings)
         counts = cycles.reconcile_interrupted(session, box, grace)
         cycles.record_overdue_calls(session, settings)  # before finish_if_done: frees what they held
+        fallback.start_due_calls(session)  # before cycles_to_nudge, which then nudges their dispatchers
         stuck = cycles.stuck_planning(session)
         dlr_silence.watch(session, settings.dlr_silence_seconds, cycles.now())
         due = cycles.cycles_to_nudge(session)

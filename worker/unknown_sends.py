@@ -31,7 +31,7 @@ from shared import metrics
 from shared.cycles import SENT_TWICE
 from shared.models import Call, CycleItem, DlrEvent, ItemState, Message
 from shared.settings import Settings
-from worker import outcomes
+from worker import fallback, outcomes
 from worker.ingest import apply_pending_dlrs
 
 log = logging.getLogger(__name__)
@@ -176,4 +176,7 @@ def take_back_resend(session: Session, message: Message) -> bool:
         .where(CycleItem.id == message.cycle_item_id, CycleItem.state == ItemState.PENDING)
         .values(state=ItemState.SENT, message_id=message.id, error=None, lease_until=None, updated_at=now())
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    fallback.await_reports(session, [message.cycle_item_id] if message.cycle_item_id else [])
+    return True

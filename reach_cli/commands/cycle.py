@@ -14,6 +14,7 @@ from reach_cli.common import (
     EXIT_NOT_FOUND,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    FALLBACK_MODES,
     echo,
     echo_json,
     fail,
@@ -55,7 +56,7 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
 @cycle.command(
     "run",
     options_metavar="--message TEXT [--voice-message TEXT] [--tag TAG ...] [--sms-window W] [--call-window W] "
-    "[--dry-run] [--ignore-dlr-silence] [--json]",
+    "[--fallback MODE] [--dry-run] [--ignore-dlr-silence] [--json]",
 )
 @click.option("--message", required=True, help="The SMS text (also spoken on calls unless --voice-message).")
 @click.option("--voice-message", default=None, help="What calls say instead of the SMS text.")
@@ -65,6 +66,9 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
               help="When SMS may go out, in the customer's local time, or 'always' (default SMS_WINDOW).")  # fmt: skip
 @click.option("--call-window", default=None, metavar="HH:MM-HH:MM",
               help="When calls may be placed, in local time, or 'always' (default CALL_WINDOW).")  # fmt: skip
+@click.option("--fallback", type=click.Choice(FALLBACK_MODES), default="next_cycle", show_default=True,
+              help="same_cycle: call in this cycle a contact whose SMS failed or got no Success within "
+                   "FALLBACK_AFTER_SECONDS.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Only show who would get what and the cost; send nothing.")
 @click.option(
     "--ignore-dlr-silence",
@@ -80,6 +84,7 @@ def cycle_run(
     tags: tuple[str, ...],
     sms_window: str | None,
     call_window: str | None,
+    fallback: str,
     dry_run: bool,
     ignore_dlr_silence: bool,
     as_json: bool,
@@ -104,7 +109,13 @@ def cycle_run(
                 echo(line)
         return
     started = starting.start_once(
-        _key_or_exit(idempotency_key), message, voice_message, ignore_dlr_silence, audience, **windows
+        _key_or_exit(idempotency_key),
+        message,
+        voice_message,
+        ignore_dlr_silence,
+        audience,
+        fallback=fallback,
+        **windows,
     )
     cycle_id = started.cycle_id
     if started.replayed:

@@ -9,6 +9,7 @@ import click
 from reach_cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    FALLBACK_MODES,
     echo,
     echo_json,
     fail,
@@ -24,7 +25,9 @@ def schedule() -> None:
 
 
 @schedule.command(
-    "add", options_metavar="--cron EXPR --message TEXT [--voice-message TEXT] [--timezone TZ] [--tag TAG ...]"
+    "add",
+    options_metavar="--cron EXPR --message TEXT [--voice-message TEXT] [--timezone TZ] [--tag TAG ...] "
+    "[--fallback MODE]",
 )
 @click.argument("name")
 @click.option("--cron", required=True, metavar="EXPR", help="Five cron fields, e.g. '0 9 * * 1' (Mondays 09:00).")
@@ -35,8 +38,16 @@ def schedule() -> None:
 )
 @click.option("--tag", "tags", multiple=True, metavar="TAG",
               help="Only contacts carrying this tag (repeat for any of several); default every contact.")  # fmt: skip
+@click.option("--fallback", type=click.Choice(FALLBACK_MODES), default="next_cycle", show_default=True,
+              help="The fallback of the cycles it starts (see reach cycle run --help).")  # fmt: skip
 def schedule_add(
-    name: str, cron: str, message: str, voice_message: str | None, timezone: str, tags: tuple[str, ...]
+    name: str,
+    cron: str,
+    message: str,
+    voice_message: str | None,
+    timezone: str,
+    tags: tuple[str, ...],
+    fallback: str,
 ) -> None:
     """Add a schedule NAME that starts a cycle at each time of --cron."""
     from shared import schedules
@@ -53,6 +64,7 @@ def schedule_add(
                 timezone=timezone,
                 voice_message=voice_message,
                 tags=tags_or_exit(tags),
+                fallback=fallback,
                 min_interval_seconds=settings.schedule_min_interval_seconds,
             )
         except schedules.ScheduleExists as exc:

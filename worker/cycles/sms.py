@@ -25,7 +25,7 @@ from shared.models import (
 from shared.settings import Settings, get_settings
 from shared.status_policy import Action
 from shared.store import get_store
-from worker import outcomes
+from worker import fallback, outcomes
 from worker.cycles.items import (
     Claimed,
     claimed_values,
@@ -218,6 +218,7 @@ def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], resu
     failed: dict[str, list[Claimed]] = defaultdict(list)
     paused: dict[str, list[Claimed]] = defaultdict(list)
     retried: dict[str, list[Claimed]] = defaultdict(list)
+    call_instead: list[int] = []  # refused where a call may get through (same-cycle fallback)
     accepted: list[str] = []
     pause_reason = None
     for (claimed, recipient), rule in zip(listed, rules, strict=True):
@@ -231,6 +232,7 @@ def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], resu
             retried[f"{recipient.status} ({recipient.status_code})"].append(claimed)
         else:
             failed[outcomes.send_error(recipient, rule)].append(claimed)
+            call_instead.extend([claimed.item_id] if rule.action is Action.UNDELIVERED else [])
     if unlisted:
         why = "AT's answer did not list this number"
         session.execute(
@@ -240,8 +242,10 @@ def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], resu
         )
         failed[why].extend(unlisted)
     finish_items(session, sent, ItemState.SENT)
+    fallback.await_reports(session, [c.item_id for c in sent])  # before the early reports below are applied
     for error, claims in failed.items():
         finish_items(session, claims, ItemState.FAILED, error)
+    fallback.call_instead(session, call_instead)
     if pause_reason is not None:
         cycles.pause(session, cycle_id, pause_reason)
     for status, claims in paused.items():

@@ -136,6 +136,7 @@ def apply_pending_dlrs(session: Session, at_message_ids: Collection[str] | None 
             best[message_id] = candidate
     moved = _advance_messages(session, [b for b in best.values() if b.rank > 0])
     _update_contacts_from_messages(session, sorted(best))
+    fallback.after_reports(session, sorted(best))  # same-cycle fallbacks: stop, call now, or keep waiting
     now = datetime.now(UTC)
     event_ids = [row[0] for row in events]
     session.execute(update(DlrEvent).where(DlrEvent.id.in_(event_ids)).values(applied_at=now))
