@@ -175,3 +175,24 @@ def test_the_dashboard_fits_a_phone_screen(receiver, session, narrow_page) -> No
     sign_in(narrow_page, receiver)
     expect(cycle_row(narrow_page, running).get_by_role("button", name="Pause")).to_be_attached()
     assert sideways_overflow(narrow_page) <= OVERFLOW_TOLERANCE
+
+
+# -- plain HTTP on a LAN address ------------------------------------------------------------------------------
+
+
+def test_sign_in_over_plain_http_on_a_lan_address_sticks(receiver, clean, wide_page) -> None:
+    """DASHBOARD_COOKIE_SECURE unset (auto): over plain HTTP the cookie is not `Secure`, so the browser keeps it."""
+    lan = on_the_lan(receiver)
+    sign_in(wide_page, lan)
+    signed_in_page(wide_page)
+    expect(wide_page).to_have_url(f"{lan}/dashboard")
+
+
+def test_a_cookie_forced_secure_over_plain_http_says_why_sign_in_did_not_stick(receiver_with, wide_page) -> None:
+    lan = on_the_lan(receiver_with(dashboard_cookie_secure=True))
+    sign_in(wide_page, lan)
+    expect(wide_page.get_by_text("Your browser did not keep the sign-in cookie")).to_be_visible()
+    expect(wide_page.get_by_text("DASHBOARD_COOKIE_SECURE=true requires HTTPS")).to_be_visible()
+    expect(wide_page.get_by_role("button", name="Sign out")).to_have_count(0)
+    expect(wide_page.get_by_label("Operator token")).to_be_visible()  # the form, to try again
+    # (A reload is an ordinary visit again: tests/test_dashboard_cookie.py.)
