@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,6 +109,12 @@ def test_without_chromium_browser_tests_skip_saying_why_unless_required(tmp_path
     with pytest.raises(pytest.fail.Exception, match="REACH_REQUIRE_BROWSER=1"):
         require_chromium(missing, required=True)
     assert require_chromium("sh", required=True).endswith("/sh")
+
+
+def test_ci_requires_the_browser_tests() -> None:
+    """CI must not pass with the browser tests skipped."""
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    assert "export REACH_REQUIRE_BROWSER=1" in ci and ci.index("REACH_REQUIRE_BROWSER") < ci.index("\nmake test")
 
 
 # -- an operator at work --------------------------------------------------------------------------------------
