@@ -74,9 +74,11 @@ def test_a_sign_in_lands_on_the_dashboard_at_a_clean_address(client: Any) -> Non
     assert client.get("/dashboard", base_url=PLAIN).status_code == 200
 
 
-def test_coming_back_without_the_cookie_says_why_once(make_app: Any) -> None:
-    """DASHBOARD_COOKIE_SECURE=true over plain HTTP: the browser drops the cookie and comes back without it."""
-    app = make_app(dashboard_cookie_secure=True)
+@pytest.mark.parametrize("store", ["redis", "embedded"])
+def test_coming_back_without_the_cookie_says_why_once(make_app: Any, store: str) -> None:
+    """DASHBOARD_COOKIE_SECURE=true over plain HTTP: the browser drops the cookie and comes back without it. The
+    marker is kept where sessions are: Redis, or the database's kv_entries without it."""
+    app = make_app(dashboard_cookie_secure=True, **({"redis_url": ""} if store == "embedded" else {}))
     landing = sign_in(app.test_client()).headers["Location"]
     dropped = app.test_client()  # the same browser, without the cookie it refused
 
