@@ -171,8 +171,9 @@ def sideways_overflow(page: Any) -> int:
 
 
 def test_the_dashboard_fits_a_phone_screen(receiver, session, narrow_page) -> None:
-    """A full dashboard (ten cycles in the table and the chart, a running one with its buttons) and the sign-in
-    page, 390 px wide: nothing makes the page scroll sideways (wide tables scroll inside themselves)."""
+    """A full dashboard (ten cycles in the table and the chart, a running one with its buttons), the sign-in
+    page, a cycle's page and a contact's, 390 px wide: nothing makes the page scroll sideways (wide tables
+    scroll inside themselves)."""
     for n in range(9):
         finished_cycle(session, [f"+2547113{n:02d}001", f"+2547113{n:02d}002"])
     running = running_cycle(session)
@@ -182,6 +183,9 @@ def test_the_dashboard_fits_a_phone_screen(receiver, session, narrow_page) -> No
     sign_in(narrow_page, receiver)
     expect(cycle_row(narrow_page, running).get_by_role("button", name="Pause")).to_be_attached()
     assert sideways_overflow(narrow_page) <= OVERFLOW_TOLERANCE
+    for page in (f"cycles/{running}", "contacts/+254711600000"):  # one of the running cycle's contacts
+        assert narrow_page.goto(f"{receiver}/dashboard/{page}").status == 200
+        assert sideways_overflow(narrow_page) <= OVERFLOW_TOLERANCE, page
 
 
 # -- plain HTTP on a LAN address ------------------------------------------------------------------------------
