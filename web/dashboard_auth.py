@@ -79,9 +79,9 @@ def _serializer(token: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(key, salt="reach.dashboard")
 
 
-def _store_key(session_id: str, prefix: str = SESSION_KEY_PREFIX) -> str:
-    # A digest: what the store holds is not itself a session id (or marker).
-    return prefix + hashlib.sha256(session_id.encode()).hexdigest()
+def _store_key(secret: str, prefix: str = SESSION_KEY_PREFIX) -> str:
+    # A digest: what the store holds is not itself a session id (or sign-in marker).
+    return prefix + hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _cookie_session_id() -> str | None:
