@@ -56,6 +56,9 @@ MAX_VOICE_GREETING = 300
 MIN_SECRET_LENGTH = 24
 #: The secrets, in the order they are declared (and so validated) below: no token may be in two.
 TOKEN_SETTINGS = ("webhook_token", "api_token", "metrics_token", "erasure_key")
+#: How a boolean may be spelt in the environment (pydantic's own words, for the settings it cannot parse alone).
+TRUE_WORDS = frozenset({"true", "1", "yes", "y", "on", "t"})
+FALSE_WORDS = frozenset({"false", "0", "no", "n", "off", "f"})
 
 
 def split_tokens(raw: str) -> list[str]:
@@ -217,8 +220,10 @@ class Settings(BaseSettings):
     dashboard_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     #: Most recent cycles the dashboard shows.
     dashboard_cycles: int = Field(default=10, ge=1, le=100)
-    #: Mark the dashboard cookie `Secure` (sent over HTTPS only). Turn off only for plain-HTTP trials.
-    dashboard_cookie_secure: bool = True
+    #: Mark the dashboard cookie `Secure` (kept and sent over HTTPS only): true, false, or unset/`auto` (None):
+    #: when the browser came over HTTPS (web/dashboard_auth.py). A browser drops a Secure cookie set over plain
+    #: HTTP to any host but localhost, so `true` makes signing in at http://192.168.x.y fail.
+    dashboard_cookie_secure: bool | None = None
     #: The zone the dashboard shows times in (an IANA name such as Africa/Nairobi), always with its name.
     dashboard_timezone: str = "UTC"
 
@@ -360,6 +365,18 @@ class Settings(BaseSettings):
                 f"must be at least twice SCHEDULE_TICK_SECONDS ({tick:g} s): ticks on time would miss periods"
             )
         return value
+
+    @field_validator("dashboard_cookie_secure", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        spelled = value.strip().lower()
+        if spelled in ("", "auto"):
+            return None
+        if spelled in TRUE_WORDS or spelled in FALSE_WORDS:
+            return spelled in TRUE_WORDS
+        raise ValueError("must be auto, true or false")
 
     @field_validator("log_level")
     @classmethod
