@@ -176,11 +176,10 @@ def test_simulator_serves_on_a_listening_socket_it_inherits() -> None:
     listening.bind(("127.0.0.1", 0))
     listening.listen()
     port = listening.getsockname()[1]
-    command = [sys.executable, "-m", "reach_cli.main", "simulator", "--port", str(port), "--fd", str(listening.fileno()),
+    fd = listening.fileno()
+    command = [sys.executable, "-m", "reach_cli.main", "simulator", "--port", str(port), "--fd", str(fd),
                "--api-key", "cli-sim-key", "--callback-url", f"http://127.0.0.1:{free_port()}"]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(listening.fileno(),)
-    )
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(fd,))
     listening.close()  # the child's copy is the one that serves
     try:
 
