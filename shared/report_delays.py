@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, delete, func, select, text
+from sqlalchemy import ColumnElement, Select, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from shared.db import insert_for
@@ -90,13 +90,18 @@ def first_report_delays(session: Session, sample: int) -> list[timedelta]:
 
 def final_report_delays(session: Session, network_code: str) -> list[float]:
     """Seconds from a send to its final report, for the network's newest SAMPLE_PER_NETWORK in the WINDOW."""
-    pairs = session.execute(
+    pairs = session.execute(final_reports_query(network_code)).all()
+    return [max(0.0, (final - sent).total_seconds()) for sent, final in pairs]
+
+
+def final_reports_query(network_code: str) -> Select[tuple[datetime, datetime]]:
+    """A backward range of `ix_messages_final_reports` (tests/test_fallback_auto.py reads the plan)."""
+    return (
         select(sent_at(), Message.status_at)
         .where(Message.network_code == network_code, FINAL, Message.status_at > now() - WINDOW)
         .order_by(Message.status_at.desc())
         .limit(SAMPLE_PER_NETWORK)
-    ).all()
-    return [max(0.0, (final - sent).total_seconds()) for sent, final in pairs]
+    )
 
 
 @dataclass(frozen=True)

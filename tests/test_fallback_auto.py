@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.orm import Session
 
 from shared import report_delays
@@ -247,3 +247,19 @@ def test_doctor_and_dashboard_show_each_networks_figures(session, client) -> Non
     page = client.get("/dashboard").get_data(as_text=True)
     assert 'id="report-delays"' in page
     assert f'data-network="{SAFARICOM}"' in page and ">95 s<" in page
+
+
+def test_the_refresh_reads_an_index_never_all_messages(session) -> None:
+    """One index probe per network to list them, one backward index range per network: a table of millions of
+    messages costs what a few networks' newest reports cost."""
+    for network in (SAFARICOM, AIRTEL, TELKOM):
+        reported(session, network, [5.0] * 10_000, ago=timedelta(days=3))
+    session.commit()
+    session.execute(text("ANALYZE messages"))
+    statement = report_delays.final_reports_query(SAFARICOM).compile(
+        session.get_bind(), compile_kwargs={"literal_binds": True}
+    )
+    for query in (str(statement), report_delays.NETWORKS.text):
+        plan = "\n".join(session.scalars(text(f"EXPLAIN {query}")))
+        assert "ix_messages_final_reports" in plan and "Seq Scan" not in plan, plan
+    session.rollback()
