@@ -125,14 +125,15 @@ class NetworkDelay:
 def refresh(session: Session) -> list[NetworkDelay]:
     """Housekeeping: each network's figures (and the pooled ones) from its newest final reports."""
     delays = {code: final_report_delays(session, code) for code in session.scalars(NETWORKS)}
-    found = [NetworkDelay.of(code, d) for code, d in delays.items()]
+    # A network with no final report in the WINDOW is forgotten: nothing recent says how fast it is.
+    found = [NetworkDelay.of(code, d) for code, d in delays.items() if d]
     found.append(NetworkDelay.of(ALL, [s for d in delays.values() for s in d]))
     at = now()
     for figure in found:
         values = {"samples": figure.samples, "p50_seconds": figure.p50, "p95_seconds": figure.p95, "refreshed_at": at}
         stmt = insert_for(session, NetworkReportDelay).values(network_code=figure.network_code, **values)
         session.execute(stmt.on_conflict_do_update(index_elements=["network_code"], set_=values))
-    gone = NetworkReportDelay.network_code.not_in([f.network_code for f in found])  # no message names it any more
+    gone = NetworkReportDelay.network_code.not_in([f.network_code for f in found])
     session.execute(delete(NetworkReportDelay).where(gone))
     return found
 
@@ -170,7 +171,7 @@ class Waits:
             return fixed
         figure = self.basis(network_code)
         low, high = self.settings.fallback_after_min_seconds, self.settings.fallback_after_max_seconds
-        return high if figure is None or figure.p95 is None else max(low, min(math.ceil(figure.p95), high))
+        return high if figure is None else max(low, min(math.ceil(figure.p95 or high), high))
 
     def table(self) -> list[dict[str, Any]]:
         """Each network's figures and the wait its contacts get (doctor, dashboard), the pooled row last: it is
