@@ -119,7 +119,7 @@ class NetworkDelay:
 
     @property
     def name(self) -> str:
-        return "all networks" if self.network_code == ALL else network_name(self.network_code)
+        return "all networks pooled" if self.network_code == ALL else network_name(self.network_code)
 
 
 def refresh(session: Session) -> list[NetworkDelay]:
@@ -182,7 +182,7 @@ class Waits:
         code = None if figure.network_code == ALL else figure.network_code
         basis = self.basis(code)
         if self.settings.fallback_after_seconds != "auto":
-            why = "FALLBACK_AFTER_SECONDS"
+            why = "fixed"
         elif basis is None:
             why = "maximum: too few reports"
         else:
@@ -205,12 +205,12 @@ def describe_seconds(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
-def waits_by_contact(session: Session, contact_ids: Sequence[int], settings: Settings) -> dict[int, int]:
-    """Each contact's fallback wait in seconds, by the network of its last report."""
+def waits_by_contact(session: Session, contact_ids: Sequence[int | None], settings: Settings) -> dict[int | None, int]:
+    """Each contact's fallback wait in seconds, by the network of its last report (none: the pooled figure)."""
     if settings.fallback_after_seconds != "auto":
         return dict.fromkeys(contact_ids, settings.fallback_after_seconds)
     waits = Waits.load(session, settings)
-    which = Contact.id.in_(sorted(set(contact_ids)))
+    which = Contact.id.in_(sorted({c for c in contact_ids if c is not None}))
     rows = session.execute(select(Contact.id, Contact.last_network_code).where(which))
-    networks: dict[int, str | None] = {contact_id: code for contact_id, code in rows}
+    networks: dict[int | None, str | None] = {contact_id: code for contact_id, code in rows}
     return {contact_id: waits.seconds_for(networks.get(contact_id)) for contact_id in contact_ids}
