@@ -249,6 +249,28 @@ def test_doctor_and_dashboard_show_each_networks_figures(session, client) -> Non
     assert f'data-network="{SAFARICOM}"' in page and ">95 s<" in page
 
 
+def test_doctor_names_auto_its_bounds_and_where_each_wait_comes_from(session, monkeypatch) -> None:
+    from reach_cli.main import cli
+    from shared.settings import get_settings
+
+    reported(session, SAFARICOM, [float(s) for s in range(1, 101)])
+    reported(session, AIRTEL, [3.0] * 5)
+    session.commit()
+    report_delays.refresh(session)
+    session.commit()
+    monkeypatch.setenv("FALLBACK_AFTER_SECONDS", "auto")
+    get_settings.cache_clear()
+    try:
+        output = CliRunner().invoke(cli, ["doctor"]).output
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    (line,) = [line for line in output.splitlines() if "fallback_wait" in line]
+    assert "FALLBACK_AFTER_SECONDS=auto within 60-3600 s" in line, line
+    assert "Safaricom: 100 samples, P50 50 s, P95 95 s, wait 95 s (own P95)" in line, line
+    assert "Airtel Kenya: 5 samples, P50 3.0 s, P95 3.0 s, wait 95 s (all networks' P95)" in line, line
+
+
 def test_the_refresh_reads_an_index_never_all_messages(session) -> None:
     """One index probe per network to list them, one backward index range per network: a table of millions of
     messages costs what a few networks' newest reports cost."""
