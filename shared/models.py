@@ -308,6 +308,10 @@ class CycleItem(Base):
     )
 
 
+#: A message whose delivery report is final (shared/status_policy.py: ranks 40 and up).
+FINAL = sql_text("status_rank >= 40")
+
+
 class Message(Base):
     """One outbound SMS to one contact."""
 
@@ -347,6 +351,8 @@ class Message(Base):
             postgresql_where=sql_text("send_state = 'unanswered'"),
             sqlite_where=sql_text("send_state = 'unanswered'"),
         ),
+        # Each network's newest final reports, read by shared/report_delays.py (rank 40: the first final one).
+        Index("ix_messages_final_reports", "network_code", "status_at", postgresql_where=FINAL, sqlite_where=FINAL),
     )
 
 

@@ -11,7 +11,7 @@ import functools
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -179,9 +179,14 @@ class Settings(BaseSettings):
     #: of calling them all (shared/dlr_silence.py). AT usually reports within minutes; 30 minutes is safe.
     dlr_silence_seconds: int = Field(default=1800, ge=1, le=7 * 86_400)
     #: A `same_cycle` cycle (design §4.1) calls a contact whose SMS has no `Success` report this long after AT
-    #: accepted it (a final failure calls at once). Whole seconds; `auto` (from AT's measured report delays)
-    #: is a later task.
-    fallback_after_seconds: int = Field(default=900, gt=0, le=7 * 86_400)
+    #: accepted it (a final failure calls at once). Whole seconds, or `auto`: the P95 of how long final reports
+    #: of the contact's mobile network took lately, within the two bounds below (shared/report_delays.py).
+    fallback_after_seconds: int | Literal["auto"] = 900
+    #: `auto`'s bounds: never sooner than the minimum (a network whose reports all come in seconds still gets
+    #: a moment for a late one), never later than the maximum, which is also the wait while too few reports say
+    #: how fast a network is.
+    fallback_after_min_seconds: int = Field(default=60, gt=0, le=7 * 86_400)
+    fallback_after_max_seconds: int = Field(default=3600, gt=0, le=7 * 86_400)
     #: Where alerts are also POSTed as JSON (shared/alerts.py); empty: log, metric and dashboard only. May carry
     #: a secret in its query string, so it is never logged whole.
     alert_webhook_url: SecretStr = SecretStr("")
@@ -276,13 +281,13 @@ class Settings(BaseSettings):
 
     @field_validator("fallback_after_seconds", mode="before")
     @classmethod
-    def _whole_seconds(cls, value: object) -> object:
-        """Only a whole number for now: `auto` is named, so the operator knows it is coming, not misspelt."""
+    def _whole_seconds_or_auto(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() == "auto":
-            raise ValueError("`auto` is not supported yet; give a whole number of seconds > 0 (default 900)")
-        if isinstance(value, float) or (isinstance(value, str) and not value.strip().lstrip("-").isdigit()):
-            raise ValueError(f"must be a whole number of seconds > 0, not {str(value)[:40]!r}")
-        return value
+            return "auto"
+        whole = isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+        if isinstance(value, bool) or not whole or not 0 < int(value) <= 7 * 86_400:  # type: ignore[call-overload]
+            raise ValueError(f"must be `auto` or a whole number of seconds from 1 to 604800, not {str(value)[:40]!r}")
+        return int(value)  # type: ignore[call-overload]
 
     @field_validator("dashboard_timezone")
     @classmethod
@@ -385,6 +390,12 @@ class Settings(BaseSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
+
+    @model_validator(mode="after")
+    def _fallback_bounds_in_order(self) -> Settings:
+        if self.fallback_after_min_seconds > self.fallback_after_max_seconds:
+            raise ValueError("FALLBACK_AFTER_MIN_SECONDS must not be above FALLBACK_AFTER_MAX_SECONDS")
+        return self
 
     @model_validator(mode="after")
     def _retention_outlives_matching(self) -> Settings:

@@ -16,7 +16,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import alerts, cycle_breakdown, cycles
+from shared import alerts, cycle_breakdown, cycles, report_delays
 from shared.contacts import counts_by_status
 from shared.models import Cycle, CycleState
 from web import charts, formats
@@ -69,5 +69,6 @@ def overview(session: Session, how_many: int) -> dict[str, Any]:
         "charts": [charts.funnel_chart(report) for report in reversed(reports)],
         "steps": [step.label for step in cycle_breakdown.FUNNEL],
         "alerts": alerts.recent(session, RECENT_ALERTS),
+        "report_delays": report_delays.Waits.load(session, services().settings).table(),
         "refresh_seconds": REFRESH_SECONDS if any(r["state"] in STILL_RUNNING for r in reports) else None,
     }
