@@ -249,3 +249,22 @@ def test_a_swahili_contact_hears_the_recorded_audio(live: Any, receiver: str, se
     assert sw["played"] == [AUDIO_SW] and sw["said"] == [prompts.voice("sw").confirm]
     assert live_answer(live, EN_CUSTOMER)["played"] == []
     assert live_answer(live, EN_CUSTOMER)["said"] == ["Your bill is ready.", voice_script.CONFIRM_PROMPT]
+
+
+# -- what the operator reads back -----------------------------------------------------------------------------------
+
+
+def test_the_dashboard_and_cycle_show_list_the_voice_per_language(client, operator_headers, session) -> None:
+    from click.testing import CliRunner
+
+    from tests.cli_support import invoke
+    from tests.test_dashboard import sign_in
+
+    body = {"message": "Bill", "voice_message": {"sw": "Bili <yako>", "en": "Your bill"}, "voice_audio_url": AUDIO_SW}
+    cycle_id = client.post("/api/cycles", json=body, headers=operator_headers).get_json()["id"]
+    assert sign_in(client, API_TOKEN).status_code == 303
+    page = client.get(f"/dashboard/cycles/{cycle_id}").get_data(as_text=True)
+    assert '<span lang="sw">sw: Bili &lt;yako&gt;</span>' in page and AUDIO_SW in page
+    shown = invoke(CliRunner(), "cycle", "show", str(cycle_id)).output
+    assert "voice sw:  Bili <yako>" in shown and "voice en:  Your bill" in shown
+    assert f"audio:     {AUDIO_SW}" in shown
