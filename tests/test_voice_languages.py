@@ -174,8 +174,8 @@ def test_a_swahili_contact_gets_the_menu_in_swahili(client, session) -> None:
     session.add(Contact(phone=EN_CUSTOMER, status=ContactStatus.ACTIVE, language="en"))
     session.commit()
 
-    def menu(phone: str) -> str:
-        data = {"sessionId": f"ATUid_{phone}", "serviceCode": "*384*303#", "phoneNumber": phone, "text": ""}
+    def menu(phone: str, text: str = "") -> str:
+        data = {"sessionId": f"ATUid_{phone}", "serviceCode": "*384*303#", "phoneNumber": phone, "text": text}
         response = client.post(f"/ussd?token={WEBHOOK_TOKEN}", data=data)
         assert response.status_code == 200
         return response.get_data(as_text=True)
@@ -183,6 +183,10 @@ def test_a_swahili_contact_gets_the_menu_in_swahili(client, session) -> None:
     assert menu(SW_CUSTOMER) == ussd.step("", "sw").text
     assert "Hali yangu" in menu(SW_CUSTOMER)
     assert menu(EN_CUSTOMER) == ussd.MAIN_MENU
+    assert menu(SW_CUSTOMER, "1") == f"END {SW_CUSTOMER}: hai; SMS zetu zinakufikia."
+    assert menu(SW_CUSTOMER, "5") == "END Bado hatujakutumia ujumbe."
+    assert menu(SW_CUSTOMER, "4") == prompts.ussd("sw").confirm_stop
+    assert menu(EN_CUSTOMER, "5") == "END We have not sent you a message yet."
 
 
 # -- a real call through the simulator ------------------------------------------------------------------------------
@@ -195,6 +199,11 @@ def live_answers(simulator: Any, phone: str) -> list[dict[str, Any]]:
         for cb in simulator.callbacks("voice")
         if cb["form"]["callerNumber"] == phone and cb["form"]["isActive"] == "1" and "dtmfDigits" not in cb["form"]
     ]
+
+
+def key_press_answers(simulator: Any, phone: str) -> list[dict[str, Any]]:
+    voice = simulator.callbacks("voice")
+    return [cb for cb in voice if cb["form"]["callerNumber"] == phone and "dtmfDigits" in cb["form"]]
 
 
 def live_answer(simulator: Any, phone: str) -> dict[str, Any]:
@@ -225,6 +234,8 @@ def test_each_contact_hears_the_cycle_in_their_language(live: Any, receiver: str
     cycle_id = run_cycle(receiver, session, {"message": "Bill", "voice_message": {"sw": SWAHILI, "en": ENGLISH}})
     swahili = "Habari Amina, bili yako iko tayari."
     assert live_answer(live, SW_CUSTOMER)["said"] == [swahili, prompts.voice("sw").confirm]
+    thanks = wait_for(lambda: key_press_answers(live, SW_CUSTOMER), timeout=20, what="the key press answered")
+    assert thanks[0]["said"] == [prompts.voice("sw").thanks]  # "Asante. Kwaheri."
     assert live_answer(live, EN_CUSTOMER)["said"] == ["Hello John, your bill is ready.", voice_script.CONFIRM_PROMPT]
     # luo has no entry: DEFAULT_LANGUAGE's (en), and the prompts in English too (none written in luo)
     assert live_answer(live, LUO_CUSTOMER)["said"] == ["Hello Otieno, your bill is ready.", voice_script.CONFIRM_PROMPT]
@@ -268,3 +279,15 @@ def test_the_dashboard_and_cycle_show_list_the_voice_per_language(client, operat
     shown = invoke(CliRunner(), "cycle", "show", str(cycle_id)).output
     assert "voice sw:  Bili <yako>" in shown and "voice en:  Your bill" in shown
     assert f"audio:     {AUDIO_SW}" in shown
+
+
+@pytest.mark.worker
+def test_a_one_off_call_to_a_swahili_contact_asks_in_swahili(live: Any, receiver: str, session: Any) -> None:
+    live.set_scenario(Scenario.from_dict({"default": {"voice": "answered"}}))
+    session.add(Contact(phone=SW_CUSTOMER, status=ContactStatus.INACTIVE, language="sw"))
+    session.commit()
+    body = {"to": SW_CUSTOMER, "message": "Bili yako iko tayari."}
+    answer = requests.post(f"{receiver}/communicate", json=body, headers=AUTH, timeout=5)
+    assert answer.status_code == 202 and answer.json()["channel"] == "voice", answer.text
+    assert live_answer(live, SW_CUSTOMER)["said"] == ["Bili yako iko tayari.", prompts.voice("sw").confirm]
+    assert session.get_one(Call, answer.json()["id"]).language == "sw"
