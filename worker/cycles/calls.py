@@ -58,8 +58,9 @@ def call_limit(message: str | None, settings: Settings) -> timedelta:
 
     - ring: CALL_RING_TIMEOUT_SECONDS. AT documents no ring timeout (at-api.md §5.1, §5.2: an unanswered
       call ends with `NO_ANSWER`, after a time it does not state);
-    - the message, the confirm prompt and the thanks (`shared.voice_script.speak`, `thank`), spoken at
-      TTS_CHARACTERS_PER_SECOND;
+    - the message, the confirm prompt and the thanks (`shared.voice_script.speak`, `thank`; the prompts of
+      the language whose are longest, `shared.prompts`), spoken at TTS_CHARACTERS_PER_SECOND. A call that
+      plays a recording is bounded by its text all the same: Reach does not know the recording's length;
     - the `<GetDigits>` wait, `voice_script.DIGITS_TIMEOUT_SECONDS` (our XML sets it; AT's default is 30 s,
       at-api.md §5.3);
     - CALL_LIMIT_MARGIN_SECONDS: AT's own call queue, the final callback's trip and AT's retries of it
