@@ -291,3 +291,12 @@ def test_a_one_off_call_to_a_swahili_contact_asks_in_swahili(live: Any, receiver
     assert answer.status_code == 202 and answer.json()["channel"] == "voice", answer.text
     assert live_answer(live, SW_CUSTOMER)["said"] == ["Bili yako iko tayari.", prompts.voice("sw").confirm]
     assert session.get_one(Call, answer.json()["id"]).language == "sw"
+
+
+def test_a_swahili_calls_script_is_timed_with_its_swahili_prompt() -> None:
+    """Who answered (voicemail or a person) compares a call's length with its script's, prompt included."""
+    from shared import call_grades
+
+    sw_prompt = call_grades.spoken_seconds(prompts.voice("sw").confirm)
+    assert call_grades.script_seconds("Habari Amina", "sw") == call_grades.spoken_seconds("Habari Amina") + sw_prompt
+    assert sw_prompt != call_grades.spoken_seconds(voice_script.CONFIRM_PROMPT)
