@@ -47,9 +47,12 @@ def _per_language(value: object, what: str, check: Any) -> PerLanguage | None:
         return None
     if isinstance(value, str):
         return check(value, what)
-    if not isinstance(value, dict) or not value:
-        example = '{"sw": "...", "en": "..."}'
-        raise cycles.CycleError(f"{what} must be text, or an object by language code such as {example}")
+    example = '{"sw": "...", "en": "..."}'
+    if not isinstance(value, dict):
+        kind = json_type(value)
+        raise cycles.CycleError(f"{what} must be text or an object by language code ({example}), not {kind}")
+    if not value:
+        raise cycles.CycleError(f"{what} must not be an empty object: give one entry per language ({example})")
     checked: dict[str, str] = {}
     for key, text in value.items():
         language = _language(key, what)

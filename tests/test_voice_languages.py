@@ -58,6 +58,18 @@ def test_a_bad_voice_field_is_a_400_naming_it(client, operator_headers, body: di
         assert named in response.get_json()["error"], (path, response.get_json())
 
 
+@pytest.mark.parametrize("field", ["voice_message", "voice_audio_url"])
+def test_a_voice_field_takes_only_text_or_an_object(client, operator_headers, session, field: str) -> None:
+    """Text, or texts by language (test_operator_fields.py holds the other text fields to text alone)."""
+    not_text = [(True, "a boolean"), (0, "a number"), (1.5, "a number"), ([], "an array"), (["hi"], "an array")]
+    for value, sent in not_text:
+        body = {"message": "Your bill is ready", field: value}
+        response = client.post("/api/cycles", json=body, headers=operator_headers)
+        error = f'{field} must be text or an object by language code ({{"sw": "...", "en": "..."}}), not {sent}'
+        assert (response.status_code, response.get_json()) == (400, {"error": error}), value
+    assert session.scalars(select(Cycle)).first() is None
+
+
 def test_a_cycle_keeps_its_voice_per_language_and_reports_it(client, operator_headers, session) -> None:
     body = {
         "message": "Your bill is ready",
