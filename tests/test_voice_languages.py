@@ -312,3 +312,17 @@ def test_a_swahili_calls_script_is_timed_with_its_swahili_prompt() -> None:
     sw_prompt = call_grades.spoken_seconds(prompts.voice("sw").confirm)
     assert call_grades.script_seconds("Habari Amina", "sw") == call_grades.spoken_seconds("Habari Amina") + sw_prompt
     assert sw_prompt != call_grades.spoken_seconds(voice_script.CONFIRM_PROMPT)
+
+
+def test_a_schedules_cycles_take_its_voice_per_language(session) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared import schedules
+
+    voice = {"voice_message": {"sw": SWAHILI, "en": ENGLISH}, "voice_audio_url": AUDIO_SW}
+    schedule = schedules.add_schedule(session, "hourly", "0 * * * *", "Bill", **voice)
+    schedule.created_at = datetime(2026, 12, 1, tzinfo=UTC)
+    now = datetime(2026, 12, 6, 9, 0, 5, tzinfo=UTC)
+    cycle_id = schedules.start_due_period(session, schedule, now, misfire=timedelta(hours=1))
+    cycle = session.get_one(Cycle, cycle_id)
+    assert (cycle.voice_message, cycle.voice_languages) == (None, voice)
