@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     #: What a live call hears when it is not a call Reach placed to that number (an inbound call, a session
     #: Reach does not know, another caller): never a customer's message (issue 12), and nothing to confirm.
     voice_greeting: str = DEFAULT_VOICE_GREETING
+    #: The language whose `voice_message` entry a contact gets when there is none for theirs (else the first).
+    default_language: str = Field(default="en", pattern=r"^[a-z]{2,3}(-[A-Z]{2}|-[0-9]{3})?$")
     #: Attempts at a send AT failed transiently (5xx, 429, connection errors) before it is recorded failed.
     send_attempts: int = Field(default=5, ge=1, le=20)
     #: How long an interrupted send (worker killed while AT was answering) waits for a delivery report
