@@ -6,7 +6,7 @@ language of its prompts and the recording it plays, so a live call answered from
 the same as one answered from the store.
 
 Revision ID: b3e7c9a1d5f2
-Revises: a6f1d3c8e2b9
+Revises: b3d9f1a7c5e2
 Create Date: 2026-12-06 21:10:00.000000
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "b3e7c9a1d5f2"
-down_revision: str | None = "a6f1d3c8e2b9"
+down_revision: str | None = "b3d9f1a7c5e2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
