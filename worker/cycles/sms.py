@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from shared import alerts, cycles, placeholders, ratelimit, sender_rules
-from shared.at_client import AtError, AtRejected, SmsSendResult, get_at_client, maybe_sent
+from shared.at_client import AtError, AtRejected, SmsRecipient, SmsSendResult, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
     Channel,
@@ -26,6 +26,7 @@ from shared.settings import Settings, get_settings
 from shared.status_policy import Action
 from shared.store import get_store
 from worker import fallback, outcomes
+from worker.cycles import dnd
 from worker.cycles.items import (
     Claimed,
     claimed_values,
@@ -228,6 +229,7 @@ def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], resu
     failed: dict[str, list[Claimed]] = defaultdict(list)
     paused: dict[str, list[Claimed]] = defaultdict(list)
     retried: dict[str, list[Claimed]] = defaultdict(list)
+    refused_for_now: list[tuple[Claimed, SmsRecipient]] = []
     call_instead: list[int] = []  # refused where a call may get through (same-cycle fallback)
     accepted: list[str] = []
     pause_reason = None
@@ -240,6 +242,8 @@ def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], resu
             paused[recipient.status].append(claimed)
         elif rule.action is Action.RETRY:
             retried[f"{recipient.status} ({recipient.status_code})"].append(claimed)
+        elif rule.action is Action.WAIT_FOR_WINDOW:
+            refused_for_now.append((claimed, recipient))
         else:
             failed[outcomes.send_error(recipient, rule)].append(claimed)
             call_instead.extend([claimed.item_id] if rule.action is Action.UNDELIVERED else [])
@@ -255,6 +259,7 @@ def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], resu
     fallback.await_reports(session, [c.item_id for c in sent])  # before the early reports below are applied
     for error, claims in failed.items():
         finish_items(session, claims, ItemState.FAILED, error)
+    call_instead.extend(dnd.wait_for_window(session, cycle_id, refused_for_now))
     fallback.call_instead(session, call_instead)
     if pause_reason is not None:
         cycles.pause(session, cycle_id, pause_reason)

@@ -88,7 +88,7 @@ def hold_closed(session: Session, cycle_id: int, channel: Channel, ids: Sequence
     due at their window's next opening in their own number's zone, their attempt not counted."""
     if not ids:
         return []
-    window = _window(session, cycle_id, channel)
+    window = cycle_window(session, cycle_id, channel)
     if not _limited(channel, window):
         return list(ids)
     phones = session.execute(
@@ -108,7 +108,8 @@ def hold_closed(session: Session, cycle_id: int, channel: Channel, ids: Sequence
     return [item_id for item_id in ids if item_id not in held]
 
 
-def _window(session: Session, cycle_id: int, channel: Channel) -> Window:
+def cycle_window(session: Session, cycle_id: int, channel: Channel) -> Window:
+    """The window a cycle's items of `channel` keep to: the cycle's own, else the settings'."""
     row = session.execute(select(Cycle.sms_window, Cycle.call_window).where(Cycle.id == cycle_id)).one()
     return windows_of(row.sms_window, row.call_window)[channel]
 
