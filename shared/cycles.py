@@ -25,6 +25,7 @@ from shared import (
     last_message,
     placeholders,
     segments,
+    sender_rules,
     voice_script,
     windows,
 )
@@ -121,8 +122,8 @@ def check_message(message: str | None, what: str = "message") -> str:
         placeholders.check(text, what)
     except placeholders.BadPlaceholder as exc:
         raise CycleError(str(exc)) from None
-    too_long = segments.too_many_parts(text, what) if what == "message" else None
-    if too_long:
+    too_long = segments.too_many_parts(text, what) or sender_rules.too_long(text, get_settings())
+    if too_long and what == "message":
         raise CycleError(too_long)
     return text
 
@@ -175,7 +176,10 @@ def check_window(window: str | None, what: str) -> str | None:
     if window is None:
         return None
     try:
-        return windows.check_window(window)
+        checked = windows.check_window(window)
+        if "sms" in what:  # `sms_window`, the CLI's `--sms-window`: it must meet a promotional sender's windows
+            sender_rules.check_sms_window(checked, get_settings().at_sender_kind)
+        return checked
     except windows.BadWindow as exc:
         raise CycleError(f"{what}: {exc}") from None
 

@@ -18,16 +18,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from shared.windows import Window, next_common_opening, parse_window
+from pydantic import AfterValidator, Field
+
+from shared import segments
+from shared.windows import BadWindow, Window, next_common_opening, parse_window
 
 SenderKind = Literal["transactional", "promotional"]
 TRANSACTIONAL: SenderKind = "transactional"
 PROMOTIONAL: SenderKind = "promotional"
 #: Safaricom's opt-out for promotional SMS (at-api.md §13): the default of PROMOTIONAL_OPT_OUT_TEXT.
 SAFARICOM_OPT_OUT = "*456*9*5#"
+
+
+def _opt_out_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank: a promotional SMS to Kenya must carry the opt-out")
+    return value.strip()
+
+
+#: PROMOTIONAL_OPT_OUT_TEXT: not blank, and short (it is added to every promotional SMS to Kenya).
+OptOutText = Annotated[str, Field(max_length=40), AfterValidator(_opt_out_text)]
+
+
+class SenderSettings(Protocol):
+    """The settings these rules read (shared/settings.py imports this module, so not `Settings` itself)."""
+
+    at_sender_kind: str
+    promotional_opt_out_text: str
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,20 @@ def suffixes(kind: str, opt_out_text: str) -> dict[str, str]:
     if kind != PROMOTIONAL:
         return {}
     return {rule.prefix: f" {opt_out_text}" for rule in PROMOTIONAL_RULES if rule.opt_out}
+
+
+def too_long(text: str, settings: SenderSettings) -> str | None:
+    """Why `text` followed by the longest suffix the sender adds is more SMS parts than allowed, or None."""
+    suffix = max(suffixes(settings.at_sender_kind, settings.promotional_opt_out_text).values(), key=len, default=None)
+    return None if suffix is None else segments.too_many_parts(text + suffix, "message with the opt-out")
+
+
+def check_sms_window(text: str, kind: str | None) -> None:
+    """`BadWindow` when SMS with this window (SMS_WINDOW, a cycle's `sms_window`) could never go under a
+    sender of `kind`: it never meets a promotional window."""
+    never = never_meets(parse_window(text)) if kind is not None and applies(kind) else None
+    if never:
+        raise BadWindow(f"{never}: no SMS would ever go; widen it or use a transactional sender id")
 
 
 def never_meets(window: Window) -> str | None:

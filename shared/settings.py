@@ -22,9 +22,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from shared.cost_estimate import parse_sms_costs
-from shared.sender_rules import SAFARICOM_OPT_OUT, TRANSACTIONAL, SenderKind, never_meets
+from shared.sender_rules import SAFARICOM_OPT_OUT, TRANSACTIONAL, OptOutText, SenderKind, check_sms_window
 from shared.voice_script import XML_FORBIDDEN
-from shared.windows import check_window, parse_window
+from shared.windows import check_window
 
 
 def reach_home() -> Path:
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     at_sender_id: str = ""
     #: What AT_SENDER_ID is registered as; a promotional one keeps each country's rules (shared/sender_rules.py).
     at_sender_kind: SenderKind = TRANSACTIONAL
-    promotional_opt_out_text: str = Field(default=SAFARICOM_OPT_OUT, max_length=40)
+    promotional_opt_out_text: OptOutText = SAFARICOM_OPT_OUT
     at_voice_number: str = ""
     at_sms_url: str = ""
     at_voice_url: str = ""
@@ -293,15 +293,10 @@ class Settings(BaseSettings):
 
     @field_validator("sms_window", "call_window")
     @classmethod
-    def _window(cls, value: str) -> str:
+    def _window(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "sms_window":  # it must meet a promotional sender id's windows
+            check_sms_window(value, info.data.get("at_sender_kind"))
         return check_window(value)
-
-    @field_validator("promotional_opt_out_text")
-    @classmethod
-    def _opt_out(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank: a promotional SMS to Kenya must carry the opt-out")
-        return value.strip()
 
     @field_validator("default_country")
     @classmethod
@@ -386,13 +381,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CALLBACK_RETENTION_DAYS must cover UNMATCHED_DLR_HOURS: a report still being matched is never pruned"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _sms_window_meets_promotional_windows(self) -> Settings:
-        never = never_meets(parse_window(self.sms_window)) if self.at_sender_kind != TRANSACTIONAL else None
-        if never:
-            raise ValueError(f"SMS_WINDOW: {never}: no SMS would ever go; widen it or use a transactional sender id")
         return self
 
     # -- derived values -------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from shared import cycles as shared_cycles
 from shared.models import Contact, ContactStatus, Cycle, CycleItem, ItemState, Message
 from shared.settings import SettingsError, get_settings, load_settings
 from simulator.scenario import Rule, Scenario
+from tests.conftest import API_TOKEN
 from worker import cycles
 from worker.cycles import items as cycle_items
 from worker.cycles import planning
@@ -251,3 +252,42 @@ def test_a_second_do_not_disturb_rejection_fails_the_item_saying_why(
     assert "DoNotDisturbRejection again" in error, error
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
     assert len(at.requests("/version1/messaging")) == 2  # not sent a third time
+
+
+# -- where a cycle enters ----------------------------------------------------------------------------------------
+
+
+def test_a_cycle_sms_window_that_never_meets_a_promotional_window_is_a_400(
+    client: Any, session: Any, promotional: None
+) -> None:
+    body = {"message": "hi", "sms_window": "19:00-07:00"}
+    response = client.post("/api/cycles", json=body, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert response.status_code == 400, response.json
+    assert response.json["error"].startswith(
+        "field sms_window: 19:00-07:00 never meets the promotional window 08:00-18:00"
+    )
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(Cycle)) == 0
+
+
+def test_a_message_the_opt_out_takes_past_the_part_cap_is_refused(session: Any, promotional: None) -> None:
+    """1530 GSM-7 characters are the 10 parts allowed; the opt-out makes them 11."""
+    with pytest.raises(shared_cycles.CycleError, match="message with the opt-out is 11 SMS parts"):
+        shared_cycles.start_cycle(session, "x" * 1530)
+    assert shared_cycles.check_message("x" * 1520) == "x" * 1520  # 1530 with it: 10 parts
+
+
+def test_a_batch_with_one_refused_number_sends_the_others(
+    session: Any, at: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AT answers the whole request HTTP 409 when one recipient is refused (at-api.md §2.2); the others went."""
+    other = "+234803400002"
+    at.set_scenario(Scenario(numbers={NIGERIAN: Rule(send_status=409)}))
+    clock_at(monkeypatch, local(LAGOS, 21))
+    cycle_id = new_cycle(session, [NIGERIAN, other])
+    assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
+    assert [r["status"] for r in at.requests("/version1/messaging")] == [409]
+    assert [(state, waiting) for state, waiting, _d in items(session, cycle_id)] == [
+        (ItemState.PENDING, True),
+        (ItemState.SENT, False),
+    ]
