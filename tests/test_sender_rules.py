@@ -214,25 +214,28 @@ def test_an_sms_window_that_never_meets_a_promotional_window_is_refused() -> Non
 def test_a_do_not_disturb_rejection_waits_for_the_promotional_window_then_goes(
     session: Any, at: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A transactional sender id AT treats as promotional: the 409 sends the SMS back to wait for 08:00 in
-    Lagos, not failed; at 08:00 it goes."""
-    at.set_scenario(Scenario(numbers={NIGERIAN: Rule(send_status=409)}))
-    clock_at(monkeypatch, local(LAGOS, 21))
+    """A transactional sender id AT treats as promotional (the simulator's `dnd_hours`, Nigeria's ban): the
+    409 at 21:00 in Lagos sends the SMS back to wait for 08:00, not failed; at 08:00 AT takes it."""
+    at.set_scenario(Scenario(numbers={NIGERIAN: Rule(dnd_hours="20:00-08:00")}))
+    sim_now = at.state.wall_clock()
+    evening = datetime.combine(sim_now.astimezone(LAGOS).date() + timedelta(days=1), time(21), tzinfo=LAGOS)
+    at.advance_clock((evening - sim_now).total_seconds())  # AT's clock and ours at 21:00 in Lagos
+    clock_at(monkeypatch, evening.astimezone(UTC))
     cycle_id = new_cycle(session, [NIGERIAN])
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
 
     assert at.requests("/version1/messaging")[0]["status"] == 409
-    opening = local(LAGOS, 8, days=1)
+    opening = evening.astimezone(UTC) + timedelta(hours=11)  # 08:00 in Lagos
     assert items(session, cycle_id) == [(ItemState.PENDING, True, opening)]
     error = session.scalar(select(CycleItem.error))
     assert error is not None and "DoNotDisturbRejection" in error, error
     assert session.scalar(select(Contact.status)) is ContactStatus.NEW  # the contact is not moved
 
-    at.set_scenario(Scenario())
+    at.advance_clock(11 * 3600 + 1)
     reach_opening(session, monkeypatch, cycle_id, opening)
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
+    assert [r["status"] for r in at.requests("/version1/messaging")] == [409, 201]
     assert [state for state, _w, _d in items(session, cycle_id)] == [ItemState.SENT]
-    assert len(at.requests("/version1/messaging")) == 2
 
 
 def test_a_second_do_not_disturb_rejection_fails_the_item_saying_why(
@@ -291,3 +294,15 @@ def test_a_batch_with_one_refused_number_sends_the_others(
         (ItemState.PENDING, True),
         (ItemState.SENT, False),
     ]
+
+
+def test_a_do_not_disturb_rejection_inside_the_promotional_window_waits_for_the_next_one(
+    session: Any, at: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AT refused at 14:00 in Lagos, when Nigeria's window is open by our clock: not sent again at once (it
+    would only be refused again) but at the next opening, 08:00 the next day."""
+    at.set_scenario(Scenario(numbers={NIGERIAN: Rule(send_status=409)}))
+    clock_at(monkeypatch, local(LAGOS, 14))
+    cycle_id = new_cycle(session, [NIGERIAN])
+    assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
+    assert items(session, cycle_id) == [(ItemState.PENDING, True, local(LAGOS, 8, days=1))]

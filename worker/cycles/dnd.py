@@ -23,8 +23,8 @@ from shared.models import Channel, CycleItem, ItemState, Message
 from shared.status_policy import Action, Kind, decide, rules_of
 from shared.windows import Window, next_closing, next_common_opening, zone_of
 from worker import outcomes
-from worker.cycles import window_holds
-from worker.cycles.items import Claimed, finish_items, now
+from worker.cycles import items, window_holds
+from worker.cycles.items import Claimed, finish_items
 
 #: What a second refusal says, after AT's status (`DoNotDisturbRejection again after ...`).
 AGAIN = (
@@ -38,7 +38,7 @@ def wait_for_window(session: Session, cycle_id: int, refused: Sequence[tuple[Cla
     items' ids (a same-cycle fallback may call them)."""
     if not refused:
         return []
-    at = now()
+    at = items.now()  # the module's, which tests move
     again = _refused_before(session, [claimed for claimed, _r in refused])
     window = window_holds.cycle_window(session, cycle_id, Channel.SMS)
     failed: dict[str, list[Claimed]] = defaultdict(list)
