@@ -27,7 +27,7 @@ from worker.cycles import items as cycle_items
 from worker.cycles import planning
 
 NAIROBI, LAGOS = ZoneInfo("Africa/Nairobi"), ZoneInfo("Africa/Lagos")
-KENYAN, NIGERIAN = "+254711400001", "+234803400001"
+KENYAN, NIGERIAN = "+254711400001", "+2348034000001"
 OPT_OUT = "*456*9*5#"
 TEXT = "Your bill is ready"
 
@@ -284,7 +284,7 @@ def test_a_batch_with_one_refused_number_sends_the_others(
     session: Any, at: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """AT answers the whole request HTTP 409 when one recipient is refused (at-api.md §2.2); the others went."""
-    other = "+234803400002"
+    other = "+2348034000002"
     at.set_scenario(Scenario(numbers={NIGERIAN: Rule(send_status=409)}))
     clock_at(monkeypatch, local(LAGOS, 21))
     cycle_id = new_cycle(session, [NIGERIAN, other])
@@ -306,3 +306,13 @@ def test_a_do_not_disturb_rejection_inside_the_promotional_window_waits_for_the_
     cycle_id = new_cycle(session, [NIGERIAN])
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
     assert items(session, cycle_id) == [(ItemState.PENDING, True, local(LAGOS, 8, days=1))]
+
+
+def test_a_one_off_promotional_sms_to_kenya_carries_the_opt_out(promotional: None, client: Any, session: Any) -> None:
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    for phone in (KENYAN, NIGERIAN):
+        response = client.post("/communicate", json={"to": phone, "message": TEXT}, headers=headers)
+        assert response.status_code == 202, response.json
+    session.expire_all()
+    texts = dict(session.execute(select(Message.phone, Message.text)).all())
+    assert texts == {KENYAN: f"{TEXT} {OPT_OUT}", NIGERIAN: TEXT}

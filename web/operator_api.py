@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
 from sqlalchemy import select
 
-from shared import cycle_control, cycle_export, cycles, heartbeat, idempotency, placeholders, schedules
+from shared import cycle_control, cycle_export, cycles, heartbeat, idempotency, placeholders, schedules, sender_rules
 from shared.contacts import contact_history, contact_json, get_or_create
 from shared.cycles import CycleConflict, CycleError, CycleNotFound
 from shared.imports import BadImport, import_contacts, rows_from_csv, rows_from_json
@@ -193,6 +193,8 @@ def send_one(fields: dict[str, Any]) -> ResponseReturnValue:
         channel = cycles.channel_for(session, contact.id)
         text = placeholders.render(text, name=contact.name, phone=phone)
         if channel is Channel.SMS:
+            settings = services().settings  # a promotional sender id's opt-out (shared/sender_rules.py)
+            text += sender_rules.opt_out_suffix(phone, settings.at_sender_kind, settings.promotional_opt_out_text)
             row: Message | Call = Message(contact_id=contact.id, phone=phone, text=text)
         else:
             row = Call(contact_id=contact.id, phone=phone, message=text, send_state="queued")
