@@ -20,6 +20,7 @@ from sqlalchemy import func, insert, select, update
 from shared import cycles as shared_cycles
 from shared.models import Contact, ContactStatus, Cycle, CycleItem, ItemState, Message
 from shared.settings import SettingsError, get_settings, load_settings
+from shared.windows import next_closing, next_common_opening, parse_window
 from simulator.scenario import Rule, Scenario
 from tests.conftest import API_TOKEN
 from worker import cycles
@@ -316,3 +317,18 @@ def test_a_one_off_promotional_sms_to_kenya_carries_the_opt_out(promotional: Non
     session.expire_all()
     texts = dict(session.execute(select(Message.phone, Message.text)).all())
     assert texts == {KENYAN: f"{TEXT} {OPT_OUT}", NIGERIAN: TEXT}
+
+
+# -- the window arithmetic -----------------------------------------------------------------------------------
+
+
+def test_windows_in_two_zones_open_together_where_both_are_open() -> None:
+    """06:00-10:00 in Lagos (05:00-09:00 UTC) and 08:00-18:00 in Nairobi (05:00-15:00 UTC): 05:00 UTC."""
+    morning, office = parse_window("06:00-10:00"), parse_window("08:00-18:00")
+    limits = [(morning, LAGOS), (office, NAIROBI)]
+    day = datetime(2026, 12, 7, tzinfo=UTC)
+    assert next_common_opening(limits, day) == day.replace(hour=5)
+    assert next_common_opening(limits, day.replace(hour=6)) == day.replace(hour=6)  # open: now
+    assert next_common_opening(limits, day.replace(hour=9)) == day.replace(hour=5) + timedelta(days=1)
+    assert next_closing(limits, day.replace(hour=6)) == day.replace(hour=9)  # Lagos's 10:00 comes first
+    assert next_common_opening([(parse_window("18:00-20:00"), NAIROBI), (office, NAIROBI)], day) is None
