@@ -332,3 +332,17 @@ def test_windows_in_two_zones_open_together_where_both_are_open() -> None:
     assert next_common_opening(limits, day.replace(hour=9)) == day.replace(hour=5) + timedelta(days=1)
     assert next_closing(limits, day.replace(hour=6)) == day.replace(hour=9)  # Lagos's 10:00 comes first
     assert next_common_opening([(parse_window("18:00-20:00"), NAIROBI), (office, NAIROBI)], day) is None
+
+
+def test_a_do_not_disturb_rejection_where_no_promotional_window_is_known_fails_saying_so(
+    session: Any, at: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    american = "+12125550100"
+    at.set_scenario(Scenario(numbers={american: Rule(send_status=409)}))
+    clock_at(monkeypatch, local(LAGOS, 21))
+    cycle_id = new_cycle(session, [american])
+    assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
+    session.expire_all()
+    state, error = session.execute(select(CycleItem.state, CycleItem.error)).one()
+    assert state is ItemState.FAILED
+    assert error.startswith("DoNotDisturbRejection (409)") and "no promotional window is known" in error, error

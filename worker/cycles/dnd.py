@@ -39,22 +39,7 @@ def wait_for_window(session: Session, cycle_id: int, refused: Sequence[tuple[Cla
     if not refused:
         return []
     at = items.now()  # the module's, which tests move
-    again = _refused_before(session, [claimed for claimed, _r in refused])
-    window = window_holds.cycle_window(session, cycle_id, Channel.SMS)
-    failed: dict[str, list[Claimed]] = defaultdict(list)
-    waiting: dict[tuple[datetime, str], list[int]] = defaultdict(list)
-    for claimed, recipient in refused:
-        rule = sender_rules.rule_of(claimed.phone)
-        if claimed.item_id in again:
-            failed[f"{recipient.status} {AGAIN}"].append(claimed)
-            continue
-        limits = [(window, zone_of(claimed.phone))] + ([(rule.window, rule.zone)] if rule else [])
-        opening = _opening_after_refusal(limits, at) if rule else None
-        why = outcomes.send_error(recipient, decide(Kind.SEND, recipient.status_code))
-        if opening is None:
-            failed[f"{why} {NO_WINDOW}"].append(claimed)
-        else:
-            waiting[(opening, why)].append(claimed.item_id)
+    waiting, failed = _sorted_out(session, cycle_id, refused, at)
     for (opening, why), item_ids in waiting.items():
         session.execute(
             update(CycleItem)
@@ -74,6 +59,29 @@ def wait_for_window(session: Session, cycle_id: int, refused: Sequence[tuple[Cla
         finish_items(session, claims, ItemState.FAILED, error)
         outcomes.apply_contact_action(session, [c.contact_id for c in claims], Action.UNDELIVERED)
     return [c.item_id for claims in failed.values() for c in claims]
+
+
+def _sorted_out(
+    session: Session, cycle_id: int, refused: Sequence[tuple[Claimed, SmsRecipient]], at: datetime
+) -> tuple[dict[tuple[datetime, str], list[int]], dict[str, list[Claimed]]]:
+    """The items that wait, by (opening, why), and those that fail, by why."""
+    again = _refused_before(session, [claimed for claimed, _r in refused])
+    window = window_holds.cycle_window(session, cycle_id, Channel.SMS)
+    waiting: dict[tuple[datetime, str], list[int]] = defaultdict(list)
+    failed: dict[str, list[Claimed]] = defaultdict(list)
+    for claimed, recipient in refused:
+        if claimed.item_id in again:
+            failed[f"{recipient.status} {AGAIN}"].append(claimed)
+            continue
+        why = outcomes.send_error(recipient, decide(Kind.SEND, recipient.status_code))
+        rule = sender_rules.rule_of(claimed.phone)
+        limits = [(window, zone_of(claimed.phone))] + ([(rule.window, rule.zone)] if rule else [])
+        opening = _opening_after_refusal(limits, at) if rule else None
+        if opening is None:
+            failed[f"{why} {NO_WINDOW}"].append(claimed)
+        else:
+            waiting[(opening, why)].append(claimed.item_id)
+    return waiting, failed
 
 
 def _opening_after_refusal(limits: list[tuple[Window, ZoneInfo]], at: datetime) -> datetime | None:
