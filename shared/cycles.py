@@ -330,6 +330,9 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         "waiting": sum(waiting.values()),
         "sms_window": cycle.sms_window or settings.sms_window,
         "call_window": cycle.call_window or settings.call_window,
+        # What AT_SENDER_ID is; a promotional one's SMS wait for these windows too (shared/sender_rules.py).
+        "sender_kind": settings.at_sender_kind,
+        "promotional_windows": sender_rules.windows_text(settings.at_sender_kind),
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms"), "waiting": waiting["sms"]},
         # `planned`: the calls the cycle makes, same-cycle fallback calls included (the funnel's "calls planned").

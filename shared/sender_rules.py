@@ -97,6 +97,11 @@ def opt_out_suffix(phone: str, kind: str, opt_out_text: str) -> str:
     return f" {opt_out_text}" if rule is not None and rule.opt_out else ""
 
 
+def windows_text(kind: str) -> str | None:
+    """The promotional windows a sender of `kind` keeps, for people (`Kenya 08:00-18:00, ...`), or None."""
+    return ", ".join(f"{rule.country} {rule.window}" for rule in PROMOTIONAL_RULES) if applies(kind) else None
+
+
 def suffixes(kind: str, opt_out_text: str) -> dict[str, str]:
     """Per number prefix, the suffix its SMS carry (only prefixes that carry one), for counting parts."""
     if kind != PROMOTIONAL:

@@ -9,20 +9,24 @@ back to the database's now.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, insert, select, update
 
+from reach_cli.main import cli
 from shared import cycles as shared_cycles
 from shared.models import Contact, ContactStatus, Cycle, CycleItem, ItemState, Message
 from shared.settings import SettingsError, get_settings, load_settings
 from shared.windows import next_closing, next_common_opening, parse_window
 from simulator.scenario import Rule, Scenario
 from tests.conftest import API_TOKEN
+from tests.test_dashboard import sign_in
 from worker import cycles
 from worker.cycles import items as cycle_items
 from worker.cycles import planning
@@ -346,3 +350,24 @@ def test_a_do_not_disturb_rejection_where_no_promotional_window_is_known_fails_s
     state, error = session.execute(select(CycleItem.state, CycleItem.error)).one()
     assert state is ItemState.FAILED
     assert error.startswith("DoNotDisturbRejection (409)") and "no promotional window is known" in error, error
+
+
+def test_reach_cycle_show_and_the_dashboard_say_a_promotional_sender_id_holds_sms_too(
+    promotional: None, client: Any, session: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock_at(monkeypatch, local(NAIROBI, 19))
+    cycle_id = new_cycle(session, [KENYAN])
+    assert shared_cycles.report(session, cycle_id)["sender_kind"] == "promotional"
+    result = CliRunner().invoke(cli, ["cycle", "show", str(cycle_id)], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    held = "waiting    1 items held for their send window (SMS always, calls always, local time;"
+    assert f"{held} promotional sender id: Kenya 08:00-18:00, Nigeria 08:00-20:00 too)" in result.output
+
+    assert sign_in(client, API_TOKEN).status_code == 303
+    page = client.get(f"/dashboard/cycles/{cycle_id}").get_data(as_text=True)
+    shown = re.search(r'data-field="windows">([^<]*)<', page)
+    assert shown is not None, page
+    assert " ".join(shown[1].split()) == (
+        "SMS always, calls always (each customer's local time; promotional sender id: Kenya 08:00-18:00,"
+        " Nigeria 08:00-20:00 too); 1 waiting for their window"
+    )
