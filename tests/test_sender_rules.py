@@ -371,3 +371,12 @@ def test_reach_cycle_show_and_the_dashboard_say_a_promotional_sender_id_holds_sm
         "SMS always, calls always (each customer's local time; promotional sender id: Kenya 08:00-18:00,"
         " Nigeria 08:00-20:00 too); 1 waiting for their window"
     )
+
+
+def test_a_dry_run_counts_the_opt_out(promotional: None, client: Any, session: Any) -> None:
+    session.execute(insert(Contact), [{"phone": KENYAN, "status": ContactStatus.NEW}])
+    session.commit()
+    body = {"message": "x" * 151, "dry_run": True}
+    response = client.post("/api/cycles", json=body, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert response.status_code == 200, response.json
+    assert response.json["segments"] == {"encoding": "GSM-7", "parts": 2}, response.json
