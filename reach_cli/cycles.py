@@ -106,7 +106,8 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"  skipped    {report['skipped']} ({counts(report['skipped_by_status'])})",
         f"  cancelled  {report.get('cancelled', 0)} items not sent",
         f"  waiting    {report.get('waiting', 0)} items held for their send window"
-        f" (SMS {report.get('sms_window', 'always')}, calls {report.get('call_window', 'always')}, local time)",
+        f" (SMS {report.get('sms_window', 'always')}, calls {report.get('call_window', 'always')}, local time"
+        f"{promotional_note(report)})",
         *_fallback_lines(report.get("fallback")),
         f"  SMS parts  {parts(report['segments'])} per message",
         f"  estimated  {report['estimated_cost']['currency']} {report['estimated_cost']['amount']}",
@@ -145,6 +146,12 @@ def grade_lines(voice: Mapping[str, Any]) -> list[str]:
         f"             graded: acknowledged {grades['acknowledged']}, answered {grades['answered']},"
         f" likely voicemail {grades['voicemail']}, not answered {grades['not_answered']}"
     ]
+
+
+def promotional_note(report: Mapping[str, Any]) -> str:
+    """`; promotional sender id: Kenya 08:00-18:00, ... too` when a promotional sender id holds SMS too."""
+    windows = report.get("promotional_windows")
+    return f"; promotional sender id: {windows} too" if windows else ""
 
 
 def _fallback_lines(fallback: Mapping[str, Any] | None) -> list[str]:

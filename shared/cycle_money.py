@@ -15,9 +15,9 @@ from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import cost_estimate, personal_parts, placeholders, segments
+from shared import cost_estimate, personal_parts, placeholders, segments, sender_rules
 from shared.models import Call, Contact, Cycle, CycleItem, Message
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 
 @dataclass(frozen=True)
@@ -43,18 +43,47 @@ def money_keys(settings: Settings, bill: SmsBill, voice: int) -> dict[str, Any]:
 
 
 def sms_bill(session: Session, message: str, sms_contacts: ColumnElement[bool]) -> SmsBill:
-    """The bill for `message` sent to the contacts `sms_contacts` picks, in one statement.
+    """The bill for `message` sent to the contacts `sms_contacts` picks: one statement, and one more per
+    country whose SMS carry a promotional sender id's opt-out after the text (shared/sender_rules.py), which
+    is billed in its parts like the text."""
+    settings = get_settings()
+    suffixes = sender_rules.suffixes(settings.at_sender_kind, settings.promotional_opt_out_text)
+    bills, rest = [], sms_contacts
+    for prefix, suffix in suffixes.items():
+        with_suffix = Contact.phone.startswith(prefix, autoescape=True)
+        bills.append(_bill(session, message, sms_contacts & with_suffix, suffix))
+        rest = rest & ~with_suffix
+    plain = _bill(session, message, rest, "")
+    return _combined(plain, bills)
+
+
+def _combined(plain: SmsBill, bills: list[SmsBill]) -> SmsBill:
+    """Bills of disjoint contacts as one; `segments` the most parts of any text sent (the plain text's when
+    no other has a contact)."""
+    contacts, parts = dict(plain.contacts), dict(plain.parts)
+    most = plain.segments
+    for bill in bills:
+        for prefix, n in bill.contacts.items():
+            contacts[prefix] = contacts.get(prefix, 0) + n
+            parts[prefix] = parts.get(prefix, 0) + bill.parts[prefix]
+        if bill.contacts and (bill.segments.parts, bill.segments.encoding) > (most.parts, most.encoding):
+            most = bill.segments
+    return SmsBill(contacts, parts, most)
+
+
+def _bill(session: Session, message: str, sms_contacts: ColumnElement[bool], suffix: str) -> SmsBill:
+    """The bill for `message`, followed by `suffix`, sent to the contacts `sms_contacts` picks, in one statement.
 
     A text with placeholders is counted per contact in SQL (shared/personal_parts.py); one without is the
     same for everyone and counted exactly here. With no contact at all, `segments` is the text without a name.
     """
     if not placeholders.is_personal(message):
-        same = segments.count(placeholders.render(message))
+        same = segments.count(placeholders.render(message) + suffix)
         prefix = cost_estimate.prefix_expr(Contact.phone).label("prefix")
         counted = session.execute(select(prefix, func.count()).where(sms_contacts).group_by(prefix)).all()
         contacts = {str(p): int(n) for p, n in counted}
         return SmsBill(contacts, {p: n * same.parts for p, n in contacts.items()}, same)
-    measured = personal_parts.per_contact_select(message, sms_contacts).subquery()
+    measured = personal_parts.per_contact_select(message, sms_contacts, suffix).subquery()
     rows = session.execute(
         select(measured.c.prefix, measured.c.ucs2, measured.c.parts, func.count()).group_by(
             measured.c.prefix, measured.c.ucs2, measured.c.parts
@@ -66,7 +95,7 @@ def sms_bill(session: Session, message: str, sms_contacts: ColumnElement[bool]) 
         contacts[str(prefix)] = contacts.get(str(prefix), 0) + int(n)
         parts[str(prefix)] = parts.get(str(prefix), 0) + int(n) * int(each)
     if not rows:
-        return SmsBill({}, {}, segments.count(placeholders.render(message)))
+        return SmsBill({}, {}, segments.count(placeholders.render(message) + suffix))
     # The most parts; between two encodings at as many parts, UCS-2 (it is the one a reader should check).
     most, ucs2 = max((int(each), int(u)) for _p, u, each, _n in rows)
     return SmsBill(contacts, parts, segments.Segments(segments.UCS2 if ucs2 else segments.GSM7, most))

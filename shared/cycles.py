@@ -25,6 +25,7 @@ from shared import (
     last_message,
     placeholders,
     segments,
+    sender_rules,
     voice_languages,
     voice_script,
     windows,
@@ -122,8 +123,8 @@ def check_message(message: str | None, what: str = "message") -> str:
         placeholders.check(text, what)
     except placeholders.BadPlaceholder as exc:
         raise CycleError(str(exc)) from None
-    too_long = segments.too_many_parts(text, what) if what == "message" else None
-    if too_long:
+    too_long = segments.too_many_parts(text, what) or sender_rules.too_long(text, get_settings())
+    if too_long and what == "message":
         raise CycleError(too_long)
     return text
 
@@ -178,7 +179,10 @@ def check_window(window: str | None, what: str) -> str | None:
     if window is None:
         return None
     try:
-        return windows.check_window(window)
+        checked = windows.check_window(window)
+        if "sms" in what:  # `sms_window`, the CLI's `--sms-window`: it must meet a promotional sender's windows
+            sender_rules.check_sms_window(checked, get_settings().at_sender_kind)
+        return checked
     except windows.BadWindow as exc:
         raise CycleError(f"{what}: {exc}") from None
 
@@ -329,6 +333,9 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         "waiting": sum(waiting.values()),
         "sms_window": cycle.sms_window or settings.sms_window,
         "call_window": cycle.call_window or settings.call_window,
+        # What AT_SENDER_ID is; a promotional one's SMS wait for these windows too (shared/sender_rules.py).
+        "sender_kind": settings.at_sender_kind,
+        "promotional_windows": sender_rules.windows_text(settings.at_sender_kind),
         # The breakdowns, under their own keys: the contract's `sms`, `voice`, `skipped` are integers.
         "sms_detail": {**_sms_counts(session, cycle_id), "items": _by_state(items, "sms"), "waiting": waiting["sms"]},
         # `planned`: the calls the cycle makes, same-cycle fallback calls included (the funnel's "calls planned").

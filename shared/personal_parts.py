@@ -63,8 +63,8 @@ class Shape:
     phones: int
 
     @classmethod
-    def of(cls, template: str, *, named: bool) -> Shape:
-        text = placeholders.render(template, name=_NAME if named else None, phone=_PHONE)
+    def of(cls, template: str, *, named: bool, suffix: str = "") -> Shape:
+        text = placeholders.render(template, name=_NAME if named else None, phone=_PHONE) + suffix
         return cls(text.replace(_NAME, "").replace(_PHONE, ""), text.count(_NAME), text.count(_PHONE))
 
     def units(self, encoding: str) -> int:
@@ -74,9 +74,13 @@ class Shape:
         return segments.units(self.fixed, encoding) - len(self.fixed)
 
 
-def per_contact_select(template: str, where: ColumnElement[bool]) -> Select[tuple[int, str, int, int]]:
-    """Per contact matching `where`: id, phone prefix (`cost_estimate.prefix_expr`), 1 for UCS-2, SMS parts."""
-    named, nameless = Shape.of(template, named=True), Shape.of(template, named=False)
+def per_contact_select(
+    template: str, where: ColumnElement[bool], suffix: str = ""
+) -> Select[tuple[int, str, int, int]]:
+    """Per contact matching `where`: id, phone prefix (`cost_estimate.prefix_expr`), 1 for UCS-2, SMS parts;
+    the text followed by `suffix` (a promotional sender id's opt-out, shared/sender_rules.py)."""
+    named = Shape.of(template, named=True, suffix=suffix)
+    nameless = Shape.of(template, named=False, suffix=suffix)
     m = _measured_names(where)
     has_name = m.c.length > 0 if named.names else literal(True)
     if segments.encoding_of(named.fixed) == segments.UCS2:

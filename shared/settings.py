@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from shared.cost_estimate import parse_sms_costs
+from shared.sender_rules import SAFARICOM_OPT_OUT, TRANSACTIONAL, OptOutText, SenderKind, check_sms_window
 from shared.voice_script import XML_FORBIDDEN
 from shared.windows import check_window
 
@@ -95,6 +96,9 @@ class Settings(BaseSettings):
     at_username: str = ""
     at_api_key: SecretStr = SecretStr("")
     at_sender_id: str = ""
+    #: What AT_SENDER_ID is registered as; a promotional one keeps each country's rules (shared/sender_rules.py).
+    at_sender_kind: SenderKind = TRANSACTIONAL
+    promotional_opt_out_text: OptOutText = SAFARICOM_OPT_OUT
     at_voice_number: str = ""
     at_sms_url: str = ""
     at_voice_url: str = ""
@@ -301,7 +305,9 @@ class Settings(BaseSettings):
 
     @field_validator("sms_window", "call_window")
     @classmethod
-    def _window(cls, value: str) -> str:
+    def _window(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "sms_window":  # it must meet a promotional sender id's windows
+            check_sms_window(value, info.data.get("at_sender_kind"))
         return check_window(value)
 
     @field_validator("default_country")

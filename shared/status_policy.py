@@ -33,6 +33,9 @@ class Action(enum.StrEnum):
     RETRY = "retry"  # transient (AT or gateway side): retry with backoff, then fail
     PAUSE = "pause"  # account problem: pause the cycle, alert the operator, contacts untouched
     REJECTED = "rejected"  # not sent for a reason on our side (sender id, routing); contact untouched
+    #: send: not sent at this hour (a promotional sender id's quiet hours): the SMS waits for the country's
+    #: promotional window (shared/sender_rules.py), once; refused again there, it fails. Contact untouched.
+    WAIT_FOR_WINDOW = "wait_for_window"
     ANSWERED = "answered"  # voice: the customer picked up
     RETRY_LATER = "retry_later"  # voice: busy / no answer / unreachable; call again later in the cycle
     UNREACHED = "unreached"  # voice: not reached and not worth retrying in this cycle
@@ -63,7 +66,9 @@ POLICY: dict[tuple[Kind, str], Rule] = {
     (Kind.SEND, "405"): Rule(Action.PAUSE, "InsufficientBalance: an account problem, not the customer's"),
     (Kind.SEND, "406"): Rule(Action.OPT_OUT, "UserInBlacklist: the customer opted out of this sender"),
     (Kind.SEND, "407"): Rule(Action.UNDELIVERED, "CouldNotRoute: SMS cannot reach them; call instead"),
-    (Kind.SEND, "409"): Rule(Action.REJECTED, "DoNotDisturbRejection: promotional quiet hours (Nigeria)"),
+    (Kind.SEND, "409"): Rule(
+        Action.WAIT_FOR_WINDOW, "DoNotDisturbRejection: promotional quiet hours (Nigeria); sent again when they end"
+    ),
     (Kind.SEND, "500"): Rule(Action.RETRY, "InternalServerError: transient"),
     (Kind.SEND, "501"): Rule(Action.RETRY, "GatewayError: transient"),
     (Kind.SEND, "502"): Rule(Action.UNDELIVERED, "RejectedByGateway: SMS cannot reach them; call instead"),

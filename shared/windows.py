@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -101,6 +102,36 @@ def next_opening(window: Window, zone: ZoneInfo, at: datetime) -> datetime:
     ]
     # Three days always hold a start that opens (a skipped one is only ever one day's); the fallback is a guard.
     return min(openings, default=at + timedelta(days=1))
+
+
+#: Steps `next_common_opening` takes before it calls windows disjoint: each step moves to one window's
+#: opening, and two windows that meet do so within two days, a handful of steps.
+_MEET_STEPS = 16
+
+
+def next_common_opening(limits: Sequence[tuple[Window, ZoneInfo]], at: datetime) -> datetime | None:
+    """`at` when every window is open in its zone; else the first instant after it when they all are (their
+    intersection: the stricter wins). None when they never are all open at once."""
+    due = at
+    for _step in range(_MEET_STEPS):
+        later = max((next_opening(window, zone, due) for window, zone in limits), default=due)
+        if later == due:
+            return due
+        due = later  # nothing between: one window was closed all along
+    return None
+
+
+def next_closing(limits: Sequence[tuple[Window, ZoneInfo]], at: datetime) -> datetime | None:
+    """The first instant after `at` when one of the windows closes (its end); None when all are `always`."""
+    ends = [
+        instant
+        for window, zone in limits
+        if window.end is not None
+        for days in range(3)
+        for instant in _instants_of(zone, at.astimezone(zone).date() + timedelta(days=days), window.end)
+        if instant > at
+    ]
+    return min(ends, default=None)
 
 
 def _instants_of(zone: ZoneInfo, day: date, clock: time) -> list[datetime]:

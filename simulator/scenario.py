@@ -33,6 +33,9 @@ Rule fields (all optional):
 - `send_status`: statusCode in the `/messaging` answer, e.g. 403 InvalidPhoneNumber, 405
   InsufficientBalance, 406 UserInBlacklist, 409 DoNotDisturbRejection (answers HTTP 409 for the whole
   request, at-api.md §2.2). Default: 102 with `enqueue=1`, else 101. A rejected number gets no reports.
+- `dnd_hours`: `HH:MM-HH:MM` in the number's local time (its zone by its prefix) on the simulator's clock,
+  during which a send to it gets 409 DoNotDisturbRejection as `send_status` would, and outside which it is
+  accepted: what AT does to a promotional sender id in Nigeria's ban, `"20:00-08:00"` (at-api.md §13).
 - `call_status`: entry status in the `/call` answer. Default `Queued`; anything else (e.g.
   `InvalidPhoneNumber`) gets sessionId `"None"` and no callbacks.
 - `voice`: `"answered"` or the `hangupCause` of an unanswered call (`NO_ANSWER`, `USER_BUSY`,
@@ -100,6 +103,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from shared.windows import parse_window
+
 #: Send statusCodes and their names (at-api.md §2.2). 100-102 mean AT accepted the message.
 SEND_STATUS_NAMES: dict[int, str] = {
     100: "Processed",
@@ -129,6 +134,7 @@ class Rule:
 
     dlr: tuple[DlrStep, ...] = (("Sent", None), ("Success", None))
     send_status: int | None = None
+    dnd_hours: str | None = None
     call_status: str = "Queued"
     voice: str = "answered"
     dtmf: str | None = None
@@ -142,6 +148,8 @@ class Rule:
     def __post_init__(self) -> None:
         if self.send_status is not None and self.send_status not in SEND_STATUS_NAMES:
             raise ValueError(f"send_status: unknown statusCode {self.send_status}")
+        if self.dnd_hours is not None:
+            parse_window(self.dnd_hours)  # BadWindow, a ValueError, saying how to write one
         if self.delay < 0:
             raise ValueError("delay: must be >= 0")
         if self.duplicates < 1:

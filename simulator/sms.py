@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response
 
+from shared.windows import open_at, parse_window, zone_of
 from simulator import wire
 from simulator.at_http import E164, check, fields, json_answer, numbers
 from simulator.faults import deliver
@@ -17,6 +19,8 @@ SMS_COST = Decimal("0.8000")
 CURRENCY = "KES"
 #: The statusCode AT gives a number it cannot send to (at-api.md §2.2).
 INVALID_PHONE_NUMBER = 403
+#: The statusCode of a send refused in a number's `dnd_hours` (at-api.md §2.2).
+DO_NOT_DISTURB = 409
 
 sms_bp = Blueprint("at_sms", __name__)
 
@@ -39,7 +43,7 @@ def messaging() -> Response:
     recipients, accepted = [], []
     for number in to:
         rule = scenario.rule_for(number)
-        code = _send_status(number, rule, enqueue)
+        code = _send_status(number, rule, enqueue, state.wall_clock())
         if code in ACCEPTED_SEND_STATUSES:
             message_id = wire.new_message_id()
             accepted.append((message_id, number, rule))
@@ -55,9 +59,11 @@ def messaging() -> Response:
     return deliver(resp, lambda: [schedule_dlrs(state, *item) for item in accepted])
 
 
-def _send_status(number: str, rule: Rule, enqueue: bool) -> int:
+def _send_status(number: str, rule: Rule, enqueue: bool, at: datetime) -> int:
     if not E164.match(number):
         return INVALID_PHONE_NUMBER
+    if rule.dnd_hours is not None and open_at(parse_window(rule.dnd_hours), zone_of(number), at):
+        return DO_NOT_DISTURB
     return rule.send_status or (102 if enqueue else 101)
 
 

@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -62,6 +63,10 @@ class SimState:
         #: Gates of requests held by the scenario's `hold`, oldest first.
         self._held: list[threading.Event] = []
         self.set_scenario(scenario)
+
+    def wall_clock(self) -> datetime:
+        """The simulator's wall-clock time: now, plus however far its clock was advanced (`dnd_hours`)."""
+        return datetime.fromtimestamp(time.time() + self.dispatcher.offset, UTC)
 
     # -- scenario and logs --------------------------------------------------------------------------
 

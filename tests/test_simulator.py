@@ -11,8 +11,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, quote_plus
+from zoneinfo import ZoneInfo
 
 import pytest
 import requests
@@ -133,6 +135,24 @@ def test_do_not_disturb_makes_the_whole_answer_409(sim: SimulatorServer) -> None
             ],
         }
     }
+
+
+def test_dnd_hours_refuse_a_number_only_inside_them_in_its_local_time(sim: SimulatorServer) -> None:
+    """`dnd_hours` (Nigeria's promotional ban is 20:00-08:00): 409 inside them on the simulator's clock, in
+    the number's own zone, and an accepted send outside them, as after the clock moved past them."""
+    lagos = ZoneInfo("Africa/Lagos")
+    start = datetime.now(lagos) - timedelta(hours=1)
+    hours = f"{start:%H:%M}-{start + timedelta(hours=2):%H:%M}"  # now, in Lagos
+    nigerian = "+2348030000001"
+    sim.set_scenario(Scenario(numbers={nigerian: Rule(dnd_hours=hours)}))
+    refused = send(sim, to=f"{nigerian},{A}")
+    assert refused.status_code == 409
+    assert [(r["number"], r["statusCode"]) for r in recipients(refused)] == [(nigerian, 409), (A, 101)]
+
+    sim.advance_clock(3 * 3600)  # past them
+    assert send(sim, to=nigerian).status_code == 201
+    with pytest.raises(ValueError, match="not a send window"):
+        Rule(dnd_hours="20-08")
 
 
 def test_unknown_sender_id_is_a_request_level_error(sim: SimulatorServer) -> None:

@@ -21,6 +21,7 @@ from shared import (
     idempotency,
     placeholders,
     schedules,
+    sender_rules,
     voice_languages,
 )
 from shared.contacts import contact_history, contact_json, get_or_create
@@ -214,6 +215,8 @@ def send_one(fields: dict[str, Any]) -> ResponseReturnValue:
         channel = cycles.channel_for(session, contact.id)
         text = placeholders.render(text, name=contact.name, phone=phone)
         if channel is Channel.SMS:
+            settings = services().settings  # a promotional sender id's opt-out (shared/sender_rules.py)
+            text += sender_rules.opt_out_suffix(phone, settings.at_sender_kind, settings.promotional_opt_out_text)
             row: Message | Call = Message(contact_id=contact.id, phone=phone, text=text)
         else:
             language = voice_languages.call_language(contact.language, services().settings.default_language)

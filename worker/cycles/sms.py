@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from shared import alerts, cycles, placeholders, ratelimit
-from shared.at_client import AtError, AtRejected, SmsSendResult, get_at_client, maybe_sent
+from shared import alerts, cycles, placeholders, ratelimit, sender_rules
+from shared.at_client import AtError, AtRejected, SmsRecipient, SmsSendResult, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
     Channel,
@@ -26,6 +26,7 @@ from shared.settings import Settings, get_settings
 from shared.status_policy import Action
 from shared.store import get_store
 from worker import fallback, outcomes
+from worker.cycles import dnd
 from worker.cycles.items import (
     Claimed,
     claimed_values,
@@ -49,13 +50,15 @@ def claim_sms(cycle: Cycle, limit: int) -> list[Claimed]:
 
     Three statements whatever the batch size: lock the due items, write the messages, one UPDATE moving
     the items to `submitting` with their message ids. A text without placeholders is written by one
-    INSERT … SELECT; one with them is rendered per contact (`_write_rendered`: one SELECT more).
+    INSERT … SELECT; one with them, or one that a promotional sender id's opt-out follows to some numbers
+    (shared/sender_rules.py), is rendered per contact (`_write_rendered`: one SELECT more).
     """
+    settings = get_settings()
     with session_scope() as session:
         ids = due_items(session, cycle.id, Channel.SMS, limit)
         if not ids:
             return []
-        if placeholders.is_personal(cycle.message):
+        if placeholders.is_personal(cycle.message) or sender_rules.applies(settings.at_sender_kind):
             claimed = _write_rendered(session, cycle, ids, now())
         else:
             claimed = _write_same_text(session, cycle, ids, now())
@@ -102,7 +105,7 @@ def _write_rendered(session: Session, cycle: Cycle, ids: list[int], created: dat
         .where(CycleItem.id.in_(ids))
         .order_by(CycleItem.id)
     ).all()
-    texts = {item: placeholders.render(cycle.message, name=name, phone=phone) for item, _c, phone, name in contacts}
+    texts = {item: text_for(cycle.message, name, phone) for item, _c, phone, name in contacts}
     values = [
         {
             "contact_id": contact_id,
@@ -118,6 +121,14 @@ def _write_rendered(session: Session, cycle: Cycle, ids: list[int], created: dat
     written = session.execute(insert(_messages).returning(_messages.c.cycle_item_id, _messages.c.id), values).all()
     message_of = dict(written)
     return [Claimed(i, c, p, message_of[i], texts[i]) for i, c, p, _n in contacts]
+
+
+def text_for(message: str, name: str | None, phone: str) -> str:
+    """The SMS one contact gets: the cycle's text filled in, and the opt-out a promotional sender id's SMS to
+    their country must carry (shared/sender_rules.py), counted in the bill too (shared/cycle_money.py)."""
+    settings = get_settings()
+    suffix = sender_rules.opt_out_suffix(phone, settings.at_sender_kind, settings.promotional_opt_out_text)
+    return placeholders.render(message, name=name, phone=phone) + suffix
 
 
 def dispatch_sms(cycle_id: int, budget_seconds: float = 20.0) -> str:
@@ -218,6 +229,7 @@ def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], resu
     failed: dict[str, list[Claimed]] = defaultdict(list)
     paused: dict[str, list[Claimed]] = defaultdict(list)
     retried: dict[str, list[Claimed]] = defaultdict(list)
+    refused_for_now: list[tuple[Claimed, SmsRecipient]] = []
     call_instead: list[int] = []  # refused where a call may get through (same-cycle fallback)
     accepted: list[str] = []
     pause_reason = None
@@ -230,6 +242,8 @@ def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], resu
             paused[recipient.status].append(claimed)
         elif rule.action is Action.RETRY:
             retried[f"{recipient.status} ({recipient.status_code})"].append(claimed)
+        elif rule.action is Action.WAIT_FOR_WINDOW:
+            refused_for_now.append((claimed, recipient))
         else:
             failed[outcomes.send_error(recipient, rule)].append(claimed)
             call_instead.extend([claimed.item_id] if rule.action is Action.UNDELIVERED else [])
@@ -245,6 +259,7 @@ def record_sms_batch(session: Session, cycle_id: int, batch: list[Claimed], resu
     fallback.await_reports(session, [c.item_id for c in sent])  # before the early reports below are applied
     for error, claims in failed.items():
         finish_items(session, claims, ItemState.FAILED, error)
+    call_instead.extend(dnd.wait_for_window(session, cycle_id, refused_for_now))
     fallback.call_instead(session, call_instead)
     if pause_reason is not None:
         cycles.pause(session, cycle_id, pause_reason)

@@ -10,16 +10,18 @@ meanwhile (or whose own zone differs from its group's). The window arithmetic is
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, case, false, func, literal, literal_column, select, true, update
 from sqlalchemy.orm import Session
 
+from shared import sender_rules
 from shared.models import Channel, Contact, Cycle, CycleItem
 from shared.settings import get_settings
-from shared.windows import Window, next_opening, parse_window, zone_of
+from shared.windows import Window, next_common_opening, parse_window, zone_of
 
 #: Planning reads one zone per group of numbers sharing their first characters: `+`, the calling code and
 #: the first digits after it (an area code, where a country's zones follow them), from the group's lowest
@@ -28,6 +30,8 @@ PLAN_PREFIX_CHARACTERS = 7
 #: Rounds of claim-time holding in one claim: each holds a batch whose window is closed, so its items are no
 #: longer due; the bound only guards against a database clock ahead of ours, which would keep them due.
 MAX_HOLD_ROUNDS = 20
+#: When a number's windows never meet (a guard: where they are set, such windows are refused).
+NEVER_MEET_RETRY = timedelta(days=1)
 
 K = TypeVar("K")
 
@@ -46,18 +50,32 @@ def plan_prefix(phone: ColumnElement[str]) -> ColumnElement[str]:
     return func.substr(phone, literal_column("1"), literal_column(str(PLAN_PREFIX_CHARACTERS)))
 
 
+def limits_of(channel: Channel, window: Window) -> Callable[[str], list[tuple[Window, ZoneInfo]]]:
+    """Per number, every window its sends of `channel` must keep to: the channel's, in the customer's local
+    time, and for SMS the sender id's promotional window in their country (shared/sender_rules.py)."""
+    settings = get_settings()
+    if channel is Channel.SMS and sender_rules.applies(settings.at_sender_kind):
+        return lambda phone: [(window, zone_of(phone)), *sender_rules.limits(phone, settings.at_sender_kind)]
+    return lambda phone: [(window, zone_of(phone))]
+
+
+def _limited(channel: Channel, window: Window) -> bool:
+    return not window.always or (channel is Channel.SMS and sender_rules.applies(get_settings().at_sender_kind))
+
+
 def planned_due(
     session: Session, cycle: Cycle, audience: ColumnElement[bool], channel: ColumnElement[str], at: datetime
 ) -> tuple[ColumnElement[datetime], ColumnElement[bool]]:
-    """For the plan's INSERT … SELECT over the contacts: each item's `next_attempt_at` (now, or its window's
+    """For the plan's INSERT … SELECT over the contacts: each item's `next_attempt_at` (now, or its windows'
     next opening) and `waiting_for_window`, as SQL: one CASE arm per channel and opening, listing prefixes."""
-    closed = {ch: window for ch, window in windows_of(cycle.sms_window, cycle.call_window).items() if not window.always}
+    windows = windows_of(cycle.sms_window, cycle.call_window)
+    closed = {ch: limits_of(ch, window) for ch, window in windows.items() if _limited(ch, window)}
     arms: list[tuple[ColumnElement[bool], datetime]] = []
     if closed:
         prefix = plan_prefix(Contact.phone)
         groups = session.execute(select(prefix, func.min(Contact.phone)).where(audience).group_by(prefix)).all()
-        for ch, window in closed.items():
-            for opening, prefixes in _openings(window, groups, at).items():
+        for ch, limits in closed.items():
+            for opening, prefixes in _openings(limits, groups, at).items():
                 arms.append(((channel == ch.value) & prefix.in_(prefixes), opening))
     if not arms:
         return func.now(), false()
@@ -70,8 +88,8 @@ def hold_closed(session: Session, cycle_id: int, channel: Channel, ids: Sequence
     due at their window's next opening in their own number's zone, their attempt not counted."""
     if not ids:
         return []
-    window = _window(session, cycle_id, channel)
-    if window.always:
+    window = cycle_window(session, cycle_id, channel)
+    if not _limited(channel, window):
         return list(ids)
     phones = session.execute(
         select(CycleItem.id, Contact.phone)
@@ -79,7 +97,7 @@ def hold_closed(session: Session, cycle_id: int, channel: Channel, ids: Sequence
         .where(CycleItem.id.in_(ids))
     ).all()
     held: set[int] = set()
-    for opening, item_ids in _openings(window, phones, at).items():
+    for opening, item_ids in _openings(limits_of(channel, window), phones, at).items():
         session.execute(
             update(CycleItem)
             .where(CycleItem.id.in_(sorted(item_ids)))
@@ -90,16 +108,20 @@ def hold_closed(session: Session, cycle_id: int, channel: Channel, ids: Sequence
     return [item_id for item_id in ids if item_id not in held]
 
 
-def _window(session: Session, cycle_id: int, channel: Channel) -> Window:
+def cycle_window(session: Session, cycle_id: int, channel: Channel) -> Window:
+    """The window a cycle's items of `channel` keep to: the cycle's own, else the settings'."""
     row = session.execute(select(Cycle.sms_window, Cycle.call_window).where(Cycle.id == cycle_id)).one()
     return windows_of(row.sms_window, row.call_window)[channel]
 
 
-def _openings(window: Window, keyed_phones: Iterable[tuple[K, str]], at: datetime) -> dict[datetime, list[K]]:
-    """The keys whose number's window is closed at `at`, by the window's next opening in that number's zone."""
+def _openings(
+    limits: Callable[[str], list[tuple[Window, ZoneInfo]]], keyed_phones: Iterable[tuple[K, str]], at: datetime
+) -> dict[datetime, list[K]]:
+    """The keys whose number's windows are not all open at `at`, by their next common opening. Windows that
+    never meet (refused where they are set: Settings, shared/cycles.py) are looked at again a day later."""
     closed: dict[datetime, list[K]] = defaultdict(list)
     for key, phone in keyed_phones:
-        opening = next_opening(window, zone_of(phone), at)
+        opening = next_common_opening(limits(phone), at) or at + NEVER_MEET_RETRY
         if opening > at:
             closed[opening].append(key)
     return closed
