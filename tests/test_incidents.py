@@ -33,7 +33,7 @@ from shared.models import (
 from shared.operator_models import Alert, NetworkIncident
 from shared.settings import load_settings
 from worker.cycles import plan_cycle
-from worker.ingest import apply_dlrs
+from worker.ingest import apply_dlrs, apply_held_reports
 
 AIRTEL, SAFARICOM = "63903", "63902"
 DOWN = [f"+2547330000{i:02d}" for i in range(6)]  # on Airtel, whose reports all fail
@@ -96,8 +96,8 @@ def history(session: Any, network: str, at: datetime, failed: int, delivered: in
     """Yesterday's reports of a network: its baseline."""
     rows = [("Failed", i) for i in range(failed)] + [("Success", i) for i in range(delivered)]
     session.add_all(
-        DlrEvent(at_message_id=f"ATXid_old_{network}_{status}_{i}", status=status, network_code=network,
-                 received_at=at, applied_at=at)
+        DlrEvent(at_message_id=f"ATXid_old_{network}_{at.timestamp()}_{status}_{i}", status=status,
+                 network_code=network, received_at=at, applied_at=at)
         for status, i in rows
     )  # fmt: skip
     session.commit()
@@ -105,7 +105,7 @@ def history(session: Any, network: str, at: datetime, failed: int, delivered: in
 
 def watch(at: datetime, **overrides: Any) -> list[Any]:
     with session_scope() as s:
-        return incidents.watch(s, settings(**overrides), at)
+        return incidents.watch(s, settings(**overrides), at, apply_held_reports)
 
 
 def status_of(session: Any, phone: str) -> ContactStatus:
@@ -243,7 +243,12 @@ def test_api_lists_and_releases_incidents(session, client, operator_headers) -> 
     listed = client.get("/api/incidents", headers=operator_headers)
     assert listed.status_code == 200
     (row,) = listed.get_json()["incidents"]
-    assert (row["id"], row["network_code"], row["network"], row["state"]) == (incident.id, AIRTEL, "Airtel Kenya", "open")
+    assert (row["id"], row["network_code"], row["network"], row["state"]) == (
+        incident.id,
+        AIRTEL,
+        "Airtel Kenya",
+        "open",
+    )
     assert row["held_contacts"] == len(DOWN) and row["failure_rate"] == 1.0
     assert client.post("/api/incidents/999/release", headers=operator_headers).status_code == 404
     released = client.post(f"/api/incidents/{incident.id}/release", headers=operator_headers)
