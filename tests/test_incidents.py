@@ -80,7 +80,7 @@ def sent_cycle(session: Any, fallback: Fallback = Fallback.SAME_CYCLE) -> dict[s
     return items
 
 
-def reports(session: Any, at: datetime, outcomes: dict[str, tuple[str, str | None]]) -> None:
+def reports(session: Any, at: datetime, outcomes: dict[str, tuple[str, str | None]], apply: Any = None) -> None:
     """Delivery reports as AT posts them (networkCode by the number's network), stored and applied."""
     cycle_id = session.scalar(select(Cycle.id).order_by(Cycle.id.desc()).limit(1))
     batch = [
@@ -88,6 +88,9 @@ def reports(session: Any, at: datetime, outcomes: dict[str, tuple[str, str | Non
                  network_code=AIRTEL if phone in DOWN else SAFARICOM, failure_reason=reason))
         for phone, (status, reason) in outcomes.items()
     ]  # fmt: skip
+    if apply is not None:
+        apply(batch)
+        return
     with session_scope() as s:
         apply_dlrs(s, batch)
 
@@ -256,3 +259,25 @@ def test_api_lists_and_releases_incidents(session, client, operator_headers) -> 
     assert client.post(f"/api/incidents/{incident.id}/release", headers=operator_headers).status_code == 409
     listing = CliRunner().invoke(cli, ["incident", "list"])
     assert listing.exit_code == 0 and "Airtel Kenya" in listing.output and "released" in listing.output
+
+
+def test_the_guard_works_on_both_databases(dialect_engine) -> None:
+    """Housekeeping runs the look in embedded mode too (SQLite): open, hold, plan around, release, apply."""
+    from sqlalchemy.orm import Session
+
+    from shared import holds
+
+    now = datetime.now(UTC)
+    with Session(dialect_engine) as s:
+        sent_cycle(s, Fallback.NEXT_CYCLE)
+        reports(s, now - timedelta(seconds=60), ALL_FAIL, apply=lambda batch: apply_dlrs(s, batch))
+        (incident,) = incidents.watch(s, settings(), now, apply_held_reports)
+        s.commit()
+        assert {status_of(s, p) for p in DOWN} == {ContactStatus.PENDING}
+        held = holds.hold_back_now(s)
+        assert holds.count_held(s, Contact.id.is_not(None), held) == {"network_incident": len(DOWN)}
+        incidents.release(s, incident.id, now)
+        incidents.watch(s, settings(), now + timedelta(seconds=15), apply_held_reports)
+        s.commit()
+        assert {status_of(s, p) for p in DOWN} == {ContactStatus.INACTIVE}
+        assert holds.hold_back_now(s) == {}

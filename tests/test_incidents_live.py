@@ -75,6 +75,8 @@ def test_an_outage_is_held_as_an_incident_until_the_operator_releases_it(live, r
     incident = wait_for(open_incident, timeout=30, what="an incident on Airtel")
     assert (incident["network_code"], incident["network"]) == ("63903", "Airtel Kenya")
     assert session.scalars(select(Alert.kind)).all() == ["network_incident"]
+    ready = requests.get(f"{receiver}/readyz", timeout=10).json()  # still ready: AT and we are fine
+    assert any(w.startswith("network_incident: Airtel Kenya") for w in ready["warnings"]), ready
     wait_for(lambda: {status(receiver, p) for p in DOWN} == {"pending"}, timeout=10, what="downgrades held")
     assert status(receiver, UP[0]) == "inactive" and status(receiver, UP[1]) == "active"
 
