@@ -161,16 +161,16 @@ def watch(session: Session, settings: GuardSettings, now: datetime, apply_held: 
     for code, rate in sorted(window.items()):
         if code in busy or not _alarming(rate, settings) or _judged_lately(code):
             continue
-        ended = _ended_within(session, code, window_start)
-        if ended is not None:  # reports an incident held (and the operator released) do not open another
-            window_start, rate = ended, rates(session, ended, now, code).get(code, Rate(0, 0))
+        since = _ended_within(session, code, window_start)
+        if since is not None:  # reports an incident held (and the operator released) do not open another
+            rate = rates(session, since, now, code).get(code, Rate(0, 0))
             if not _alarming(rate, settings):
                 continue
-        baseline = rates(session, now - BASELINE, window_start, code).get(code, Rate(0, 0)).rate
+        baseline = _baseline(session, code, window_start, now)
         if rate.rate < settings.incident_rate_factor * baseline:
             _judged(code, settings.incident_window_seconds)  # this network fails this much every day
             continue
-        incident = _open(session, code, window_start, rate, baseline, now, settings)
+        incident = _open(session, code, since or window_start, rate, baseline, now, settings)
         if incident is not None:
             opened.append(incident)
     return opened
@@ -178,6 +178,18 @@ def watch(session: Session, settings: GuardSettings, now: datetime, apply_held: 
 
 def _alarming(rate: Rate, settings: GuardSettings) -> bool:
     return rate.failures >= settings.incident_min_failures and rate.rate >= MIN_RATE
+
+
+def _baseline(session: Session, code: str, window_start: datetime, now: datetime) -> float:
+    """The network's failure rate over the day before the window; an incident of that day does not raise it
+    (the baseline that incident was measured against counts instead, when lower)."""
+    rate = rates(session, now - BASELINE, window_start, code).get(code, Rate(0, 0)).rate
+    earlier = session.scalar(
+        select(func.min(NetworkIncident.baseline_rate)).where(
+            NetworkIncident.network_code == code, NetworkIncident.opened_at > now - BASELINE
+        )
+    )
+    return rate if earlier is None else min(rate, earlier)
 
 
 def _ended_within(session: Session, code: str, start: datetime) -> datetime | None:

@@ -281,3 +281,22 @@ def test_the_guard_works_on_both_databases(dialect_engine) -> None:
         s.commit()
         assert {status_of(s, p) for p in DOWN} == {ContactStatus.INACTIVE}
         assert holds.hold_back_now(s) == {}
+
+
+def test_after_a_release_only_new_failures_open_another(session, nudges) -> None:
+    now = datetime.now(UTC)
+    sent_cycle(session, Fallback.NEXT_CYCLE)
+    reports(session, now - timedelta(seconds=60), ALL_FAIL)
+    (first,) = watch(now)
+    assert release(first.id).exit_code == 0
+    assert watch(now + timedelta(seconds=15)) == []  # the reports it held open nothing once released
+    assert {status_of(session, p) for p in DOWN} == {ContactStatus.INACTIVE}
+
+    sent_cycle(session, Fallback.NEXT_CYCLE)  # Airtel still fails: new failures are a new incident
+    reports(session, now + timedelta(seconds=20), ALL_FAIL)
+    (second,) = watch(now + timedelta(seconds=30))
+    session.expire_all()
+    ended = session.get_one(NetworkIncident, first.id).ended_at
+    assert second.id != first.id and second.since == ended and second.failures == len(DOWN)
+    assert second.baseline_rate == 0.0  # the first incident's failures are not its baseline
+    assert {status_of(session, p) for p in DOWN} == {ContactStatus.PENDING}
