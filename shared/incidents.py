@@ -6,7 +6,9 @@ The rule (settings in shared/guard_settings.py, README "Carrier incidents"): a n
 it reported at least INCIDENT_MIN_FAILURES (default 50) final failures, its failure rate (failures over final
 reports; the status policy table says which statuses are final and which are failures) is at least `MIN_RATE`
 (50 %) and at least INCIDENT_RATE_FACTOR (default 3) times its rate over the day before that window.
-Housekeeping looks (`watch`): two indexed range reads per network with reports in the window, at most.
+Housekeeping looks (`watch`): one range read of the window's reports (ix_dlr_events_received_at); only a
+network over the thresholds has its day read too, and one whose baseline explains its rate is not read again
+for a window.
 
 While an incident holds (`applied_at` NULL), failure reports from its network received since its window began
 are kept, and their messages record them, but their contacts stay `pending` (those downgraded before it was

@@ -300,3 +300,13 @@ def test_after_a_release_only_new_failures_open_another(session, nudges) -> None
     assert second.id != first.id and second.since == ended and second.failures == len(DOWN)
     assert second.baseline_rate == 0.0  # the first incident's failures are not its baseline
     assert {status_of(session, p) for p in DOWN} == {ContactStatus.PENDING}
+
+
+def test_cli_dry_run_says_who_an_incident_holds(session) -> None:
+    now = datetime.now(UTC)
+    sent_cycle(session, Fallback.NEXT_CYCLE)
+    reports(session, now - timedelta(seconds=60), ALL_FAIL)
+    watch(now)
+    preview = CliRunner().invoke(cli, ["cycle", "run", "--message", "hello", "--dry-run"])
+    assert preview.exit_code == 0, preview.output
+    assert f"network_incident {len(DOWN)}" in preview.output and "reach incident list" in preview.output
