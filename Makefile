@@ -29,11 +29,14 @@ shell: $(STAMP)
 		echo "  export PATH='$(CURDIR)/$(VENV)/bin':\"\$$PATH\" REACH_HOME='$(CURDIR)'"; \
 	fi
 
+# Chromium for the browser tests: installed as root with apt-get, else they skip (fail under
+# REACH_REQUIRE_BROWSER=1, as in CI). Their screenshots (test-artifacts/screenshots/) are this run's only.
 test: $(STAMP)
 	./scripts/ensure-postgres
 	./scripts/ensure-chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	rm -rf test-artifacts/screenshots
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 lint: $(STAMP)
@@ -69,7 +72,7 @@ bench: $(STAMP)
 	$(PY) -m bench.send_rate --size $(SIZE)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache test-artifacts
 
 # Known vulnerabilities in requirements.lock (pip-audit in its own venv); CI runs it too (.ci/run).
 audit:

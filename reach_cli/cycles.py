@@ -91,8 +91,7 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
         f"  finished:  {_when(report['finished_at'])}",
         f"  message:   {short(report['message'])}",
     ]
-    if report["voice_message"]:
-        lines.append(f"  voice:     {short(report['voice_message'])}")
+    lines += [f"  {label:<10} {short(text)}" for label, text in voice_lines(report)]
     lines += [
         "",
         f"  planned    SMS {report['sms']}, voice {report['voice']}",
@@ -222,6 +221,17 @@ def _when(iso: str | None) -> str:
     if not iso:
         return "-"
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
+
+
+def voice_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The cycle's voice as (label, text): one line each for the text and the recording, or one per language."""
+    lines = []
+    for label, given in (("voice:", report["voice_message"]), ("audio:", report.get("voice_audio_url"))):
+        if isinstance(given, dict):
+            lines += [(f"{label[:-1]} {language}:", text) for language, text in given.items()]
+        elif given:
+            lines.append((label, given))
+    return lines
 
 
 def short(text: str, width: int = 70) -> str:

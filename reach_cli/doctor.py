@@ -155,6 +155,27 @@ def check_parked_callbacks(settings: Settings) -> Iterator[Check]:
         yield Check("parked_callbacks", OK, f"none in the last day ({len(parked)} in all)")
 
 
+def check_fallback_wait(settings: Settings) -> Iterator[Check]:
+    """What a `same_cycle` fallback waits, and each network's learned report delays (shared/report_delays.py)."""
+    from shared import report_delays
+    from shared.db import session_scope
+
+    with session_scope() as session:
+        waits = report_delays.Waits.load(session, settings)
+    seconds = report_delays.describe_seconds
+    learned = "; ".join(
+        f"{r['network']}: {r['samples']} samples, P50 {seconds(r['p50'])}, P95 {seconds(r['p95'])}, "
+        f"wait {r['wait']} s ({r['basis']})"
+        for r in waits.table()
+    )
+    if settings.fallback_after_seconds == "auto":
+        bounds = f"{settings.fallback_after_min_seconds}-{settings.fallback_after_max_seconds} s"
+        mode = f"FALLBACK_AFTER_SECONDS=auto within {bounds}"
+    else:
+        mode = f"FALLBACK_AFTER_SECONDS={settings.fallback_after_seconds}"
+    yield Check("fallback_wait", OK, f"{mode}; {learned or 'no final delivery report in the last day yet'}")
+
+
 CHECKS = (
     check_database,
     check_broker,
@@ -163,6 +184,7 @@ CHECKS = (
     check_callbacks,
     check_dlr_silence,
     check_parked_callbacks,
+    check_fallback_wait,
 )
 #: Checks that read Reach's tables: pointless (and noisy) when the database check failed.
-NEED_SCHEMA = (check_dlr_silence, check_parked_callbacks)
+NEED_SCHEMA = (check_dlr_silence, check_parked_callbacks, check_fallback_wait)

@@ -6,20 +6,23 @@ key for the same effect across invocations."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.idempotency import Started
 
 
 def start_once(
     key: str,
     message: str,
-    voice_message: str | None,
+    voice: dict[str, Any],
     ignore_dlr_silence: bool = False,
     tags: list[str] | None = None,
     sms_window: str | None = None,
     call_window: str | None = None,
     fallback: str = "next_cycle",
 ) -> Started:
-    """Record the cycle (or find the one `key` started); exit 2 when `key` started a different one, 3 when the
+    """Record the cycle (or find the one `key` started) with its `voice` (`voice_message`, `voice_audio_url`:
+    reach_cli.voice_options); exit 2 when `key` started a different one, 3 when the
     database stays unreachable after one retry."""
     from sqlalchemy.exc import OperationalError
 
@@ -29,7 +32,7 @@ def start_once(
 
     request = {
         "message": message,
-        **({"voice_message": voice_message} if voice_message else {}),
+        **{name: value for name, value in voice.items() if value},
         **({"ignore_dlr_silence": True} if ignore_dlr_silence else {}),
         **({"tags": tags} if tags else {}),
         **({"sms_window": sms_window} if sms_window else {}),
@@ -47,7 +50,7 @@ def start_once(
                     lambda: cycles.start_cycle(
                         session,
                         message,
-                        voice_message,
+                        **voice,
                         ignore_dlr_silence=ignore_dlr_silence,
                         tags=tags,
                         sms_window=sms_window,

@@ -42,14 +42,17 @@ class Stack:
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     simulator_port: int = 0
+    #: The simulator's listening socket, bound here and inherited by the child (`reach simulator --fd`).
+    simulator_socket: socket.socket | None = None
     #: The lock on var/ (lifetime.hold_var): every child inherits it, so var/ stays held until they all ended.
     var_lock: int = -1
 
-    def start(self, name: str, command: list[str]) -> None:
+    def start(self, name: str, command: list[str], *, fds: tuple[int, ...] = ()) -> None:
         log = (VAR_DIR / f"{name}.log").open("ab")
+        inherited = ((self.var_lock,) if self.var_lock >= 0 else ()) + fds
         process = subprocess.Popen(
             command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=lifetime.end_with_parent(), pass_fds=(self.var_lock,) if self.var_lock >= 0 else (),
+            preexec_fn=lifetime.end_with_parent(), pass_fds=inherited,
         )  # fmt: skip
         self.children.append((name, process))
 
@@ -124,15 +127,20 @@ def _bind_error(host: str, port: int) -> str | None:
     return None
 
 
-def _simulator_port(port: int) -> int:
-    """PORT + 1, the address people come to know, unless something else holds it: then any free port
-    (the workers learn it from AT_SMS_URL / AT_VOICE_URL, so nothing else depends on the number)."""
-    preferred = port + SIMULATOR_PORT_OFFSET
-    if _bind_error("127.0.0.1", preferred) is None:
-        return preferred
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _simulator_socket(port: int) -> socket.socket:
+    """A listening socket on PORT + 1, the address people come to know, unless something else holds it: then
+    on any free port (the workers learn it from AT_SMS_URL / AT_VOICE_URL, so nothing else depends on the
+    number). Bound here and inherited by the simulator, so no other program can take it before the child
+    starts (on a busy machine one did, between a check that the port was free and the child's own bind)."""
+    listening = socket.socket()
+    try:
+        listening.bind(("127.0.0.1", port + SIMULATOR_PORT_OFFSET))
+    except OSError:
+        listening.close()
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+    listening.listen(128)
+    return listening
 
 
 def plan(stack: Stack) -> None:
@@ -149,7 +157,8 @@ def plan(stack: Stack) -> None:
     env.setdefault("API_TOKEN", settings.api_token.get_secret_value() or _secret("api-token"))
     env.setdefault("METRICS_TOKEN", settings.metrics_token.get_secret_value() or _secret("metrics-token"))
     if not settings.uses_real_at:
-        stack.simulator_port = _simulator_port(settings.port)
+        stack.simulator_socket = _simulator_socket(settings.port)
+        stack.simulator_port = stack.simulator_socket.getsockname()[1]
         sim = f"http://127.0.0.1:{stack.simulator_port}"
         env.update(AT_USERNAME="sandbox", AT_API_KEY=_secret("simulator-key"), AT_SMS_URL=f"{sim}/version1",
                    AT_VOICE_URL=sim, AT_VOICE_NUMBER=settings.at_voice_number or "+254711082000")  # fmt: skip
@@ -184,9 +193,12 @@ def run_up(settings: Settings, *, demo: bool = False, demo_scenario: str | None 
             # Its key and webhook token come from the environment (AT_API_KEY, WEBHOOK_TOKEN), as every
             # child's secrets do: a command line is visible to every user of the machine (`ps`).
             scenario = ["--scenario", demo_scenario] if demo_scenario else []
+            assert stack.simulator_socket is not None
+            fd = stack.simulator_socket.fileno()
             stack.start("simulator", [py, "-m", "reach_cli.main", "simulator", "--host", "127.0.0.1",
-                                      "--port", str(stack.simulator_port), "--callback-url", receiver,
-                                      *scenario])  # fmt: skip
+                                      "--port", str(stack.simulator_port), "--fd", str(fd),
+                                      "--callback-url", receiver, *scenario], fds=(fd,))  # fmt: skip
+            stack.simulator_socket.close()  # the child's copy serves
         stack.start("web", [py, "-m", *processes.receiver(f"{host}:{port}")])
         beat = ("--beat", "--schedule", str(VAR_DIR / "celerybeat-schedule"))
         stack.start("worker", [py, "-m", *processes.worker(processes.ALL_QUEUES, *beat)])

@@ -20,7 +20,7 @@ import enum
 from sqlalchemy import String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
-from shared import voice_script
+from shared import prompts, voice_script
 from shared.models import Call
 from shared.status_policy import Action
 
@@ -49,21 +49,25 @@ def spoken_seconds(text: str) -> float:
     return len(text.split()) * 60 / WORDS_PER_MINUTE
 
 
-def script_seconds(message: str) -> float:
-    """How long the script of a call Reach placed takes to say: the message, then the confirm prompt."""
-    return spoken_seconds(message) + spoken_seconds(voice_script.CONFIRM_PROMPT)
+def script_seconds(message: str, language: str | None = None) -> float:
+    """How long the script of a call Reach placed takes to say: the message, then the confirm prompt in the
+    call's language (`shared.prompts`). A call that played a recording is timed by its text: Reach does not
+    know how long the recording is."""
+    return spoken_seconds(message) + spoken_seconds(prompts.voice(language).confirm)
 
 
-def likely_voicemail(duration: int | None, message: str | None) -> bool:
+def likely_voicemail(duration: int | None, message: str | None, language: str | None = None) -> bool:
     """Answered, nothing pressed: did the call last about as long as its script (the whole of it was played)?"""
     if duration is None or not message:
         return False  # no script of ours (an inbound call) or no duration: nothing to compare with
-    expected = script_seconds(message)
+    expected = script_seconds(message, language)
     longest = expected + voice_script.DIGITS_TIMEOUT_SECONDS + SLACK_SECONDS
     return HEARD_ALL_SHARE * expected <= duration <= longest
 
 
-def grade(outcome: str | None, acknowledged: bool, duration: int | None, message: str | None) -> Grade | None:
+def grade(
+    outcome: str | None, acknowledged: bool, duration: int | None, message: str | None, language: str | None = None
+) -> Grade | None:
     """The grade of an ended call from its policy outcome (`Call.outcome`); None while it has not ended."""
     if acknowledged:
         return Grade.ACKNOWLEDGED
@@ -71,12 +75,12 @@ def grade(outcome: str | None, acknowledged: bool, duration: int | None, message
         return None  # not ended, or `unknown` (no final callback came)
     if outcome != Action.ANSWERED:
         return Grade.NOT_ANSWERED
-    return Grade.VOICEMAIL if likely_voicemail(duration, message) else Grade.ANSWERED
+    return Grade.VOICEMAIL if likely_voicemail(duration, message, language) else Grade.ANSWERED
 
 
 def grade_call(call: Call) -> None:
     """Set `call.grade` from what the call row holds now (its final callback, and any key press)."""
-    found = grade(call.outcome, call.acknowledged, call.duration_seconds, call.message)
+    found = grade(call.outcome, call.acknowledged, call.duration_seconds, call.message, call.language)
     call.grade = found.value if found else None
 
 

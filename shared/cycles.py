@@ -25,6 +25,7 @@ from shared import (
     last_message,
     placeholders,
     segments,
+    voice_languages,
     voice_script,
     windows,
 )
@@ -141,8 +142,9 @@ def check_fallback(value: object, what: str = "fallback") -> Fallback:
 def start_cycle(
     session: Session,
     message: str,
-    voice_message: str | None = None,
+    voice_message: str | dict[str, str] | None = None,
     *,
+    voice_audio_url: str | dict[str, str] | None = None,
     schedule_id: int | None = None,
     period_key: str | None = None,
     ignore_dlr_silence: bool = False,
@@ -154,11 +156,12 @@ def start_cycle(
     """Record a new cycle in `planning`; None when this schedule period already has one. Its send windows
     (design §4.2) are kept as given; None: the settings' when it is dispatched."""
     message = check_message(message)
-    voice_message = check_message(voice_message, "voice_message") if voice_message else None
+    voice = voice_languages.checked(voice_message, voice_audio_url)
     return _insert_cycle(
         session,
         message=message,
-        voice_message=voice_message,
+        voice_message=voice[0],
+        voice_languages=voice[1],
         schedule_id=schedule_id,
         period_key=period_key,
         state=CycleState.PLANNING,
@@ -313,7 +316,7 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
         "paused_by": cycle.paused_by.value if cycle.paused_by else None,
         "schedule_id": cycle.schedule_id,
         "message": cycle.message,
-        "voice_message": cycle.voice_message,
+        **voice_languages.as_given(cycle.voice_message, cycle.voice_languages),  # `voice_message`, `voice_audio_url`
         # Its audience: contacts carrying any of these tags; null is every contact.
         "tags": cycle.tags or None,
         "created_at": cycle.created_at.isoformat(),

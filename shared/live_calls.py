@@ -59,3 +59,11 @@ def placed_message(store: Store, *, session_id: str, phone: str, wait: float = W
             break
         time.sleep(POLL_SECONDS)
     return message
+
+
+def placed_script(
+    store: Store, *, session_id: str, phone: str, wait: float = WAIT_SECONDS
+) -> voice_script.VoiceScript | None:
+    """`placed_message` as what the call says: its text or recording, and its prompts' language."""
+    stored = placed_message(store, session_id=session_id, phone=phone, wait=wait)
+    return None if stored is None else voice_script.VoiceScript.decode(stored)

@@ -186,6 +186,8 @@ class Schedule(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     message: Mapped[str] = mapped_column(Text)
     voice_message: Mapped[str | None] = mapped_column(Text)
+    #: `voice_message` per language and `voice_audio_url` (shared/voice_languages.py); NULL: neither given.
+    voice_languages: Mapped[dict[str, Any] | None]
     #: The audience of the cycles it starts: contacts carrying any of these tags; [] (NULL) is everyone.
     tags: Mapped[list[str]] = mapped_column(TagList(), nullable=True)
     #: The fallback of the cycles it starts.
@@ -201,6 +203,8 @@ class Cycle(Base):
     state: Mapped[CycleState] = _status_column(CycleState, default=CycleState.PLANNING)
     message: Mapped[str] = mapped_column(Text)
     voice_message: Mapped[str | None] = mapped_column(Text)
+    #: `voice_message` per language and `voice_audio_url` (shared/voice_languages.py); NULL: neither given.
+    voice_languages: Mapped[dict[str, Any] | None]
     schedule_id: Mapped[int | None] = mapped_column(ForeignKey("schedules.id", ondelete="SET NULL"))
     #: A scheduled cycle's (schedule, period) key: a second beat cannot start the same period twice.
     period_key: Mapped[str | None] = mapped_column(String(120), unique=True)
@@ -308,6 +312,10 @@ class CycleItem(Base):
     )
 
 
+#: A message whose delivery report is final (shared/status_policy.py: ranks 40 and up).
+FINAL = sql_text("status_rank >= 40")
+
+
 class Message(Base):
     """One outbound SMS to one contact."""
 
@@ -347,6 +355,8 @@ class Message(Base):
             postgresql_where=sql_text("send_state = 'unanswered'"),
             sqlite_where=sql_text("send_state = 'unanswered'"),
         ),
+        # Each network's newest final reports, read by shared/report_delays.py (rank 40: the first final one).
+        Index("ix_messages_final_reports", "network_code", "status_at", postgresql_where=FINAL, sqlite_where=FINAL),
     )
 
 
@@ -395,6 +405,9 @@ class Call(Base):
     phone: Mapped[str] = mapped_column(String(20), index=True)
     direction: Mapped[str] = mapped_column(String(10), default="Outbound")
     message: Mapped[str | None] = mapped_column(Text)
+    #: The language of its prompts (NULL: English) and the recording it plays instead of `message`, if any.
+    language: Mapped[str | None] = mapped_column(String(16))
+    audio_url: Mapped[str | None] = mapped_column(Text)
     #: `queued` → `submitting` → `sent` | `failed`, as for messages; NULL for calls we did not place.
     send_state: Mapped[str | None] = mapped_column(String(20))
     send_error: Mapped[str | None] = mapped_column(Text)

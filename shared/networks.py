@@ -21,7 +21,7 @@ COUNTRIES = {
     **dict.fromkeys(("65001", "65010"), "Malawi"),
 }
 #: A message no report named a network for: none came yet (or the telco left the field out).
-NOT_REPORTED = "no report yet"
+NOT_REPORTED = "not named by a report"
 
 
 def network_name(code: str | None) -> str:

@@ -1,6 +1,6 @@
 """Records Reach keeps for the operator beside the messaging tables of shared/models.py: erased numbers (and
 the key that hashes them), contact imports and their refused rows, idempotency keys of cycle starts, alerts,
-carrier incidents."""
+how fast each mobile network reports, and carrier incidents."""
 
 from __future__ import annotations
 
@@ -99,6 +99,19 @@ class Alert(Base):
     created_at: Mapped[datetime] = mapped_column(
         default=utcnow, server_default=sql_text("CURRENT_TIMESTAMP"), index=True
     )
+
+
+class NetworkReportDelay(Base):
+    """How long one mobile network's final delivery reports took lately (shared/report_delays.py refreshes it
+    from its newest reports; `*` pools every network): what FALLBACK_AFTER_SECONDS=auto waits."""
+
+    __tablename__ = "network_report_delays"
+
+    network_code: Mapped[str] = mapped_column(String(10), primary_key=True)
+    samples: Mapped[int]
+    p50_seconds: Mapped[float | None] = mapped_column(Float)
+    p95_seconds: Mapped[float | None] = mapped_column(Float)
+    refreshed_at: Mapped[datetime]
 
 
 class NetworkIncident(Base):

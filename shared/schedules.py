@@ -26,7 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import cron
+from shared import cron, voice_languages
 from shared.cycles import CycleError, check_fallback, check_message, record_skipped, start_cycle
 from shared.models import Cycle, CycleState, Fallback, Schedule
 from shared.settings import get_settings
@@ -71,7 +71,8 @@ def add_schedule(
     message: str,
     *,
     timezone: str = "UTC",
-    voice_message: str | None = None,
+    voice_message: str | dict[str, str] | None = None,
+    voice_audio_url: str | dict[str, str] | None = None,
     tags: Sequence[str] | None = None,
     fallback: Fallback | str = Fallback.NEXT_CYCLE,
     min_interval_seconds: float | None = None,
@@ -83,12 +84,14 @@ def add_schedule(
     if min_interval_seconds is None:
         min_interval_seconds = get_settings().schedule_min_interval_seconds
     name = check_name(name)
+    voice = voice_languages.checked(voice_message, voice_audio_url)
     schedule = Schedule(
         name=name,
         cron=cron.check(cron_expression, timedelta(seconds=min_interval_seconds), datetime.now(UTC)),
         timezone=zone(timezone).key,
         message=check_message(message),
-        voice_message=check_message(voice_message, "voice_message") if voice_message else None,
+        voice_message=voice[0],
+        voice_languages=voice[1],
         tags=list(tags or []),
         fallback=check_fallback(fallback),
         created_at=datetime.now(UTC),
@@ -160,7 +163,7 @@ def start_due_period(
     return start_cycle(
         session,
         schedule.message,
-        schedule.voice_message,
+        **voice_languages.as_given(schedule.voice_message, schedule.voice_languages),
         schedule_id=schedule.id,
         period_key=key,
         tags=schedule.tags,
@@ -215,7 +218,7 @@ def schedule_json(session: Session, schedule: Schedule, now: datetime | None = N
         "cron": schedule.cron,
         "timezone": schedule.timezone,
         "message": schedule.message,
-        "voice_message": schedule.voice_message,
+        **voice_languages.as_given(schedule.voice_message, schedule.voice_languages),
         "tags": schedule.tags or None,
         "fallback": schedule.fallback.value,
         "enabled": schedule.enabled,

@@ -11,7 +11,7 @@ import functools
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -57,6 +57,9 @@ MAX_VOICE_GREETING = 300
 MIN_SECRET_LENGTH = 24
 #: The secrets, in the order they are declared (and so validated) below: no token may be in two.
 TOKEN_SETTINGS = ("webhook_token", "api_token", "metrics_token", "erasure_key")
+#: How a boolean may be spelt in the environment (pydantic's own words, for the settings it cannot parse alone).
+TRUE_WORDS = frozenset({"true", "1", "yes", "y", "on", "t"})
+FALSE_WORDS = frozenset({"false", "0", "no", "n", "off", "f"})
 
 
 def split_tokens(raw: str) -> list[str]:
@@ -144,6 +147,8 @@ class Settings(GuardSettings):
     #: What a live call hears when it is not a call Reach placed to that number (an inbound call, a session
     #: Reach does not know, another caller): never a customer's message (issue 12), and nothing to confirm.
     voice_greeting: str = DEFAULT_VOICE_GREETING
+    #: The language whose `voice_message` entry a contact gets when there is none for theirs (else the first).
+    default_language: str = Field(default="en", pattern=r"^[a-z]{2,3}(-[A-Z]{2}|-[0-9]{3})?$")
     #: Attempts at a send AT failed transiently (5xx, 429, connection errors) before it is recorded failed.
     send_attempts: int = Field(default=5, ge=1, le=20)
     #: How long an interrupted send (worker killed while AT was answering) waits for a delivery report
@@ -175,9 +180,14 @@ class Settings(GuardSettings):
     #: sooner (the tests use 2 s).
     housekeeping_seconds: float = Field(default=15.0, ge=1, le=300)
     #: A `same_cycle` cycle (design §4.1) calls a contact whose SMS has no `Success` report this long after AT
-    #: accepted it (a final failure calls at once). Whole seconds; `auto` (from AT's measured report delays)
-    #: is a later task.
-    fallback_after_seconds: int = Field(default=900, gt=0, le=7 * 86_400)
+    #: accepted it (a final failure calls at once). Whole seconds, or `auto`: the P95 of how long final reports
+    #: of the contact's mobile network took lately, within the two bounds below (shared/report_delays.py).
+    fallback_after_seconds: int | Literal["auto"] = 900
+    #: `auto`'s bounds: never sooner than the minimum (a network whose reports all come in seconds still gets
+    #: a moment for a late one), never later than the maximum, which is also the wait while too few reports say
+    #: how fast a network is.
+    fallback_after_min_seconds: int = Field(default=60, gt=0, le=7 * 86_400)
+    fallback_after_max_seconds: int = Field(default=3600, gt=0, le=7 * 86_400)
     #: Where alerts are also POSTed as JSON (shared/alerts.py); empty: log, metric and dashboard only. May carry
     #: a secret in its query string, so it is never logged whole.
     alert_webhook_url: SecretStr = SecretStr("")
@@ -216,8 +226,10 @@ class Settings(GuardSettings):
     dashboard_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     #: Most recent cycles the dashboard shows.
     dashboard_cycles: int = Field(default=10, ge=1, le=100)
-    #: Mark the dashboard cookie `Secure` (sent over HTTPS only). Turn off only for plain-HTTP trials.
-    dashboard_cookie_secure: bool = True
+    #: Mark the dashboard cookie `Secure` (kept and sent over HTTPS only): true, false, or unset/`auto` (None):
+    #: when the browser came over HTTPS (web/dashboard_auth.py). A browser drops a Secure cookie set over plain
+    #: HTTP to any host but localhost, so `true` makes signing in at http://192.168.x.y fail.
+    dashboard_cookie_secure: bool | None = None
     #: The zone the dashboard shows times in (an IANA name such as Africa/Nairobi), always with its name.
     dashboard_timezone: str = "UTC"
 
@@ -270,13 +282,13 @@ class Settings(GuardSettings):
 
     @field_validator("fallback_after_seconds", mode="before")
     @classmethod
-    def _whole_seconds(cls, value: object) -> object:
-        """Only a whole number for now: `auto` is named, so the operator knows it is coming, not misspelt."""
+    def _whole_seconds_or_auto(cls, value: object) -> object:
         if isinstance(value, str) and value.strip().lower() == "auto":
-            raise ValueError("`auto` is not supported yet; give a whole number of seconds > 0 (default 900)")
-        if isinstance(value, float) or (isinstance(value, str) and not value.strip().lstrip("-").isdigit()):
-            raise ValueError(f"must be a whole number of seconds > 0, not {str(value)[:40]!r}")
-        return value
+            return "auto"
+        whole = isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
+        if isinstance(value, bool) or not whole or not 0 < int(value) <= 7 * 86_400:  # type: ignore[call-overload]
+            raise ValueError(f"must be `auto` or a whole number of seconds from 1 to 604800, not {str(value)[:40]!r}")
+        return int(value)  # type: ignore[call-overload]
 
     @field_validator("dashboard_timezone")
     @classmethod
@@ -360,6 +372,18 @@ class Settings(GuardSettings):
             )
         return value
 
+    @field_validator("dashboard_cookie_secure", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        spelled = value.strip().lower()
+        if spelled in ("", "auto"):
+            return None
+        if spelled in TRUE_WORDS or spelled in FALSE_WORDS:
+            return spelled in TRUE_WORDS
+        raise ValueError("must be auto, true or false")
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -367,6 +391,12 @@ class Settings(GuardSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
+
+    @model_validator(mode="after")
+    def _fallback_bounds_in_order(self) -> Settings:
+        if self.fallback_after_min_seconds > self.fallback_after_max_seconds:
+            raise ValueError("FALLBACK_AFTER_MIN_SECONDS must not be above FALLBACK_AFTER_MAX_SECONDS")
+        return self
 
     @model_validator(mode="after")
     def _retention_outlives_matching(self) -> Settings:

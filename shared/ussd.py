@@ -11,6 +11,8 @@ import enum
 import textwrap
 from dataclasses import dataclass
 
+from shared import prompts
+
 MAX_SCREEN = 182
 
 
@@ -36,68 +38,56 @@ class Screen:
     page: int = 0
 
 
-MAIN_MENU = (
-    "CON Welcome. Choose:\n1. My status\n2. Get messages by SMS\n3. Get messages by voice call\n4. Stop messages"
-    "\n5. My last message"
-)
+MAIN_MENU = prompts.USSD[prompts.FALLBACK].main_menu
 #: "My last message": each screen is a page of it, then these choices (`1` on every page, `2` while more follow).
 GOT_IT, MORE = "1", "2"
-PAGE_CHOICES = f"\n{GOT_IT}. Got it\n{MORE}. More"
-#: Room for the text on one page: a screen less `CON `, the widest `(NN/NN) ` page mark and the choices.
-PAGE_ROOM = MAX_SCREEN - len("CON ") - len("(99/99) ") - len(PAGE_CHOICES)
-NOTHING_SENT = "END We have not sent you a message yet."
-READ_CONFIRMED = "END Thank you for confirming you got our message."
-CONFIRM_STOP = "CON Stop all our messages?\n1. Yes, stop them\n2. No, keep them"
-
-#: How the customer's status reads on the status screen.
-STATUS_WORDS = {
-    "new": "registered; your first message is on its way",
-    "pending": "registered; our last SMS is on its way",
-    "active": "active; our SMS reach you",
-    "inactive": "registered; our SMS did not reach you, so we will call you",
-    "opted_out": "unsubscribed; you get no messages",
-    "invalid": "not reachable",
-}
-CHANNEL_WORDS = {"sms": "SMS", "voice": "voice call"}
 
 
-def step(text: str | None) -> Screen:
-    """The screen for the inputs so far (AT's `text`)."""
+def page_choices(texts: prompts.UssdTexts, more: bool) -> str:
+    return f"\n{GOT_IT}. {texts.got_it}" + (f"\n{MORE}. {texts.more}" if more else "")
+
+
+#: Room for the text on one page: a screen less `CON `, the widest `(NN/NN) ` page mark and the widest choices
+#: of any language (so a message is paged the same whoever reads it).
+PAGE_ROOM = MAX_SCREEN - len("CON ") - len("(99/99) ") - max(len(page_choices(t, True)) for t in prompts.USSD.values())
+
+
+def step(text: str | None, language: str | None = None) -> Screen:
+    """The screen for the inputs so far (AT's `text`), in the contact's `language` (`shared.prompts`)."""
+    texts = prompts.ussd(language)
     inputs = [part.strip() for part in (text or "").split("*")] if text else []
     match inputs:
         case []:
-            return Screen(MAIN_MENU)
+            return Screen(texts.main_menu)
         case ["1"]:
             return Screen("END ", Effect.SHOW_STATUS)  # the receiver fills in the status
         case ["2"]:
-            return Screen("END Done. We will send you our messages by SMS.", Effect.PREFER_SMS)
+            return Screen(texts.prefer_sms, Effect.PREFER_SMS)
         case ["3"]:
-            return Screen("END Done. We will call you with our messages.", Effect.PREFER_VOICE)
+            return Screen(texts.prefer_voice, Effect.PREFER_VOICE)
         case ["4"]:
-            return Screen(CONFIRM_STOP)
+            return Screen(texts.confirm_stop)
         case ["4", "1"]:
-            return Screen(
-                "END You will get no more messages from us. Dial again and choose 2 or 3 to come back.",
-                Effect.OPT_OUT,
-            )
+            return Screen(texts.stopped, Effect.OPT_OUT)
         case ["4", "2"]:
-            return Screen("END OK, you will keep getting our messages.")
+            return Screen(texts.kept)
         case ["5", *more] if all(choice == MORE for choice in more):
             return Screen("CON ", Effect.SHOW_LAST_MESSAGE, page=len(more))
         case ["5", *more, last] if last == GOT_IT and all(choice == MORE for choice in more):
-            return Screen(READ_CONFIRMED, Effect.CONFIRM_READ)
+            return Screen(texts.read_confirmed, Effect.CONFIRM_READ)
         case _:
-            return Screen("END Sorry, that is not an option. Please dial again.")
+            return Screen(texts.not_an_option)
 
 
-def status_screen(phone: str, status: str | None, preference: str | None) -> str:
+def status_screen(phone: str, status: str | None, preference: str | None, language: str | None = None) -> str:
     """The `END` text of "My status"; `status` None means we do not know the number."""
+    texts = prompts.ussd(language)
     if status is None:
-        return f"END {phone} is not on our list. Dial again and choose 2 or 3 to join."
-    words = STATUS_WORDS.get(status, status)
+        return texts.unknown_number.format(phone=phone)
+    words = texts.status_words.get(status, status)
     text = f"END {phone}: {words}."
-    if preference in CHANNEL_WORDS and status not in {"opted_out", "invalid"}:
-        text += f" You chose {CHANNEL_WORDS[preference]}."
+    if preference in texts.channel_words and status not in {"opted_out", "invalid"}:
+        text += texts.you_chose.format(channel=texts.channel_words[preference])
     return text[:MAX_SCREEN]
 
 
@@ -107,12 +97,13 @@ def message_pages(text: str) -> list[str]:
     return textwrap.wrap(" ".join(text.split()), width=PAGE_ROOM) or [""]
 
 
-def last_message_screen(text: str | None, page: int) -> str:
+def last_message_screen(text: str | None, page: int, language: str | None = None) -> str:
     """The screen of "My last message" for `page` (past the end: the last page); `text` None: nothing sent."""
+    texts = prompts.ussd(language)
     if text is None:
-        return NOTHING_SENT
+        return texts.nothing_sent
     pages = message_pages(text)
     index = min(page, len(pages) - 1)
     mark = f"({index + 1}/{len(pages)}) " if len(pages) > 1 else ""
-    choices = PAGE_CHOICES if index < len(pages) - 1 else f"\n{GOT_IT}. Got it"
+    choices = page_choices(texts, more=index < len(pages) - 1)
     return f"CON {mark}{pages[index]}{choices}"

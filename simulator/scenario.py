@@ -42,7 +42,8 @@ Rule fields (all optional):
 - `delay`: seconds before each callback, counted from the previous one (default 0).
 - `duplicates`: each delivery report and final voice callback is posted this many times (default 1).
 - `shuffle`: post the message's delivery reports in a different order than listed.
-- `network_code`: `networkCode` of the reports (default `63902`).
+- `network_code`: `networkCode` of the reports (default `63902`). With `delay`, on a prefix, it gives a
+  mobile network its own report pace: `"+25473*": {"network_code": "63903", "delay": 6}`.
 
 Scenario fields:
 

@@ -152,8 +152,10 @@ def serve(
     username: str,
     callback_base_url: str | None,
     webhook_token: str | None,
+    *,
+    fd: int | None = None,
 ) -> None:
-    """Run a simulator in the foreground until interrupted."""
+    """Run a simulator in the foreground until interrupted (on the listening socket `fd` when given)."""
     app = create_simulator_app(
         scenario,
         api_key=api_key,
@@ -161,7 +163,7 @@ def serve(
         callback_base_url=callback_base_url,
         webhook_token=webhook_token,
     )
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, fd=fd)
     log.info("AT simulator on http://%s:%s, callbacks to %s", host, server.port, callback_base_url or "nowhere")
     try:
         server.serve_forever()

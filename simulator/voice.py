@@ -91,14 +91,15 @@ def xml_error(reply: str) -> str | None:
 
 
 def read_voice_reply(reply: str) -> dict[str, Any]:
-    """What the simulator "played" from a voice XML reply: action names and `<Say>` texts."""
+    """What the simulator "played" from a voice XML reply: action names, `<Say>` texts and `<Play>` URLs."""
     try:
         root = _parse(reply)
     except ET.ParseError as exc:
-        return {"xml_error": str(exc), "actions": [], "said": []}
+        return {"xml_error": str(exc), "actions": [], "said": [], "played": []}
     actions = [child.tag for child in root]
     said = [(say.text or "").strip() for say in root.iter("Say")]
-    return {"xml_error": None, "actions": actions, "said": said}
+    played = [play.get("url", "") for play in root.iter("Play")]
+    return {"xml_error": None, "actions": actions, "said": said, "played": played}
 
 
 def asks_for_digits(reply: str) -> bool:

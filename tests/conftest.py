@@ -43,8 +43,9 @@ DATABASE_PASSWORD = "test-db-password-4e1a7c"
 REDIS_PASSWORD = "test-redis-password-93b0d2"
 
 # leak_check fails the run if any of these secrets shows up in a log record or a subprocess log;
-# cli_support and operator_api_support have the fixtures of tests/test_cli*.py and tests/test_operator_api*.py.
-pytest_plugins = ("tests.leak_check", "tests.cli_support", "tests.operator_api_support")
+# cli_support and operator_api_support have the fixtures of tests/test_cli*.py and tests/test_operator_api*.py;
+# browser has the headless Chromium ones (tests/test_dashboard_browser.py).
+pytest_plugins = ("tests.leak_check", "tests.cli_support", "tests.operator_api_support", "tests.browser")
 METRICS_TOKEN = "test-metrics-token-0123456789"
 
 

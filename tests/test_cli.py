@@ -158,3 +158,40 @@ def test_simulator_runs_a_scenario_file(tmp_path: Any) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_simulator_serves_on_a_listening_socket_it_inherits() -> None:
+    """`reach up` binds the simulator's port itself and hands the socket down (`--fd`): between a check that
+    the port is free and the child's own bind, another program on a busy machine could take it (the child
+    then exited with "Address already in use" and `reach up` with it)."""
+    import socket
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.conftest import wait_for
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    port = listening.getsockname()[1]
+    fd = listening.fileno()
+    command = [sys.executable, "-m", "reach_cli.main", "simulator", "--port", str(port), "--fd", str(fd),
+               "--api-key", "cli-sim-key", "--callback-url", f"http://127.0.0.1:{free_port()}"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(fd,))
+    listening.close()  # the child's copy is the one that serves
+    try:
+
+        def answer() -> Any:
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read().decode() if process.stderr else "exited")
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/_sim/requests", timeout=2)
+            except requests.ConnectionError:
+                return None
+
+        assert wait_for(answer, timeout=30, what="the simulator answering").status_code == 200
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)

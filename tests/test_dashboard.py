@@ -3,24 +3,12 @@ after real cycles, checked against the database."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
-
-import pytest
 from sqlalchemy import func, select
 
 from shared.models import Call, Contact, Cycle, Message
 from simulator.scenario import Scenario
 from tests.conftest import API_TOKEN, SECOND_API_TOKEN, wait_for
 from tests.test_cycle import STORY, add_contacts, start, state_of, statuses
-
-CHROMIUM = os.environ.get("REACH_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
 
 #: The Flask test client's own origin: a browser sends it with every form (tests/test_dashboard_auth.py).
 SAME_ORIGIN = {"Origin": "http://localhost"}
@@ -59,10 +47,11 @@ def test_a_sign_in_body_larger_than_the_form_is_refused_unread(client) -> None:
 
 def test_a_token_gives_a_strict_httponly_session_without_the_token_in_it(client) -> None:
     response = sign_in(client, API_TOKEN)
-    assert response.status_code == 303 and response.headers["Location"].endswith("/dashboard")
+    assert response.status_code == 303 and response.headers["Location"].startswith("/dashboard?")
     cookie = response.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" in cookie and "Path=/dashboard" in cookie
-    assert API_TOKEN not in cookie
+    # `Secure` over HTTPS: tests/test_dashboard_cookie.py.
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/dashboard" in cookie
+    assert API_TOKEN not in cookie and API_TOKEN not in response.headers["Location"]
     page = client.get("/dashboard")
     assert page.status_code == 200 and "Contacts by status" in page.get_data(as_text=True)
     assert page.headers["Cache-Control"] == "no-store"
@@ -97,24 +86,7 @@ def test_dashboard_is_off_without_api_token(make_app) -> None:
     assert client.get("/dashboard").status_code == 303
 
 
-# -- in a browser ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def browser(tmp_path) -> Iterator[object]:
-    """Headless Debian Chromium driven by playwright (no browser download; no internet needed)."""
-    if shutil.which(CHROMIUM) is None:
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure-chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+# -- in a browser (tests/browser.py) ---------------------------------------------------------------------------
 
 
 def expected_cycle(session, cycle_id: int) -> dict[str, int]:
@@ -132,7 +104,7 @@ def expected_cycle(session, cycle_id: int) -> dict[str, int]:
     }
 
 
-def test_browser_shows_what_the_database_holds(live, receiver, session, browser) -> None:
+def test_browser_shows_what_the_database_holds(live, receiver, session, wide_page) -> None:
     live.set_scenario(Scenario.from_dict(STORY))
     phones = [f"+25471100000{i}" for i in range(1, 7)]
     add_contacts(receiver, phones)
@@ -144,7 +116,7 @@ def test_browser_shows_what_the_database_holds(live, receiver, session, browser)
     wait_for(lambda: expected_cycle(session, second)["sms-delivered"] == 2, timeout=20, what="reports applied")
     session.expire_all()
 
-    page = browser.new_page()
+    page = wide_page
     page.goto(f"{receiver}/dashboard")
     assert page.url.endswith("/dashboard/login")  # no session: sent to sign in
     page.fill("#token", "not-the-token")

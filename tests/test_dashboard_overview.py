@@ -215,7 +215,7 @@ def test_the_api_answers_the_numbers_the_dashboard_shows(
         "network_code": SAFARICOM, "network": "Safaricom", "sent": 3_400, "delivered": 2_900, "failed": 500,
         "delivery_rate": 85.3,
     }  # fmt: skip
-    assert networks[None]["network"] == "no report yet" and networks[None]["sent"] == 400
+    assert networks[None]["network"] == "not named by a report" and networks[None]["sent"] == 400
 
 
 def svg_bars(page: str, cycle_id: int) -> list[float]:
@@ -297,4 +297,4 @@ def test_reach_cycle_show_prints_the_same_shares(small_and_large: tuple[int, int
     assert "             delivered 3000 (75.0% of SMS sent)\n" in result.output
     assert "             acknowledged 100 (25.0% of answered)\n" in result.output
     assert "  networks   Safaricom: 2900 of 3400 delivered (85.3%)\n" in result.output
-    assert "             no report yet: 0 of 400 delivered (0.0%)\n" in result.output
+    assert "             not named by a report: 0 of 400 delivered (0.0%)\n" in result.output

@@ -47,6 +47,7 @@ def test_doctor_all_well_with_a_worker(live, session) -> None:
         "callback_urls": "OK",
         "dlr_silence": "OK",
         "parked_callbacks": "OK",
+        "fallback_wait": "OK",
     }
     assert checks["balance"]["detail"] == "KES 1234.50"
     assert "/dlr?token=" in checks["callback_urls"]["detail"]

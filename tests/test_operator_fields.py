@@ -33,12 +33,10 @@ NOT_BOOLEAN = [("true", "a string"), ("false", "a string"), ("", "a string"), (1
 
 TEXT_FIELDS = [
     (CYCLE, "message"),
-    (CYCLE, "voice_message"),
     (SCHEDULE, "name"),
     (SCHEDULE, "cron"),
     (SCHEDULE, "message"),
     (SCHEDULE, "timezone"),
-    (SCHEDULE, "voice_message"),
     (SEND, "to"),
     (SEND, "message"),
 ]

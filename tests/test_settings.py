@@ -65,7 +65,7 @@ BAD_VALUES = [
     ("METRICS_PUBLIC", "maybe", "boolean"),
     ("DASHBOARD_SESSION_HOURS", "0", "greater than 0"),
     ("DASHBOARD_CYCLES", "1000", "less than or equal to 100"),
-    ("DASHBOARD_COOKIE_SECURE", "sometimes", "boolean"),
+    ("DASHBOARD_COOKIE_SECURE", "sometimes", "auto, true or false"),
     ("DASHBOARD_TIMEZONE", "Mars/Olympus", "IANA name such as Africa/Nairobi"),
     ("DASHBOARD_TIMEZONE", "../../etc/passwd", "unknown time zone"),
     ("HOUSEKEEPING_SECONDS", "0", "greater than or equal to 1"),
@@ -181,6 +181,9 @@ def test_error_never_echoes_a_password(monkeypatch, variable: str, value: str) -
         ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
         ("METRICS_PUBLIC", "true", "metrics_public", True),
         ("DASHBOARD_COOKIE_SECURE", "false", "dashboard_cookie_secure", False),
+        ("DASHBOARD_COOKIE_SECURE", "TRUE", "dashboard_cookie_secure", True),
+        ("DASHBOARD_COOKIE_SECURE", "auto", "dashboard_cookie_secure", None),
+        ("DASHBOARD_COOKIE_SECURE", "", "dashboard_cookie_secure", None),
         ("DASHBOARD_CYCLES", "25", "dashboard_cycles", 25),
         ("HOUSEKEEPING_SECONDS", "2", "housekeeping_seconds", 2.0),
         ("SMS_WINDOW", " 21:00-07:30 ", "sms_window", "21:00-07:30"),
@@ -264,7 +267,8 @@ def test_observability_defaults_are_closed(monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
     settings = load_settings()
     assert settings.metrics_token.get_secret_value() == "" and settings.metrics_public is False
-    assert settings.dashboard_cookie_secure is True
+    # Auto: `Secure` whenever the browser came over HTTPS; over plain HTTP a Secure cookie would be dropped.
+    assert settings.dashboard_cookie_secure is None
 
 
 # -- derived values ---------------------------------------------------------------------------------------

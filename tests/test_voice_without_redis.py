@@ -71,6 +71,27 @@ def test_a_live_call_with_redis_down_hears_its_message_from_postgres(
     assert said(live(client, placed_call, dtmf_digits="1")) == [voice_script.THANKS]
 
 
+def test_a_swahili_recording_with_redis_down_is_played_from_postgres(
+    make_app: Any, own_redis: RedisServer, session: Any
+) -> None:
+    """The call row keeps the call's language and recording (issue 14): Postgres answers as Redis would."""
+    from shared import prompts
+
+    audio = "https://media.example.org/bill-sw.mp3"
+    session_id = wire.new_session_id()
+    session.add(Contact(phone=CUSTOMER, status=ContactStatus.INACTIVE, language="sw"))
+    session.add(
+        Call(phone=CUSTOMER, session_id=session_id, message="Bili", language="sw", audio_url=audio, send_state="sent")
+    )
+    session.commit()
+    client = make_app(redis_url=own_redis.url).test_client()
+    own_redis.kill()
+    answer = live(client, session_id)
+    assert [play.get("url") for play in ET.fromstring(answer.get_data()).iter("Play")] == [audio]
+    assert said(answer) == [prompts.voice("sw").confirm]
+    assert said(live(client, session_id, dtmf_digits="1")) == [prompts.voice("sw").thanks]
+
+
 def test_a_session_reach_did_not_place_gets_the_neutral_answer(
     make_app: Any, own_redis: RedisServer, placed_call: str
 ) -> None:

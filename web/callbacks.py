@@ -8,10 +8,10 @@ from typing import Any, NoReturn
 
 from flask import Blueprint, Response, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared import last_message, live_calls, ussd, voice_script
+from shared import last_message, live_calls, prompts, ussd, voice_script
 from shared.callbacks import (
     Dlr,
     IncomingSms,
@@ -69,44 +69,52 @@ def receive_sms() -> ResponseReturnValue:
 
 @bp.post("/ussd")
 def ussd_step() -> ResponseReturnValue:
-    """USSD step: answer the menu screen now; the choice is applied from the queue."""
+    """USSD step: answer the menu screen now, in the contact's language; the choice is applied from the queue."""
     require_webhook_token()
     fields = read_fields(request)
     step = parse(UssdStep, fields)
-    screen = ussd.step(step.text)
+    phone = phone_or_raw(step.phone_number) or step.phone_number
+    contact, looked_up = _ussd_contact(phone)
+    language = contact.language if contact else None
+    screen = ussd.step(step.text, language)
     queue("ussd", fields)
     text = screen.text
-    phone = phone_or_raw(step.phone_number) or step.phone_number
     if screen.effect is ussd.Effect.SHOW_STATUS:
-        text = _status_screen(phone)
+        text = _status_screen(phone, contact) if looked_up else prompts.ussd(language).status_unavailable
     elif screen.effect is ussd.Effect.SHOW_LAST_MESSAGE:
-        text = _last_message_screen(phone, screen.page)
+        text = _last_message_screen(phone, screen.page, language)
     return Response(text[: ussd.MAX_SCREEN], mimetype="text/plain")
 
 
-def _last_message_screen(phone: str, page: int) -> str:
+def _ussd_contact(phone: str) -> tuple[Row[Any] | None, bool]:
+    """The contact's language, status and channel choice (None: not on our list), and whether the lookup
+    worked; when Postgres cannot be reached the menu is still answered, in English."""
+    try:
+        with services().live_reads.connect() as connection:
+            row = connection.execute(
+                select(Contact.language, Contact.status, Contact.channel_preference).where(Contact.phone == phone)
+            ).first()
+    except SQLAlchemyError as exc:
+        log.error("USSD contact lookup failed: %s", exc)
+        return None, False
+    return row, True
+
+
+def _last_message_screen(phone: str, page: int, language: str | None) -> str:
     try:
         with services().live_reads.connect() as connection:
             shown = last_message.latest(connection, phone)
     except SQLAlchemyError as exc:
         log.error("USSD last-message lookup failed: %s", exc)
-        return "END Sorry, we cannot look up your messages right now. Please try again later."
-    return ussd.last_message_screen(shown.text if shown else None, page)
+        return prompts.ussd(language).messages_unavailable
+    return ussd.last_message_screen(shown.text if shown else None, page, language)
 
 
-def _status_screen(phone: str) -> str:
-    try:
-        with services().live_reads.connect() as connection:
-            row = connection.execute(
-                select(Contact.status, Contact.channel_preference).where(Contact.phone == phone)
-            ).first()
-    except SQLAlchemyError as exc:
-        log.error("USSD status lookup failed: %s", exc)
-        return "END Sorry, we cannot look up your status right now. Please try again later."
-    if row is None:
+def _status_screen(phone: str, contact: Row[Any] | None) -> str:
+    if contact is None:
         return ussd.status_screen(phone, None, None)
-    status, preference = row
-    return ussd.status_screen(phone, status.value, preference.value if preference else None)
+    preference = contact.channel_preference.value if contact.channel_preference else None
+    return ussd.status_screen(phone, contact.status.value, preference, contact.language)
 
 
 @bp.post("/voice")
@@ -127,17 +135,20 @@ def _voice(fields: dict[str, Any]) -> ResponseReturnValue:
     except STORE_ERRORS as exc:
         log.error("could not queue live voice step of %s (answering it anyway): %s", event.session_id, exc)
         store_up = False
-    if event.dtmf_digits:
-        return Response(voice_script.thank(), mimetype="application/xml")
-    message = _placed_call_message(event, store_up)
-    if message is None:
+    if event.dtmf_digits:  # thanks in the call's language; a call Reach did not place hears English
+        script = _placed_call_script(event, store_up, wait=0)
+        return Response(voice_script.thank(script.language if script else None), mimetype="application/xml")
+    script = _placed_call_script(event, store_up)
+    if script is None:
         log.warning("voice session %s is not a call Reach placed to its caller; saying the greeting", event.session_id)
         return Response(voice_script.greet(services().settings.voice_greeting), mimetype="application/xml")
-    return Response(voice_script.speak(message), mimetype="application/xml")
+    return Response(voice_script.speak(script), mimetype="application/xml")
 
 
-def _placed_call_message(event: VoiceEvent, store_up: bool) -> str | None:
-    """The message of the call Reach placed to this caller with this sessionId (`shared.live_calls`), or None.
+def _placed_call_script(
+    event: VoiceEvent, store_up: bool, wait: float = live_calls.WAIT_SECONDS
+) -> voice_script.VoiceScript | None:
+    """What the call Reach placed to this caller with this sessionId says (`shared.live_calls`), or None.
 
     Never by the caller's number alone: anyone can post a number, and an inbound call can spoof one.
     """
@@ -146,24 +157,27 @@ def _placed_call_message(event: VoiceEvent, store_up: bool) -> str | None:
         return None
     if store_up:
         try:
-            return live_calls.placed_message(services().store, session_id=event.session_id, phone=phone)
+            return live_calls.placed_script(services().store, session_id=event.session_id, phone=phone, wait=wait)
         except STORE_ERRORS as exc:
             log.error("voice script lookup failed (reading the call from Postgres): %s", exc)
-    return _message_from_postgres(event.session_id, phone)
+    return _script_from_postgres(event.session_id, phone)
 
 
-def _message_from_postgres(session_id: str, phone: str) -> str | None:
+def _script_from_postgres(session_id: str, phone: str) -> voice_script.VoiceScript | None:
     """When the store cannot be reached: the Call row Reach placed to `phone` whose sessionId AT returned."""
     try:
         with services().live_reads.connect() as connection:
-            return connection.scalar(
-                select(Call.message).where(
+            row = connection.execute(
+                select(Call.message, Call.audio_url, Call.language).where(
                     Call.session_id == session_id, Call.phone == phone, Call.send_state.is_not(None)
                 )
-            )
+            ).first()
     except SQLAlchemyError as exc:
         log.error("voice script lookup in Postgres failed: %s", exc)
         return None
+    if row is None or (row.message is None and row.audio_url is None):
+        return None
+    return voice_script.VoiceScript(row.message, audio_url=row.audio_url, language=row.language)
 
 
 @bp.post("/communicate")

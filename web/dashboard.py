@@ -1,7 +1,7 @@
 """`GET /dashboard`: the operator's page, server-rendered from the same report queries as the API and CLI.
 
 Who may see it (sign-in, sessions, cross-site posts, sign-in attempts) is web/dashboard_auth.py's concern;
-the views here only ask `signed_in()`. Every number comes from a cycle's report (shared.cycles.report, with
+the view here only asks `sign_in_gate()`. Every number comes from a cycle's report (shared.cycles.report, with
 its `funnel` and `sms_by_network` from shared.cycle_breakdown), so the page, `GET /api/cycles/<id>` and
 `reach cycle show` agree; web/charts.py turns them into inline SVG.
 """
@@ -11,16 +11,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from flask import Blueprint, Flask, Response, redirect, render_template
+from flask import Blueprint, Flask, Response, render_template
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import alerts, cycle_breakdown, cycles
+from shared import alerts, cycle_breakdown, cycles, report_delays
 from shared.contacts import counts_by_status
 from shared.models import Cycle, CycleState
 from web import charts, formats
-from web.dashboard_auth import no_store, signed_in
+from web.dashboard_auth import no_store, sign_in_gate
 from web.services import services
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates")
@@ -45,8 +45,8 @@ def init_app(app: Flask) -> None:
 
 @bp.get("")
 def dashboard() -> ResponseReturnValue:
-    if not signed_in():
-        return redirect("/dashboard/login", code=303)
+    if (elsewhere := sign_in_gate()) is not None:
+        return elsewhere
     with services().sessions() as session:
         page = overview(session, services().settings.dashboard_cycles)
     return no_store(Response(render_template("dashboard.html", **page)))
@@ -69,5 +69,6 @@ def overview(session: Session, how_many: int) -> dict[str, Any]:
         "charts": [charts.funnel_chart(report) for report in reversed(reports)],
         "steps": [step.label for step in cycle_breakdown.FUNNEL],
         "alerts": alerts.recent(session, RECENT_ALERTS),
+        "report_delays": report_delays.Waits.load(session, services().settings).table(),
         "refresh_seconds": REFRESH_SECONDS if any(r["state"] in STILL_RUNNING for r in reports) else None,
     }

@@ -7,6 +7,11 @@ lapses with the session, so signing out ends it on every receiver at once and a 
 nothing afterwards. The cookie is signed with a key derived from the token used, so removing that token from
 API_TOKEN ends its sessions too. The token is never in a URL, a cookie, the store or a log line.
 
+The cookie is `Secure` when the browser came over HTTPS (DASHBOARD_COOKIE_SECURE unset: auto), or always or
+never as that setting says. A browser drops a Secure cookie set over plain HTTP (http://192.168.x.y), so a
+sign-in there would fail without a word: the sign-in's redirect carries a one-time marker, and a browser that
+comes back with the marker but without the cookie is told why on the sign-in page (`sign_in_gate`).
+
 Cross-site requests: a POST (or any unsafe method) under /dashboard, the cookie's whole scope and so any form
 the dashboard grows, must come from the dashboard's own origin as the browser reports it (`sent_here`);
 otherwise 403. There is no CSRF token in the forms: see `sent_here` for why none is needed.
@@ -43,6 +48,11 @@ LOGIN_MAX_BYTES = 4 * 1024
 COOKIE = "reach_dashboard"
 #: Store keys of live sessions; `reach:` like every key of ours.
 SESSION_KEY_PREFIX = "reach:dashboard:session:"
+#: Store keys of sign-ins whose redirect has not come back yet; the marker is in /dashboard's query string.
+SIGN_IN_KEY_PREFIX = "reach:dashboard:signin:"
+SIGN_IN_MARKER = "signed_in"
+#: How long a browser has to follow the sign-in's redirect (it does so at once).
+SIGN_IN_MARKER_SECONDS = 60
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -69,9 +79,9 @@ def _serializer(token: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(key, salt="reach.dashboard")
 
 
-def _store_key(session_id: str) -> str:
-    # A digest: what the store holds is not itself a session id.
-    return SESSION_KEY_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()
+def _store_key(secret: str, prefix: str = SESSION_KEY_PREFIX) -> str:
+    # A digest: what the store holds is not itself a session id (or sign-in marker).
+    return prefix + hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _cookie_session_id() -> str | None:
@@ -119,20 +129,21 @@ def login() -> ResponseReturnValue:
         return login_page(401, "The dashboard is disabled: set API_TOKEN.")
     if not given or not is_operator_token(given):
         return login_page(401, "Wrong token.")
-    session_id = secrets.token_urlsafe(32)
+    session_id, marker = secrets.token_urlsafe(32), secrets.token_urlsafe(16)
     lifetime = int(settings.dashboard_session_hours * 3600)
     try:
         services().store.mark(_store_key(session_id), lifetime)
+        services().store.mark(_store_key(marker, SIGN_IN_KEY_PREFIX), SIGN_IN_MARKER_SECONDS)
     except STORE_ERRORS as exc:
         log.warning("dashboard sign-in refused, the store is unreachable (%s)", type(exc).__name__)
         return notice_page(503, "Signing in is unavailable right now (the session store is unreachable).")
-    response = redirect("/dashboard", code=303)
+    response = redirect(f"/dashboard?{SIGN_IN_MARKER}={marker}", code=303)
     response.set_cookie(
         COOKIE,
         _serializer(given).dumps({"sid": session_id}),
         max_age=lifetime,
         path="/dashboard",
-        secure=settings.dashboard_cookie_secure,
+        secure=cookie_secure(),
         httponly=True,
         samesite="Strict",
     )
@@ -153,6 +164,70 @@ def logout() -> ResponseReturnValue:
     response = redirect("/dashboard/login", code=303)
     response.delete_cookie(COOKIE, path="/dashboard")
     return response
+
+
+# -- HTTPS or plain HTTP ---------------------------------------------------------------------------------------
+
+
+def reached_over_https() -> bool:
+    """True when the browser reached us over HTTPS: the connection's scheme (X-Forwarded-Proto counts only from
+    TRUSTED_PROXIES: ProxyFix, web/__init__.py), or the browser's own Origin (else Referer) says https, as it
+    does behind a TLS-terminating proxy TRUSTED_PROXIES does not declare. A client that lies about its Origin
+    only changes its own cookie."""
+    if request.is_secure:
+        return True
+    source = request.headers.get("Origin") or request.headers.get("Referer") or ""
+    return urlsplit(source).scheme == "https"
+
+
+def cookie_secure() -> bool:
+    """Whether the session cookie is `Secure`: as DASHBOARD_COOKIE_SECURE says; unset (auto), over HTTPS."""
+    forced = services().settings.dashboard_cookie_secure
+    return reached_over_https() if forced is None else forced
+
+
+def sign_in_gate() -> ResponseReturnValue | None:
+    """None when the request may see the dashboard; otherwise where it goes instead.
+
+    Right after a sign-in, /dashboard's address carries its one-time marker. Signed in: the marker is dropped
+    from the address (a reload or a bookmark is plain /dashboard). Not signed in, with a marker a sign-in made
+    moments ago: the browser refused the cookie it was just given, and the sign-in page says why."""
+    marker = request.args.get(SIGN_IN_MARKER)
+    taken = marker is not None and _take_marker(marker)
+    if signed_in():
+        return None if marker is None else redirect("/dashboard", code=303)
+    if taken:
+        log.warning("dashboard sign-in did not stick: the browser came back without the cookie")
+        return login_page(200, _why_the_cookie_was_not_kept())
+    return redirect("/dashboard/login", code=303)
+
+
+def _take_marker(marker: str) -> bool:
+    """True once for a marker a sign-in made in the last SIGN_IN_MARKER_SECONDS."""
+    if not marker or len(marker) > 64:
+        return False
+    key = _store_key(marker, SIGN_IN_KEY_PREFIX)
+    try:
+        if not services().store.is_marked(key):
+            return False
+        services().store.unmark(key)
+    except STORE_ERRORS as exc:
+        log.warning("dashboard sign-in marker not checked, the store is unreachable (%s)", type(exc).__name__)
+        return False
+    return True
+
+
+def _why_the_cookie_was_not_kept() -> str:
+    if services().settings.dashboard_cookie_secure and not reached_over_https():
+        return (
+            "Your browser did not keep the sign-in cookie: this address is plain HTTP and "
+            "DASHBOARD_COOKIE_SECURE=true requires HTTPS. Open the dashboard over HTTPS, or unset "
+            "DASHBOARD_COOKIE_SECURE (auto: Secure over HTTPS only) and restart Reach."
+        )
+    return (
+        "Your browser did not keep the sign-in cookie, so you are not signed in. Allow cookies for this address "
+        "(a private window or a privacy setting may block them) and sign in again."
+    )
 
 
 # -- cross-site posts -----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from shared import cycles
+from shared import cycles, voice_languages
 from shared.cycles import CycleError
 from shared.models import Fallback
 from shared.tags import BadTags, audience_tags
@@ -69,6 +69,18 @@ def message(doc: dict[str, Any], key: str, required: bool = True) -> str | None:
         return None
     try:
         return cycles.check_message(_string(key, value), key)
+    except CycleError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def voice(doc: dict[str, Any]) -> dict[str, Any]:
+    """A cycle's or schedule's `voice_message` and `voice_audio_url`, each a string or an object by language
+    (`shared.voice_languages`), checked; absent, null or empty is None."""
+    try:
+        return {
+            "voice_message": voice_languages.check_voice_message(doc.get("voice_message")),
+            "voice_audio_url": voice_languages.check_audio_url(doc.get("voice_audio_url")),
+        }
     except CycleError as exc:
         raise ApiError(400, str(exc)) from None
 

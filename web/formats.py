@@ -1,5 +1,5 @@
 """How the dashboard's pages write times, shares and networks: one place, registered as Jinja filters
-(`when`, `pct`, `network`) by web/dashboard.py for every dashboard template."""
+(`when`, `pct`, `network`, `seconds`) by web/dashboard.py for every dashboard template."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from flask import Flask
 
 from shared.networks import NAMES, network_name
+from shared.report_delays import describe_seconds
 from web.services import services
 
 #: What a cell shows for a time that did not happen or a share of nothing.
@@ -19,6 +20,7 @@ def init_app(app: Flask) -> None:
     app.add_template_filter(local_time, "when")
     app.add_template_filter(percentage, "pct")
     app.add_template_filter(network, "network")
+    app.add_template_filter(duration, "seconds")
 
 
 def local_time(value: datetime | str | None, seconds: bool = False) -> str:
@@ -42,3 +44,8 @@ def network(code: str | None) -> str:
     if not code:
         return ""
     return f"{NAMES[code]} ({code})" if code in NAMES else network_name(code)
+
+
+def duration(seconds: float | None) -> str:
+    """`95 s`, `2.1 s`, or a dash for no figure."""
+    return NOTHING if seconds is None else describe_seconds(seconds)

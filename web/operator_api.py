@@ -13,7 +13,16 @@ from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
 from sqlalchemy import select
 
-from shared import cycle_control, cycle_export, cycles, heartbeat, idempotency, placeholders, schedules
+from shared import (
+    cycle_control,
+    cycle_export,
+    cycles,
+    heartbeat,
+    idempotency,
+    placeholders,
+    schedules,
+    voice_languages,
+)
 from shared.contacts import contact_history, contact_json, get_or_create
 from shared.cycles import CycleConflict, CycleError, CycleNotFound
 from shared.imports import BadImport, import_contacts, rows_from_csv, rows_from_json
@@ -42,9 +51,21 @@ CSV_TYPES = {"text/csv", "application/csv"}
 #: What `POST /api/cycles` and `POST /api/schedules` take: anything else is a 400, so a misspelt field
 #: (`dryrun`, `tag`) never starts a real cycle to everyone.
 CYCLE_FIELDS = frozenset(
-    {"message", "voice_message", "dry_run", "ignore_dlr_silence", "tags", "sms_window", "call_window", "fallback"}
+    {
+        "message",
+        "voice_message",
+        "voice_audio_url",
+        "dry_run",
+        "ignore_dlr_silence",
+        "tags",
+        "sms_window",
+        "call_window",
+        "fallback",
+    }
 )
-SCHEDULE_FIELDS = frozenset({"name", "cron", "message", "timezone", "voice_message", "tags", "fallback"})
+SCHEDULE_FIELDS = frozenset(
+    {"name", "cron", "message", "timezone", "voice_message", "voice_audio_url", "tags", "fallback"}
+)
 
 
 @bp.before_request
@@ -195,7 +216,8 @@ def send_one(fields: dict[str, Any]) -> ResponseReturnValue:
         if channel is Channel.SMS:
             row: Message | Call = Message(contact_id=contact.id, phone=phone, text=text)
         else:
-            row = Call(contact_id=contact.id, phone=phone, message=text, send_state="queued")
+            language = voice_languages.call_language(contact.language, services().settings.default_language)
+            row = Call(contact_id=contact.id, phone=phone, message=text, language=language, send_state="queued")
         session.add(row)
         session.flush()
         row_id = row.id
@@ -221,7 +243,7 @@ def start_cycle() -> ResponseReturnValue:
     """Start a cycle now (202 with its id), or with `"dry_run": true` show what it would do."""
     doc = read_json_object(request)
     field.only_fields(doc, CYCLE_FIELDS)
-    message, voice_message = field.message(doc, "message"), field.message(doc, "voice_message", required=False)
+    message, voice = field.message(doc, "message"), field.voice(doc)
     dry_run, ignore_silence = field.flag(doc, "dry_run"), field.flag(doc, "ignore_dlr_silence")
     tags, fallback = field.tags(doc), field.fallback(doc)
     sms_window, call_window = field.window(doc, "sms_window"), field.window(doc, "call_window")
@@ -238,7 +260,7 @@ def start_cycle() -> ResponseReturnValue:
                 lambda: cycles.start_cycle(
                     session,
                     message,
-                    voice_message,
+                    **voice,
                     ignore_dlr_silence=ignore_silence,
                     tags=tags,
                     sms_window=sms_window,
@@ -371,7 +393,7 @@ def add_schedule() -> ResponseReturnValue:
             field.text(doc, "cron") or "",
             field.message(doc, "message") or "",
             timezone=field.text(doc, "timezone", required=False) or "UTC",
-            voice_message=field.message(doc, "voice_message", required=False),
+            **field.voice(doc),
             tags=field.tags(doc),
             fallback=field.fallback(doc),
             min_interval_seconds=services().settings.schedule_min_interval_seconds,

@@ -4,7 +4,7 @@ cycle (design §4.1), call in this same cycle a contact whose SMS failed or got 
 
 A same-cycle fallback lives on the contact's one cycle item (one per contact and cycle, a unique key):
 
-    sms `sent`, fallback_at = AT's acceptance + FALLBACK_AFTER_SECONDS     (`await_reports`)
+    sms `sent`, fallback_at = AT's acceptance + FALLBACK_AFTER_SECONDS     (`await_reports`; `auto`: by network)
       ├─ `Success` first: fallback_at NULL, no call                        (`after_reports`)
       └─ a final failure, or fallback_at passes (housekeeping):            (`after_reports`, `start_due_calls`)
          voice `pending`, due now, fallback_at = when: the cycle's call dispatcher places it as any other call
@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, event, exists, select, update
 from sqlalchemy.orm import Session
 
-from shared import cycle_control, cycles, incidents
+from shared import cycle_control, cycles, incidents, report_delays
 from shared.consent import cancel_pending
 from shared.cycles import waiting_for_report
 from shared.models import Call, Channel, Contact, Cycle, CycleItem, CycleState, Fallback, ItemState, Message
@@ -73,9 +73,29 @@ def cancel_fallback_calls(session: Session, contact_ids: Sequence[int]) -> int:
 
 def await_reports(session: Session, item_ids: Sequence[int]) -> int:
     """SMS items AT has just accepted: in a `same_cycle` cycle each waits FALLBACK_AFTER_SECONDS for a
-    `Success` before it is called. Returns how many wait."""
-    deadline = now() + timedelta(seconds=get_settings().fallback_after_seconds)
-    return _arm(session, item_ids, ItemState.SENT, deadline)
+    `Success` before it is called (with `auto`, its contact's network's wait: shared/report_delays.py).
+    Returns how many wait."""
+    accepted = now()
+    return sum(
+        _arm(session, ids, ItemState.SENT, accepted + timedelta(seconds=seconds))
+        for seconds, ids in _by_wait(session, item_ids).items()
+    )
+
+
+def _by_wait(session: Session, item_ids: Sequence[int]) -> dict[int, list[int]]:
+    """The items by how many seconds each waits (only `same_cycle` items are looked up: `_arm` skips others)."""
+    settings = get_settings()
+    if not item_ids or settings.fallback_after_seconds != "auto":
+        return {settings.fallback_after_seconds: list(item_ids)} if item_ids else {}
+    same_cycle = select(Cycle.id).where(Cycle.fallback == Fallback.SAME_CYCLE)
+    rows = session.execute(
+        select(CycleItem.id, CycleItem.contact_id).where(CycleItem.id.in_(item_ids), CycleItem.cycle_id.in_(same_cycle))
+    ).all()
+    waits = report_delays.waits_by_contact(session, [contact_id for _, contact_id in rows], settings)
+    grouped: dict[int, list[int]] = {}
+    for item_id, contact_id in rows:
+        grouped.setdefault(waits[contact_id], []).append(item_id)
+    return grouped
 
 
 def call_instead(session: Session, item_ids: Sequence[int]) -> int:

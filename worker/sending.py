@@ -23,6 +23,7 @@ from shared.db import session_scope
 from shared.models import Call, Message
 from shared.status_policy import Action
 from shared.store import get_store
+from shared.voice_script import VoiceScript
 from worker import outcomes
 from worker.ingest import apply_pending_dlrs
 from worker.unknown_sends import GAVE_UP, UNANSWERED, may_send_again, unmatched_report
@@ -124,14 +125,14 @@ def place_call(call_id: int) -> str:
             log.warning("call %s is not queued; nothing to place", call_id)
             return "skipped"
         call = session.get_one(Call, call_id)
-        phone, message = call.phone, call.message or ""
+        phone, script = call.phone, VoiceScript(call.message or "", audio_url=call.audio_url, language=call.language)
     with live_calls.placing(get_store(), phone):
-        return _request_call(call_id, phone, message)
+        return _request_call(call_id, phone, script.encode())
 
 
 def _request_call(call_id: int, phone: str, message: str) -> str:
-    """AT's `/call` for one claimed call; its message is kept under the sessionId AT returns, for the live
-    callback to speak, before the call is recorded placed."""
+    """AT's `/call` for one claimed call; its script (`VoiceScript.encode`) is kept under the sessionId AT
+    returns, for the live callback to speak, before the call is recorded placed."""
     try:
         result = get_at_client().call([phone])
     except AtError as exc:

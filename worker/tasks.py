@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from shared import alert_webhook, alerts, broker, dlr_silence, idempotency, incidents, schedules
+from shared import alert_webhook, alerts, broker, dlr_silence, idempotency, incidents, report_delays, schedules
 from shared import cycles as shared_cycles
 from shared.at_client import AtTransient
 from shared.db import session_scope
@@ -249,7 +249,8 @@ def start_due_cycles(now: datetime) -> list[int]:
 
 @reach_task("reach.cycle.housekeeping", time_limit=60, soft_time_limit=55, expires=60)
 def cycle_housekeeping() -> None:
-    """Resume whatever a dead worker left: stuck plans, interrupted sends, cycles with due items."""
+    """Resume whatever a dead worker left: stuck plans, interrupted sends, cycles with due items; refresh each
+    network's report delays."""
     settings = get_settings()
     box = inbox()
     with session_scope() as session:
@@ -263,6 +264,8 @@ def cycle_housekeeping() -> None:
         dlr_silence.watch(session, settings.dlr_silence_seconds, cycles.now())
         due = cycles.cycles_to_nudge(session)
         finished = [cid for cid in cycles.open_cycles(session) if cycles.finish_if_done(session, cid)]
+    with session_scope() as session:  # its own transaction: the work above never waits on it
+        report_delays.refresh(session)  # what FALLBACK_AFTER_SECONDS=auto waits, per network
     if any(counts.values()):
         log.warning("interrupted sends: %s", counts)
     for cycle_id in stuck:

@@ -21,13 +21,12 @@ one-off sends (`sending.settle_unanswered`):
 from __future__ import annotations
 
 import logging
-import math
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Select, exists, func, select, update
+from sqlalchemy import Select, exists, select, update
 from sqlalchemy.orm import Session, aliased
 
-from shared import metrics
+from shared import metrics, report_delays
 from shared.cycles import SENT_TWICE
 from shared.models import Call, CycleItem, DlrEvent, ItemState, Message
 from shared.settings import Settings
@@ -42,7 +41,6 @@ UNANSWERED = "unanswered"
 GAVE_UP = "AT's answer was lost on two attempts: not sent again (a late report for either still counts)"
 #: AT's pace is read from the newest messages written, those from the last day: bounded work every run.
 DELAY_SAMPLE = 1000
-DELAY_WINDOW = timedelta(days=1)
 #: Below this many reported sends the P99 is just the slowest one: a single outlier would set the grace.
 DELAY_MIN_SAMPLE = 100
 #: Rows looked at per housekeeping run for late reports (resent sends are rare: a crash's batch at most).
@@ -75,23 +73,10 @@ def unmatched_report_query(phone: str, since: datetime) -> Select[tuple[str]]:
 
 def report_delay_p99(session: Session) -> timedelta | None:
     """The P99 of the time from a send to its first delivery report, over the newest `DELAY_SAMPLE` messages
-    of the last day that got one; None with fewer than `DELAY_MIN_SAMPLE`. Messages still waiting do not
-    count: the figure is how long reports that come take, which is what the grace must outlast."""
-    sent_at = func.coalesce(Message.claimed_at, Message.created_at)
-    newest = (
-        select(Message.at_message_id, sent_at.label("sent_at"))
-        .order_by(Message.id.desc())
-        .limit(DELAY_SAMPLE)
-        .subquery()
-    )
-    rows = session.execute(
-        select(newest.c.sent_at, func.min(DlrEvent.received_at))
-        .join(DlrEvent, DlrEvent.at_message_id == newest.c.at_message_id)
-        .where(newest.c.sent_at > now() - DELAY_WINDOW)
-        .group_by(newest.c.at_message_id, newest.c.sent_at)
-    ).all()
-    delays = sorted(max(timedelta(0), first - sent) for sent, first in rows)
-    return delays[math.ceil(0.99 * len(delays)) - 1] if len(delays) >= DELAY_MIN_SAMPLE else None
+    of the last day that got one (shared/report_delays.py); None with fewer than `DELAY_MIN_SAMPLE`. The figure
+    is how long reports that come take, which is what the grace must outlast."""
+    delays = report_delays.first_report_delays(session, DELAY_SAMPLE)
+    return report_delays.percentile(delays, 0.99) if len(delays) >= DELAY_MIN_SAMPLE else None
 
 
 def effective_grace(session: Session, settings: Settings) -> timedelta:

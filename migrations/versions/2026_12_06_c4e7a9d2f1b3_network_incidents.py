@@ -4,7 +4,7 @@ Housekeeping counts each network's final reports of the last minutes (`ix_dlr_ev
 an incident is one row per network and outage, at most one open per network (a partial unique index).
 
 Revision ID: c4e7a9d2f1b3
-Revises: a6f1d3c8e2b9
+Revises: b3e7c9a1d5f2
 Create Date: 2026-12-06 21:00:00.000000
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "c4e7a9d2f1b3"
-down_revision: str | None = "a6f1d3c8e2b9"
+down_revision: str | None = "b3e7c9a1d5f2"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -22,6 +22,7 @@ from reach_cli.common import (
     settings_or_exit,
     tags_or_exit,
 )
+from reach_cli.voice_options import voice_audio_url, voice_message_lang, voice_or_exit
 from shared.settings import Settings
 
 
@@ -34,11 +35,11 @@ def cycle() -> None:
     """
 
 
-def _messages(message: str, voice_message: str | None) -> tuple[str, str | None]:
+def _message(message: str) -> str:
     from shared.cycles import CycleError, check_message
 
     try:
-        return check_message(message), check_message(voice_message, "voice message") if voice_message else None
+        return check_message(message)
     except CycleError as exc:  # what was typed: bad input, exit 2 (the README's exit-code table)
         fail(str(exc), EXIT_USAGE)
 
@@ -55,11 +56,14 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
 
 @cycle.command(
     "run",
-    options_metavar="--message TEXT [--voice-message TEXT] [--tag TAG ...] [--sms-window W] [--call-window W] "
+    options_metavar="--message TEXT [--voice-message TEXT | --voice-message-lang LANG=TEXT ...] "
+    "[--voice-audio-url [LANG=]URL ...] [--tag TAG ...] [--sms-window W] [--call-window W] "
     "[--fallback MODE] [--dry-run] [--ignore-dlr-silence] [--json]",
 )
 @click.option("--message", required=True, help="The SMS text (also spoken on calls unless --voice-message).")
 @click.option("--voice-message", default=None, help="What calls say instead of the SMS text.")
+@voice_message_lang
+@voice_audio_url
 @click.option("--tag", "tags", multiple=True, metavar="TAG",
               help="Only contacts carrying this tag (repeat for any of several); default every contact.")  # fmt: skip
 @click.option("--sms-window", default=None, metavar="HH:MM-HH:MM",
@@ -81,6 +85,8 @@ def _send_or_exit(settings: Settings, names: list[str], cycle_id: int, then: str
 def cycle_run(
     message: str,
     voice_message: str | None,
+    voice_message_lang: tuple[str, ...],
+    voice_audio_url: tuple[str, ...],
     tags: tuple[str, ...],
     sms_window: str | None,
     call_window: str | None,
@@ -96,7 +102,8 @@ def cycle_run(
     from shared import cycles
 
     settings = settings_or_exit()
-    message, voice_message = _messages(message, voice_message)
+    message = _message(message)
+    voice = voice_or_exit(voice_message, voice_message_lang, voice_audio_url)
     audience = tags_or_exit(tags)
     windows = {"sms_window": _window(sms_window, "--sms-window"), "call_window": _window(call_window, "--call-window")}
     if dry_run:
@@ -111,7 +118,7 @@ def cycle_run(
     started = starting.start_once(
         _key_or_exit(idempotency_key),
         message,
-        voice_message,
+        voice,
         ignore_dlr_silence,
         audience,
         fallback=fallback,

@@ -17,6 +17,7 @@ from reach_cli.common import (
     settings_or_exit,
     tags_or_exit,
 )
+from reach_cli.voice_options import voice_audio_url, voice_message_lang, voice_or_exit
 
 
 @click.group()
@@ -26,13 +27,15 @@ def schedule() -> None:
 
 @schedule.command(
     "add",
-    options_metavar="--cron EXPR --message TEXT [--voice-message TEXT] [--timezone TZ] [--tag TAG ...] "
-    "[--fallback MODE]",
+    options_metavar="--cron EXPR --message TEXT [--voice-message TEXT | --voice-message-lang LANG=TEXT ...] "
+    "[--voice-audio-url [LANG=]URL ...] [--timezone TZ] [--tag TAG ...] [--fallback MODE]",
 )
 @click.argument("name")
 @click.option("--cron", required=True, metavar="EXPR", help="Five cron fields, e.g. '0 9 * * 1' (Mondays 09:00).")
 @click.option("--message", required=True, help="The SMS text (also spoken on calls unless --voice-message).")
 @click.option("--voice-message", default=None, help="What calls say instead of the SMS text.")
+@voice_message_lang
+@voice_audio_url
 @click.option(
     "--timezone", default="UTC", show_default=True, metavar="TZ", help="Time zone of --cron, e.g. Africa/Nairobi."
 )
@@ -45,6 +48,8 @@ def schedule_add(
     cron: str,
     message: str,
     voice_message: str | None,
+    voice_message_lang: tuple[str, ...],
+    voice_audio_url: tuple[str, ...],
     timezone: str,
     tags: tuple[str, ...],
     fallback: str,
@@ -54,6 +59,7 @@ def schedule_add(
     from shared.cycles import CycleError
 
     settings = settings_or_exit()
+    voice = voice_or_exit(voice_message, voice_message_lang, voice_audio_url)
     with session_or_exit() as session:
         try:
             schedule = schedules.add_schedule(
@@ -62,7 +68,7 @@ def schedule_add(
                 cron,
                 message,
                 timezone=timezone,
-                voice_message=voice_message,
+                **voice,
                 tags=tags_or_exit(tags),
                 fallback=fallback,
                 min_interval_seconds=settings.schedule_min_interval_seconds,

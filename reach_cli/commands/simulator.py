@@ -27,8 +27,17 @@ from reach_cli.common import (
     help="Key clients must send; prefer AT_API_KEY in the environment (a command line shows in ps).",
 )
 @click.option("--username", envvar="AT_USERNAME", default="sandbox", show_default=True)
+# `reach up` binds the port itself and hands the listening socket down, so nothing can take the port between
+# its check and the child's start.
+@click.option("--fd", type=int, default=None, hidden=True, help="Serve on this inherited listening socket.")
 def simulator(
-    host: str, port: int, scenario_file: Path | None, callback_url: str | None, api_key: str, username: str
+    host: str,
+    port: int,
+    scenario_file: Path | None,
+    callback_url: str | None,
+    api_key: str,
+    username: str,
+    fd: int | None,
 ) -> None:
     """Run the Africa's Talking simulator: SMS and voice APIs on loopback, callbacks by scenario.
 
@@ -49,6 +58,6 @@ def simulator(
     echo(f"AT simulator on http://{host}:{port} (SMS: /version1/messaging, voice: /call)")
     echo(f"posting callbacks to {callback_url}")
     try:
-        serve(host, port, scenario, api_key, username, callback_url, token)
+        serve(host, port, scenario, api_key, username, callback_url, token, fd=fd)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")

@@ -9,7 +9,7 @@ from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import alerts, cycles, live_calls, metrics, placeholders, voice_script
+from shared import alerts, cycles, live_calls, metrics, prompts, voice_languages, voice_script
 from shared.at_client import AtError, AtRejected, CallEntry, get_at_client, maybe_sent
 from shared.db import session_scope
 from shared.models import (
@@ -58,15 +58,15 @@ def call_limit(message: str | None, settings: Settings) -> timedelta:
 
     - ring: CALL_RING_TIMEOUT_SECONDS. AT documents no ring timeout (at-api.md §5.1, §5.2: an unanswered
       call ends with `NO_ANSWER`, after a time it does not state);
-    - the message, the confirm prompt and the thanks (`shared.voice_script.speak`, `thank`), spoken at
-      TTS_CHARACTERS_PER_SECOND;
+    - the message, the confirm prompt and the thanks (`shared.voice_script.speak`, `thank`; the prompts of
+      the language whose are longest, `shared.prompts`), spoken at TTS_CHARACTERS_PER_SECOND. A call that
+      plays a recording is bounded by its text all the same: Reach does not know the recording's length;
     - the `<GetDigits>` wait, `voice_script.DIGITS_TIMEOUT_SECONDS` (our XML sets it; AT's default is 30 s,
       at-api.md §5.3);
     - CALL_LIMIT_MARGIN_SECONDS: AT's own call queue, the final callback's trip and AT's retries of it
       (none of them documented).
     """
-    spoken = len(message or settings.voice_greeting) + len(voice_script.CONFIRM_PROMPT)
-    spoken += len(voice_script.THANKS)
+    spoken = len(message or settings.voice_greeting) + prompts.longest("confirm") + prompts.longest("thanks")
     seconds = (
         settings.call_ring_timeout_seconds
         + spoken / TTS_CHARACTERS_PER_SECOND
@@ -136,10 +136,19 @@ def claim_calls(cycle: Cycle, settings: Settings) -> list[Claimed]:
             return []
         claimed = []
         items = claim(session, cycle.id, Channel.VOICE, room)
-        template = cycle.voice_message or cycle.message
-        names = contact_names(session, [contact_id for _i, contact_id, _p in items], template)
+        contacts = contact_details(session, cycle, [contact_id for _i, contact_id, _p in items])
         for item_id, contact_id, phone in items:
-            message = placeholders.render(template, name=names.get(contact_id), phone=phone)
+            name, language = contacts.get(contact_id, (None, None))
+            script = voice_languages.script_for(
+                cycle.voice_languages,
+                cycle.voice_message,
+                cycle.message,
+                language=language,
+                default=settings.default_language,
+                name=name,
+                phone=phone,
+            )
+            message = script.text
             call = Call(
                 contact_id=contact_id,
                 cycle_id=cycle.id,
@@ -147,6 +156,8 @@ def claim_calls(cycle: Cycle, settings: Settings) -> list[Claimed]:
                 phone=phone,
                 direction="Outbound",
                 message=message,
+                language=script.language,
+                audio_url=script.audio_url,
                 send_state="submitting",
             )
             session.add(call)
@@ -156,11 +167,13 @@ def claim_calls(cycle: Cycle, settings: Settings) -> list[Claimed]:
         return claimed
 
 
-def contact_names(session: Session, contact_ids: list[int], template: str) -> dict[int, str | None]:
-    """The contacts' names, read only when the text has placeholders."""
-    if not contact_ids or not placeholders.is_personal(template):
+def contact_details(session: Session, cycle: Cycle, contact_ids: list[int]) -> dict[int, tuple[str | None, str | None]]:
+    """The contacts' (name, language); the name only when the cycle's voice has placeholders."""
+    personal = voice_languages.is_personal(cycle.voice_languages, cycle.voice_message, cycle.message)
+    if not contact_ids:
         return {}
-    return dict(session.execute(select(Contact.id, Contact.name).where(Contact.id.in_(contact_ids))).all())
+    rows = session.execute(select(Contact.id, Contact.name, Contact.language).where(Contact.id.in_(contact_ids)))
+    return {row.id: (row.name if personal else None, row.language) for row in rows}
 
 
 def lock_calls(session: Session) -> None:
@@ -210,7 +223,6 @@ def stop_calls(cycle_id: int, rest: list[Claimed]) -> str:
 
 
 def place_call(cycle: Cycle, claimed: Claimed, settings: Settings) -> str:
-    message = claimed.text if claimed.text is not None else cycle.voice_message or cycle.message
     with live_calls.placing(get_store(), claimed.phone):  # until the call's message is kept (record_call)
         try:
             result = get_at_client().call([claimed.phone])
@@ -218,7 +230,7 @@ def place_call(cycle: Cycle, claimed: Claimed, settings: Settings) -> str:
             return unanswered_call(cycle, claimed, exc, settings)
         entry = next(iter(result.entries), None)
         with session_scope() as session:
-            return record_call(session, cycle.id, claimed, entry, result.error_message, message)
+            return record_call(session, cycle.id, claimed, entry, result.error_message)
 
 
 def unanswered_call(cycle: Cycle, claimed: Claimed, exc: AtError, settings: Settings) -> str:
@@ -240,12 +252,11 @@ def unanswered_call(cycle: Cycle, claimed: Claimed, exc: AtError, settings: Sett
     return "paused"
 
 
-def record_call(
-    session: Session, cycle_id: int, claimed: Claimed, entry: CallEntry | None, error: str | None, message: str
-) -> str:
+def record_call(session: Session, cycle_id: int, claimed: Claimed, entry: CallEntry | None, error: str | None) -> str:
     call = session.get_one(Call, claimed.row_id)
     if entry is not None and entry.session_id:
-        get_store().remember_script(message, phone=claimed.phone, session_id=entry.session_id)
+        script = voice_script.VoiceScript(call.message, audio_url=call.audio_url, language=call.language)
+        get_store().remember_script(script.encode(), phone=claimed.phone, session_id=entry.session_id)
         # The final callback may already have adopted this call (ingest.voice._lock_call); keep its session id.
         call.session_id = call.session_id or entry.session_id
         call.send_state, call.status = "sent", call.status or entry.status
