@@ -69,6 +69,8 @@ def preview_lines(preview: Mapping[str, Any]) -> list[str]:
             "  dlr_silence: their last SMS never got a delivery report (see reach doctor); "
             "--ignore-dlr-silence calls them"
         )
+    if preview["skipped_by_status"].get("network_incident"):
+        lines.append("  network_incident: their network is failing (see reach incident list); held until it ends")
     return lines
 
 

@@ -9,14 +9,14 @@ Exit codes scripts can rely on (every error is one `error: ...` line on stderr, 
     2  bad usage: an unknown option or value, bad settings, a bad phone number, scenario file or schedule,
        an empty or too long message
     3  a service Reach needs is unreachable (the database or the broker)
-    4  not found: no such contact, cycle or schedule
+    4  not found: no such contact, cycle, schedule or incident
 """
 
 from __future__ import annotations
 
 import click
 
-from reach_cli.commands import contacts, cycle, db, doctor, inbox, run, schedule, simulator
+from reach_cli.commands import contacts, cycle, db, doctor, inbox, incident, run, schedule, simulator
 from reach_cli.common import EXIT_CODES_HELP, EXIT_FAILED, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, ReachGroup
 
 __all__ = ["EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_UNREACHABLE", "EXIT_USAGE", "cli", "main"]
@@ -39,6 +39,7 @@ for command in (
     cycle.cycle,
     schedule.schedule,
     inbox.inbox,
+    incident.incident,
     run.up,
     run.demo,
     doctor.doctor,

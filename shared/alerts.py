@@ -1,10 +1,11 @@
 """Alerts: what the operator must hear about, said in four places (issue 13).
 
-A paused cycle (an account problem), a delivery-report silence, a parked (dead-lettered) callback and AT
-refusing the credentials are each logged at WARNING, counted (`reach_alerts_total{kind}`), kept in the
-`alerts` table (the dashboard lists the latest) and, when `ALERT_WEBHOOK_URL` is set, POSTed there as JSON
-by a Celery task that retries with backoff (shared/alert_webhook.py). Raising one never fails or blocks the
-work that raised it: every step is best effort, and the webhook runs in its own task.
+A paused cycle (an account problem), a delivery-report silence, a parked (dead-lettered) callback, AT
+refusing the credentials and a carrier incident (and its recovery) are each logged at WARNING, counted
+(`reach_alerts_total{kind}`), kept in the `alerts` table (the dashboard lists the latest) and, when
+`ALERT_WEBHOOK_URL` is set, POSTed there as JSON by a Celery task that retries with backoff
+(shared/alert_webhook.py). Raising one never fails or blocks the work that raised it: every step is best
+effort, and the webhook runs in its own task.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ CYCLE_PAUSED = "cycle_paused"
 DLR_SILENCE = "dlr_silence"
 CALLBACK_PARKED = "callback_parked"
 AT_CREDENTIALS = "at_credentials"
-KINDS = (CYCLE_PAUSED, DLR_SILENCE, CALLBACK_PARKED, AT_CREDENTIALS)
+NETWORK_INCIDENT = "network_incident"  # shared/incidents.py: a network fails far above its baseline
+NETWORK_RECOVERED = "network_recovered"
+KINDS = (CYCLE_PAUSED, DLR_SILENCE, CALLBACK_PARKED, AT_CREDENTIALS, NETWORK_INCIDENT, NETWORK_RECOVERED)
 #: The Celery task that posts one alert to ALERT_WEBHOOK_URL (worker/tasks.py).
 NOTIFY_TASK = "reach.cycle.notify_alert"
 _PENDING = "reach.alerts"

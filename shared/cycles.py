@@ -21,7 +21,7 @@ from shared import (
     cost_estimate,
     cycle_breakdown,
     cycle_money,
-    dlr_silence,
+    holds,
     last_message,
     placeholders,
     segments,
@@ -221,9 +221,9 @@ def preview(
     tags: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """What a cycle started now would do: counts per channel, skipped and why, SMS parts, estimated cost."""
-    held = dlr_silence.hold_back_now(session, ignore=ignore_dlr_silence)
+    held = holds.hold_back_now(session, ignore_dlr_silence=ignore_dlr_silence)
     tagged = in_tags(session, tags)
-    audience = reachable() & tagged if held is None else reachable() & tagged & ~held
+    audience = holds.audience(reachable() & tagged, held)
     calls = calls_needed(session, settings, audience)  # the contacts a call would go to, by why
     skipped = dict(
         session.execute(
@@ -232,7 +232,7 @@ def preview(
             .group_by(type_coerce(Contact.status, String))
         ).all()
     )
-    skipped.update(dlr_silence.count_held(session, reachable() & tagged, held))
+    skipped.update(holds.count_held(session, reachable() & tagged, held))
     bill = cycle_money.sms_bill(session, message, audience & (channel_expr() == Channel.SMS.value))
     return {
         **planned_counts(sum(bill.contacts.values()), calls["contacts"], skipped),
@@ -269,9 +269,9 @@ def calls_needed(session: Session, settings: Settings, audience: ColumnElement[b
 
 
 def skip_reasons(skipped: dict[str, int]) -> list[str]:
-    """Why contacts are skipped: their status, and `dlr_silence` only when a silence held some back."""
+    """Why contacts are skipped: their status, and each hold (shared/holds.py) only when it held some back."""
     reasons = [status.value for status in SKIPPED_STATUSES]
-    return [*reasons, dlr_silence.DLR_SILENCE] if skipped.get(dlr_silence.DLR_SILENCE) else reasons
+    return [*reasons, *(reason for reason in holds.REASONS if skipped.get(reason))]
 
 
 def planned_counts(sms: int, voice: int, skipped: dict[str, int]) -> dict[str, Any]:

@@ -54,7 +54,11 @@ WORKER_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("cause",),
     ),
     "reach_sms_sent_twice": ("Interrupted SMS sent again whose first attempt AT reported later", ()),
-    "reach_alerts": ("Alerts raised, by kind (cycle_paused, dlr_silence, callback_parked, at_credentials)", ("kind",)),
+    "reach_alerts": (
+        "Alerts raised, by kind (cycle_paused, dlr_silence, callback_parked, at_credentials, network_incident, "
+        "network_recovered)",
+        ("kind",),
+    ),
 }
 
 

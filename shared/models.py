@@ -381,6 +381,8 @@ class DlrEvent(Base):
         Index("ix_dlr_events_unapplied", "at_message_id", postgresql_where=sql_text("applied_at IS NULL")),
         # A report for this number since a claim (`unmatched_report`), and the rescan of recent unmatched ones.
         Index("ix_dlr_events_phone_received", "phone", "received_at"),
+        # The carrier incident guard's look at the last minutes of reports (shared/incidents.py).
+        Index("ix_dlr_events_received_at", "received_at"),
         Index(
             "ix_dlr_events_unapplied_received",
             "received_at",

@@ -1,13 +1,13 @@
 """Records Reach keeps for the operator beside the messaging tables of shared/models.py: erased numbers (and
 the key that hashes them), contact imports and their refused rows, idempotency keys of cycle starts, alerts,
-and how fast each mobile network reports."""
+how fast each mobile network reports, and carrier incidents."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -112,3 +112,44 @@ class NetworkReportDelay(Base):
     p50_seconds: Mapped[float | None] = mapped_column(Float)
     p95_seconds: Mapped[float | None] = mapped_column(Float)
     refreshed_at: Mapped[datetime]
+
+
+class NetworkIncident(Base):
+    """A mobile network whose delivery reports failed far above its baseline (shared/incidents.py): while it is
+    held (`applied_at` NULL), failure reports from it since `since` leave their contacts as they were and
+    their calls wait; once it ended (recovered, or released by the operator) housekeeping applies them."""
+
+    __tablename__ = "network_incidents"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    network_code: Mapped[str] = mapped_column(String(10))
+    opened_at: Mapped[datetime]
+    #: The start of the window that showed it: reports received from then on are held.
+    since: Mapped[datetime]
+    failures: Mapped[int] = mapped_column(BigInteger)
+    reports: Mapped[int] = mapped_column(BigInteger)
+    baseline_rate: Mapped[float] = mapped_column(Float)
+    #: Since when its failure rate has been back near its baseline; NULL while it is not.
+    recovering_since: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    ended_by: Mapped[str | None] = mapped_column(String(20))  # `recovered` or `operator`
+    #: When the reports it held were applied (after it ended); NULL while it holds them.
+    applied_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # One incident at a time per network (two housekeeping runs racing open one).
+        Index(
+            "ix_network_incidents_open",
+            "network_code",
+            unique=True,
+            postgresql_where=sql_text("ended_at IS NULL"),
+            sqlite_where=sql_text("ended_at IS NULL"),
+        ),
+        # What every drained batch and every plan reads: the incidents still holding reports (a few rows).
+        Index(
+            "ix_network_incidents_holding",
+            "id",
+            postgresql_where=sql_text("applied_at IS NULL"),
+            sqlite_where=sql_text("applied_at IS NULL"),
+        ),
+    )

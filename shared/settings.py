@@ -17,11 +17,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from shared.cost_estimate import parse_sms_costs
+from shared.guard_settings import GuardSettings
 from shared.sender_rules import SAFARICOM_OPT_OUT, TRANSACTIONAL, OptOutText, SenderKind, check_sms_window
 from shared.voice_script import XML_FORBIDDEN
 from shared.windows import check_window
@@ -79,7 +80,9 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names each bad variable."""
 
 
-class Settings(BaseSettings):
+class Settings(GuardSettings):
+    """Every setting; DLR_SILENCE_SECONDS and INCIDENT_* are GuardSettings' (shared/guard_settings.py)."""
+
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, frozen=True
     )
@@ -180,10 +183,6 @@ class Settings(BaseSettings):
     #: is idempotent and cheap when there is nothing to do; a shorter period only settles interrupted work
     #: sooner (the tests use 2 s).
     housekeeping_seconds: float = Field(default=15.0, ge=1, le=300)
-    #: A cycle whose SMS got no delivery report at all this long after AT accepted them is "silent": the DLR
-    #: URL is unset or its token wrong. It raises an alert, and the next cycle holds its contacts back instead
-    #: of calling them all (shared/dlr_silence.py). AT usually reports within minutes; 30 minutes is safe.
-    dlr_silence_seconds: int = Field(default=1800, ge=1, le=7 * 86_400)
     #: A `same_cycle` cycle (design §4.1) calls a contact whose SMS has no `Success` report this long after AT
     #: accepted it (a final failure calls at once). Whole seconds, or `auto`: the P95 of how long final reports
     #: of the contact's mobile network took lately, within the two bounds below (shared/report_delays.py).

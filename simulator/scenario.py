@@ -73,6 +73,11 @@ Scenario fields:
     is held `timeout_seconds` (set it below the client's read timeout): the customer picks up before
     AT's answer to `/call` has reached the caller.
 
+- `outages`: one network failing everything for a while, as a carrier outage looks to AT's customers:
+  `{"network_code": "63903", "seconds": 600}` gives every SMS AT accepts for a number whose rule has that
+  `network_code`, from `start` (default 0) to `start + seconds` on the simulator's clock after the scenario was
+  set, the outage's reports instead of the rule's: `dlr`, default `["Sent", ["Failed", "DeliveryFailure"]]`
+  (`["Sent", "Expired"]` for a telco discarding them). Reports still carry the number's `networkCode`.
 - `callback_attempts`: posts per callback before the simulator gives up on it (default 4, backing off
   from 50 ms); `1` means a callback that fails is never posted again.
 - `hold`: paths (exact, or a prefix ending in `*`) whose requests are held: AT receives and records each
@@ -212,6 +217,31 @@ class Fault:
         return cls(**raw)
 
 
+@dataclass(frozen=True)
+class Outage:
+    """One network failing every SMS for `seconds` from `start` (the simulator's clock, from the scenario)."""
+
+    network_code: str
+    seconds: float
+    start: float = 0.0
+    dlr: tuple[DlrStep, ...] = (("Sent", None), ("Failed", "DeliveryFailure"))
+
+    def __post_init__(self) -> None:
+        if not self.network_code or self.seconds <= 0 or self.start < 0:
+            raise ValueError("outage: a network_code, seconds > 0 and start >= 0")
+
+    def covers(self, network_code: str, elapsed: float) -> bool:
+        return network_code == self.network_code and self.start <= elapsed < self.start + self.seconds
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Outage:
+        _check_keys(raw, {f.name for f in fields(cls)}, "outage")
+        values = dict(raw)
+        if "dlr" in values:
+            values["dlr"] = tuple(_dlr_step(step) for step in values["dlr"])
+        return cls(**values)
+
+
 def _is_status_code(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
 
@@ -228,6 +258,7 @@ class Scenario:
     seed: int | None = None
     callback_attempts: int = 4
     hold: tuple[str, ...] = ()
+    outages: tuple[Outage, ...] = ()
 
     def __post_init__(self) -> None:
         if self.callback_attempts < 1:
@@ -238,6 +269,10 @@ class Scenario:
     def holds(self, path: str) -> bool:
         """Whether requests to `path` wait for a release (`hold`)."""
         return any(path.startswith(p[:-1]) if p.endswith("*") else path == p for p in self.hold)
+
+    def outage_for(self, rule: Rule, elapsed: float) -> Outage | None:
+        """The outage of the rule's network at `elapsed` seconds into the scenario, if any."""
+        return next((o for o in self.outages if o.covers(rule.network_code, elapsed)), None)
 
     def rule_for(self, number: str) -> Rule:
         """The rule for one number: exact match, then the longest matching prefix, then the default."""
@@ -262,6 +297,7 @@ class Scenario:
             seed=raw.get("seed"),
             callback_attempts=int(raw.get("callback_attempts", 4)),
             hold=tuple(raw.get("hold", ())),
+            outages=tuple(Outage.from_dict(o) for o in raw.get("outages", [])),
         )
 
     @classmethod

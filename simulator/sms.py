@@ -72,8 +72,11 @@ def _recipient(code: int, number: str, status: str, cost: str, message_id: str) 
 
 
 def schedule_dlrs(state: SimState, message_id: str, number: str, rule: Rule) -> None:
-    """Post a message's delivery reports: in order (or shuffled), `delay` apart, duplicated."""
-    steps = state.shuffled(list(rule.dlr)) if rule.shuffle else list(rule.dlr)
+    """Post a message's delivery reports: in order (or shuffled), `delay` apart, duplicated; during its
+    network's outage, the outage's reports."""
+    outage = state.scenario.outage_for(rule, state.dispatcher.now() - state.scenario_set_at)
+    dlr = outage.dlr if outage is not None else rule.dlr
+    steps = state.shuffled(list(dlr)) if rule.shuffle else list(dlr)
     for index, (status, reason) in enumerate(steps, start=1):
         body = wire.dlr(message_id, status, number, rule.network_code, failure_reason=reason)
         for _ in range(rule.duplicates):

@@ -74,6 +74,7 @@ class SimState:
         """Replace the scenario; its faults start with their full counts."""
         with self._lock:
             self.scenario = scenario
+            self.scenario_set_at = self.dispatcher.now()  # outages count from here
             self._faults = [[fault, fault.count] for fault in scenario.faults]
             self._rng = random.Random(scenario.seed)
 

@@ -212,7 +212,7 @@ def test_callbacks_answer_403_without_the_webhook_token(client: Any, method: str
 
 
 def test_the_document_says_which_operations_need_which_credentials() -> None:
-    assert len(operations_secured_by("bearerAuth")) == 17  # every /api operation but the document itself
+    assert len(operations_secured_by("bearerAuth")) == 19  # every /api operation but the document itself
     assert {path for _, path in operations_secured_by("webhookToken")} == {"/dlr", "/receiveSMS", "/ussd", "/voice"}
 
 

@@ -471,3 +471,31 @@ def test_wire_ids_and_bodies() -> None:
     assert list(sms) == ["date", "from", "id", "linkId", "text", "to", "networkCode"]
     assert "linkId" not in wire.incoming_sms(A, "21512", "Msg", "ec9adc86")
     assert wire.ussd("ATUid_1", A, "1*2")["text"] == "1*2"
+
+
+def test_a_network_outage_fails_its_reports_for_a_while(sim: SimulatorServer, hooks: Receiver) -> None:
+    """One network fails everything for `seconds` on the simulator's clock: its numbers' reports are the
+    outage's (status and failureReason as AT words them, networkCode kept); other networks are untouched."""
+    airtel = "+254733000001"
+    sim.set_scenario(
+        Scenario.from_dict(
+            {
+                "numbers": {"+254733*": {"network_code": "63903"}},
+                "outages": [{"network_code": "63903", "seconds": 600}],
+            }
+        )
+    )
+    during = recipients(send(sim, to=f"{A},{airtel}"))
+    assert sim.wait_idle(5)
+    assert [p["form"] for p in hooks.posts("/dlr")] == [
+        wire.dlr(during[0]["messageId"], "Sent", A),
+        wire.dlr(during[0]["messageId"], "Success", A),
+        wire.dlr(during[1]["messageId"], "Sent", airtel, "63903"),
+        wire.dlr(during[1]["messageId"], "Failed", airtel, "63903", failure_reason="DeliveryFailure"),
+    ]
+    sim.advance_clock(601)  # the outage is over: Airtel delivers again
+    after = recipients(send(sim, to=airtel))[0]["messageId"]
+    assert sim.wait_idle(5)
+    assert [p["form"] for p in hooks.posts("/dlr")][-1] == wire.dlr(after, "Success", airtel, "63903")
+    with pytest.raises(ValueError, match="outage"):
+        Scenario.from_dict({"outages": [{"network_code": "63903", "seconds": -1}]})

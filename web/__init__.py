@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["reach.settings"] = settings
 
-    from web import (  # contacts_api adds its routes to operator_api.bp: imported before it is registered
+    from web import (  # contacts_api, incidents_api add routes to operator_api.bp: imported first
         callbacks,
         callers,
         contacts_api,  # noqa: F401
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         errors,
         fastpath,
         health,
+        incidents_api,  # noqa: F401
         limits,
         metrics,
         openapi,

@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared import dlr_silence
+from shared import dlr_silence, incidents
 from shared.store import STORE_ERRORS
 from web.services import services
 
@@ -37,14 +37,17 @@ def readyz() -> ResponseReturnValue:
 
 def _warnings() -> list[str]:
     """What an operator must fix that is no reason to take this receiver out of the load balancer: a
-    delivery-report silence means AT cannot reach /dlr, and a receiver taken out would hear even less."""
+    delivery-report silence means AT cannot reach /dlr, and a receiver taken out would hear even less; a
+    carrier incident holds a network's contacts until it ends."""
     try:
         with services().sessions() as session:
             silent = dlr_silence.silent_cycles(session)
+            held = [i for i in incidents.holding(session) if i.ended_at is None]
     except SQLAlchemyError as exc:
         log.warning("readiness: warnings not read: %s", exc.__class__.__name__)
         return []
-    return [f"dlr_silence: {dlr_silence.describe(silent)}"] if silent else []
+    found = [f"dlr_silence: {dlr_silence.describe(silent)}"] if silent else []
+    return found + [f"network_incident: {incidents.describe(i, services().settings)}" for i in held]
 
 
 def _database_ok() -> bool:

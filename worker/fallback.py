@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, event, exists, select, update
 from sqlalchemy.orm import Session
 
-from shared import cycle_control, cycles, report_delays
+from shared import cycle_control, cycles, incidents, report_delays
 from shared.consent import cancel_pending
 from shared.cycles import waiting_for_report
 from shared.models import Call, Channel, Contact, Cycle, CycleItem, CycleState, Fallback, ItemState, Message
@@ -155,10 +155,11 @@ def start_due_calls(session: Session) -> int:
         Cycle.fallback == Fallback.SAME_CYCLE, Cycle.state.in_([CycleState.DISPATCHING, CycleState.PAUSED])
     )
     started = 0
+    allowed = incidents.calls_allowed(session)  # a carrier incident holds its network's calls
     for cycle_id in session.scalars(open_cycles).all():
         due = (
             select(CycleItem.id)
-            .where(CycleItem.cycle_id == cycle_id, waiting_for_report(), CycleItem.fallback_at <= now())
+            .where(CycleItem.cycle_id == cycle_id, waiting_for_report(), CycleItem.fallback_at <= now(), allowed)
             .order_by(CycleItem.fallback_at)
             .limit(DUE_BATCH)
             .with_for_update(skip_locked=True)
@@ -171,7 +172,12 @@ def start_due_calls(session: Session) -> int:
 def start_calls(session: Session, which: ColumnElement[bool]) -> int:
     """Turn waiting SMS items into due calls, each once (the WHERE is the state machine); a contact that
     cannot be reached now (opted out, invalid, erased) is not called. Returns how many became calls."""
-    waiting = (which, waiting_for_report(), CycleItem.state.in_([ItemState.SENT, ItemState.FAILED]))
+    waiting = (
+        which,
+        waiting_for_report(),
+        CycleItem.state.in_([ItemState.SENT, ItemState.FAILED]),
+        incidents.calls_allowed(session),  # held by a carrier incident: they keep waiting
+    )
     reachable = exists().where(Contact.id == CycleItem.contact_id, cycles.reachable())
     at = now()
     moved = session.execute(

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from shared import alert_webhook, alerts, broker, dlr_silence, idempotency, report_delays, schedules
+from shared import alert_webhook, alerts, broker, dlr_silence, idempotency, incidents, report_delays, schedules
 from shared import cycles as shared_cycles
 from shared.at_client import AtTransient
 from shared.db import session_scope
@@ -257,6 +257,8 @@ def cycle_housekeeping() -> None:
         grace = unknown_sends.effective_grace(session, settings)
         counts = cycles.reconcile_interrupted(session, box, grace)
         cycles.record_overdue_calls(session, settings)  # before finish_if_done: frees what they held
+        # A carrier incident found (or ended) before fallback calls become due: they are held (or released).
+        incidents.watch(session, settings, cycles.now(), ingest.apply_held_reports)
         fallback.start_due_calls(session)  # before cycles_to_nudge, which then nudges their dispatchers
         stuck = cycles.stuck_planning(session)
         dlr_silence.watch(session, settings.dlr_silence_seconds, cycles.now())

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import String, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 
-from shared import cycle_money, cycles, dlr_silence
+from shared import cycle_money, cycles, holds
 from shared.db import insert_for
 from shared.models import (
     Contact,
@@ -34,9 +34,9 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
     cycle = session.get(Cycle, cycle_id, with_for_update=True)
     if cycle is None or not _to_plan(cycle):
         return None
-    held = dlr_silence.hold_back_now(session, ignore=cycle.ignore_dlr_silence)
+    held = holds.hold_back_now(session, ignore_dlr_silence=cycle.ignore_dlr_silence)
     tagged = cycles.in_tags(session, cycle.tags)
-    audience = cycles.reachable() & tagged if held is None else cycles.reachable() & tagged & ~held
+    audience = holds.audience(cycles.reachable() & tagged, held)
     columns = ["cycle_id", "contact_id", "channel", "state", "attempts", "next_attempt_at", "updated_at"]
     # Items whose send window is closed are due at its opening (design §4.2).
     due, waiting = window_holds.planned_due(session, cycle, audience, cycles.channel_expr(), now())
@@ -70,7 +70,7 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
             .group_by(type_coerce(Contact.status, String))
         ).all()
     )
-    skipped.update(dlr_silence.count_held(session, cycles.reachable() & tagged, held))
+    skipped.update(holds.count_held(session, cycles.reachable() & tagged, held))
     cycle.plan = {
         "sms": counts.get("sms", 0),
         "voice": counts.get("voice", 0),

@@ -23,7 +23,7 @@ from shared.inbox import InboxItem
 from shared.models import RawCallback
 from worker.ingest.batch_sql import as_columns, is_postgres
 from worker.ingest.contacts import CONTACT_STATUS_AFTER, UNREACHABLE, find_contact_id, opt_in, opt_out
-from worker.ingest.dlr import apply_dlrs, apply_pending_dlrs
+from worker.ingest.dlr import apply_dlrs, apply_held_reports, apply_pending_dlrs
 from worker.ingest.erased import drop_erased
 from worker.ingest.incoming_sms import OPT_IN_WORDS, OPT_OUT_WORDS, apply_incoming_sms
 from worker.ingest.ussd import apply_ussd_step
@@ -38,6 +38,7 @@ __all__ = [
     "UNREACHABLE",
     "apply_batch",
     "apply_dlrs",
+    "apply_held_reports",
     "apply_incoming_sms",
     "apply_pending_dlrs",
     "apply_ussd_step",

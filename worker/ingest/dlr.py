@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import bindparam, case, func, select, text, update
 from sqlalchemy.orm import Session
 
-from shared import metrics
+from shared import incidents, metrics
 from shared.callbacks import (
     Dlr,
     phone_or_raw,
@@ -135,8 +135,7 @@ def apply_pending_dlrs(session: Session, at_message_ids: Collection[str] | None 
         if current is None or (candidate.rank, candidate.status) > (current.rank, current.status):
             best[message_id] = candidate
     moved = _advance_messages(session, [b for b in best.values() if b.rank > 0])
-    _update_contacts_from_messages(session, sorted(best))
-    fallback.after_reports(session, sorted(best))  # same-cycle fallbacks: stop, call now, or keep waiting
+    apply_held_reports(session, sorted(best))
     now = datetime.now(UTC)
     event_ids = [row[0] for row in events]
     session.execute(update(DlrEvent).where(DlrEvent.id.in_(event_ids)).values(applied_at=now))
@@ -212,8 +211,16 @@ def _advance_messages(session: Session, best: list[_Best]) -> int:
     return max(result.rowcount, 0)
 
 
+def apply_held_reports(session: Session, message_ids: list[int]) -> None:
+    """What the messages' reports mean for their contacts, then for same-cycle fallbacks (stop, call now, or
+    keep waiting); also how a carrier incident's held reports are applied once it ended (shared/incidents.py)."""
+    _update_contacts_from_messages(session, message_ids)
+    fallback.after_reports(session, message_ids)
+
+
 def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> None:
-    """Contacts follow the status of their *last* SMS, read back after the forward-only update."""
+    """Contacts follow the status of their *last* SMS, read back after the forward-only update. A downgrade to
+    `inactive` from a network in a carrier incident waits for its end (shared/incidents.py)."""
     rows = session.execute(
         select(
             Contact.id,
@@ -228,8 +235,11 @@ def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> 
         .order_by(Contact.id)
     ).all()
     params = []
+    held = incidents.holding(session) if rows else []
     for contact_id, message_id, status, reason, network, status_at in rows:
         target = CONTACT_STATUS_AFTER.get(dlr_outcome(status, reason))
+        if held and incidents.defers(held, target, network, status_at):
+            target = None  # the contact stays as it was; the report is kept on the message
         params.append(
             {
                 "c_id": contact_id,

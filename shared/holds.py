@@ -1,0 +1,40 @@
+"""Who planning holds back, and why: the guards that keep a fault outside Reach from becoming calls. A
+delivery-report silence (shared/dlr_silence.py) and a carrier incident (shared/incidents.py) each give a SQL
+filter over contacts; planning and the dry run leave out whoever any of them holds, and count them under
+`skipped_by_status` by the first reason that holds them."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from shared import dlr_silence, incidents
+from shared.models import Contact
+
+#: The reasons, in the order a contact held twice is counted.
+REASONS = (dlr_silence.DLR_SILENCE, incidents.NETWORK_INCIDENT)
+
+
+def hold_back_now(session: Session, *, ignore_dlr_silence: bool = False) -> dict[str, ColumnElement[bool]]:
+    """Today's filters by reason; empty when nothing holds anyone (planning's statement is then unchanged)."""
+    held = {
+        dlr_silence.DLR_SILENCE: dlr_silence.hold_back_now(session, ignore=ignore_dlr_silence),
+        incidents.NETWORK_INCIDENT: incidents.hold_back_now(session),
+    }
+    return {reason: where for reason, where in held.items() if where is not None}
+
+
+def audience(base: ColumnElement[bool], held: dict[str, ColumnElement[bool]]) -> ColumnElement[bool]:
+    for where in held.values():
+        base = base & ~where
+    return base
+
+
+def count_held(session: Session, base: ColumnElement[bool], held: dict[str, ColumnElement[bool]]) -> dict[str, int]:
+    """`{reason: n}` for the `skipped` counts, or {} when nothing is held."""
+    counts, before = {}, base
+    for reason, where in held.items():
+        counts[reason] = session.scalar(select(func.count()).select_from(Contact).where(before, where)) or 0
+        before = before & ~where
+    return counts
