@@ -145,14 +145,14 @@ def _simulator_socket(port: int) -> socket.socket:
 
 def plan(stack: Stack) -> None:
     """Fill in what is not configured: the embedded broker, AT (the simulator) and tokens."""
-    from shared.db import prepare_sqlite
+    from shared.broker import prepare_embedded_broker
 
     settings, env = stack.settings, stack.env
     env.setdefault("DATABASE_URL", settings.effective_database_url)
     # The receiver's processes pool their /metrics counts here (web/gunicorn_conf.py empties it at start).
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str((VAR_DIR / "prometheus").resolve()))
     if not settings.uses_redis:
-        prepare_sqlite(settings.effective_broker_url)
+        prepare_embedded_broker(settings.effective_broker_url)
     env.setdefault("WEBHOOK_TOKEN", settings.webhook_token.get_secret_value() or _secret("webhook-token"))
     env.setdefault("API_TOKEN", settings.api_token.get_secret_value() or _secret("api-token"))
     env.setdefault("METRICS_TOKEN", settings.metrics_token.get_secret_value() or _secret("metrics-token"))

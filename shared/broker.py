@@ -16,7 +16,7 @@ from celery import Celery
 from kombu import Queue
 from sqlalchemy import Engine, inspect, text
 
-from shared.db import build_engine, sqlite_connect_args
+from shared.db import build_engine, prepare_sqlite, sqlite_connect_args
 from shared.settings import Settings, get_settings
 
 #: Seconds before a message a worker took but never acknowledged goes back to its queue. Larger than
@@ -55,10 +55,26 @@ def get_redis() -> redis.Redis:
 def embedded_transport_options() -> dict[str, Any]:
     """kombu's SQLAlchemy transport on a SQLite file: these options go to its `create_engine()`.
 
-    The file is put in WAL mode by `shared.db.prepare_sqlite` (`reach up` does it before starting the
-    worker); the busy timeout lets the receiver, worker and beat processes wait for each other's writes.
+    The file is put in WAL mode, with kombu's tables, by `prepare_embedded_broker` (`reach up` does it before
+    starting the worker); the busy timeout lets the receiver, worker and beat processes wait for each other's writes.
     """
     return {"connect_args": sqlite_connect_args()}
+
+
+def prepare_embedded_broker(url: str) -> None:
+    """The embedded broker's SQLite file in WAL mode with kombu's tables in it, before any process opens it.
+
+    kombu creates its tables when a process first opens the broker, under a lock of that process only: the
+    receiver, worker and beat `reach up` starts together raced, and one failed with `table kombu_queue
+    already exists`. Created here once, their own `create_all` finds them."""
+    from kombu.transport.sqlalchemy.models import metadata
+
+    prepare_sqlite(url)
+    engine = build_engine(url.removeprefix("sqla+"))
+    try:
+        metadata.create_all(engine)
+    finally:
+        engine.dispose()
 
 
 @functools.cache

@@ -220,3 +220,19 @@ def test_a_parked_callback_keeps_its_reason_and_is_replayed_in_its_place(store: 
     assert box.replay([first]) == 1 and box.dead_letters() == []
     again = box.claim(10)
     assert again is not None and [item.id for item in again.items] == [first, second]  # oldest first, as before
+
+
+def test_the_embedded_brokers_tables_exist_before_any_process_opens_it(tmp_path: Path) -> None:
+    """kombu creates its tables when a process first opens the broker, under a lock of that process only: the
+    receiver, worker and beat that `reach up` starts together then raced, and one failed with `table
+    kombu_queue already exists`. `reach up` prepares the file, tables included, before starting any child."""
+    from shared.broker import prepare_embedded_broker
+
+    url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"
+    prepare_embedded_broker(url)
+    engine = build_engine(url.removeprefix("sqla+"))
+    with engine.connect() as connection:
+        tables = set(connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'").scalars())
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    engine.dispose()
+    assert {"kombu_queue", "kombu_message"} <= tables
