@@ -3,6 +3,7 @@ in-process (the real Postgres and Redis, no worker process)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -85,6 +86,8 @@ def test_send_rate_holds_when_a_batch_is_larger_than_a_seconds_budget(
 
 def test_a_caller_asking_for_more_than_a_seconds_budget_waits_its_turn(redis_client) -> None:
     """The limiter itself: 25 tokens at 10/s are granted, and whoever asks next waits 2.5 s for them."""
+    started = time.monotonic()
     assert ratelimit.acquire(redis_client, "test", 25, 10) == 0
     waited = ratelimit.acquire(redis_client, "test", 1, 10)
-    assert 2.3 <= waited <= 2.6
+    between = time.monotonic() - started  # a loaded machine takes its time between the two requests
+    assert 2.5 - between - 0.1 <= waited <= 2.6

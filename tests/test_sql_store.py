@@ -164,9 +164,11 @@ def test_voice_scripts_by_session_and_phone_and_they_expire(store: SqlStore) -> 
 
 def test_send_rate_books_turns_on_one_timeline(store: SqlStore) -> None:
     """The embedded limiter as the Redis one: 25 sends at 10/s book 2.5 s; whoever asks next waits for them."""
+    started = time.monotonic()
     assert store.acquire_rate("sms", 25, per_second=10) == 0
     waited = store.acquire_rate("sms", 1, per_second=10)
-    assert 2.3 <= waited <= 2.6
+    between = time.monotonic() - started  # a loaded machine takes its time between the two bookings
+    assert 2.5 - between - 0.1 <= waited <= 2.6
 
 
 # kombu's own models use a loader option SQLAlchemy 2.1 deprecates; not ours to fix.
