@@ -5,8 +5,9 @@ inbox id the receiver gave it); the typed tables hold what Reach understood from
 are plain strings (`native_enum=False`), so a new value never needs an `ALTER TYPE`.
 
 The embedded store's tables are in shared/store_models.py, the operator's records (erasures, imports,
-idempotency keys, alerts) in shared/operator_models.py, what customers send us (incoming SMS, USSD) and the
-raw callbacks in shared/inbound_models.py; all share this module's Base.
+idempotency keys, alerts) in shared/operator_models.py, what AT and customers send us (delivery reports and
+voice callbacks as events, incoming SMS, USSD, the raw callbacks) in shared/inbound_models.py; all share this
+module's Base.
 """
 
 from __future__ import annotations
@@ -360,38 +361,6 @@ class Message(Base):
     )
 
 
-class DlrEvent(Base):
-    """Each distinct delivery report, kept even when its message is not (yet) known."""
-
-    __tablename__ = "dlr_events"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    at_message_id: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(40))
-    failure_reason: Mapped[str | None] = mapped_column(String(60))
-    phone: Mapped[str | None] = mapped_column(String(20))
-    network_code: Mapped[str | None] = mapped_column(String(10))
-    retry_count: Mapped[int | None]
-    received_at: Mapped[datetime]
-    #: NULL while its message row does not exist yet; set once applied.
-    applied_at: Mapped[datetime | None]
-
-    __table_args__ = (
-        UniqueConstraint("at_message_id", "status"),
-        Index("ix_dlr_events_unapplied", "at_message_id", postgresql_where=sql_text("applied_at IS NULL")),
-        # A report for this number since a claim (`unmatched_report`), and the rescan of recent unmatched ones.
-        Index("ix_dlr_events_phone_received", "phone", "received_at"),
-        # The carrier incident guard's look at the last minutes of reports (shared/incidents.py).
-        Index("ix_dlr_events_received_at", "received_at"),
-        Index(
-            "ix_dlr_events_unapplied_received",
-            "received_at",
-            postgresql_where=sql_text("applied_at IS NULL"),
-            sqlite_where=sql_text("applied_at IS NULL"),
-        ),
-    )
-
-
 class Call(Base):
     """One voice call, keyed by AT's sessionId."""
 
@@ -429,28 +398,9 @@ class Call(Base):
     ended_at: Mapped[datetime | None]
 
 
-class CallEvent(Base):
-    """Each distinct voice callback: stored once per session and state."""
-
-    __tablename__ = "call_events"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    session_id: Mapped[str] = mapped_column(String(64))
-    #: `isActive:callSessionState:status:dtmfDigits`, the identity of one step of a call.
-    event_key: Mapped[str] = mapped_column(String(200))
-    is_active: Mapped[bool]
-    call_session_state: Mapped[str | None] = mapped_column(String(40))
-    status: Mapped[str | None] = mapped_column(String(40))
-    hangup_cause: Mapped[str | None] = mapped_column(String(60))
-    dtmf_digits: Mapped[str | None] = mapped_column(String(40))
-    received_at: Mapped[datetime]
-
-    __table_args__ = (UniqueConstraint("session_id", "event_key"),)
-
-
 # The other tables' modules import Base from here; importing them registers their tables on Base.metadata
 # (migrations, `alembic check`) whatever a caller imported first.
 from shared import operator_models, store_models  # noqa: E402, F401
 
-# Callers import these three from here as before.
-from shared.inbound_models import IncomingSms, RawCallback, UssdSession  # noqa: E402, F401
+# Callers import these from here as before.
+from shared.inbound_models import CallEvent, DlrEvent, IncomingSms, RawCallback, UssdSession  # noqa: E402, F401
