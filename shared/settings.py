@@ -11,7 +11,7 @@ import functools
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
@@ -23,9 +23,8 @@ from sqlalchemy.exc import ArgumentError
 
 from shared.cost_estimate import parse_sms_costs
 from shared.guard_settings import GuardSettings
-from shared.sender_rules import SAFARICOM_OPT_OUT, TRANSACTIONAL, OptOutText, SenderKind, check_sms_window
+from shared.timing_settings import TimingSettings
 from shared.voice_script import XML_FORBIDDEN
-from shared.windows import check_window
 
 
 def reach_home() -> Path:
@@ -80,7 +79,7 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names each bad variable."""
 
 
-class Settings(GuardSettings):
+class Settings(GuardSettings, TimingSettings):
     """Every setting; DLR_SILENCE_SECONDS and INCIDENT_* are GuardSettings' (shared/guard_settings.py)."""
 
     model_config = SettingsConfigDict(
@@ -99,9 +98,6 @@ class Settings(GuardSettings):
     at_username: str = ""
     at_api_key: SecretStr = SecretStr("")
     at_sender_id: str = ""
-    #: What AT_SENDER_ID is registered as; a promotional one keeps each country's rules (shared/sender_rules.py).
-    at_sender_kind: SenderKind = TRANSACTIONAL
-    promotional_opt_out_text: OptOutText = SAFARICOM_OPT_OUT
     at_voice_number: str = ""
     at_sms_url: str = ""
     at_voice_url: str = ""
@@ -135,10 +131,6 @@ class Settings(GuardSettings):
     send_rate_per_second: float = Field(default=50.0, gt=0, le=10_000)
     #: Voice calls placed and not yet ended, across all workers.
     max_calls_in_flight: int = Field(default=10, ge=1, le=1000)
-    #: When SMS and calls may go out, in the customer's local time (design §4.2, shared/windows.py):
-    #: `HH:MM-HH:MM` (start included, end excluded, may cross midnight) or `always`; a cycle may override them.
-    sms_window: str = "always"
-    call_window: str = "08:00-20:00"
     #: Extra calls to a contact who was busy or did not answer, within one cycle, and the wait between.
     call_retries: int = Field(default=2, ge=0, le=10)
     call_retry_delay_seconds: int = Field(default=600, ge=0, le=86_400)
@@ -183,15 +175,6 @@ class Settings(GuardSettings):
     #: is idempotent and cheap when there is nothing to do; a shorter period only settles interrupted work
     #: sooner (the tests use 2 s).
     housekeeping_seconds: float = Field(default=15.0, ge=1, le=300)
-    #: A `same_cycle` cycle (design §4.1) calls a contact whose SMS has no `Success` report this long after AT
-    #: accepted it (a final failure calls at once). Whole seconds, or `auto`: the P95 of how long final reports
-    #: of the contact's mobile network took lately, within the two bounds below (shared/report_delays.py).
-    fallback_after_seconds: int | Literal["auto"] = 900
-    #: `auto`'s bounds: never sooner than the minimum (a network whose reports all come in seconds still gets
-    #: a moment for a late one), never later than the maximum, which is also the wait while too few reports say
-    #: how fast a network is.
-    fallback_after_min_seconds: int = Field(default=60, gt=0, le=7 * 86_400)
-    fallback_after_max_seconds: int = Field(default=3600, gt=0, le=7 * 86_400)
     #: Where alerts are also POSTed as JSON (shared/alerts.py); empty: log, metric and dashboard only. May carry
     #: a secret in its query string, so it is never logged whole.
     alert_webhook_url: SecretStr = SecretStr("")
@@ -284,16 +267,6 @@ class Settings(GuardSettings):
     def _sms_costs(cls, value: object) -> dict[str, Decimal]:
         return parse_sms_costs(value)
 
-    @field_validator("fallback_after_seconds", mode="before")
-    @classmethod
-    def _whole_seconds_or_auto(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        whole = isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())
-        if isinstance(value, bool) or not whole or not 0 < int(value) <= 7 * 86_400:  # type: ignore[call-overload]
-            raise ValueError(f"must be `auto` or a whole number of seconds from 1 to 604800, not {str(value)[:40]!r}")
-        return int(value)  # type: ignore[call-overload]
-
     @field_validator("dashboard_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -301,13 +274,6 @@ class Settings(GuardSettings):
             return ZoneInfo(value).key
         except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Africa/Nairobi or UTC") from None
-
-    @field_validator("sms_window", "call_window")
-    @classmethod
-    def _window(cls, value: str, info: ValidationInfo) -> str:
-        if info.field_name == "sms_window":  # it must meet a promotional sender id's windows
-            check_sms_window(value, info.data.get("at_sender_kind"))
-        return check_window(value)
 
     @field_validator("default_country")
     @classmethod
@@ -397,12 +363,6 @@ class Settings(GuardSettings):
         if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return value
-
-    @model_validator(mode="after")
-    def _fallback_bounds_in_order(self) -> Settings:
-        if self.fallback_after_min_seconds > self.fallback_after_max_seconds:
-            raise ValueError("FALLBACK_AFTER_MIN_SECONDS must not be above FALLBACK_AFTER_MAX_SECONDS")
-        return self
 
     @model_validator(mode="after")
     def _retention_outlives_matching(self) -> Settings:
