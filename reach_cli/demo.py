@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 
 from reach_cli.common import echo, visible
 from reach_cli.cycles import progress_line, send_tasks, table
-from shared import cycles
+from shared import cycle_report, cycles
 from shared.contacts import contact_json
 from shared.db import get_engine, session_scope
 from shared.imports import import_contacts, rows_from_csv
@@ -110,7 +110,7 @@ def run_cycle(settings: Settings) -> int:
     deadline = time.monotonic() + CYCLE_TIMEOUT_SECONDS
     while True:
         with session_scope() as session:
-            report = cycles.report(session, cycle_id)
+            report = cycle_report.report(session, cycle_id)
         assert report is not None
         line = progress_line(report, datetime.now(UTC).astimezone())
         if line[9:] != shown:  # print only what changed (the time prefix always does)
@@ -123,7 +123,7 @@ def run_cycle(settings: Settings) -> int:
         time.sleep(0.5)
     wait_until(lambda: settled(settings), "the simulator's callbacks to be applied")
     with session_scope() as session:
-        report = cycles.report(session, cycle_id)
+        report = cycle_report.report(session, cycle_id)
     assert report is not None
     echo(f"   {progress_line(report, datetime.now(UTC).astimezone())} (every report applied)")
     echo(f"   contacts now: {status_counts()}")

@@ -1,6 +1,6 @@
 """A cycle's funnel and its SMS by mobile network (issue 13), the numbers the dashboard shows and draws and
 `GET /api/cycles/<id>` and `reach cycle show` print: `funnel` and `sms_by_network` in the cycle's report
-(shared.cycles.report), and what they add up to over several cycles.
+(shared.cycle_report.report), and what they add up to over several cycles.
 
 Every percentage says what it is of: a step of the funnel is a share of the step before it on its channel
 (delivered of SMS sent, answered of called, ...), and also of the cycle's whole audience, which is what the

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from reach_cli.main import EXIT_NOT_FOUND, EXIT_USAGE
-from shared import cycles
+from shared import cycle_report, cycles
 from shared.models import Call, Contact, ContactStatus, Cycle, CycleState, Message
 from shared.settings import VAR_DIR, Settings
 from tests.cli_support import PLANNED, cycle_count, error_of, invoke, make_cycle
@@ -187,7 +187,7 @@ def test_show_json_is_the_report(runner: CliRunner, session: Any, contacts: Any)
 
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.output)
-    assert doc == json.loads(json.dumps(cycles.report(session, cycle_id)))
+    assert doc == json.loads(json.dumps(cycle_report.report(session, cycle_id)))
     assert (doc["state"], doc["sms_detail"]["items"]["pending"], doc["voice_detail"]["items"]["pending"]) == (
         "dispatching",
         5,
@@ -315,7 +315,7 @@ def test_cancel_a_running_cycle(runner: CliRunner, session: Any, contacts: Any, 
     assert result.output == f"cycle {cycle_id} cancelled: 8 items will not be sent\n"
     session.expire_all()
     assert session.get(Cycle, cycle_id).state is CycleState.CANCELLED
-    assert cycles.report(session, cycle_id)["cancelled"] == 8
+    assert cycle_report.report(session, cycle_id)["cancelled"] == 8
     assert task_lists.llen("send") == task_lists.llen("cycle") == 0
 
 

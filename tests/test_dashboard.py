@@ -90,7 +90,7 @@ def test_dashboard_is_off_without_api_token(make_app) -> None:
 
 
 def expected_cycle(session, cycle_id: int) -> dict[str, int]:
-    """The funnel counted straight from the tables (not through shared.cycles.report)."""
+    """The funnel counted straight from the tables (not through shared.cycle_report.report)."""
 
     def count(model, *where) -> int:
         return session.scalar(select(func.count()).select_from(model).where(model.cycle_id == cycle_id, *where))

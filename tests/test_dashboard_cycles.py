@@ -11,6 +11,7 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import insert
 
+from shared import cycle_report
 from shared import cycles as shared_cycles
 from shared.models import Contact, ContactStatus, Cycle, CycleState
 from tests.conftest import API_TOKEN
@@ -99,7 +100,7 @@ def test_cancel_asks_first_and_only_the_confirmation_cancels(operator: Any, sess
 
     assert done.status_code == 303 and done.headers["Location"].endswith("/dashboard")
     assert state_of(session, cycle_id) is CycleState.CANCELLED
-    assert shared_cycles.report(session, cycle_id)["cancelled"] == 3
+    assert cycle_report.report(session, cycle_id)["cancelled"] == 3
     assert buttons(operator.get("/dashboard").get_data(as_text=True), cycle_id) == []
 
 

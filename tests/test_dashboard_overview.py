@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select
 
+from shared import cycle_report
 from shared import cycles as shared_cycles
 from shared.models import Call, Contact, ContactStatus, Cycle, CycleState, Message
 from tests.conftest import API_TOKEN
@@ -246,7 +247,7 @@ REFRESH = '<meta http-equiv="refresh" content="10">'
 def test_the_page_refreshes_itself_only_while_a_cycle_runs(operator: Any, session: Any) -> None:
     add_contacts(session, 11_000_000, 2)
     cycle_id = planned_cycle(session)
-    assert shared_cycles.report(session, cycle_id)["state"] == "dispatching"
+    assert cycle_report.report(session, cycle_id)["state"] == "dispatching"
 
     assert REFRESH in page_of(operator)
     session.get(Cycle, cycle_id).state = CycleState.PAUSED

@@ -18,8 +18,8 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import insert, select
 
+from shared import cycle_report, metrics, migrate
 from shared import cycles as shared_cycles
-from shared import metrics, migrate
 from shared.db import build_engine
 from shared.inbox import INBOX, Inbox, encode
 from shared.models import (
@@ -218,7 +218,7 @@ def test_a_report_after_the_resend_is_adopted_onto_the_first_attempt(
     assert event.applied_at is not None  # matched, not left for rescans
     assert reread(session, Contact, item.contact_id).last_message_id == second.id  # follows the newest
     assert redis_client.hget(metrics.COUNTERS, '["reach_sms_sent_twice"]') == b"1"
-    assert shared_cycles.report(session, item.cycle_id)["sms_detail"]["sent_twice"] == 1  # the operator sees it
+    assert cycle_report.report(session, item.cycle_id)["sms_detail"]["sent_twice"] == 1  # the operator sees it
     assert any("sent twice" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
 

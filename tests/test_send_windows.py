@@ -22,6 +22,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from reach_cli.main import EXIT_USAGE, cli
+from shared import cycle_report
 from shared import cycles as shared_cycles
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState, Message
 from simulator.scenario import Scenario
@@ -297,7 +298,7 @@ def test_windows_plan_and_hold_the_same_on_both_databases(dialect_engine: Any, h
         held = [due.replace(tzinfo=UTC) for channel, waiting, due in rows if channel is Channel.VOICE and waiting]
         assert held == [hours.opens_at] * 3
         assert [waiting for channel, waiting, _due in rows if channel is Channel.SMS] == [False]
-        shown = shared_cycles.report(session, cycle_id)
+        shown = cycle_report.report(session, cycle_id)
         assert shown is not None and (shown["waiting"], shown["voice_detail"]["waiting"]) == (3, 3)
 
         assert cycle_items.due_items(session, cycle_id, Channel.VOICE, 10) == []  # not due before the opening
@@ -305,7 +306,7 @@ def test_windows_plan_and_hold_the_same_on_both_databases(dialect_engine: Any, h
         # Due now but the window is closed: held again at claim.
         session.execute(update(CycleItem).values(next_attempt_at=datetime.now(UTC) - timedelta(minutes=1)))
         assert cycle_items.due_items(session, cycle_id, Channel.VOICE, 10) == []
-        assert shared_cycles.report(session, cycle_id)["waiting"] == 3
+        assert cycle_report.report(session, cycle_id)["waiting"] == 3
 
 
 def test_the_dashboards_cycle_page_shows_the_windows_and_what_waits(client: Any, session: Any, hours: Hours) -> None:

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, insert, select, update
 
 from reach_cli.main import cli
+from shared import cycle_report
 from shared import cycles as shared_cycles
 from shared.models import Contact, ContactStatus, Cycle, CycleItem, ItemState, Message
 from shared.settings import SettingsError, get_settings, load_settings
@@ -357,7 +358,7 @@ def test_reach_cycle_show_and_the_dashboard_say_a_promotional_sender_id_holds_sm
 ) -> None:
     clock_at(monkeypatch, local(NAIROBI, 19))
     cycle_id = new_cycle(session, [KENYAN])
-    assert shared_cycles.report(session, cycle_id)["sender_kind"] == "promotional"
+    assert cycle_report.report(session, cycle_id)["sender_kind"] == "promotional"
     result = CliRunner().invoke(cli, ["cycle", "show", str(cycle_id)], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     held = "waiting    1 items held for their send window (SMS always, calls always, local time;"

@@ -1,7 +1,7 @@
 """`GET /dashboard`: the operator's page, server-rendered from the same report queries as the API and CLI.
 
 Who may see it (sign-in, sessions, cross-site posts, sign-in attempts) is web/dashboard_auth.py's concern;
-the view here only asks `sign_in_gate()`. Every number comes from a cycle's report (shared.cycles.report, with
+the view here only asks `sign_in_gate()`. Every number comes from a cycle's report (shared.cycle_report.report, with
 its `funnel` and `sms_by_network` from shared.cycle_breakdown), so the page, `GET /api/cycles/<id>` and
 `reach cycle show` agree; web/charts.py turns them into inline SVG.
 """
@@ -16,7 +16,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared import alerts, cycle_breakdown, cycles, report_delays
+from shared import alerts, cycle_breakdown, cycle_report, report_delays
 from shared.contacts import counts_by_status
 from shared.models import Cycle, CycleState
 from web import charts, formats
@@ -53,9 +53,9 @@ def dashboard() -> ResponseReturnValue:
 
 
 def overview(session: Session, how_many: int) -> dict[str, Any]:
-    """The latest cycles' reports (shared.cycles.report: one place for each rule) and what they add up to."""
+    """The latest cycles' reports (shared.cycle_report.report: one place for each rule) and what they add up to."""
     ids = session.scalars(select(Cycle.id).order_by(Cycle.id.desc()).limit(how_many)).all()
-    reports = [r for r in (cycles.report(session, cycle_id, services().settings) for cycle_id in ids) if r]
+    reports = [r for r in (cycle_report.report(session, cycle_id, services().settings) for cycle_id in ids) if r]
     hangups: Counter[str] = Counter()
     for report in reports:
         hangups.update(report["voice_detail"]["not_answered"])

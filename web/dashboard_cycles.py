@@ -12,7 +12,7 @@ import logging
 from flask import Blueprint, Response, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 
-from shared import cycles
+from shared import cycle_report
 from shared.cycles import CycleError
 from web.dashboard_auth import no_store, notice_page, signed_in
 from web.operator_api import CYCLE_ID, apply_control, cycle_error_status
@@ -35,7 +35,7 @@ def confirm_cancel(cycle_id: int) -> ResponseReturnValue:
     if not signed_in():
         return redirect("/dashboard/login", code=303)
     with services().sessions() as session:
-        report = cycles.report(session, cycle_id)
+        report = cycle_report.report(session, cycle_id)
     if report is None:
         return notice_page(404, f"no cycle {cycle_id}")
     if report["state"] in ("done", "failed", "cancelled"):

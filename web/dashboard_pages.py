@@ -2,7 +2,7 @@
 and why) and a contact (`/dashboard/contacts/<phone>`: the contact and its timeline).
 
 Read-only, server-rendered, signed in as `/dashboard` is (web/dashboard_auth.py). The numbers are the shared
-queries' (shared.cycles.report, shared/cycle_failures.py, shared/contact_timeline.py); the views read the
+queries' (shared.cycle_report.report, shared/cycle_failures.py, shared/contact_timeline.py); the views read the
 request, ask, and render.
 """
 
@@ -15,7 +15,7 @@ from flask import Blueprint, Response, redirect, render_template, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from shared import cycle_failures, cycles
+from shared import cycle_failures, cycle_report
 from shared.contact_timeline import BadCursor, Cursor, timeline
 from shared.db import MAX_BIGINT
 from shared.models import Contact
@@ -37,7 +37,7 @@ def cycle_page(cycle_id: int) -> ResponseReturnValue:
     if not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_BIGINT:
         return notice_page(400, f"not a page of cycle {cycle_id}: after must be an item id")
     with services().sessions() as session:
-        report = cycles.report(session, cycle_id, services().settings)
+        report = cycle_report.report(session, cycle_id, services().settings)
         if report is None:
             return notice_page(404, f"no cycle {cycle_id}")
         page = cycle_failures.failures_page(session, cycle_id, int(raw))

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from shared import (
     cycle_control,
     cycle_export,
+    cycle_report,
     cycles,
     heartbeat,
     idempotency,
@@ -318,7 +319,7 @@ def list_cycles() -> ResponseReturnValue:
 def show_cycle(cycle_id: int) -> ResponseReturnValue:
     """State and counts per channel and outcome."""
     with services().sessions() as session:
-        found = cycles.report(session, cycle_id, services().settings)
+        found = cycle_report.report(session, cycle_id, services().settings)
     if found is None:
         raise ApiError(404, f"no cycle {cycle_id}")
     return found
@@ -373,7 +374,7 @@ def apply_control(cycle_id: int, action: str) -> tuple[dict[str, Any], str | Non
         tasks = cycle_control.RESUME_TASKS.get(cycle.state, ()) if action == "resume" else ()
     warning = next(filter(None, (enqueue(task, cycle_id) for task in tasks)), None)
     with services().sessions() as session:
-        return cycles.report(session, cycle_id) or {}, warning
+        return cycle_report.report(session, cycle_id) or {}, warning
 
 
 @bp.get("/schedules")

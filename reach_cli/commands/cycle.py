@@ -166,10 +166,10 @@ def _key_or_exit(key: str | None) -> str:
 
 
 def _report_or_exit(cycle_id: int) -> dict[str, Any]:
-    from shared import cycles
+    from shared import cycle_report
 
     with session_or_exit() as session:
-        found = cycles.report(session, cycle_id, settings_or_exit())
+        found = cycle_report.report(session, cycle_id, settings_or_exit())
     if found is None:
         fail(f"no cycle {cycle_id}", EXIT_NOT_FOUND)
     return found
