@@ -176,6 +176,20 @@ def check_fallback_wait(settings: Settings) -> Iterator[Check]:
     yield Check("fallback_wait", OK, f"{mode}; {learned or 'no final delivery report in the last day yet'}")
 
 
+def check_incidents(settings: Settings) -> Iterator[Check]:
+    """A carrier incident holds its network's downgrades and calls until it recovers or is released."""
+    from shared import incidents
+    from shared.db import session_scope
+
+    with session_scope() as session:
+        held = [i for i in incidents.holding(session) if i.ended_at is None]
+        lines = [incidents.describe(incident, settings) for incident in held]
+    if lines:
+        yield Check("incidents", WARN, "; ".join(lines))
+    else:
+        yield Check("incidents", OK, "no network incident holds contacts")
+
+
 CHECKS = (
     check_database,
     check_broker,
@@ -185,6 +199,7 @@ CHECKS = (
     check_dlr_silence,
     check_parked_callbacks,
     check_fallback_wait,
+    check_incidents,
 )
 #: Checks that read Reach's tables: pointless (and noisy) when the database check failed.
-NEED_SCHEMA = (check_dlr_silence, check_parked_callbacks, check_fallback_wait)
+NEED_SCHEMA = (check_dlr_silence, check_parked_callbacks, check_fallback_wait, check_incidents)

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from reach_cli.main import cli
 from shared.models import Cycle, CycleState
+from shared.operator_models import NetworkIncident
 from shared.settings import get_settings
 from tests.conftest import AT_API_KEY, WEBHOOK_TOKEN
 
@@ -48,6 +49,7 @@ def test_doctor_all_well_with_a_worker(live, session) -> None:
         "dlr_silence": "OK",
         "parked_callbacks": "OK",
         "fallback_wait": "OK",
+        "incidents": "OK",
     }
     assert checks["balance"]["detail"] == "KES 1234.50"
     assert "/dlr?token=" in checks["callback_urls"]["detail"]
@@ -100,3 +102,23 @@ def test_under_reach_up_the_generated_webhook_token_counts(tmp_path) -> None:
     [check] = check_callbacks(settings, var_dir=tmp_path)
     assert check.level == OK and "var/webhook-token.secret" in check.detail
     assert "generated-webhook-token-0123456789" not in check.detail
+
+
+def test_doctor_warns_of_a_network_incident_and_how_to_release_it(session) -> None:
+    """An open carrier incident holds a network's downgrades and calls (shared/incidents.py): an operator
+    running `reach doctor` must see it, which network, and the command that releases it."""
+    from reach_cli.doctor import OK, WARN, check_incidents
+
+    settings = get_settings()
+    [calm] = check_incidents(settings)
+    assert (calm.level, calm.detail) == (OK, "no network incident holds contacts")
+
+    now = datetime.now(UTC)
+    incident = NetworkIncident(
+        network_code="63903", opened_at=now, since=now, failures=60, reports=80, baseline_rate=0.05
+    )
+    session.add(incident)
+    session.commit()
+    [held] = check_incidents(settings)
+    assert held.level == WARN
+    assert held.detail.startswith("Airtel Kenya: 60 of 80") and f"reach incident release {incident.id}" in held.detail
