@@ -58,6 +58,9 @@ class Server:
                 return [*gunicorn, "-k", "gevent", "-w", "1", "--worker-connections", "200", target]
             case "gevent-w2":
                 return [*gunicorn, "-k", "gevent", "-w", "2", "--worker-connections", "200", target]
+            case "gevent-w2-held":  # the receiver's own worker class (web/gunicorn_worker.py)
+                worker = "web.gunicorn_worker.GeventWorker"
+                return [*gunicorn, "-k", worker, "-w", "2", "--worker-connections", "200", target]
             case "granian-w2":
                 app = target.removesuffix("()")
                 return [
@@ -76,6 +79,7 @@ SERVERS = {
         Server("gthread-w2-t8", None),
         Server("gevent-w1", "gevent"),
         Server("gevent-w2", "gevent"),
+        Server("gevent-w2-held", "gevent"),
         Server("granian-w2", "granian"),
     ]
 }
