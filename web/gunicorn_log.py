@@ -3,8 +3,8 @@
 For every request gunicorn's `Logger.atoms()` builds ~20 atoms (the time with `strftime`, the user from
 the Authorization header, the process id) plus one per request header, response header and environ key,
 then copies them all to escape quotes; Reach's format (reach_cli/processes.py, ACCESS_LOG_FORMAT) names
-six. That was 65 µs of CPU per request for the access line in-process, a fifth of what the whole fast path
-of a delivery report costs in Python (bench/RESULTS.md, section 1). Here, when every atom the format names
+six. That was 65 µs of CPU per access line in process, more than the fast path's own Python work for a
+delivery report (~40 µs; bench/RESULTS.md, section 1, round 3). Here, when every atom the format names
 is one of the plain ones below, only those are built, as gunicorn defines them; a format naming a header or
 environ atom (`%({x-real-ip}i)s`) gets gunicorn's full set, as before. The line, its quoting and the
 redaction of secrets (web/gunicorn_conf.py) are unchanged.

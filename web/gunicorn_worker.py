@@ -3,11 +3,11 @@
 
 gunicorn writes a response's status line and headers with one `sendall` and its body with another. On this
 kind of machine a `send` on loopback is one of the dearest things a request does (it runs the client's side
-of TCP in the sender's time): py-spy of a gevent worker under wrk had 24 % of its samples in the headers'
-send and 6 % in the body's (bench/RESULTS.md, section 1). Here the first write of a response (its head) is
-held until the next one (its body) and both go out together; anything else asked of the socket, and the end
-of the request, send a held head first, so a response without a body, an error page or a streamed answer
-goes out exactly as before, only the bytes of head and first body part share a `send`.
+of TCP in the sender's time): py-spy of a gevent worker under wrk had 24 % of its wall-clock samples in the
+head's send and 6 % in the body's (bench/RESULTS.md, section 1, round 3). Here the first write of a
+response (its head) is held until the next one (its body) and both go out together; anything else asked of
+the socket, and the end of the request, send a held head first, so a response without a body, an error page
+or a streamed answer goes out exactly as before, only the bytes of head and first body part share a `send`.
 
 `--worker-class web.gunicorn_worker.GeventWorker`: imported by gunicorn's master, like gunicorn's own gevent
 worker class, so it imports nothing of the app (web/__init__.py).
