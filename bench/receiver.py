@@ -5,7 +5,10 @@ For each server configuration, wrk posts unique DLRs on loopback to (a) `bench.t
 private Redis; the ratio (c)/(a) is the receiver's own cost. Every 200 must be on the Redis inbox afterwards
 (checked: `queued`). CPU per request (server processes + Redis) is reported beside each rate.
 
-    python -m bench.receiver --size full [--servers sync4,gthread,gevent,granian]
+    python -m bench.receiver --size full [--servers sync-w4,gevent-w2,production,granian-w2]
+
+`production` is the receiver's own command line (reach_cli/processes.py: gevent workers with Reach's worker and
+logger classes, the access log written); the others are bare gunicorn or granian, no access log.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from bench.common import (
     table,
     tree_cpu_seconds,
 )
+from reach_cli import processes
 from shared.inbox import INBOX
 
 SECONDS = {"tiny": 1, "small": 3, "full": 10}
@@ -58,6 +62,8 @@ class Server:
                 return [*gunicorn, "-k", "gevent", "-w", "1", "--worker-connections", "200", target]
             case "gevent-w2":
                 return [*gunicorn, "-k", "gevent", "-w", "2", "--worker-connections", "200", target]
+            case "production":  # `reach up`'s and compose's receiver command, access log and all
+                return [str(BIN / "python"), "-m", *processes.receiver(bind)[:-1], target]
             case "granian-w2":
                 app = target.removesuffix("()")
                 return [
@@ -76,6 +82,7 @@ SERVERS = {
         Server("gthread-w2-t8", None),
         Server("gevent-w1", "gevent"),
         Server("gevent-w2", "gevent"),
+        Server("production", "gevent"),
         Server("granian-w2", "granian"),
     ]
 }

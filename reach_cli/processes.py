@@ -30,13 +30,20 @@ def receiver(bind: str, workers: int = 2, connections: int = 500, keep_alive: in
 
     gevent because it took the least CPU per callback and the most callbacks per second of the gunicorn
     worker classes (bench/RESULTS.md, section 1): concurrent callbacks share a Redis round trip there
-    (web/group_commit.py)."""
+    (web/group_commit.py). gunicorn's gevent worker and logger, each with one cost per request cut: a
+    response's head and body go out in one `send` (web/gunicorn_worker.py), and the access line builds only
+    the atoms its format names (web/gunicorn_log.py).
+
+    Not granian, though it spends far less CPU per request: it reads a request body in Rust without a time
+    limit, so a trickled body would hold a receiver thread for as long as the client likes (bench/RESULTS.md,
+    section 1, "granian")."""
     return [
         "gunicorn", "--config", "python:web.gunicorn_conf",
-        "--bind", bind, "--workers", str(workers), "--worker-class", "gevent",
+        "--bind", bind, "--workers", str(workers), "--worker-class", "web.gunicorn_worker.GeventWorker",
         "--worker-connections", str(connections),
         "--timeout", "30", "--graceful-timeout", "20", "--keep-alive", str(keep_alive),
         "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
+        "--logger-class", "web.gunicorn_log.Logger",
         # gunicorn 27's control socket is one path per user (~/.gunicorn): receivers on one host (tests, a
         # second instance) would take it from each other, and Reach never uses it.
         "--no-control-socket",
