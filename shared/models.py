@@ -278,12 +278,14 @@ class CycleItem(Base):
         UniqueConstraint("cycle_id", "contact_id"),
         # A cycle's items in id order, a page at a time (shared/cycle_failures.py): an index range, not the cycle.
         Index(None, "cycle_id", "id"),
-        # What dispatchers claim: pending items of a cycle and channel, oldest due first.
+        # What dispatchers claim: pending items of a cycle and channel, oldest due first, in the claim's own
+        # order (next_attempt_at, id), so a claim reads a batch of entries, not all due items to sort them.
         Index(
             "ix_cycle_items_due",
             "cycle_id",
             "channel",
             "next_attempt_at",
+            "id",
             postgresql_where=sql_text("state = 'pending'"),
         ),
         # What finish_if_done counts: items past `pending` (a freshly planned cycle writes nothing here).

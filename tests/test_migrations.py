@@ -4,6 +4,7 @@ for cycle items (revision b5d2f0c7e913 replaced a foreign key by a trigger and n
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from shared import migrate
 from shared.db import build_engine
-from shared.models import Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState
+from shared.models import Channel, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState
 from tests.services import fresh_database
 from worker import cycles
+from worker.cycles.items import due_statement
 from worker.cycles.recovery import finish_statement
 
 BEFORE_LIGHTER_PLANNING = "e7b3c1d4a5f6"
@@ -97,3 +99,25 @@ def test_finish_if_done_reads_the_partial_indexes(engine: Engine) -> None:
         connection.execute(text("SET enable_seqscan = off"))
         plan = "\n".join(connection.scalars(text(f"EXPLAIN {statement}")))
     assert "ix_cycle_items_due" in plan and "ix_cycle_items_cycle_id_state" in plan, plan
+
+
+def test_the_claim_reads_the_first_due_items_of_the_index_not_all_of_them(engine: Engine) -> None:
+    """A dispatcher's claim takes the oldest due items in the order ix_cycle_items_due keeps them: it reads a
+    batch's worth of index entries and stops, whatever the cycle's size. No sort may stand between the index
+    and the LIMIT (under FOR UPDATE a sort is not even bounded: at a million contacts it sorted 630,000 rows
+    on disk for every batch of 100)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("Postgres plans only")
+    with Session(engine) as session:
+        cycle_id = planned_cycle(session, n=200)
+    statement = due_statement(cycle_id, Channel.SMS, 10).compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as connection:
+        connection.execute(text("ANALYZE cycle_items"))
+        # Neither a scan of the table nor a sort is chosen when an index gives the order.
+        connection.execute(text("SET enable_seqscan = off"))
+        connection.execute(text("SET enable_sort = off"))
+        plan = "\n".join(connection.scalars(text(f"EXPLAIN (ANALYZE, COSTS OFF) {statement}")))
+        connection.rollback()
+    assert "Sort" not in plan, plan
+    scanned = re.search(r"Index Scan using ix_cycle_items_due on cycle_items .*actual .* rows=(\d+)", plan)
+    assert scanned is not None and int(scanned.group(1)) == 10, plan
