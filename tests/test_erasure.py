@@ -235,7 +235,9 @@ def lock_waits(session: Session) -> int:
 
 
 def two_contacts_and_a_cycle(session: Session) -> int:
-    session.add_all([Contact(phone=PHONE, name=NAME, status=ContactStatus.NEW), Contact(phone=OTHER, status=ContactStatus.NEW)])
+    session.add_all(
+        [Contact(phone=PHONE, name=NAME, status=ContactStatus.NEW), Contact(phone=OTHER, status=ContactStatus.NEW)]
+    )
     cycle_id = shared_cycles.start_cycle(session, "Hello")
     session.commit()
     return cycle_id
