@@ -89,7 +89,8 @@ def test_customer_preference_overrides_routing(session) -> None:
     session.flush()
     cycle_id = shared_cycles.start_cycle(session, "hi")
     cycles.plan_cycle(session, cycle_id)
-    rows = dict(session.execute(select(Contact.phone, CycleItem.channel).join(CycleItem)).all())
+    planned = select(Contact.phone, CycleItem.channel).join(CycleItem, CycleItem.contact_id == Contact.id)
+    rows = dict(session.execute(planned).all())
     assert rows == {A: Channel.VOICE, B: Channel.SMS}
 
 

@@ -7,6 +7,7 @@ SQLite database gets the same erasure through the dialect fixture."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -21,7 +22,7 @@ from shared.inbox import InboxItem, encode
 from shared.models import Base, Call, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState, Message
 from shared.store import SqlStore, get_store
 from simulator import wire
-from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
+from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, wait_for
 from worker import cycles, ingest
 
 PHONE = "+254711000051"
@@ -221,6 +222,85 @@ def test_pending_work_for_the_contact_is_cancelled(client, session) -> None:
     session.refresh(item)
     assert (item.state, item.contact_id) == (ItemState.CANCELLED, None)
     assert cycles.claim_sms(session.get(Cycle, cycle_id), 10) == []
+
+
+# -- erasure and planning at the same time (planning locks the contacts it reads: worker/cycles/planning.py) --
+
+
+def lock_waits(session: Session) -> int:
+    """Sessions of this database waiting for a lock, read afresh (a transaction sees one snapshot of the view)."""
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    with session.get_bind().connect() as connection:
+        return connection.scalar(text(waiting))
+
+
+def two_contacts_and_a_cycle(session: Session) -> int:
+    session.add_all(
+        [Contact(phone=PHONE, name=NAME, status=ContactStatus.NEW), Contact(phone=OTHER, status=ContactStatus.NEW)]
+    )
+    cycle_id = shared_cycles.start_cycle(session, "Hello")
+    session.commit()
+    return cycle_id
+
+
+def items_by_phone(session: Session, cycle_id: int) -> dict[str | None, ItemState]:
+    session.expire_all()
+    rows = session.execute(
+        select(Contact.phone, CycleItem.state)
+        .outerjoin(Contact, Contact.id == CycleItem.contact_id)
+        .where(CycleItem.cycle_id == cycle_id)
+    )
+    return {phone: state for phone, state in rows}
+
+
+def test_a_contact_being_erased_while_a_cycle_plans_is_left_out_of_the_plan(session) -> None:
+    """The plan reaches the contact while its erasure holds it: the plan waits for the erasure, then leaves
+    the erased contact out (never an item pointing at a contact that is gone, never a failed plan)."""
+    from shared.erasure import erase_contact
+
+    cycle_id = two_contacts_and_a_cycle(session)
+    planned: list[Any] = []
+
+    def plan() -> None:
+        with Session(bind=session.get_bind()) as planner, planner.begin():
+            planned.append(cycles.plan_cycle(planner, cycle_id))
+
+    planning = threading.Thread(target=plan)
+    with Session(bind=session.get_bind()) as eraser:
+        assert erase_contact(eraser, get_store(), PHONE) is True  # not committed: the contact stays locked
+        planning.start()
+        try:
+            wait_for(lambda: lock_waits(session), timeout=10, what="the plan waiting for the erasure")
+        finally:
+            eraser.commit()
+    planning.join(10)
+
+    assert [plan["sms"] for plan in planned] == [1]
+    assert items_by_phone(session, cycle_id) == {OTHER: ItemState.PENDING}
+
+
+def test_an_erasure_while_a_cycle_plans_waits_for_the_plan_then_cancels_the_new_item(session) -> None:
+    from shared.erasure import erase_contact
+
+    cycle_id = two_contacts_and_a_cycle(session)
+    erased: list[bool] = []
+
+    def erase() -> None:
+        with Session(bind=session.get_bind()) as eraser, eraser.begin():
+            erased.append(erase_contact(eraser, get_store(), PHONE))
+
+    erasing = threading.Thread(target=erase)
+    with Session(bind=session.get_bind()) as planner:
+        cycles.plan_cycle(planner, cycle_id)  # planned, not committed: the contacts stay locked
+        erasing.start()
+        try:
+            wait_for(lambda: lock_waits(session), timeout=10, what="the erasure waiting for the plan")
+        finally:
+            planner.commit()
+    erasing.join(10)
+
+    assert erased == [True]
+    assert items_by_phone(session, cycle_id) == {None: ItemState.CANCELLED, OTHER: ItemState.PENDING}
 
 
 # -- the embedded SQLite database ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from shared import cycle_control
@@ -65,8 +65,15 @@ def lock_due(session: Session, cycle_id: int, channel: Channel, limit: int) -> l
     """Lock up to `limit` due items of one channel of a dispatching cycle; rows other dispatchers hold are
     skipped, not awaited. A paused or cancelled cycle has no due items, so a dispatcher stops at its next
     batch (the state is read in this same statement: shared/cycle_control.py has the race)."""
+    return list(session.scalars(due_statement(cycle_id, channel, limit)))
+
+
+def due_statement(cycle_id: int, channel: Channel, limit: int) -> Select[tuple[int]]:
+    """The claim's SELECT. Its ORDER BY is ix_cycle_items_due's key, so it reads the first `limit` entries of
+    that index and stops: with an order the index did not give, each batch read and sorted every due item of
+    the cycle (630,000 at a million contacts, 0.8 s a batch)."""
     dispatching = exists().where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
-    due = (
+    return (
         select(CycleItem.id)
         .where(
             CycleItem.cycle_id == cycle_id,
@@ -79,7 +86,6 @@ def lock_due(session: Session, cycle_id: int, channel: Channel, limit: int) -> l
         .limit(limit)
         .with_for_update(skip_locked=True, of=CycleItem)
     )
-    return list(session.scalars(due))
 
 
 def claimed_values(lease: timedelta) -> dict[str, Any]:
