@@ -1,0 +1,441 @@
+"""End to end: AT posts N unique delivery reports; how soon is every message's status durably in Postgres?
+
+Two systems on the same preloaded data (N contacts, each with one sent SMS awaiting its report), run
+alternately in one process (seed, Reach, seed, Reach, ...), each on a fresh copy of the database:
+
+- seed: the seed prototype's design (bench/seed_app.py): Flask, INSERT + UPDATEs + COMMIT inside each
+  request, `gunicorn -k sync -w 4`. Every 200 is applied.
+- reach: Reach as `reach up` runs it (reach_cli/processes.py): the receiver (`gunicorn -k gevent -w 2
+  'web:create_app()'`, or --receiver) queues on a private Redis with `--appendonly yes --appendfsync always`,
+  and `celery -A worker worker --beat` (prefork, 2 processes) applies the inbox.
+
+Postgres runs with `synchronous_commit=on` (set on each run's database): in both systems a 200 means durable.
+wrk (1 thread, 32 connections, bench/lua/e2e_dlr.lua) posts each report once; the clock runs from the first
+post until a poll sees all N messages `Success` in Postgres. Reported per run: DLRs/s end to end, the
+callback answer's p50/p99 (wrk), and CPU µs per DLR by process group (bench/cpu_groups.py).
+
+    python -m bench.e2e --size full                      # 40,000 DLRs, 2 rounds
+    python -m bench.e2e --size small --systems reach --receiver granian
+    python -m bench.e2e --receiver-command 'granian --interface wsgi --port {port} ... web:create_app'
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import psycopg
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bench import cpu_groups
+from bench.common import (
+    BIN,
+    SIZES,
+    WEBHOOK_TOKEN,
+    Services,
+    WrkResult,
+    free_port,
+    header,
+    http_server,
+    load_note,
+    parse_wrk,
+    table,
+    wrk_command,
+)
+from bench.dlr_apply import load_messages
+from reach_cli import processes
+from tests.services import WorkerProcess, fresh_database, redis_server
+
+COUNTS = {"tiny": 300, "small": 5_000, "full": 40_000}
+ROUNDS = {"tiny": 1, "small": 1, "full": 2}
+CONNECTIONS = 32
+SYSTEMS = ("seed", "reach")
+#: AT message ids of the preloaded messages (bench.dlr_apply.load_messages): PREFIX1 .. PREFIX<N>.
+PREFIX = "ATXid_bench_"
+REDIS_AOF = ("--appendonly", "yes", "--appendfsync", "always")
+#: The process groups whose CPU is reported, in this order (a system has some of them).
+GROUPS = ("server", "redis", "worker", "pg sessions", "pg background")
+
+
+@dataclass
+class Target:
+    """A system under test, running: where to post and which processes are its own."""
+
+    url: str
+    groups: dict[str, cpu_groups.Group]
+
+
+@dataclass
+class Run:
+    system: str
+    round: int
+    count: int
+    answered_s: float
+    applied_s: float
+    applied: int
+    contacts: int
+    wrk: WrkResult
+    cpu: dict[str, float] = field(default_factory=dict)
+    load: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.applied / self.applied_s if self.applied_s else 0.0
+
+    def cpu_us(self, group: str) -> float:
+        return self.cpu[group] / self.count * 1e6 if group in self.cpu else float("nan")
+
+    @property
+    def cpu_total_us(self) -> float:
+        return sum(self.cpu.values()) / self.count * 1e6
+
+
+# -- the systems ----------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def seed_system(workdir: Path, database_url: str, _receiver: list[str] | None) -> Iterator[Target]:
+    port = free_port()
+    command = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "-k", "sync", "-w", "4", "bench.seed_app:app"]
+    env = {**os.environ, "DATABASE_URL": database_url}
+    with http_server(command, port, env, workdir / "seed.log") as server:
+        yield Target(f"http://127.0.0.1:{port}", {"server": cpu_groups.tree(server.pid)})
+
+
+@contextmanager
+def reach_system(workdir: Path, database_url: str, receiver: list[str] | None) -> Iterator[Target]:
+    with redis_server(workdir, *REDIS_AOF) as redis:
+        assert redis.process is not None
+        client = Services(workdir, database_url, redis.url, _redis_client(redis.port))
+        try:
+            fsync = client.redis.config_get("appendfsync")["appendfsync"]
+            if fsync != "always" or client.redis.config_get("appendonly")["appendonly"] != "yes":
+                raise RuntimeError(f"the benchmark's Redis is not on AOF appendfsync always ({fsync})")
+            # Production's settings but one: the callback rate limit (per client address) is counted as ever,
+            # but wide enough that wrk, one address, is never refused (AT posts from several).
+            env = client.env(
+                log_level="INFO",
+                rate_limit_callbacks="1000000/second",
+                prometheus_multiproc_dir=workdir / "prometheus",
+            )
+            worker = WorkerProcess(workdir, "worker", env)
+            try:
+                port = free_port()
+                command = _receiver_command(receiver, port)
+                with http_server(command, port, env, workdir / "receiver.log") as server:
+                    yield Target(
+                        f"http://127.0.0.1:{port}",
+                        {
+                            "server": cpu_groups.tree(server.pid),
+                            "redis": cpu_groups.single(redis.process.pid),
+                            "worker": cpu_groups.tree(worker.process.pid),
+                        },
+                    )
+            finally:
+                worker.stop()
+        finally:
+            client.redis.close()
+
+
+def _redis_client(port: int) -> redis.Redis:
+    return redis.Redis(port=port, decode_responses=True)
+
+
+def _receiver_command(template: list[str] | None, port: int) -> list[str]:
+    """Reach's receiver command line (processes.receiver), or --receiver's / --receiver-command's."""
+    if template is None:
+        command = processes.receiver(f"127.0.0.1:{port}")
+        return [str(BIN / command[0]), *command[1:]]
+    command = [part.format(port=port, bind=f"127.0.0.1:{port}") for part in template]
+    program = BIN / command[0]
+    return [str(program) if program.exists() else command[0], *command[1:]]
+
+
+RECEIVERS = {
+    "gunicorn": None,  # processes.receiver: what compose and `reach up` run
+    "granian": [
+        "granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port", "{port}", "--workers", "2",
+        "--log-level", "warning", "--no-ws", "--factory", "web:create_app",
+    ],
+}  # fmt: skip
+SYSTEM_STARTERS = {"seed": seed_system, "reach": reach_system}
+
+
+# -- one run ---------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def run_database(template_url: str, name: str) -> Iterator[str]:
+    """A copy of the loaded template database (FILE_COPY: the copy starts after a checkpoint, as every run's),
+    committing synchronously whatever the server's default; dropped afterwards."""
+    url = make_url(template_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{url.database}" STRATEGY FILE_COPY'))
+            connection.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = on'))
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class WrkRun:
+    """wrk posting the N reports; notes when the Lua script has every answer, then ends wrk for its report."""
+
+    def __init__(self, url: str, count: int, first: int = 1) -> None:
+        seconds = max(60, count / 100 + 30)  # a ceiling: the script stops once every report is answered
+        command = wrk_command(url, "e2e_dlr.lua", connections=CONNECTIONS, seconds=seconds)
+        env = {**os.environ, "WRK_COUNT": str(count), "WRK_TOKEN": WEBHOOK_TOKEN, "WRK_PREFIX": PREFIX,
+               "WRK_FIRST": str(first)}  # fmt: skip
+        self.lines: list[str] = []
+        self.answered_at: float | None = None
+        self._answered = threading.Event()
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.timeout = seconds + 30
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if line.startswith("e2e: answered"):
+                self.answered_at = time.monotonic()
+                self._answered.set()
+        self._answered.set()  # wrk ended (its ceiling) without every answer
+
+    def wait_answered(self) -> float | None:
+        self._answered.wait(self.timeout)
+        return self.answered_at
+
+    def finish(self) -> WrkResult:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # wrk sleeps out its duration unless interrupted
+        self.process.wait(30)
+        self._reader.join(10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return parse_wrk("".join(self.lines))
+
+
+def wait_applied(poller: psycopg.Connection, count: int, deadline: float) -> tuple[int, float]:
+    """Poll until `count` messages show `Success`; returns how many did and when the last poll began (its
+    snapshot is taken then)."""
+    applied, began = 0, time.monotonic()
+    while time.monotonic() < deadline:
+        began = time.monotonic()
+        applied = poller.execute("SELECT count(*) FROM messages WHERE status = 'Success'").fetchone()[0]
+        if applied >= count:
+            break
+        time.sleep(0.05)
+    return applied, began
+
+
+def warm_up_count(count: int) -> int:
+    """Reports posted (and applied) before the measured ones, for messages of their own: imports, pools and
+    caches are warm in both systems when the clock starts."""
+    return max(50, min(2_000, count // 10))
+
+
+def run_once(system: str, round_: int, template_url: str, count: int, receiver: list[str] | None) -> Run:
+    """Start the system on a fresh copy of the data, warm it up, then post `count` reports and time them.
+    Messages 1..count are the measured ones; count+1.. the warm-up's."""
+    name = f"{make_url(template_url).database}_{system}_{round_}"
+    warm = warm_up_count(count)
+    with (
+        run_database(template_url, name) as database_url,
+        _workdir(system) as workdir,
+        SYSTEM_STARTERS[system](workdir, database_url, receiver) as target,
+        psycopg.connect(_libpq(database_url), autocommit=True) as poller,
+    ):
+        warm_up = WrkRun(target.url, warm, first=count + 1)
+        warm_up.wait_answered()
+        warm_up.finish()
+        if wait_applied(poller, warm, time.monotonic() + 120)[0] < warm:
+            raise RuntimeError(f"{system}: the warm-up's {warm} reports were not applied within 120 s")
+        postmaster = psutil.Process(poller.info.backend_pid).parent()
+        assert postmaster is not None
+        groups = {
+            **target.groups,
+            "pg sessions": cpu_groups.postgres_sessions(postmaster, name, {poller.info.backend_pid}),
+            "pg background": cpu_groups.postgres_background(postmaster),
+        }
+        sampler = cpu_groups.CpuSampler(groups)
+        sampler.start()
+        start = time.monotonic()
+        wrk = WrkRun(target.url, count)
+        answered_at = wrk.wait_answered()
+        applied, applied_at = wait_applied(poller, warm + count, time.monotonic() + max(120, count / 100))
+        cpu = sampler.stop()
+        result = wrk.finish()
+        contacts = poller.execute("SELECT count(*) FROM contacts WHERE status = 'active'").fetchone()[0]
+    if answered_at is None:
+        print(f"{system} round {round_}: wrk ended before every report was answered:\n{''.join(wrk.lines)}")
+    return Run(
+        system=system,
+        round=round_,
+        count=count,
+        answered_s=(answered_at or float("nan")) - start,
+        applied_s=applied_at - start,
+        applied=applied - warm,
+        contacts=contacts - warm,
+        wrk=result,
+        cpu=cpu,
+        load=os.getloadavg()[0],
+    )
+
+
+@contextmanager
+def _workdir(system: str) -> Iterator[Path]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=f"reach-bench-e2e-{system}-") as tmp:
+        yield Path(tmp)
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# -- the report ------------------------------------------------------------------------------------------------
+
+
+def run_row(run: Run) -> list[object]:
+    return [
+        f"{run.system} {run.round}",
+        f"{run.applied:,} / {run.count:,}",
+        run.contacts,
+        run.answered_s,
+        run.applied_s,
+        run.rate,
+        run.wrk.p50_ms,
+        run.wrk.p99_ms,
+        run.wrk.non_2xx + run.wrk.socket_errors,
+        *(run.cpu_us(group) for group in GROUPS),
+        run.cpu_total_us,
+        f"{run.load:.2f}",
+    ]
+
+
+RUN_HEADERS = [
+    "run", "applied", "contacts active", "all answered s", "all applied s", "DLRs/s end to end",
+    "answer p50 ms", "answer p99 ms", "errors", *(f"CPU µs/DLR {group}" for group in GROUPS),
+    "CPU µs/DLR total", "load 1 min",
+]  # fmt: skip
+
+
+def ratio_rows(runs: list[Run]) -> list[list[object]]:
+    """Per round, Reach against the seed run just before it."""
+    rows = []
+    for round_ in sorted({run.round for run in runs}):
+        pair = {run.system: run for run in runs if run.round == round_}
+        if set(pair) != set(SYSTEMS):
+            continue
+        seed, reach = pair["seed"], pair["reach"]
+        rows.append(
+            [
+                round_,
+                seed.rate,
+                reach.rate,
+                f"{reach.rate / seed.rate:.2f}x",
+                f"{reach.wrk.p99_ms / seed.wrk.p99_ms:.2f}x",
+                f"{reach.cpu_total_us / seed.cpu_total_us:.2f}x",
+            ]
+        )
+    return rows
+
+
+def versions() -> str:
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "-"
+
+    packages = ("flask", "gunicorn", "gevent", "celery", "redis", "psycopg", "granian")
+    return ", ".join(f"{name} {version(name)}" for name in packages)
+
+
+def postgres_durability(url: str) -> str:
+    with psycopg.connect(_libpq(url)) as connection:
+        values = [connection.execute(f"SHOW {name}").fetchone()[0] for name in ("fsync", "wal_sync_method")]
+    return f"fsync={values[0]}, wal_sync_method={values[1]}, synchronous_commit=on (set on each run's database)"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=SIZES, default="small", help="tiny: seconds; small: 5,000; full: 40,000")
+    parser.add_argument("--count", type=int, help="DLRs per run (default: by --size)")
+    parser.add_argument("--rounds", type=int, help="rounds of seed then Reach (default: by --size)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, from: seed, reach")
+    parser.add_argument("--receiver", choices=RECEIVERS, default="gunicorn", help="Reach's receiver server")
+    parser.add_argument(
+        "--receiver-command",
+        help="Reach's receiver as a command line; {port} and {bind} are filled in (overrides --receiver)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    count = args.count or COUNTS[args.size]
+    rounds = args.rounds or ROUNDS[args.size]
+    systems = [s for s in SYSTEMS if s in args.systems.split(",")]
+    receiver = shlex.split(args.receiver_command) if args.receiver_command else RECEIVERS[args.receiver]
+    title = "End to end: delivery reports posted until applied in Postgres"
+    header(title, ["-m", "bench.e2e", *(argv or sys.argv[1:])])
+    base = make_url(os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/reach_bench"))
+    template = base.set(database=f"{base.database}_e2e_{os.getpid()}").render_as_string(hide_password=False)
+    runs: list[Run] = []
+    with fresh_database(template) as template_url:
+        load_messages(template_url, count + warm_up_count(count))
+        reach_receiver = shlex.join(_receiver_command(receiver, 0)).replace(str(BIN) + "/", "").replace(":0 ", ":PORT ")
+        print(
+            f"{count:,} messages measured (+{warm_up_count(count):,} of their own for a warm-up applied first); "
+            f"wrk -t1 -c{CONNECTIONS} posts one `Success` DLR for each; {rounds} round(s): {', '.join(systems)}  \n"
+            f"postgres: {postgres_durability(template_url)}  \n"
+            f"reach: redis-server {' '.join(REDIS_AOF)}; receiver `{reach_receiver}`; "
+            f"worker `celery -A worker worker --beat` (prefork -c {processes.ALL_QUEUES.concurrency})  \n"
+            f"seed: `gunicorn -k sync -w 4 bench.seed_app:app` (bench/seed_app.py)  \n"
+            f"versions: {versions()}\n",
+            flush=True,
+        )
+        for round_ in range(1, rounds + 1):
+            for system in systems:
+                run = run_once(system, round_, template_url, count, receiver)
+                runs.append(run)
+                print(f"{system} {round_}: {run.rate:,.0f} DLRs/s, p99 {run.wrk.p99_ms:.1f} ms, "
+                      f"{run.cpu_total_us:,.0f} CPU µs/DLR, load {run.load:.2f}", flush=True)  # fmt: skip
+    print()
+    table(RUN_HEADERS, [run_row(run) for run in runs])
+    ratios = ratio_rows(runs)
+    if ratios:
+        table(["round", "seed DLRs/s", "Reach DLRs/s", "Reach / seed", "p99 Reach / seed", "CPU Reach / seed"], ratios)
+    print(
+        "CPU: user + system from /proc per process group over the run; `pg sessions` are the run database's "
+        "server processes (not the benchmark's polling session), `pg background` the postmaster, WAL writer, "
+        "checkpointer and background writer, which also serve other databases on a shared server."
+    )
+    print(load_note())
+    return 0 if all(run.applied == run.count and run.contacts == run.count for run in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
