@@ -22,7 +22,6 @@ callback answer's p50/p99 (wrk), and CPU µs per DLR by process group (bench/cpu
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import shlex
 import signal
@@ -32,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -57,18 +56,16 @@ from bench.common import (
     wrk_command,
 )
 from bench.dlr_apply import load_messages
+from bench.e2e_report import RUN_HEADERS, SYSTEMS, Run, ratio_rows, run_row, versions
 from reach_cli import processes
 from tests.services import WorkerProcess, fresh_database, redis_server
 
 COUNTS = {"tiny": 300, "small": 5_000, "full": 40_000}
 ROUNDS = {"tiny": 1, "small": 1, "full": 2}
 CONNECTIONS = 32
-SYSTEMS = ("seed", "reach")
 #: AT message ids of the preloaded messages (bench.dlr_apply.load_messages): PREFIX1 .. PREFIX<N>.
 PREFIX = "ATXid_bench_"
 REDIS_AOF = ("--appendonly", "yes", "--appendfsync", "always")
-#: The process groups whose CPU is reported, in this order (a system has some of them).
-GROUPS = ("server", "redis", "worker", "pg sessions", "pg background")
 
 
 @dataclass
@@ -77,31 +74,6 @@ class Target:
 
     url: str
     groups: dict[str, cpu_groups.Group]
-
-
-@dataclass
-class Run:
-    system: str
-    round: int
-    count: int
-    answered_s: float
-    applied_s: float
-    applied: int
-    contacts: int
-    wrk: WrkResult
-    cpu: dict[str, float] = field(default_factory=dict)
-    load: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.applied / self.applied_s if self.applied_s else 0.0
-
-    def cpu_us(self, group: str) -> float:
-        return self.cpu[group] / self.count * 1e6 if group in self.cpu else float("nan")
-
-    @property
-    def cpu_total_us(self) -> float:
-        return sum(self.cpu.values()) / self.count * 1e6
 
 
 # -- the systems ----------------------------------------------------------------------------------------------
@@ -127,6 +99,8 @@ def reach_system(workdir: Path, database_url: str, receiver: list[str] | None) -
                 raise RuntimeError(f"the benchmark's Redis is not on AOF appendfsync always ({fsync})")
             # Production's settings but one: the callback rate limit (per client address) is counted as ever,
             # but wide enough that wrk, one address, is never refused (AT posts from several).
+            # gunicorn's hook creates the metrics directory (web/gunicorn_conf.py); another server would not.
+            (workdir / "prometheus").mkdir()
             env = client.env(
                 log_level="INFO",
                 rate_limit_callbacks="1000000/second",
@@ -316,65 +290,6 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-# -- the report ------------------------------------------------------------------------------------------------
-
-
-def run_row(run: Run) -> list[object]:
-    return [
-        f"{run.system} {run.round}",
-        f"{run.applied:,} / {run.count:,}",
-        run.contacts,
-        run.answered_s,
-        run.applied_s,
-        run.rate,
-        run.wrk.p50_ms,
-        run.wrk.p99_ms,
-        run.wrk.non_2xx + run.wrk.socket_errors,
-        *(run.cpu_us(group) for group in GROUPS),
-        run.cpu_total_us,
-        f"{run.load:.2f}",
-    ]
-
-
-RUN_HEADERS = [
-    "run", "applied", "contacts active", "all answered s", "all applied s", "DLRs/s end to end",
-    "answer p50 ms", "answer p99 ms", "errors", *(f"CPU µs/DLR {group}" for group in GROUPS),
-    "CPU µs/DLR total", "load 1 min",
-]  # fmt: skip
-
-
-def ratio_rows(runs: list[Run]) -> list[list[object]]:
-    """Per round, Reach against the seed run just before it."""
-    rows = []
-    for round_ in sorted({run.round for run in runs}):
-        pair = {run.system: run for run in runs if run.round == round_}
-        if set(pair) != set(SYSTEMS):
-            continue
-        seed, reach = pair["seed"], pair["reach"]
-        rows.append(
-            [
-                round_,
-                seed.rate,
-                reach.rate,
-                f"{reach.rate / seed.rate:.2f}x",
-                f"{reach.wrk.p99_ms / seed.wrk.p99_ms:.2f}x",
-                f"{reach.cpu_total_us / seed.cpu_total_us:.2f}x",
-            ]
-        )
-    return rows
-
-
-def versions() -> str:
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "-"
-
-    packages = ("flask", "gunicorn", "gevent", "celery", "redis", "psycopg", "granian")
-    return ", ".join(f"{name} {version(name)}" for name in packages)
-
-
 def postgres_durability(url: str) -> str:
     with psycopg.connect(_libpq(url)) as connection:
         values = [connection.execute(f"SHOW {name}").fetchone()[0] for name in ("fsync", "wal_sync_method")]
@@ -444,6 +359,10 @@ def run_all(args: argparse.Namespace, argv: list[str] | None) -> int:
         "server processes (not the benchmark's polling session), `pg background` the postmaster, WAL writer, "
         "checkpointer and background writer, which also serve other databases on a shared server."
     )
+    for run in runs:
+        if run.wrk.non_2xx or run.wrk.socket_errors:
+            print(f"{run.system} {run.round}: {run.wrk.non_2xx} answers not 2xx and {run.wrk.socket_errors} socket "
+                  "errors: the latency figures are suspect (see the server's log)")  # fmt: skip
     print(load_note())
     return 0 if all(run.applied == run.count and run.contacts == run.count for run in runs) else 1
 
