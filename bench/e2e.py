@@ -17,11 +17,14 @@ callback answer's p50/p99 (wrk), and CPU µs per DLR by process group (bench/cpu
     python -m bench.e2e --size full                      # 40,000 DLRs, 2 rounds
     python -m bench.e2e --size small --systems reach --receiver granian
     python -m bench.e2e --receiver-command 'granian --interface wsgi --port {port} ... web:create_app'
+    python -m bench.e2e --size full --compare /tmp/before     # also Reach from another checkout, same run
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import os
 import shlex
 import signal
@@ -29,8 +32,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,7 @@ from sqlalchemy.engine import make_url
 from bench import cpu_groups
 from bench.common import (
     BIN,
+    ROOT,
     SIZES,
     WEBHOOK_TOKEN,
     Services,
@@ -76,11 +80,15 @@ class Target:
     groups: dict[str, cpu_groups.Group]
 
 
+#: Starts a system on a database (workdir, database URL) and stops it after.
+Starter = Callable[[Path, str], AbstractContextManager[Target]]
+
+
 # -- the systems ----------------------------------------------------------------------------------------------
 
 
 @contextmanager
-def seed_system(workdir: Path, database_url: str, _receiver: list[str] | None) -> Iterator[Target]:
+def seed_system(workdir: Path, database_url: str) -> Iterator[Target]:
     port = free_port()
     command = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "-k", "sync", "-w", "4", "bench.seed_app:app"]
     env = {**os.environ, "DATABASE_URL": database_url}
@@ -89,7 +97,8 @@ def seed_system(workdir: Path, database_url: str, _receiver: list[str] | None) -
 
 
 @contextmanager
-def reach_system(workdir: Path, database_url: str, receiver: list[str] | None) -> Iterator[Target]:
+def reach_system(workdir: Path, database_url: str, receiver: list[str] | None, root: Path = ROOT) -> Iterator[Target]:
+    """Reach from the checkout `root` (this one unless --compare): its code, this virtualenv."""
     with redis_server(workdir, *REDIS_AOF) as redis:
         assert redis.process is not None
         client = Services(workdir, database_url, redis.url, _redis_client(redis.port))
@@ -105,12 +114,13 @@ def reach_system(workdir: Path, database_url: str, receiver: list[str] | None) -
                 log_level="INFO",
                 rate_limit_callbacks="1000000/second",
                 prometheus_multiproc_dir=workdir / "prometheus",
+                **({"pythonpath": root} if root != ROOT else {}),
             )
-            worker = WorkerProcess(workdir, "worker", env)
+            worker = WorkerProcess(workdir, "worker", env, cwd=root)
             try:
                 port = free_port()
-                command = _receiver_command(receiver, port)
-                with http_server(command, port, env, workdir / "receiver.log") as server:
+                command = _receiver_command(receiver or tree_receiver_command(root), port)
+                with http_server(command, port, env, workdir / "receiver.log", cwd=root) as server:
                     yield Target(
                         f"http://127.0.0.1:{port}",
                         {
@@ -129,24 +139,28 @@ def _redis_client(port: int) -> redis.Redis:
     return redis.Redis(port=port, decode_responses=True)
 
 
-def _receiver_command(template: list[str] | None, port: int) -> list[str]:
-    """Reach's receiver command line (processes.receiver), or --receiver's / --receiver-command's."""
-    if template is None:
-        command = processes.receiver(f"127.0.0.1:{port}")
-        return [str(BIN / command[0]), *command[1:]]
-    command = [part.format(port=port, bind=f"127.0.0.1:{port}") for part in template]
+def tree_receiver_command(root: Path) -> list[str]:
+    """The receiver's command line as the checkout `root` writes it (its reach_cli/processes.py), bind `{bind}`."""
+    code = "import json; from reach_cli import processes; print(json.dumps(processes.receiver('{bind}')))"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def _receiver_command(template: list[str], port: int) -> list[str]:
+    """A receiver command line with its port filled in, its program from this virtualenv when it has it."""
+    command = [part.replace("{bind}", f"127.0.0.1:{port}").replace("{port}", str(port)) for part in template]
     program = BIN / command[0]
     return [str(program) if program.exists() else command[0], *command[1:]]
 
 
 RECEIVERS = {
-    "gunicorn": None,  # processes.receiver: what compose and `reach up` run
+    "gunicorn": None,  # the checkout's processes.receiver: what compose and `reach up` run
     "granian": [
         "granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port", "{port}", "--workers", "2",
         "--log-level", "warning", "--no-ws", "--factory", "web:create_app",
     ],
 }  # fmt: skip
-SYSTEM_STARTERS = {"seed": seed_system, "reach": reach_system}
 
 
 # -- one run ---------------------------------------------------------------------------------------------------
@@ -230,7 +244,7 @@ def warm_up_count(count: int) -> int:
     return max(50, min(2_000, count // 10))
 
 
-def run_once(system: str, round_: int, template_url: str, count: int, receiver: list[str] | None) -> Run:
+def run_once(system: str, starter: Starter, round_: int, template_url: str, count: int) -> Run:
     """Start the system on a fresh copy of the data, warm it up, then post `count` reports and time them.
     Messages 1..count are the measured ones; count+1.. the warm-up's."""
     name = f"{make_url(template_url).database}_{system}_{round_}"
@@ -238,7 +252,7 @@ def run_once(system: str, round_: int, template_url: str, count: int, receiver: 
     with (
         run_database(template_url, name) as database_url,
         _workdir(system) as workdir,
-        SYSTEM_STARTERS[system](workdir, database_url, receiver) as target,
+        starter(workdir, database_url) as target,
         psycopg.connect(_libpq(database_url), autocommit=True) as poller,
     ):
         warm_up = WrkRun(target.url, warm, first=count + 1)
@@ -307,7 +321,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--receiver-command",
         help="Reach's receiver as a command line; {port} and {bind} are filled in (overrides --receiver)",
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run Reach from another checkout (e.g. `git worktree add /tmp/before <commit>`), as system "
+        "`compare` after `reach` in each round; the schema is this checkout's migrations",
+    )
     return parser.parse_args(argv)
+
+
+def starters(args: argparse.Namespace) -> dict[str, Starter]:
+    """The systems to run, in each round's order."""
+    receiver = shlex.split(args.receiver_command) if args.receiver_command else RECEIVERS[args.receiver]
+    chosen: dict[str, Starter] = {}
+    if "seed" in args.systems.split(","):
+        chosen["seed"] = seed_system
+    if "reach" in args.systems.split(","):
+        chosen["reach"] = functools.partial(reach_system, receiver=receiver)
+    if args.compare:
+        chosen["compare"] = functools.partial(reach_system, receiver=receiver, root=args.compare.resolve())
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_all(args: argparse.Namespace, argv: list[str] | None) -> int:
     count = args.count or COUNTS[args.size]
     rounds = args.rounds or ROUNDS[args.size]
-    systems = [s for s in SYSTEMS if s in args.systems.split(",")]
+    systems = starters(args)
     receiver = shlex.split(args.receiver_command) if args.receiver_command else RECEIVERS[args.receiver]
     title = "End to end: delivery reports posted until applied in Postgres"
     header(title, ["-m", "bench.e2e", *(argv or sys.argv[1:])])
@@ -332,7 +366,8 @@ def run_all(args: argparse.Namespace, argv: list[str] | None) -> int:
     runs: list[Run] = []
     with fresh_database(template) as template_url:
         load_messages(template_url, count + warm_up_count(count))
-        reach_receiver = shlex.join(_receiver_command(receiver, 0)).replace(str(BIN) + "/", "").replace(":0 ", ":PORT ")
+        shown = _receiver_command(receiver or tree_receiver_command(ROOT), 0)
+        reach_receiver = shlex.join(shown).replace(str(BIN) + "/", "").replace(":0 ", ":PORT ")
         print(
             f"{count:,} messages measured (+{warm_up_count(count):,} of their own for a warm-up applied first); "
             f"wrk -t1 -c{CONNECTIONS} posts one `Success` DLR for each; {rounds} round(s): {', '.join(systems)}  \n"
@@ -340,12 +375,13 @@ def run_all(args: argparse.Namespace, argv: list[str] | None) -> int:
             f"reach: redis-server {' '.join(REDIS_AOF)}; receiver `{reach_receiver}`; "
             f"worker `celery -A worker worker --beat` (prefork -c {processes.ALL_QUEUES.concurrency})  \n"
             f"seed: `gunicorn -k sync -w 4 bench.seed_app:app` (bench/seed_app.py)  \n"
-            f"versions: {versions()}\n",
+            + (f"compare: Reach from {args.compare.resolve()}, same commands  \n" if args.compare else "")
+            + f"versions: {versions()}\n",
             flush=True,
         )
         for round_ in range(1, rounds + 1):
-            for system in systems:
-                run = run_once(system, round_, template_url, count, receiver)
+            for system, starter in systems.items():
+                run = run_once(system, starter, round_, template_url, count)
                 runs.append(run)
                 print(f"{system} {round_}: {run.rate:,.0f} DLRs/s, p99 {run.wrk.p99_ms:.1f} ms, "
                       f"{run.cpu_total_us:,.0f} CPU µs/DLR, load {run.load:.2f}", flush=True)  # fmt: skip
@@ -353,7 +389,7 @@ def run_all(args: argparse.Namespace, argv: list[str] | None) -> int:
     table(RUN_HEADERS, [run_row(run) for run in runs])
     ratios = ratio_rows(runs)
     if ratios:
-        table(["round", "seed DLRs/s", "Reach DLRs/s", "Reach / seed", "p99 Reach / seed", "CPU Reach / seed"], ratios)
+        table(["round", "system", "seed DLRs/s", "its DLRs/s", "DLRs/s / seed", "p99 / seed", "CPU / seed"], ratios)
     print(
         "CPU: user + system from /proc per process group over the run; `pg sessions` are the run database's "
         "server processes (not the benchmark's polling session), `pg background` the postmaster, WAL writer, "

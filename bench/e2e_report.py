@@ -62,23 +62,25 @@ RUN_HEADERS = [
 
 
 def ratio_rows(runs: list[Run]) -> list[list[object]]:
-    """Per round, Reach against the seed run just before it."""
-    rows = []
+    """Per round, every other system against that round's seed run."""
+    rows: list[list[object]] = []
     for round_ in sorted({run.round for run in runs}):
-        pair = {run.system: run for run in runs if run.round == round_}
-        if set(pair) != set(SYSTEMS):
+        in_round = [run for run in runs if run.round == round_]
+        seed = next((run for run in in_round if run.system == "seed"), None)
+        if seed is None:
             continue
-        seed, reach = pair["seed"], pair["reach"]
-        rows.append(
-            [
-                round_,
-                seed.rate,
-                reach.rate,
-                f"{reach.rate / seed.rate:.2f}x",
-                f"{reach.wrk.p99_ms / seed.wrk.p99_ms:.2f}x",
-                f"{reach.cpu_total_us / seed.cpu_total_us:.2f}x",
-            ]
-        )
+        for other in (run for run in in_round if run.system != "seed"):
+            rows.append(
+                [
+                    round_,
+                    other.system,
+                    seed.rate,
+                    other.rate,
+                    f"{other.rate / seed.rate:.2f}x",
+                    f"{other.wrk.p99_ms / seed.wrk.p99_ms:.2f}x",
+                    f"{other.cpu_total_us / seed.cpu_total_us:.2f}x",
+                ]
+            )
     return rows
 
 
