@@ -106,11 +106,13 @@ def use_services_here(svc: Services, **extra: object) -> None:
 
 
 @contextmanager
-def http_server(command: Sequence[str], port: int, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
-    """Run an HTTP server process (its own process group) until it accepts on `port`; stop it after."""
+def http_server(
+    command: Sequence[str], port: int, env: dict[str, str], log: Path, cwd: Path = ROOT
+) -> Iterator[subprocess.Popen]:
+    """Run an HTTP server process (its own process group, in `cwd`) until it accepts on `port`; stop it after."""
     with log.open("ab") as out:
         process = subprocess.Popen(
-            list(command), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            list(command), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             deadline = time.monotonic() + 30

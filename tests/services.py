@@ -200,13 +200,14 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
         ready: bytes = b"ready.",
         wait: bool = True,
+        cwd: Path = ROOT,
     ) -> None:
         self.name, self.ready = name, ready
         self.log_path = workdir / f"{name}.log"
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", *command],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -248,7 +249,7 @@ class ServiceProcess:
 class WorkerProcess(ServiceProcess):
     """`celery -A worker worker` on every queue with 2 processes and embedded beat (what `reach up` runs);
     `profile` for one of the production workers (no beat), `beat=False` for a worker without beat, `app` for
-    a test's own Celery app built on the worker's."""
+    a test's own Celery app built on the worker's, `cwd` for another checkout's code (bench.e2e --compare)."""
 
     def __init__(
         self,
@@ -260,13 +261,14 @@ class WorkerProcess(ServiceProcess):
         *,
         app: str = "worker",
         beat: bool = True,
+        cwd: Path = ROOT,
     ) -> None:
         extra = ["--hostname", f"{name}@%h"]
         if profile is None:
             profile = processes.ALL_QUEUES
             if beat:
                 extra += ["--beat", "--schedule", str(workdir / f"{name}-beat")]
-        super().__init__(workdir, name, processes.worker(profile, *extra, app=app), env, wait=wait)
+        super().__init__(workdir, name, processes.worker(profile, *extra, app=app), env, wait=wait, cwd=cwd)
 
 
 class BeatProcess(ServiceProcess):

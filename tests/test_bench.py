@@ -6,6 +6,7 @@ Performance itself is measured by `make bench` (bench/RESULTS.md), never by time
 from __future__ import annotations
 
 import importlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ BENCHMARKS = [
     "bench.live",
     "bench.import_memory",
     "bench.send_rate",
+    "bench.e2e",
 ]
 
 WRK_OUTPUT = """\
@@ -61,7 +63,7 @@ def test_every_lua_script_the_benchmarks_name_exists() -> None:
     import bench.live
 
     lua = Path(bench.live.__file__).parent / "lua"
-    named = {script for script, _path, _opts in bench.live.PROBES.values()} | {"dlr.lua"}
+    named = {script for script, _path, _opts in bench.live.PROBES.values()} | {"dlr.lua", "e2e_dlr.lua"}
     assert named <= {p.name for p in lua.glob("*.lua")}
 
 
@@ -76,3 +78,16 @@ def test_trivial_baseline_app_reads_the_body_and_answers() -> None:
     chunks = app(environ, lambda status, headers: answered.update(status=status, headers=dict(headers)))
     assert answered["status"] == "200 OK" and b"".join(chunks) == BODY
     assert environ["wsgi.input"].read() == b""  # the whole body was consumed, as a real handler does
+
+
+def test_end_to_end_benchmark_applies_every_report_in_both_systems(capsys: pytest.CaptureFixture[str]) -> None:
+    """`bench.e2e --size tiny`: the seed's app and Reach (receiver, Redis on AOF, worker) each apply every posted
+    report (main's exit code checks the messages and contacts), and the report compares them."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    from bench import e2e
+
+    assert e2e.main(["--size", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "| seed 1 " in out and "| reach 1 " in out
+    assert "DLRs/s / seed" in out  # the ratio table
