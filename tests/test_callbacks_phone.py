@@ -38,7 +38,7 @@ def test_a_kenyan_e164_number_is_stored_as_parsing_would_store_it() -> None:
         "+254 711 000 001",
         "0711000001",
         "254711000001",
-        "+25471100000１",  # a full-width digit is not one of ours
+        "+25471100000\uff11",  # a full-width digit is not one of ours
         "+2547110000011",
         "+256772123456",
         "+254711000001x",
