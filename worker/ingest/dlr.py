@@ -27,7 +27,7 @@ from shared.models import (
 from shared.settings import get_settings
 from shared.status_policy import Action, Kind, clears_on_reach, decide, dlr_outcome, dlr_rank
 from worker import fallback
-from worker.ingest.batch_sql import as_columns, is_postgres
+from worker.ingest.batch_sql import as_columns, fetch, is_postgres
 from worker.ingest.contacts import CONTACT_STATUS_AFTER, UNREACHABLE
 
 log = logging.getLogger(__name__)
@@ -177,8 +177,7 @@ def apply_pending_events(session: Session, events: list[PendingEvent], unmarked:
 #: row. Same SET and WHERE as the SQLAlchemy statement in `_update_contacts`, which SQLite (embedded mode)
 #: keeps. Rows are locked in the join's order; a deadlock between two drainers is an OperationalError, so the
 #: batch goes back and is applied again.
-UPDATE_CONTACTS = text(
-    """
+UPDATE_CONTACTS = """
     UPDATE contacts AS c
     SET status = CASE
             WHEN c.status = 'opted_out' THEN c.status
@@ -188,13 +187,12 @@ UPDATE_CONTACTS = text(
         END,
         last_sms_status = u.status, last_failure_reason = u.reason,
         last_network_code = coalesce(u.network, c.last_network_code), last_sms_at = u.at, updated_at = now()
-    FROM unnest(CAST(:c_id AS bigint[]), CAST(:c_message AS bigint[]), CAST(:c_target AS text[]),
-                CAST(:c_status AS text[]), CAST(:c_reason AS text[]), CAST(:c_network AS text[]),
-                CAST(:c_at AS timestamptz[]), CAST(:c_clears AS boolean[]))
+    FROM unnest(CAST(%(c_id)b AS bigint[]), CAST(%(c_message)b AS bigint[]), CAST(%(c_target)b AS text[]),
+                CAST(%(c_status)b AS text[]), CAST(%(c_reason)b AS text[]), CAST(%(c_network)b AS text[]),
+                CAST(%(c_at)b AS timestamptz[]), CAST(%(c_clears)b AS boolean[]))
          AS u(id, message_id, target, status, reason, network, at, clears)
     WHERE c.id = u.id AND c.last_message_id = u.message_id
     """
-)
 
 
 #: On Postgres, the messages' forward-only move, marking the reports applied and reading back what the contacts
@@ -203,20 +201,19 @@ UPDATE_CONTACTS = text(
 #: `_contact_rows` reads after the UPDATE. (Not one LEFT JOIN of the moved rows: planned for the 10 rows unnest()
 #: is estimated at, it scanned them once per message, 250,000 comparisons a batch of 500.) The count of moved
 #: messages comes on every row, and on a row of its own when no contact follows any of these messages.
-ADVANCE_AND_READ_CONTACTS = text(
-    """
+ADVANCE_AND_READ_CONTACTS = """
     WITH moved AS (
         UPDATE messages AS m
         SET status = b.status, status_rank = b.rank, failure_reason = b.reason,
             network_code = coalesce(b.network, m.network_code), status_at = b.at
-        FROM unnest(CAST(:b_id AS bigint[]), CAST(:b_status AS text[]), CAST(:b_rank AS int[]),
-                    CAST(:b_reason AS text[]), CAST(:b_network AS text[]), CAST(:b_at AS timestamptz[]))
+        FROM unnest(CAST(%(b_id)b AS bigint[]), CAST(%(b_status)b AS text[]), CAST(%(b_rank)b AS int[]),
+                    CAST(%(b_reason)b AS text[]), CAST(%(b_network)b AS text[]), CAST(%(b_at)b AS timestamptz[]))
              AS b(id, status, rank, reason, network, at)
         WHERE m.id = b.id AND m.status_rank < b.rank
         RETURNING m.id, m.status, m.failure_reason, m.network_code, m.status_at
     ),
     applied AS (
-        UPDATE dlr_events SET applied_at = :now WHERE id = ANY(CAST(:event_ids AS bigint[]))
+        UPDATE dlr_events SET applied_at = %(now)s WHERE id = ANY(CAST(%(event_ids)b AS bigint[]))
     ),
     followed AS (
         SELECT c.id AS contact_id, v.id AS message_id, v.status, v.failure_reason, v.network_code, v.status_at
@@ -224,21 +221,21 @@ ADVANCE_AND_READ_CONTACTS = text(
         UNION ALL
         SELECT c.id, m.id, m.status, m.failure_reason, m.network_code, m.status_at
         FROM messages AS m JOIN contacts AS c ON c.last_message_id = m.id
-        WHERE m.id = ANY(CAST(:message_ids AS bigint[])) AND m.id NOT IN (SELECT id FROM moved)
+        WHERE m.id = ANY(CAST(%(message_ids)b AS bigint[])) AND m.id NOT IN (SELECT id FROM moved)
     )
     SELECT n.moved, f.contact_id, f.message_id, f.status, f.failure_reason, f.network_code, f.status_at
     FROM (SELECT count(*) AS moved FROM moved) AS n
     LEFT JOIN followed AS f ON f.status IS NOT NULL
     ORDER BY f.contact_id
     """
-)
 
 
 def _advance_and_read_contacts(
     session: Session, best: list[_Best], message_ids: list[int], event_ids: list[int]
 ) -> tuple[int, list[ContactRow]]:
     params = _advance_params(best)
-    rows = session.execute(
+    rows = fetch(
+        session,
         ADVANCE_AND_READ_CONTACTS,
         {
             **{key: [p[key] for p in params] for key in _ADVANCE_KEYS},
@@ -246,9 +243,8 @@ def _advance_and_read_contacts(
             "event_ids": event_ids,
             "message_ids": message_ids,
         },
-    ).all()
-    moved = int(rows[0].moved)
-    return moved, [tuple(row[1:]) for row in rows if row.contact_id is not None]
+    )
+    return int(rows[0][0]), [row[1:] for row in rows if row[1] is not None]
 
 
 _ADVANCE_KEYS = ("b_id", "b_status", "b_rank", "b_reason", "b_network", "b_at")
@@ -375,6 +371,6 @@ def _update_contacts(session: Session, rows: list[ContactRow]) -> None:
         )
     )
     if is_postgres(session):
-        session.execute(UPDATE_CONTACTS, as_columns(params, "c_"))
+        fetch(session, UPDATE_CONTACTS, as_columns(params, "c_"))
     else:
         session.execute(stmt, params)

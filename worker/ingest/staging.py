@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from shared.callbacks import Dlr, parse
 from shared.inbox import InboxItem
+from worker.ingest.batch_sql import driver_cursor, driver_errors, fetch
 from worker.ingest.dlr import PendingEvent, event_values
 
 #: One per connection (temp tables are), emptied at every commit; `IF NOT EXISTS` costs one catalog look a batch
@@ -42,8 +43,7 @@ STAGING_TYPES = ["int4", "text", "text", "timestamptz", "text", "text", "text", 
 # the first in inbox order wins, as in one INSERT over arrays. A new report whose message exists is stored
 # applied (this transaction applies it: `apply_pending_events`): marking it after was an UPDATE of a row just
 # inserted, which the partial indexes on `applied_at IS NULL` make a new row version in every index.
-RECORD_AND_STORE = text(
-    """
+RECORD_AND_STORE = """
     WITH batch AS (DELETE FROM drain_in RETURNING *),
     raw AS (
         INSERT INTO raw_callbacks (inbox_id, kind, received_at, payload)
@@ -55,7 +55,7 @@ RECORD_AND_STORE = text(
         INSERT INTO dlr_events
             (at_message_id, status, failure_reason, phone, network_code, retry_count, received_at, applied_at)
         SELECT b.at_message_id, b.status, b.failure_reason, b.phone, b.network_code, b.retry_count, b.received_at,
-               CASE WHEN m.id IS NOT NULL THEN CAST(:now AS timestamptz) END
+               CASE WHEN m.id IS NOT NULL THEN CAST(%(now)s AS timestamptz) END
         FROM batch AS b JOIN raw USING (inbox_id) LEFT JOIN messages AS m ON m.at_message_id = b.at_message_id
         WHERE b.kind = 'dlr' AND b.at_message_id IS NOT NULL
         ORDER BY b.seq
@@ -77,8 +77,7 @@ RECORD_AND_STORE = text(
     UNION ALL
     SELECT 'old', NULL, e.id, m.id, e.at_message_id, e.status, e.failure_reason, e.network_code, e.received_at
     FROM older AS e JOIN messages AS m ON m.at_message_id = e.at_message_id
-    """
-)
+"""
 
 
 @dataclass(frozen=True)
@@ -99,31 +98,29 @@ def record_and_store(session: Session, items: list[InboxItem]) -> Stored:
     Reports are parsed before anyone knows which items are new: a report that does not parse fails the batch
     only when its item is new, as when only new items were parsed."""
     errors: dict[str, Exception] = {}
-    connection = session.connection()
-    connection.execute(CREATE_STAGING)
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(COPY_STAGING) as copy:
+    session.execute(CREATE_STAGING)
+    with driver_errors(COPY_STAGING), driver_cursor(session).copy(COPY_STAGING) as copy:
         copy.set_types(STAGING_TYPES)
         for seq, item in enumerate(items):
-            report: tuple[object, ...] = (None,) * 6
+            report: tuple[object, ...] = _NO_REPORT
             if item.kind == "dlr":
                 try:
                     report = event_values(parse(Dlr, item.data))
                 except Exception as exc:  # raised below if the item is new: the drain parks it then
                     errors[item.id] = exc
             copy.write_row((seq, item.id, item.kind, item.received_at, json.dumps(item.data), *report))
-    rows = session.execute(RECORD_AND_STORE, {"now": datetime.now(UTC)}).all()
-    fresh_ids = {row.inbox_id for row in rows if row.source == "raw"}
+    rows = fetch(session, RECORD_AND_STORE, {"now": datetime.now(UTC)})
+    fresh_ids = {row[1] for row in rows if row[0] == "raw"}
     for item in items:
         if item.id in fresh_ids and item.id in errors:
             raise errors[item.id]
+    events = [row for row in rows if row[0] != "raw"]
     return Stored(
         fresh=[item for item in items if item.id in fresh_ids],
-        new_reports=[(row.at_message_id, row.status, row.failure_reason) for row in rows if row.source == "new"],
-        pending=[
-            (row.event_id, row.message_id, row.status, row.failure_reason, row.network_code, row.received_at)
-            for row in rows
-            if row.source != "raw" and row.message_id is not None
-        ],
-        unmarked=[row.event_id for row in rows if row.source == "old"],
+        new_reports=[(row[4], row[5], row[6]) for row in events if row[0] == "new"],
+        pending=[(row[2], row[3], row[5], row[6], row[7], row[8]) for row in events if row[3] is not None],
+        unmarked=[row[2] for row in events if row[0] == "old"],
     )
+
+
+_NO_REPORT = (None,) * 6
