@@ -10,11 +10,9 @@ change on a contact.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from shared.callbacks import KINDS, Dlr, parse
@@ -22,7 +20,7 @@ from shared.db import insert_for
 from shared.inbox import InboxItem
 from shared.models import RawCallback
 from worker.ingest import staging
-from worker.ingest.batch_sql import as_columns, is_postgres
+from worker.ingest.batch_sql import is_postgres
 from worker.ingest.contacts import CONTACT_STATUS_AFTER, UNREACHABLE, find_contact_id, opt_in, opt_out
 from worker.ingest.dlr import (
     apply_dlrs,
@@ -94,42 +92,19 @@ def _record_and_apply_dlrs(session: Session, items: list[InboxItem], applied: Co
     return stored.fresh
 
 
-#: Batch writes on Postgres pass one array per column to a short, fixed statement over unnest(): psycopg then
-#: caches and prepares it, where a multi-row VALUES of ~3,500 placeholders per batch was re-parsed by psycopg
-#: every time (a fifth of the drain's CPU, py-spy in bench/RESULTS.md "DLR apply"). SQLite (embedded mode)
-#: passes the rows as executemany parameters to one cached `insert(table)` on the Core table, which SQLAlchemy
-#: pages as multi-row VALUES (insertmanyvalues) with RETURNING.
-
-RECORD_RAW = text(
-    """
-    INSERT INTO raw_callbacks (inbox_id, kind, received_at, payload)
-    SELECT inbox_id, kind, received_at, CAST(payload AS jsonb)
-    FROM unnest(CAST(:inbox_id AS text[]), CAST(:kind AS text[]), CAST(:received_at AS timestamptz[]),
-                CAST(:payload AS text[])) AS t(inbox_id, kind, received_at, payload)
-    ON CONFLICT (inbox_id) DO NOTHING
-    RETURNING inbox_id
-    """
-)
-
-
 def record_raw(session: Session, items: list[InboxItem]) -> list[InboxItem]:
-    """Keep every callback verbatim; returns the items not recorded before (in their original order)."""
+    """Keep every callback verbatim; returns the items not recorded before (in their original order). The rows
+    go as executemany parameters to one cached `insert(table)`, which SQLAlchemy pages as multi-row VALUES with
+    RETURNING; the drain on Postgres records them with its COPY instead (`_record_and_apply_dlrs`)."""
     if not items:
         return []
     rows = [
         {"inbox_id": item.id, "kind": item.kind, "received_at": item.received_at, "payload": item.data}
         for item in items
     ]
-    if is_postgres(session):
-        for row in rows:
-            row["payload"] = json.dumps(row["payload"])
-        new_ids = set(session.scalars(RECORD_RAW, as_columns(rows)))
-    else:
-        table = RawCallback.__table__
-        stmt = (
-            insert_for(session, table).on_conflict_do_nothing(index_elements=["inbox_id"]).returning(table.c.inbox_id)
-        )
-        new_ids = set(session.scalars(stmt, rows))
+    table = RawCallback.__table__
+    stmt = insert_for(session, table).on_conflict_do_nothing(index_elements=["inbox_id"]).returning(table.c.inbox_id)
+    new_ids = set(session.scalars(stmt, rows))
     _log_skipped(len(items), len(new_ids))
     return [item for item in items if item.id in new_ids]
 

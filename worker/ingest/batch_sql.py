@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 #: Batch writes on Postgres pass one array per column to a short, fixed statement over unnest(): psycopg then
 #: caches and prepares it, where a multi-row VALUES of ~3,500 placeholders per batch was re-parsed by psycopg
-#: every time (a fifth of the drain's CPU, py-spy in bench/RESULTS.md "DLR apply"). SQLite (embedded mode)
-#: passes the rows as executemany parameters to one cached `insert(table)` on the Core table, which SQLAlchemy
-#: pages as multi-row VALUES (insertmanyvalues) with RETURNING.
+#: every time (a fifth of the drain's CPU, py-spy in bench/RESULTS.md "DLR apply"); the drain's own rows go in
+#: by COPY (worker/ingest/staging.py). SQLite (embedded mode) passes the rows as executemany parameters to one
+#: cached `insert(table)` or `update(table)` on the Core table.
 
 
 def is_postgres(session: Session) -> bool:

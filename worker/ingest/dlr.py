@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, case, func, select, text, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from shared import incidents, metrics
@@ -40,18 +40,6 @@ PendingEvent = tuple[int, int, str, str | None, str | None, datetime]
 #: A contact and its last SMS after the update: contact id, message id, status, failure reason, network, at.
 ContactRow = tuple[int, int, str, str | None, str | None, datetime]
 
-INSERT_DLR_EVENTS = text(
-    """
-    INSERT INTO dlr_events (at_message_id, status, failure_reason, phone, network_code, retry_count, received_at)
-    SELECT * FROM unnest(CAST(:at_message_id AS text[]), CAST(:status AS text[]), CAST(:failure_reason AS text[]),
-                         CAST(:phone AS text[]), CAST(:network_code AS text[]), CAST(:retry_count AS int[]),
-                         CAST(:received_at AS timestamptz[]))
-    ON CONFLICT (at_message_id, status) DO NOTHING
-    RETURNING at_message_id, status, failure_reason
-    """
-)
-
-
 def event_values(dlr: Dlr) -> tuple[str, str, str | None, str | None, str | None, int | None]:
     """A report as `dlr_events` stores it: at_message_id, status, failure_reason, phone, network_code,
     retry_count (the staging table's columns too, worker/ingest/staging.py)."""
@@ -69,23 +57,21 @@ _EVENT_COLUMNS = ("at_message_id", "status", "failure_reason", "phone", "network
 
 
 def apply_dlrs(session: Session, reports: Iterable[tuple[datetime, Dlr]]) -> int:
-    """Store new delivery reports and apply them to messages that exist; returns how many were new."""
+    """Store new delivery reports and apply them to messages that exist; returns how many were new. (The drain on
+    Postgres stores them with its COPY instead: worker/ingest/staging.py.)"""
     rows = [
         {**dict(zip(_EVENT_COLUMNS, event_values(dlr), strict=True)), "received_at": received_at}
         for received_at, dlr in reports
     ]
     if not rows:
         return 0
-    if is_postgres(session):
-        new_rows = session.execute(INSERT_DLR_EVENTS, as_columns(rows)).all()
-    else:
-        table = DlrEvent.__table__
-        stmt = (
-            insert_for(session, table)
-            .on_conflict_do_nothing(index_elements=["at_message_id", "status"])
-            .returning(table.c.at_message_id, table.c.status, table.c.failure_reason)
-        )
-        new_rows = session.execute(stmt, rows).all()
+    table = DlrEvent.__table__
+    stmt = (
+        insert_for(session, table)
+        .on_conflict_do_nothing(index_elements=["at_message_id", "status"])
+        .returning(table.c.at_message_id, table.c.status, table.c.failure_reason)
+    )
+    new_rows = session.execute(stmt, rows).all()
     new_ids = count_new_reports(session, [tuple(row) for row in new_rows])
     if new_ids:
         apply_pending_dlrs(session, new_ids)
