@@ -61,6 +61,8 @@ def _specs(cls: type) -> tuple[tuple[str, str, bool, int], ...]:
 
 
 def _clean(raw: Any, at_name: str) -> str | None:
+    if type(raw) is str and raw.isascii() and "\x00" not in raw:
+        return raw.strip()  # nothing `storable` would replace (an ASCII string has no surrogates): the usual case
     if raw is None:
         return None
     if isinstance(raw, bool | int | float):

@@ -40,6 +40,7 @@ PendingEvent = tuple[int, int, str, str | None, str | None, datetime]
 #: A contact and its last SMS after the update: contact id, message id, status, failure reason, network, at.
 ContactRow = tuple[int, int, str, str | None, str | None, datetime]
 
+
 def event_values(dlr: Dlr) -> tuple[str, str, str | None, str | None, str | None, int | None]:
     """A report as `dlr_events` stores it: at_message_id, status, failure_reason, phone, network_code,
     retry_count (the staging table's columns too, worker/ingest/staging.py)."""
