@@ -108,7 +108,7 @@ def record_and_store(session: Session, items: list[InboxItem]) -> Stored:
                     report = event_values(parse(Dlr, item.data))
                 except Exception as exc:  # raised below if the item is new: the drain parks it then
                     errors[item.id] = exc
-            copy.write_row((seq, item.id, item.kind, item.received_at, json.dumps(item.data), *report))
+            copy.write_row((seq, item.id, item.kind, _aware(item.received_at), json.dumps(item.data), *report))
     rows = fetch(session, RECORD_AND_STORE, {"now": datetime.now(UTC)})
     fresh_ids = {row[1] for row in rows if row[0] == "raw"}
     for item in items:
@@ -124,3 +124,9 @@ def record_and_store(session: Session, items: list[InboxItem]) -> Stored:
 
 
 _NO_REPORT = (None,) * 6
+
+
+def _aware(at: datetime) -> datetime:
+    """The receiver stamps items in UTC; one queued by hand without a zone is taken as UTC too (binary COPY into
+    timestamptz cannot take a naive time, and such an item must not be parked for it)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
