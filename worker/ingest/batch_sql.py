@@ -48,7 +48,6 @@ def driver_errors(statement: str) -> Iterator[None]:
 
 def fetch(session: Session, statement: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """Run one statement on the driver's cursor; its rows (none for a statement that returns none)."""
-    with driver_errors(statement):
-        cursor = driver_cursor(session)
+    with driver_errors(statement), driver_cursor(session) as cursor:
         cursor.execute(statement, params)  # type: ignore[arg-type]
         return cursor.fetchall() if cursor.description else []

@@ -99,7 +99,7 @@ def record_and_store(session: Session, items: list[InboxItem]) -> Stored:
     only when its item is new, as when only new items were parsed."""
     errors: dict[str, Exception] = {}
     session.execute(CREATE_STAGING)
-    with driver_errors(COPY_STAGING), driver_cursor(session).copy(COPY_STAGING) as copy:
+    with driver_errors(COPY_STAGING), driver_cursor(session) as cursor, cursor.copy(COPY_STAGING) as copy:
         copy.set_types(STAGING_TYPES)
         for seq, item in enumerate(items):
             report: tuple[object, ...] = _NO_REPORT
