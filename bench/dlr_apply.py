@@ -4,6 +4,8 @@ Loads N contacts and N sent messages (COPY), queues one DLR per message on the R
 receiver's own format, starts `celery -A worker worker --beat` (prefork, 2 processes) and times from
 "ready" until every message carries its status and the inbox is empty. Baseline in the same run: the
 same statuses applied by one raw COPY into a temp table + `UPDATE messages ... FROM` (forward-only).
+CPU per DLR is counted too (steadier than the rate on a shared machine): the worker's process tree, the
+Postgres backends of the benchmark's database (not the poller's own) and Redis, over the measured window.
 
     python -m bench.dlr_apply --size full     # 200,000 DLRs
 """
@@ -12,11 +14,23 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import create_engine, text
+import psutil
+from sqlalchemy import Connection, create_engine, text
 
-from bench.common import Services, TreeRss, header, load_note, services, size_parser, table
+from bench.common import (
+    Services,
+    TreeRss,
+    header,
+    load_note,
+    redis_cpu_seconds,
+    services,
+    size_parser,
+    table,
+    tree_cpu_seconds,
+)
 from shared.broker import make_celery
 from shared.inbox import CLAIMS, INBOX, encode
 from shared.settings import load_settings
@@ -81,30 +95,67 @@ def applied(engine_url: str) -> int:
     return int(count or 0)
 
 
+class BackendCpu:
+    """CPU time of the Postgres backends serving the benchmark's database, except the poller's own: each backend
+    seen is remembered with its last reading, so one that exits keeps what it used while it was seen."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.own = connection.scalar(text("SELECT pg_backend_pid()"))
+        self.start: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.sample()
+        self.start = dict(self.last)
+
+    def sample(self) -> None:
+        pids = self.connection.scalars(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        )
+        for pid, seconds in _cpu_of(pids):
+            self.last[pid] = seconds
+
+    def seconds(self) -> float:
+        return sum(seconds - self.start.get(pid, 0.0) for pid, seconds in self.last.items())
+
+
+def _cpu_of(pids: Iterable[int]) -> Iterable[tuple[int, float]]:
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        yield pid, times.user + times.system
+
+
 def drain_with_worker(svc: Services, n: int, timeout: float) -> dict:
     engine = create_engine(svc.database_url)
     env = svc.env(log_level="INFO")
     worker = WorkerProcess(svc.workdir, "dlr", env)
     try:
-        with TreeRss(worker.process.pid) as rss:
+        with TreeRss(worker.process.pid) as rss, engine.connect() as connection:
+            backends = BackendCpu(connection)
+            worker_cpu, redis_cpu = tree_cpu_seconds(worker.process.pid), redis_cpu_seconds(svc.redis)
             start = time.monotonic()
             celery = make_celery("bench", load_settings(redis_url=svc.redis_url))
             celery.send_task("reach.ingest.drain")  # beat would start one within 2 s anyway
             done = 0
             while time.monotonic() - start < timeout:
-                with engine.connect() as connection:
-                    done = connection.scalar(text("SELECT count(*) FROM messages WHERE status IS NOT NULL")) or 0
+                done = connection.scalar(text("SELECT count(*) FROM messages WHERE status IS NOT NULL")) or 0
+                connection.commit()
+                backends.sample()
                 if done >= n and svc.redis.llen(INBOX) == 0 and svc.redis.zcard(CLAIMS) == 0:
                     break
                 time.sleep(0.25)
             elapsed = time.monotonic() - start
-        contacts_moved = 0
-        with engine.connect() as connection:
+            worker_cpu = tree_cpu_seconds(worker.process.pid) - worker_cpu
+            redis_cpu = redis_cpu_seconds(svc.redis) - redis_cpu
+            backends.sample()
             contacts_moved = connection.scalar(text("SELECT count(*) FROM contacts WHERE status <> 'pending'")) or 0
     finally:
         worker.stop()
         engine.dispose()
-    return {"seconds": elapsed, "applied": done, "contacts": contacts_moved, "rss": rss.peak_pss}
+    cpu = {"worker": worker_cpu, "postgres": backends.seconds(), "redis": redis_cpu}
+    return {"seconds": elapsed, "applied": done, "contacts": contacts_moved, "rss": rss.peak_pss, "cpu": cpu}
 
 
 def raw_bulk_update(engine_url: str, n: int) -> float:
@@ -160,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
             ["raw: COPY + UPDATE … FROM", n, raw, n / raw, "100%", "-", "-"],
         ],
     )  # fmt: skip
+    per_dlr = {part: seconds / max(1, worker["applied"]) * 1e6 for part, seconds in worker["cpu"].items()}
+    table(
+        ["CPU µs per DLR", "worker tree", "Postgres backends", "Redis", "total"],
+        [["drain", per_dlr["worker"], per_dlr["postgres"], per_dlr["redis"], sum(per_dlr.values())]],
+    )
     print(f"goal: ≥ 5,000 DLRs/s end to end → {'met' if rate >= 5000 else 'NOT met'}")
     print(load_note())
     return 0 if worker["applied"] == n else 1

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func
+from sqlalchemy import BigInteger, ColumnElement, Engine, any_, bindparam, create_engine, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -115,6 +115,15 @@ def insert_for(session: Session | Engine, table: Any) -> Any:
 def greatest(session: Session, *values: Any) -> Any:
     """SQL `GREATEST` (Postgres) or multi-argument `MAX` (SQLite)."""
     return func.max(*values) if session.get_bind().dialect.name == "sqlite" else func.greatest(*values)
+
+
+def ids_in(session: Session, column: Any, ids: Collection[int]) -> ColumnElement[bool]:
+    """`column IN (ids)`. On Postgres as `= ANY(one array)`: the statement's text is the same for any number of
+    ids, so psycopg caches and prepares it, where `IN` renders a placeholder per id and is parsed and planned
+    again every time (the drain passes hundreds of ids a batch). SQLite keeps `IN`."""
+    if not is_postgres(session):
+        return column.in_(ids)
+    return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(BigInteger)))
 
 
 def is_postgres(session: Session) -> bool:

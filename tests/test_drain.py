@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -282,3 +283,25 @@ def test_an_item_that_trips_the_code_is_parked_and_the_rest_applied(session: Any
     assert applied_reports() == len(reports) and settled(redis_client)
     [dead] = parked(redis_client)
     assert dead["id"] == odd and dead["reason"].startswith("AttributeError")
+
+
+def test_a_report_the_database_refuses_is_parked_and_the_rest_applied(session: Any, redis_client: Any) -> None:
+    """On Postgres a batch of reports is COPYed into a staging table and applied by statements on the driver's
+    own cursor (worker/ingest/staging.py): a value the database refuses (here an inbox id longer than
+    `raw_callbacks.inbox_id`, as an older receiver could have queued it) must still be a data error of that one
+    item, so it is parked, not the whole batch sent back again and again."""
+    reports = seed_messages(5)
+    box = inbox.Inbox(redis_client)
+    for report in reports[:2]:
+        push(box, "dlr", report)
+    long_id = "i" * 60
+    received = datetime.now(UTC).isoformat()
+    redis_client.lpush(
+        inbox.INBOX, json.dumps({"id": long_id, "kind": "dlr", "received_at": received, "data": reports[2]})
+    )
+    for report in reports[3:]:
+        push(box, "dlr", report)
+    drain(redis_client)
+    assert applied_reports() == len(reports) - 1 and settled(redis_client)
+    [dead] = parked(redis_client)
+    assert dead["id"] == long_id and dead["reason"].startswith("StringDataRightTruncation")

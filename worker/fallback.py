@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from shared import cycle_control, cycles, incidents, report_delays
 from shared.consent import cancel_pending
 from shared.cycles import waiting_for_report
+from shared.db import ids_in
 from shared.models import Call, Channel, Contact, Cycle, CycleItem, CycleState, Fallback, ItemState, Message
 from shared.settings import get_settings
 from shared.status_policy import Action, dlr_outcome
@@ -136,8 +137,12 @@ def after_reports(session: Session, message_ids: Sequence[int]) -> None:
         select(CycleItem.id, Message.status, Message.failure_reason)
         .select_from(Message)
         .join(CycleItem, (CycleItem.id == Message.cycle_item_id) & (CycleItem.message_id == Message.id))
-        .where(Message.id.in_(message_ids), CycleItem.fallback_at.is_not(None), Message.status.is_not(None))
+        .where(
+            ids_in(session, Message.id, message_ids), CycleItem.fallback_at.is_not(None), Message.status.is_not(None)
+        )
     ).all()
+    if not rows:
+        return  # nothing waits on these messages (no same-cycle fallback): no statement below would change a row
     by_outcome: dict[Action, list[int]] = {}
     for item_id, status, reason in rows:
         by_outcome.setdefault(dlr_outcome(status, reason), []).append(item_id)

@@ -10,20 +10,25 @@ change on a contact.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from shared.callbacks import KINDS, Dlr, parse
 from shared.db import insert_for
 from shared.inbox import InboxItem
 from shared.models import RawCallback
-from worker.ingest.batch_sql import as_columns, is_postgres
+from worker.ingest import staging
+from worker.ingest.batch_sql import is_postgres
 from worker.ingest.contacts import CONTACT_STATUS_AFTER, UNREACHABLE, find_contact_id, opt_in, opt_out
-from worker.ingest.dlr import apply_dlrs, apply_held_reports, apply_pending_dlrs
+from worker.ingest.dlr import (
+    apply_dlrs,
+    apply_held_reports,
+    apply_pending_dlrs,
+    apply_pending_events,
+    count_new_reports,
+)
 from worker.ingest.erased import drop_erased
 from worker.ingest.incoming_sms import OPT_IN_WORDS, OPT_OUT_WORDS, apply_incoming_sms
 from worker.ingest.ussd import apply_ussd_step
@@ -54,11 +59,15 @@ __all__ = [
 def apply_batch(session: Session, items: list[InboxItem]) -> Counter[str]:
     """Apply one drained batch in the caller's transaction; returns counts by kind (new ones only).
     Callbacks about an erased number are dropped first, unstored (worker/ingest/erased.py)."""
-    fresh = record_raw(session, drop_erased(session, items))
+    items = drop_erased(session, items)
     applied: Counter[str] = Counter()
-    dlrs = [(item.received_at, parse(Dlr, item.data)) for item in fresh if item.kind == "dlr"]
-    if dlrs:
-        applied["dlr"] = apply_dlrs(session, dlrs)
+    if is_postgres(session):
+        fresh = _record_and_apply_dlrs(session, items, applied)
+    else:
+        fresh = record_raw(session, items)
+        dlrs = [(item.received_at, parse(Dlr, item.data)) for item in fresh if item.kind == "dlr"]
+        if dlrs:
+            applied["dlr"] = apply_dlrs(session, dlrs)
     for item in fresh:
         if item.kind == "dlr":
             continue
@@ -70,45 +79,39 @@ def apply_batch(session: Session, items: list[InboxItem]) -> Counter[str]:
     return applied
 
 
-#: Batch writes on Postgres pass one array per column to a short, fixed statement over unnest(): psycopg then
-#: caches and prepares it, where a multi-row VALUES of ~3,500 placeholders per batch was re-parsed by psycopg
-#: every time (a fifth of the drain's CPU, py-spy in bench/RESULTS.md "DLR apply"). SQLite (embedded mode)
-#: passes the rows as executemany parameters to one cached `insert(table)` on the Core table, which SQLAlchemy
-#: pages as multi-row VALUES (insertmanyvalues) with RETURNING.
-
-RECORD_RAW = text(
-    """
-    INSERT INTO raw_callbacks (inbox_id, kind, received_at, payload)
-    SELECT inbox_id, kind, received_at, CAST(payload AS jsonb)
-    FROM unnest(CAST(:inbox_id AS text[]), CAST(:kind AS text[]), CAST(:received_at AS timestamptz[]),
-                CAST(:payload AS text[])) AS t(inbox_id, kind, received_at, payload)
-    ON CONFLICT (inbox_id) DO NOTHING
-    RETURNING inbox_id
-    """
-)
+def _record_and_apply_dlrs(session: Session, items: list[InboxItem], applied: Counter[str]) -> list[InboxItem]:
+    """Postgres: what `record_raw` and `apply_dlrs` do, by one COPY and one statement (worker/ingest/staging.py),
+    then the reports applied. Returns the items recorded for the first time."""
+    if not items:
+        return []
+    stored = staging.record_and_store(session, items)
+    _log_skipped(len(items), len(stored.fresh))
+    if any(item.kind == "dlr" for item in stored.fresh):
+        applied["dlr"] = len(count_new_reports(session, stored.new_reports))
+        apply_pending_events(session, stored.pending, stored.unmarked)
+    return stored.fresh
 
 
 def record_raw(session: Session, items: list[InboxItem]) -> list[InboxItem]:
-    """Keep every callback verbatim; returns the items not recorded before (in their original order)."""
+    """Keep every callback verbatim; returns the items not recorded before (in their original order). The rows
+    go as executemany parameters to one cached `insert(table)`, which SQLAlchemy pages as multi-row VALUES with
+    RETURNING; the drain on Postgres records them with its COPY instead (`_record_and_apply_dlrs`)."""
     if not items:
         return []
     rows = [
         {"inbox_id": item.id, "kind": item.kind, "received_at": item.received_at, "payload": item.data}
         for item in items
     ]
-    if is_postgres(session):
-        for row in rows:
-            row["payload"] = json.dumps(row["payload"])
-        new_ids = set(session.scalars(RECORD_RAW, as_columns(rows)))
-    else:
-        table = RawCallback.__table__
-        stmt = (
-            insert_for(session, table).on_conflict_do_nothing(index_elements=["inbox_id"]).returning(table.c.inbox_id)
-        )
-        new_ids = set(session.scalars(stmt, rows))
-    if len(new_ids) < len(items):
-        log.info("skipped %d callbacks already applied", len(items) - len(new_ids))
+    table = RawCallback.__table__
+    stmt = insert_for(session, table).on_conflict_do_nothing(index_elements=["inbox_id"]).returning(table.c.inbox_id)
+    new_ids = set(session.scalars(stmt, rows))
+    _log_skipped(len(items), len(new_ids))
     return [item for item in items if item.id in new_ids]
+
+
+def _log_skipped(claimed: int, fresh: int) -> None:
+    if fresh < claimed:
+        log.info("skipped %d callbacks already applied", claimed - fresh)
 
 
 _APPLY = {"sms": apply_incoming_sms, "voice": apply_voice_event, "ussd": apply_ussd_step}

@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, case, func, select, text, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
 from shared import incidents, metrics
@@ -27,54 +27,62 @@ from shared.models import (
 from shared.settings import get_settings
 from shared.status_policy import Action, Kind, clears_on_reach, decide, dlr_outcome, dlr_rank
 from worker import fallback
-from worker.ingest.batch_sql import as_columns, is_postgres
+from worker.ingest.batch_sql import as_columns, fetch, is_postgres
 from worker.ingest.contacts import CONTACT_STATUS_AFTER, UNREACHABLE
 
 log = logging.getLogger(__name__)
 
 _contacts = Contact.__table__
 _messages = Message.__table__
+#: An unapplied report as `apply_pending_events` takes it: event id, message id, status, failure reason,
+#: network code, received at.
+PendingEvent = tuple[int, int, str, str | None, str | None, datetime]
+#: A contact and its last SMS after the update: contact id, message id, status, failure reason, network, at.
+ContactRow = tuple[int, int, str, str | None, str | None, datetime]
 
-INSERT_DLR_EVENTS = text(
-    """
-    INSERT INTO dlr_events (at_message_id, status, failure_reason, phone, network_code, retry_count, received_at)
-    SELECT * FROM unnest(CAST(:at_message_id AS text[]), CAST(:status AS text[]), CAST(:failure_reason AS text[]),
-                         CAST(:phone AS text[]), CAST(:network_code AS text[]), CAST(:retry_count AS int[]),
-                         CAST(:received_at AS timestamptz[]))
-    ON CONFLICT (at_message_id, status) DO NOTHING
-    RETURNING at_message_id, status, failure_reason
-    """
-)
+
+def event_values(dlr: Dlr) -> tuple[str, str, str | None, str | None, str | None, int | None]:
+    """A report as `dlr_events` stores it: at_message_id, status, failure_reason, phone, network_code,
+    retry_count (the staging table's columns too, worker/ingest/staging.py)."""
+    return (
+        dlr.id,
+        dlr.status,
+        dlr.failure_reason or None,
+        phone_or_raw(dlr.phone_number),
+        dlr.network_code or None,
+        to_int(dlr.retry_count),
+    )
+
+
+_EVENT_COLUMNS = ("at_message_id", "status", "failure_reason", "phone", "network_code", "retry_count")
 
 
 def apply_dlrs(session: Session, reports: Iterable[tuple[datetime, Dlr]]) -> int:
-    """Store new delivery reports and apply them to messages that exist; returns how many were new."""
+    """Store new delivery reports and apply them to messages that exist; returns how many were new. (The drain on
+    Postgres stores them with its COPY instead: worker/ingest/staging.py.)"""
     rows = [
-        {
-            "at_message_id": dlr.id,
-            "status": dlr.status,
-            "failure_reason": dlr.failure_reason or None,
-            "phone": phone_or_raw(dlr.phone_number),
-            "network_code": dlr.network_code or None,
-            "retry_count": to_int(dlr.retry_count),
-            "received_at": received_at,
-        }
+        {**dict(zip(_EVENT_COLUMNS, event_values(dlr), strict=True)), "received_at": received_at}
         for received_at, dlr in reports
     ]
     if not rows:
         return 0
-    if is_postgres(session):
-        new_rows = session.execute(INSERT_DLR_EVENTS, as_columns(rows)).all()
-    else:
-        table = DlrEvent.__table__
-        stmt = (
-            insert_for(session, table)
-            .on_conflict_do_nothing(index_elements=["at_message_id", "status"])
-            .returning(table.c.at_message_id, table.c.status, table.c.failure_reason)
-        )
-        new_rows = session.execute(stmt, rows).all()
-    new_ids = {row.at_message_id for row in new_rows}
-    for (status, reason), count in Counter((row.status, row.failure_reason) for row in new_rows).items():
+    table = DlrEvent.__table__
+    stmt = (
+        insert_for(session, table)
+        .on_conflict_do_nothing(index_elements=["at_message_id", "status"])
+        .returning(table.c.at_message_id, table.c.status, table.c.failure_reason)
+    )
+    new_rows = session.execute(stmt, rows).all()
+    new_ids = count_new_reports(session, [tuple(row) for row in new_rows])
+    if new_ids:
+        apply_pending_dlrs(session, new_ids)
+    return len(new_ids)
+
+
+def count_new_reports(session: Session, new_reports: list[tuple[str, str, str | None]]) -> set[str]:
+    """Count newly stored reports (at_message_id, status, failure_reason) into the metrics once the transaction
+    commits; returns their message ids."""
+    for (status, reason), count in Counter((status, reason) for _id, status, reason in new_reports).items():
         metrics.count_on_commit(
             session,
             "reach_sms_delivery_reports",
@@ -82,9 +90,7 @@ def apply_dlrs(session: Session, reports: Iterable[tuple[datetime, Dlr]]) -> int
             status=metrics.bounded(status, Kind.DLR),
             failure_reason=metrics.bounded(reason, Kind.FAILURE),
         )
-    if new_ids:
-        apply_pending_dlrs(session, new_ids)
-    return len(new_ids)
+    return {at_message_id for at_message_id, _status, _reason in new_reports}
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,13 @@ def apply_pending_dlrs(session: Session, at_message_ids: Collection[str] | None 
         query = query.where(DlrEvent.at_message_id.in_(at_message_ids))
     else:  # the rescan: reports older than UNMATCHED_DLR_HOURS are kept for audit, not looked at again
         query = query.where(DlrEvent.received_at >= rescan_since()).limit(limit)
-    events = session.execute(query).all()
+    return apply_pending_events(session, [tuple(row) for row in session.execute(query)])
+
+
+def apply_pending_events(session: Session, events: list[PendingEvent], unmarked: list[int] | None = None) -> int:
+    """Apply stored, unapplied reports (event id, message id, status, failure reason, network, received at) to
+    their messages, forward-only, then to the contacts and fallbacks; mark them applied (only those of `unmarked`
+    when given: the drain stores new ones applied). Returns messages moved."""
     if not events:
         return 0
     best: dict[int, _Best] = {}
@@ -134,32 +146,25 @@ def apply_pending_dlrs(session: Session, at_message_ids: Collection[str] | None 
         current = best.get(message_id)
         if current is None or (candidate.rank, candidate.status) > (current.rank, current.status):
             best[message_id] = candidate
-    moved = _advance_messages(session, [b for b in best.values() if b.rank > 0])
+    advancing = [b for b in best.values() if b.rank > 0]
+    event_ids = [row[0] for row in events] if unmarked is None else unmarked
+    if is_postgres(session):
+        moved, contact_rows = _advance_and_read_contacts(session, advancing, sorted(best), event_ids)
+        _update_contacts(session, contact_rows)
+        fallback.after_reports(session, sorted(best))
+        return moved
+    moved = _advance_messages(session, advancing)
     apply_held_reports(session, sorted(best))
-    now = datetime.now(UTC)
-    event_ids = [row[0] for row in events]
-    session.execute(update(DlrEvent).where(DlrEvent.id.in_(event_ids)).values(applied_at=now))
+    if event_ids:
+        session.execute(update(DlrEvent).where(DlrEvent.id.in_(event_ids)).values(applied_at=datetime.now(UTC)))
     return moved
 
 
-#: On Postgres the two per-row UPDATEs of a batch (messages, then their contacts) are one statement each over
-#: arrays: an executemany sent one UPDATE per row (~1,000 statements per 500 reports). Same SET and WHERE as
-#: the SQLAlchemy statements below, which SQLite (embedded mode) keeps. Rows are locked in the join's order;
-#: a deadlock between two drainers is an OperationalError, so the batch goes back and is applied again.
-ADVANCE_MESSAGES = text(
-    """
-    UPDATE messages AS m
-    SET status = b.status, status_rank = b.rank, failure_reason = b.reason,
-        network_code = coalesce(b.network, m.network_code), status_at = b.at
-    FROM unnest(CAST(:b_id AS bigint[]), CAST(:b_status AS text[]), CAST(:b_rank AS int[]),
-                CAST(:b_reason AS text[]), CAST(:b_network AS text[]), CAST(:b_at AS timestamptz[]))
-         AS b(id, status, rank, reason, network, at)
-    WHERE m.id = b.id AND m.status_rank < b.rank
-    """
-)
-
-UPDATE_CONTACTS = text(
-    """
+#: On Postgres the per-row UPDATE of contacts is one statement over arrays: an executemany sent one UPDATE per
+#: row. Same SET and WHERE as the SQLAlchemy statement in `_update_contacts`, which SQLite (embedded mode)
+#: keeps. Rows are locked in the join's order; a deadlock between two drainers is an OperationalError, so the
+#: batch goes back and is applied again.
+UPDATE_CONTACTS = """
     UPDATE contacts AS c
     SET status = CASE
             WHEN c.status = 'opted_out' THEN c.status
@@ -169,20 +174,72 @@ UPDATE_CONTACTS = text(
         END,
         last_sms_status = u.status, last_failure_reason = u.reason,
         last_network_code = coalesce(u.network, c.last_network_code), last_sms_at = u.at, updated_at = now()
-    FROM unnest(CAST(:c_id AS bigint[]), CAST(:c_message AS bigint[]), CAST(:c_target AS text[]),
-                CAST(:c_status AS text[]), CAST(:c_reason AS text[]), CAST(:c_network AS text[]),
-                CAST(:c_at AS timestamptz[]), CAST(:c_clears AS boolean[]))
+    FROM unnest(CAST(%(c_id)b AS bigint[]), CAST(%(c_message)b AS bigint[]), CAST(%(c_target)b AS text[]),
+                CAST(%(c_status)b AS text[]), CAST(%(c_reason)b AS text[]), CAST(%(c_network)b AS text[]),
+                CAST(%(c_at)b AS timestamptz[]), CAST(%(c_clears)b AS boolean[]))
          AS u(id, message_id, target, status, reason, network, at, clears)
     WHERE c.id = u.id AND c.last_message_id = u.message_id
     """
-)
 
 
-def _advance_messages(session: Session, best: list[_Best]) -> int:
-    if not best:
-        return 0
+#: On Postgres, the messages' forward-only move, marking the reports applied and reading back what the contacts
+#: follow are one statement (they were three round trips). Its SELECT sees the messages as they were before the
+#: statement, so a message it moved is read from the UPDATE's RETURNING, the others from the table: the same rows
+#: `_contact_rows` reads after the UPDATE. (Not one LEFT JOIN of the moved rows: planned for the 10 rows unnest()
+#: is estimated at, it scanned them once per message, 250,000 comparisons a batch of 500.) The count of moved
+#: messages comes on every row, and on a row of its own when no contact follows any of these messages.
+ADVANCE_AND_READ_CONTACTS = """
+    WITH moved AS (
+        UPDATE messages AS m
+        SET status = b.status, status_rank = b.rank, failure_reason = b.reason,
+            network_code = coalesce(b.network, m.network_code), status_at = b.at
+        FROM unnest(CAST(%(b_id)b AS bigint[]), CAST(%(b_status)b AS text[]), CAST(%(b_rank)b AS int[]),
+                    CAST(%(b_reason)b AS text[]), CAST(%(b_network)b AS text[]), CAST(%(b_at)b AS timestamptz[]))
+             AS b(id, status, rank, reason, network, at)
+        WHERE m.id = b.id AND m.status_rank < b.rank
+        RETURNING m.id, m.status, m.failure_reason, m.network_code, m.status_at
+    ),
+    applied AS (
+        UPDATE dlr_events SET applied_at = %(now)s WHERE id = ANY(CAST(%(event_ids)b AS bigint[]))
+    ),
+    followed AS (
+        SELECT c.id AS contact_id, v.id AS message_id, v.status, v.failure_reason, v.network_code, v.status_at
+        FROM moved AS v JOIN contacts AS c ON c.last_message_id = v.id
+        UNION ALL
+        SELECT c.id, m.id, m.status, m.failure_reason, m.network_code, m.status_at
+        FROM messages AS m JOIN contacts AS c ON c.last_message_id = m.id
+        WHERE m.id = ANY(CAST(%(message_ids)b AS bigint[])) AND m.id NOT IN (SELECT id FROM moved)
+    )
+    SELECT n.moved, f.contact_id, f.message_id, f.status, f.failure_reason, f.network_code, f.status_at
+    FROM (SELECT count(*) AS moved FROM moved) AS n
+    LEFT JOIN followed AS f ON f.status IS NOT NULL
+    ORDER BY f.contact_id
+    """
+
+
+def _advance_and_read_contacts(
+    session: Session, best: list[_Best], message_ids: list[int], event_ids: list[int]
+) -> tuple[int, list[ContactRow]]:
+    params = _advance_params(best)
+    rows = fetch(
+        session,
+        ADVANCE_AND_READ_CONTACTS,
+        {
+            **{key: [p[key] for p in params] for key in _ADVANCE_KEYS},
+            "now": datetime.now(UTC),
+            "event_ids": event_ids,
+            "message_ids": message_ids,
+        },
+    )
+    return int(rows[0][0]), [row[1:] for row in rows if row[1] is not None]
+
+
+_ADVANCE_KEYS = ("b_id", "b_status", "b_rank", "b_reason", "b_network", "b_at")
+
+
+def _advance_params(best: list[_Best]) -> list[dict[str, object]]:
     # Sorted by id so concurrent drainers lock rows in the same order (no deadlock).
-    params = [
+    return [
         {
             "b_id": b.message_id,
             "b_status": b.status,
@@ -193,6 +250,13 @@ def _advance_messages(session: Session, best: list[_Best]) -> int:
         }
         for b in sorted(best, key=lambda b: b.message_id)
     ]
+
+
+def _advance_messages(session: Session, best: list[_Best]) -> int:
+    """SQLite's forward-only move (Postgres': ADVANCE_AND_READ_CONTACTS)."""
+    if not best:
+        return 0
+    params = _advance_params(best)
     stmt = (
         update(_messages)
         .where(_messages.c.id == bindparam("b_id"), _messages.c.status_rank < bindparam("b_rank"))
@@ -204,11 +268,7 @@ def _advance_messages(session: Session, best: list[_Best]) -> int:
             status_at=bindparam("b_at"),
         )
     )
-    if is_postgres(session):
-        result = session.execute(ADVANCE_MESSAGES, as_columns(params, "b_"))
-    else:
-        result = session.execute(stmt, params)
-    return max(result.rowcount, 0)
+    return max(session.execute(stmt, params).rowcount, 0)  # type: ignore[attr-defined]
 
 
 def apply_held_reports(session: Session, message_ids: list[int]) -> None:
@@ -219,8 +279,11 @@ def apply_held_reports(session: Session, message_ids: list[int]) -> None:
 
 
 def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> None:
-    """Contacts follow the status of their *last* SMS, read back after the forward-only update. A downgrade to
-    `inactive` from a network in a carrier incident waits for its end (shared/incidents.py)."""
+    _update_contacts(session, _contact_rows(session, message_ids))
+
+
+def _contact_rows(session: Session, message_ids: list[int]) -> list[ContactRow]:
+    """The contacts whose last SMS is one of these, with its status read back after the forward-only update."""
     rows = session.execute(
         select(
             Contact.id,
@@ -233,7 +296,13 @@ def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> 
         .join(Contact, Contact.last_message_id == Message.id)
         .where(Message.id.in_(message_ids), Message.status.is_not(None))
         .order_by(Contact.id)
-    ).all()
+    )
+    return [tuple(row) for row in rows]
+
+
+def _update_contacts(session: Session, rows: list[ContactRow]) -> None:
+    """Contacts follow the status of their *last* SMS (`rows` as `_contact_rows` reads them). A downgrade to
+    `inactive` from a network in a carrier incident waits for its end (shared/incidents.py)."""
     params = []
     held = incidents.holding(session) if rows else []
     for contact_id, message_id, status, reason, network, status_at in rows:
@@ -289,6 +358,6 @@ def _update_contacts_from_messages(session: Session, message_ids: list[int]) -> 
         )
     )
     if is_postgres(session):
-        session.execute(UPDATE_CONTACTS, as_columns(params, "c_"))
+        fetch(session, UPDATE_CONTACTS, as_columns(params, "c_"))
     else:
         session.execute(stmt, params)
