@@ -74,7 +74,8 @@ def test_an_outage_is_held_as_an_incident_until_the_operator_releases_it(live, r
 
     incident = wait_for(open_incident, timeout=30, what="an incident on Airtel")
     assert (incident["network_code"], incident["network"]) == ("63903", "Airtel Kenya")
-    assert session.scalars(select(Alert.kind)).all() == ["network_incident"]
+    # The alert is written once the incident's transaction commits (alerts.on_commit): a moment after the API shows it.
+    wait_for(lambda: session.scalars(select(Alert.kind)).all() == ["network_incident"], timeout=10, what="the alert")
     ready = requests.get(f"{receiver}/readyz", timeout=10).json()  # still ready: AT and we are fine
     assert any(w.startswith("network_incident: Airtel Kenya") for w in ready["warnings"]), ready
     wait_for(lambda: {status(receiver, p) for p in DOWN} == {"pending"}, timeout=10, what="downgrades held")
