@@ -2,7 +2,8 @@
 
 Callbacks are posted form-encoded by the dispatcher's lanes (`simulator.dispatch`) to
 `callback_base_url + "/<kind>"`, with `?token=` when given, and posted again (up to the scenario's
-`callback_attempts`) while they are not answered 2xx. Each lane posts on its own keep-alive session.
+`callback_attempts`) while they are not answered 2xx. Each lane posts on its own keep-alive connection
+(`simulator.callback_http`).
 
 The request and callback logs keep the most recent `LOG_LIMIT` entries each: a simulator that sends a
 million reports must not keep a million entries (and their forms) in memory.
@@ -20,9 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-import requests
 from flask import current_app
 
+from simulator.callback_http import CallbackError, CallbackPoster
 from simulator.dispatch import DEFAULT_MAX_PENDING, Dispatcher
 from simulator.scenario import Fault, Scenario
 
@@ -65,9 +66,7 @@ class SimState:
         self.dispatcher = Dispatcher(lanes=senders, max_pending=max_pending)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        #: One session (one keep-alive connection) per dispatcher lane: a Session is not thread-safe.
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
+        self._poster = CallbackPoster(self.callback_base_url, CALLBACK_TIMEOUT_S) if self.callback_base_url else None
         self._requests: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         self._callbacks: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         #: Gates of requests held by the scenario's `hold`, oldest first.
@@ -160,19 +159,8 @@ class SimState:
         self.release()
         self.stopping.set()
         self.dispatcher.stop()
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-
-    def _http(self) -> requests.Session:
-        """This lane's session, made on first use."""
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            with self._lock:
-                self._sessions.append(session)
-        return session
+        if self._poster is not None:
+            self._poster.close()
 
     # -- callbacks ------------------------------------------------------------------------------------
 
@@ -189,7 +177,7 @@ class SimState:
         """Post a callback `delay` s from now on the simulator's clock, after the earlier ones of `key` (a
         message id, a call's session id); `then` gets the reply body (None if every attempt failed);
         `read` turns a 2xx reply into fields of the callback log."""
-        if self.callback_base_url is None:
+        if self._poster is None:
             return
         self.dispatcher.schedule(delay, lambda: self._post(kind, form, 1, then, read, key), key)
 
@@ -211,11 +199,12 @@ class SimState:
         entry: dict[str, Any] = {"kind": kind, "url": shown, "form": form, "attempt": attempt, "time": time.time()}
         entry.update(status=None, error=None, reply=None, sim_clock=self.dispatcher.offset)
         params = {"token": self.webhook_token} if self.webhook_token else None
+        assert self._poster is not None  # post_later schedules nothing without a callback URL
         try:
-            resp = self._http().post(url, data=form, params=params, timeout=CALLBACK_TIMEOUT_S)
-            entry.update(status=resp.status_code, reply=self._redact(resp.text), url=self._redact(resp.url))
-        except requests.RequestException as exc:
-            entry["error"] = self._redact(f"{type(exc).__name__}: {exc}")
+            answer = self._poster.post(kind, form, params)
+            entry.update(status=answer.status, reply=self._redact(answer.text), url=self._redact(answer.url))
+        except CallbackError as exc:
+            entry["error"] = self._redact(str(exc))
         ok = entry["status"] is not None and 200 <= entry["status"] < 300
         if ok and read is not None:
             entry.update(read(entry["reply"]))

@@ -7,6 +7,7 @@ answer at a time.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -118,3 +119,48 @@ def test_a_send_waits_for_its_answer_while_the_callback_queue_is_full(hooks: Rec
     finally:
         sim.stop()
         third.join(10)
+
+
+class OneAnswerPerConnection:
+    """Answers each connection's first post with keep-alive, then closes it, as a receiver whose keep-alive
+    timeout ran out between two callbacks does."""
+
+    def __init__(self) -> None:
+        self.posts = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def stop(self) -> None:
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            with connection:
+                request = connection.recv(65536)
+                if request.startswith(b"POST"):
+                    self.posts += 1
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n")
+
+
+def test_a_callback_on_a_connection_the_receiver_closed_goes_out_on_a_new_one() -> None:
+    receiver = OneAnswerPerConnection()
+    one_report = Scenario(default=Rule(dlr=(("Success", None),)))
+    sim = run_simulator_in_thread(one_report, api_key=SIM_KEY, callback_base_url=receiver.url)
+    try:
+        for number in NUMBERS[:2]:
+            assert send(sim, [number]).status_code == 201
+            assert sim.wait_idle(10)
+        assert [(c["attempt"], c["status"], c["error"]) for c in sim.callbacks()] == [(1, 200, None), (1, 200, None)]
+        assert receiver.posts == 2
+    finally:
+        sim.stop()
+        receiver.stop()
