@@ -17,6 +17,7 @@ BENCHMARKS = [
     "bench.live",
     "bench.import_memory",
     "bench.send_rate",
+    "bench.cycle_e2e",
 ]
 
 WRK_OUTPUT = """\
@@ -76,3 +77,13 @@ def test_trivial_baseline_app_reads_the_body_and_answers() -> None:
     chunks = app(environ, lambda status, headers: answered.update(status=status, headers=dict(headers)))
     assert answered["status"] == "200 OK" and b"".join(chunks) == BODY
     assert environ["wsgi.input"].read() == b""  # the whole body was consumed, as a real handler does
+
+
+def test_the_end_to_end_cycle_runs_at_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole system (receiver, worker, simulator) on a few hundred contacts: every report is applied."""
+    import bench.cycle_e2e
+
+    assert bench.cycle_e2e.main(["--size", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert f"{bench.cycle_e2e.SIZES['tiny'][0]:,} contacts: every report applied" in out
+    assert "worker tree PSS MB" in out
