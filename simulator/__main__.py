@@ -12,13 +12,11 @@ import sys
 
 from shared.settings import SettingsError, load_settings
 from simulator.app import serve
-from simulator.dispatch import DEFAULT_MAX_PENDING
+from simulator.dispatch import DEFAULT_MAX_PENDING, DEFAULT_SENDERS
 from simulator.scenario import Scenario
 
 #: The key accepted when neither --api-key nor AT_API_KEY gives one.
 DEFAULT_API_KEY = "sim-key"
-#: Threads posting callbacks: a few answers in flight at once keep a receiver's latency from setting the pace.
-DEFAULT_SENDERS = 4
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -34,6 +34,9 @@ Job = Callable[[], None]
 #: Callbacks queued before a send waits for room: enough to keep every lane busy, small enough to hold
 #: (a queued report is about 1 kB).
 DEFAULT_MAX_PENDING = 20_000
+#: Lanes of a served simulator (`python -m simulator`, `reach simulator`): a few answers in flight at once keep
+#: a receiver's latency from setting the pace. A test's simulator in a thread keeps one: one order for all.
+DEFAULT_SENDERS = 4
 
 
 @dataclass

@@ -11,7 +11,7 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from simulator.control import control_bp
-from simulator.dispatch import DEFAULT_MAX_PENDING
+from simulator.dispatch import DEFAULT_MAX_PENDING, DEFAULT_SENDERS
 from simulator.faults import faults_bp
 from simulator.scenario import Scenario
 from simulator.sms import sms_bp
@@ -166,7 +166,7 @@ def serve(
     webhook_token: str | None,
     *,
     fd: int | None = None,
-    senders: int = 1,
+    senders: int = DEFAULT_SENDERS,
     max_pending: int = DEFAULT_MAX_PENDING,
 ) -> None:
     """Run a simulator in the foreground until interrupted (on the listening socket `fd` when given)."""
