@@ -240,6 +240,8 @@ class TreeRss:
         self.peak_total = 0
         self.peak_single = 0
         self.peak_pss = 0
+        #: The tree's PSS at the latest sample.
+        self.last_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -265,6 +267,7 @@ class TreeRss:
             sizes.append(info.rss)
             pss += getattr(info, "pss", info.rss)
         self.peak_total = max(self.peak_total, sum(sizes))
+        self.last_pss = pss
         self.peak_pss = max(self.peak_pss, pss)
         self.peak_single = max(self.peak_single, max(sizes, default=0))
 

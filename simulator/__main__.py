@@ -12,6 +12,7 @@ import sys
 
 from shared.settings import SettingsError, load_settings
 from simulator.app import serve
+from simulator.dispatch import DEFAULT_MAX_PENDING, DEFAULT_SENDERS
 from simulator.scenario import Scenario
 
 #: The key accepted when neither --api-key nor AT_API_KEY gives one.
@@ -30,6 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--api-key", help=f"key clients must send (default: AT_API_KEY, else {DEFAULT_API_KEY})")
     parser.add_argument("--username", help="AT username clients must send (default: AT_USERNAME, else sandbox)")
+    parser.add_argument(
+        "--senders", type=int, default=DEFAULT_SENDERS, help=f"threads posting callbacks (default {DEFAULT_SENDERS})"
+    )
+    parser.add_argument(
+        "--max-pending",
+        type=int,
+        default=DEFAULT_MAX_PENDING,
+        help=f"callbacks queued before a send waits for its answer (default {DEFAULT_MAX_PENDING:,})",
+    )
     return parser
 
 
@@ -51,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         username=args.username or settings.at_username or "sandbox",
         callback_base_url=args.callback_url,
         webhook_token=args.webhook_token or next(iter(settings.webhook_tokens), None),
+        senders=args.senders,
+        max_pending=args.max_pending,
     )
     return 0
 

@@ -1,6 +1,7 @@
 """The control API under `/_sim/`, for tests and operators to look inside and steer the simulator.
 
-`GET requests`, `GET callbacks`, `GET idle`, `POST scenario` (JSON, see `simulator.scenario`),
+`GET requests`, `GET callbacks` (the most recent 10,000 of each), `GET idle`, `GET stats` (callbacks
+queued and posted, sends waiting for room), `POST scenario` (JSON, see `simulator.scenario`),
 `POST reset`, the clock: `GET clock`, `POST clock {"advance_seconds": N}` (callbacks due in between
 are posted at once, in order), and requests the scenario holds: `GET held`, `POST release {"count": N}`
 (the N oldest; no body: all).
@@ -33,6 +34,12 @@ def sim_callbacks() -> Response:
 def sim_idle() -> Response:
     """Whether every callback has been posted."""
     return jsonify({"idle": current_state().dispatcher.idle()})
+
+
+@control_bp.get("/stats")
+def sim_stats() -> Response:
+    """Callbacks queued and run so far, and how long sends waited for room in the callback queue."""
+    return jsonify(current_state().dispatcher.stats())
 
 
 @control_bp.post("/scenario")

@@ -11,6 +11,7 @@ from flask import Flask
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from simulator.control import control_bp
+from simulator.dispatch import DEFAULT_MAX_PENDING, DEFAULT_SENDERS
 from simulator.faults import faults_bp
 from simulator.scenario import Scenario
 from simulator.sms import sms_bp
@@ -28,8 +29,13 @@ def create_simulator_app(
     username: str,
     callback_base_url: str | None,
     webhook_token: str | None,
+    senders: int = 1,
+    max_pending: int = DEFAULT_MAX_PENDING,
 ) -> Flask:
-    """A Flask app that plays Africa's Talking per `scenario`; call `close_simulator_app` when done."""
+    """A Flask app that plays Africa's Talking per `scenario`; call `close_simulator_app` when done.
+
+    `senders` threads post callbacks (each message's or call's in order); a send waits for its answer while
+    `max_pending` callbacks are queued."""
     if not api_key:
         raise ValueError("the simulator needs the API key its clients must send")
     app = Flask("simulator")
@@ -39,6 +45,8 @@ def create_simulator_app(
         username=username,
         callback_base_url=callback_base_url,
         webhook_token=webhook_token,
+        senders=senders,
+        max_pending=max_pending,
     )
     for blueprint in (faults_bp, sms_bp, user_bp, voice_bp, control_bp):
         app.register_blueprint(blueprint)
@@ -126,6 +134,8 @@ def run_simulator_in_thread(
     webhook_token: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    senders: int = 1,
+    max_pending: int = DEFAULT_MAX_PENDING,
 ) -> SimulatorServer:
     """Start a simulator on a background thread (port 0: a free port); `.stop()` it when done."""
     app = create_simulator_app(
@@ -134,6 +144,8 @@ def run_simulator_in_thread(
         username=username,
         callback_base_url=callback_base_url,
         webhook_token=webhook_token,
+        senders=senders,
+        max_pending=max_pending,
     )
     server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
     # A short poll interval: shutdown() waits for the serving loop to notice, up to one interval.
@@ -154,6 +166,8 @@ def serve(
     webhook_token: str | None,
     *,
     fd: int | None = None,
+    senders: int = DEFAULT_SENDERS,
+    max_pending: int = DEFAULT_MAX_PENDING,
 ) -> None:
     """Run a simulator in the foreground until interrupted (on the listening socket `fd` when given)."""
     app = create_simulator_app(
@@ -162,6 +176,8 @@ def serve(
         username=username,
         callback_base_url=callback_base_url,
         webhook_token=webhook_token,
+        senders=senders,
+        max_pending=max_pending,
     )
     server = make_server(host, port, app, threaded=True, fd=fd)
     log.info("AT simulator on http://%s:%s, callbacks to %s", host, server.port, callback_base_url or "nowhere")

@@ -33,6 +33,7 @@ def messaging() -> Response:
     if problem is not None:
         return problem
     state = current_state()
+    state.dispatcher.wait_for_room()  # AT's queue is full: it answers once it has room for more reports
     scenario = state.scenario
     sender = given.get("from")
     if scenario.allowed_sender_ids is not None and sender and sender not in scenario.allowed_sender_ids:
@@ -80,4 +81,4 @@ def schedule_dlrs(state: SimState, message_id: str, number: str, rule: Rule) -> 
     for index, (status, reason) in enumerate(steps, start=1):
         body = wire.dlr(message_id, status, number, rule.network_code, failure_reason=reason)
         for _ in range(rule.duplicates):
-            state.post_later(rule.delay * index, "dlr", body)
+            state.post_later(rule.delay * index, "dlr", body, key=message_id)

@@ -1,8 +1,12 @@
 """What one simulator app holds: the scenario and its fault budget, the logs, and the callback poster.
 
-Callbacks are posted form-encoded by one dispatcher thread (`simulator.dispatch`) to
+Callbacks are posted form-encoded by the dispatcher's lanes (`simulator.dispatch`) to
 `callback_base_url + "/<kind>"`, with `?token=` when given, and posted again (up to the scenario's
-`callback_attempts`) while they are not answered 2xx.
+`callback_attempts`) while they are not answered 2xx. Each lane posts on its own keep-alive connection
+(`simulator.callback_http`).
+
+The request and callback logs keep the most recent `LOG_LIMIT` entries each: a simulator that sends a
+million reports must not keep a million entries (and their forms) in memory.
 """
 
 from __future__ import annotations
@@ -11,15 +15,16 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-import requests
 from flask import current_app
 
-from simulator.dispatch import Dispatcher
+from simulator.callback_http import CallbackError, CallbackPoster
+from simulator.dispatch import DEFAULT_MAX_PENDING, Dispatcher
 from simulator.scenario import Fault, Scenario
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,8 @@ CALLBACK_BACKOFF_S = 0.05
 CALLBACK_TIMEOUT_S = (2.0, 5.0)
 #: Attempts per callback of the default scenario (`Scenario.callback_attempts`).
 CALLBACK_ATTEMPTS = Scenario().callback_attempts
+#: Entries each of the request and callback logs keeps (the most recent).
+LOG_LIMIT = 10_000
 #: What the callback log and the simulator's log lines show in place of the webhook token.
 REDACTED = "[redacted]"
 
@@ -49,17 +56,19 @@ class SimState:
         username: str,
         callback_base_url: str | None,
         webhook_token: str | None,
+        senders: int = 1,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self.api_key = api_key
         self.username = username
         self.callback_base_url = callback_base_url.rstrip("/") if callback_base_url else None
         self.webhook_token = webhook_token or None
-        self.dispatcher = Dispatcher()
+        self.dispatcher = Dispatcher(lanes=senders, max_pending=max_pending)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
-        self._http = requests.Session()  # used by the dispatcher thread only
-        self._requests: list[dict[str, Any]] = []
-        self._callbacks: list[dict[str, Any]] = []
+        self._poster = CallbackPoster(self.callback_base_url, CALLBACK_TIMEOUT_S) if self.callback_base_url else None
+        self._requests: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
+        self._callbacks: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
         #: Gates of requests held by the scenario's `hold`, oldest first.
         self._held: list[threading.Event] = []
         self.set_scenario(scenario)
@@ -150,18 +159,27 @@ class SimState:
         self.release()
         self.stopping.set()
         self.dispatcher.stop()
-        self._http.close()
+        if self._poster is not None:
+            self._poster.close()
 
     # -- callbacks ------------------------------------------------------------------------------------
 
     def post_later(
-        self, delay: float, kind: str, form: dict[str, str], then: Then | None = None, read: ReadReply | None = None
+        self,
+        delay: float,
+        kind: str,
+        form: dict[str, str],
+        then: Then | None = None,
+        read: ReadReply | None = None,
+        *,
+        key: str | None = None,
     ) -> None:
-        """Post a callback `delay` s from now on the simulator's clock; `then` gets the reply body (None if
-        every attempt failed); `read` turns a 2xx reply into fields of the callback log."""
-        if self.callback_base_url is None:
+        """Post a callback `delay` s from now on the simulator's clock, after the earlier ones of `key` (a
+        message id, a call's session id); `then` gets the reply body (None if every attempt failed);
+        `read` turns a 2xx reply into fields of the callback log."""
+        if self._poster is None:
             return
-        self.dispatcher.schedule(delay, lambda: self._post(kind, form, 1, then, read))
+        self.dispatcher.schedule(delay, lambda: self._post(kind, form, 1, then, read, key), key)
 
     def _redact(self, text: str) -> str:
         """`text` without the webhook token, as given or URL-encoded: a requests error quotes the URL with its
@@ -173,17 +191,20 @@ class SimState:
             text = text.replace(spelling, REDACTED)
         return text
 
-    def _post(self, kind: str, form: dict[str, str], attempt: int, then: Then | None, read: ReadReply | None) -> None:
+    def _post(
+        self, kind: str, form: dict[str, str], attempt: int, then: Then | None, read: ReadReply | None, key: str | None
+    ) -> None:
         url = f"{self.callback_base_url}/{kind}"
         shown = f"{url}?token={REDACTED}" if self.webhook_token else url  # until the post says where it went
         entry: dict[str, Any] = {"kind": kind, "url": shown, "form": form, "attempt": attempt, "time": time.time()}
         entry.update(status=None, error=None, reply=None, sim_clock=self.dispatcher.offset)
         params = {"token": self.webhook_token} if self.webhook_token else None
+        assert self._poster is not None  # post_later schedules nothing without a callback URL
         try:
-            resp = self._http.post(url, data=form, params=params, timeout=CALLBACK_TIMEOUT_S)
-            entry.update(status=resp.status_code, reply=self._redact(resp.text), url=self._redact(resp.url))
-        except requests.RequestException as exc:
-            entry["error"] = self._redact(f"{type(exc).__name__}: {exc}")
+            answer = self._poster.post(kind, form, params)
+            entry.update(status=answer.status, reply=self._redact(answer.text), url=self._redact(answer.url))
+        except CallbackError as exc:
+            entry["error"] = self._redact(str(exc))
         ok = entry["status"] is not None and 200 <= entry["status"] < 300
         if ok and read is not None:
             entry.update(read(entry["reply"]))
@@ -193,7 +214,7 @@ class SimState:
         if not ok and attempt < attempts:
             log.info("callback %s failed (%s); retrying", url, entry["error"] or entry["status"])
             backoff = CALLBACK_BACKOFF_S * 2 ** (attempt - 1)
-            self.dispatcher.schedule(backoff, lambda: self._post(kind, form, attempt + 1, then, read))
+            self.dispatcher.schedule(backoff, lambda: self._post(kind, form, attempt + 1, then, read, key), key)
             return
         if not ok:
             log.warning("callback %s failed %d time(s); giving up", url, attempt)

@@ -19,6 +19,7 @@ BENCHMARKS = [
     "bench.import_memory",
     "bench.send_rate",
     "bench.e2e",
+    "bench.cycle_e2e",
 ]
 
 WRK_OUTPUT = """\
@@ -91,3 +92,13 @@ def test_end_to_end_benchmark_applies_every_report_in_both_systems(capsys: pytes
     out = capsys.readouterr().out
     assert "| seed 1 " in out and "| reach 1 " in out
     assert "DLRs/s / seed" in out  # the ratio table
+
+
+def test_the_end_to_end_cycle_runs_at_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole system (receiver, worker, simulator) on a few hundred contacts: every report is applied."""
+    import bench.cycle_e2e
+
+    assert bench.cycle_e2e.main(["--size", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert f"{bench.cycle_e2e.SIZES['tiny'][0]:,} contacts: every report applied" in out
+    assert "worker tree PSS MB" in out
