@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(PY) -m bench.live --size $(SIZE)
 	$(PY) -m bench.import_memory --size $(SIZE)
 	$(PY) -m bench.send_rate --size $(SIZE)
+	$(PY) -m bench.time_to_reach --size $(SIZE)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache test-artifacts
