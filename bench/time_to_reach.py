@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -369,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = size_parser(__doc__.splitlines()[0])
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated, the first is the baseline")
     args = parser.parse_args(argv)
+    # A run stopped with SIGTERM (timeout, kill) still stops its processes and drops its databases.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes = [m for m in args.modes.split(",") if m]
     if not modes or any(m not in MODES for m in modes):
         parser.error(f"--modes: from {', '.join(MODES)}")
