@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(PY) -m bench.send_rate --size $(SIZE)
 	$(PY) -m bench.e2e --size $(SIZE)
 	$(PY) -m bench.cycle_e2e --size $(SIZE)
+	$(PY) -m bench.time_to_reach --size $(SIZE)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache test-artifacts

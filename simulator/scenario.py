@@ -43,6 +43,8 @@ Rule fields (all optional):
 - `dtmf`: digits the customer presses if the voice reply holds a `<GetDigits>`.
 - `duration`, `amount`: of an answered call (default 12 s, `"1.6000"`).
 - `delay`: seconds before each callback, counted from the previous one (default 0).
+- `voice_delay`: the same for the voice callbacks only (default: `delay`), so a network whose reports take
+  minutes can still ring a phone in seconds.
 - `duplicates`: each delivery report and final voice callback is posted this many times (default 1).
 - `shuffle`: post the message's delivery reports in a different order than listed.
 - `network_code`: `networkCode` of the reports (default `63902`). With `delay`, on a prefix, it gives a
@@ -146,6 +148,7 @@ class Rule:
     duration: int = 12
     amount: str = "1.6000"
     delay: float = 0.0
+    voice_delay: float | None = None
     duplicates: int = 1
     shuffle: bool = False
     network_code: str = "63902"
@@ -157,12 +160,19 @@ class Rule:
             parse_window(self.dnd_hours)  # BadWindow, a ValueError, saying how to write one
         if self.delay < 0:
             raise ValueError("delay: must be >= 0")
+        if self.voice_delay is not None and self.voice_delay < 0:
+            raise ValueError("voice_delay: must be >= 0")
         if self.duplicates < 1:
             raise ValueError("duplicates: must be >= 1")
 
     @property
     def answered(self) -> bool:
         return self.voice == "answered"
+
+    @property
+    def call_delay(self) -> float:
+        """Seconds before each voice callback."""
+        return self.delay if self.voice_delay is None else self.voice_delay
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Rule:
@@ -275,11 +285,17 @@ class Scenario:
         return next((o for o in self.outages if o.covers(rule.network_code, elapsed)), None)
 
     def rule_for(self, number: str) -> Rule:
-        """The rule for one number: exact match, then the longest matching prefix, then the default."""
+        """The rule for one number: exact match, then the longest matching prefix, then the default.
+
+        One dict lookup per prefix length, so a scenario of thousands of prefixes (a population's profiles,
+        bench/time_to_reach.py) costs what a handful does."""
         if number in self.numbers:
             return self.numbers[number]
-        prefixes = [p for p in self.numbers if p.endswith("*") and number.startswith(p[:-1])]
-        return self.numbers[max(prefixes, key=len)] if prefixes else self.default
+        for length in range(len(number), -1, -1):
+            rule = self.numbers.get(number[:length] + "*")
+            if rule is not None:
+                return rule
+        return self.default
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Scenario:

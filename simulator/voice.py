@@ -51,7 +51,7 @@ def schedule_call(state: SimState, session_id: str, customer: str, at_number: st
 
     def post_final(body: dict[str, str]) -> None:
         for _ in range(rule.duplicates):
-            state.post_later(rule.delay, "voice", body, key=session_id)
+            state.post_later(rule.call_delay, "voice", body, key=session_id)
 
     if not rule.answered:
         post_final(wire.voice_final_not_answered(session_id, customer, at_number, rule.voice))
@@ -66,12 +66,12 @@ def schedule_call(state: SimState, session_id: str, customer: str, at_number: st
     def after_answer(reply: str | None) -> None:
         if rule.dtmf is not None and reply is not None and asks_for_digits(reply):
             digits = wire.voice_active(session_id, customer, at_number, dtmf_digits=rule.dtmf)
-            state.post_later(rule.delay, "voice", digits, then=finish, read=read_voice_reply, key=session_id)
+            state.post_later(rule.call_delay, "voice", digits, then=finish, read=read_voice_reply, key=session_id)
         else:
             finish(reply)
 
     live = wire.voice_active(session_id, customer, at_number)
-    state.post_later(rule.delay, "voice", live, then=after_answer, read=read_voice_reply, key=session_id)
+    state.post_later(rule.call_delay, "voice", live, then=after_answer, read=read_voice_reply, key=session_id)
 
 
 def _parse(reply: str) -> ET.Element:

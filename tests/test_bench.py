@@ -20,6 +20,7 @@ BENCHMARKS = [
     "bench.send_rate",
     "bench.e2e",
     "bench.cycle_e2e",
+    "bench.time_to_reach",
 ]
 
 WRK_OUTPUT = """\
@@ -102,3 +103,45 @@ def test_the_end_to_end_cycle_runs_at_tiny_size(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert f"{bench.cycle_e2e.SIZES['tiny'][0]:,} contacts: every report applied" in out
     assert "worker tree PSS MB" in out
+
+
+def test_time_to_reach_population_is_the_same_for_a_seed_and_each_number_finds_its_cell() -> None:
+    from bench import reach_population as pop
+    from simulator.scenario import Scenario
+
+    people = pop.population(2_000, seed=14)
+    assert people == pop.population(2_000, seed=14) and people != pop.population(2_000, seed=15)
+    assert len({p.phone for p in people}) == len(people) == 2_000
+    warmup = pop.population(250, seed=15, first_index=5000, even=True)
+    assert {p.network.code for p in warmup} == {n.code for n in pop.NETWORKS} and len(warmup) == 250
+    assert not {p.phone for p in warmup} & {p.phone for p in people}
+    scenario = Scenario.from_dict(pop.scenario(14))
+    for person in people[::37]:
+        rule = scenario.rule_for(person.phone)
+        assert rule.network_code == person.network.code
+        assert [status for status, _ in rule.dlr] == [
+            {"delivered": "Success", "failed": "Failed", "silent": "Sent"}[person.outcome]
+        ]
+        assert rule.delay == pytest.approx(person.network.delay(person.bucket), abs=0.001)
+        assert (rule.dtmf == "1") == person.answers
+    # Each network's delays are its own: the median bucket at its median, the 95th near its P95, all scaled.
+    for network in pop.NETWORKS:
+        assert network.delay(49) * pop.SCALE == pytest.approx(network.median, rel=0.05)
+        assert network.delay(94) * pop.SCALE == pytest.approx(network.p95, rel=0.1)
+
+
+def test_time_to_reach_percentiles_count_the_unreached_as_never() -> None:
+    from bench.time_to_reach import percentile
+
+    times = [float(s) for s in range(1, 91)]  # 90 of 100 reached
+    assert (percentile(times, 0.5), percentile(times, 0.95)) == (45.0, 86.0)
+    assert percentile(times, 0.5, population=100) == 50.0
+    assert percentile(times, 0.95, population=100) != percentile(times, 0.95, population=100)  # NaN: never
+
+
+def test_time_to_reach_refuses_an_unknown_mode() -> None:
+    from bench.time_to_reach import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--size", "tiny", "--modes", "next_cycle,sooner"])
+    assert exit_info.value.code == 2
