@@ -89,12 +89,26 @@ def services(name: str) -> Iterator[Services]:
                 client.close()
 
 
-def use_services_here(svc: Services, **extra: object) -> None:
-    """Point this process's settings (and cached engine, Redis, AT client) at the benchmark's services."""
+@contextmanager
+def use_services_here(svc: Services, **extra: object) -> Iterator[None]:
+    """Point this process's settings (and cached engine, Redis, AT client) at the benchmark's services while in
+    the block; after it, the environment and those caches are as they were (a benchmark run in-process by
+    tests/test_bench.py must not leave the next tests on its dropped database)."""
+    saved = dict(os.environ)
+    os.environ.update(svc.env(**extra))
+    _forget_cached_clients()
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        _forget_cached_clients()
+
+
+def _forget_cached_clients() -> None:
     from shared import at_client, broker, db
     from shared.settings import get_settings
 
-    os.environ.update(svc.env(**extra))
     get_settings.cache_clear()
     db.get_engine.cache_clear()
     db._session_factory.cache_clear()

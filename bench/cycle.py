@@ -81,16 +81,16 @@ def baseline_copy(url: str) -> float:
 
 def simulator_rate(svc: Services, sim_url: str, batch: int, seconds: float) -> float:
     """Recipients per second the simulator takes from a plain loop over Reach's AT client (no database)."""
-    use_services_here(svc, at_sms_url=f"{sim_url}/version1", at_voice_url=sim_url)
     from shared.at_client import get_at_client
 
-    client = get_at_client()
-    sent, start, i = 0, time.monotonic(), 0
-    while time.monotonic() - start < seconds:
-        numbers = [f"+2541{(i * batch + k) % 10**8:08d}" for k in range(batch)]
-        sent += len(client.send_sms("baseline", numbers).recipients)
-        i += 1
-    return sent / (time.monotonic() - start)
+    with use_services_here(svc, at_sms_url=f"{sim_url}/version1", at_voice_url=sim_url):
+        client = get_at_client()
+        sent, start, i = 0, time.monotonic(), 0
+        while time.monotonic() - start < seconds:
+            numbers = [f"+2541{(i * batch + k) % 10**8:08d}" for k in range(batch)]
+            sent += len(client.send_sms("baseline", numbers).recipients)
+            i += 1
+        return sent / (time.monotonic() - start)
 
 
 def count(url: str, sql: str) -> int:

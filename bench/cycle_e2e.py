@@ -225,13 +225,13 @@ def simulator_ceiling(reports: int, senders: int) -> float:
             http_server(app_cmd, app_port, svc.env(), svc.workdir / "trivial.log"),
             http_server(sim_cmd, sim_port, svc.env(), svc.workdir / "simulator.log"),
         ):
-            use_services_here(svc, at_sms_url=f"{sim_url}/version1", at_voice_url=sim_url)
             from shared.at_client import get_at_client
 
-            client, batch = get_at_client(), 100
-            start = time.monotonic()
-            for i in range(0, reports, batch):
-                client.send_sms("baseline", [f"+2541{k:08d}" for k in range(i, min(i + batch, reports))])
+            with use_services_here(svc, at_sms_url=f"{sim_url}/version1", at_voice_url=sim_url):
+                client, batch = get_at_client(), 100
+                start = time.monotonic()
+                for i in range(0, reports, batch):
+                    client.send_sms("baseline", [f"+2541{k:08d}" for k in range(i, min(i + batch, reports))])
             while sim_stats(sim_url)["done"] < reports:
                 if time.monotonic() - start > 600:
                     raise RuntimeError("the simulator did not post its reports within 600 s")

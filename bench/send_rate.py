@@ -35,25 +35,25 @@ def run_pair(svc: Any, sim: Any, rate: int, batch: int, seconds: int) -> list[An
     from shared.models import Contact, Cycle, CycleItem, Message
     from worker import cycles
 
-    use_services_here(svc, send_rate_per_second=rate, sms_batch_size=batch)
-    svc.redis.flushdb()
-    sim.reset()
-    n = rate * seconds
-    with session_scope() as session:
-        for model in (Message, CycleItem, Cycle, Contact):
-            session.execute(delete(model))
-        session.execute(insert(Contact), [{"phone": f"+2547{i:08d}"} for i in range(n)])
-        cycle_id = shared_cycles.start_cycle(session, "Send rate benchmark")
-        cycles.plan_cycle(session, cycle_id)
-    started = time.monotonic()
-    while cycles.dispatch_sms(cycle_id, budget_seconds=60) == "more":
-        pass
-    elapsed = time.monotonic() - started
-    sends = sorted((r["time"], len(r["form"]["to"].split(","))) for r in sim.requests("/version1/messaging"))
-    span = sends[-1][0] - sends[0][0]
-    achieved = (n - sends[0][1]) / span if span else float("inf")
-    busiest = [busiest_window(sends, width) for width in (1.0, 0.9)]
-    return [rate, batch, n, len(sends), max(k for _, k in sends), f"{achieved:.1f}", *busiest, f"{elapsed:.1f}"]
+    with use_services_here(svc, send_rate_per_second=rate, sms_batch_size=batch):
+        svc.redis.flushdb()
+        sim.reset()
+        n = rate * seconds
+        with session_scope() as session:
+            for model in (Message, CycleItem, Cycle, Contact):
+                session.execute(delete(model))
+            session.execute(insert(Contact), [{"phone": f"+2547{i:08d}"} for i in range(n)])
+            cycle_id = shared_cycles.start_cycle(session, "Send rate benchmark")
+            cycles.plan_cycle(session, cycle_id)
+        started = time.monotonic()
+        while cycles.dispatch_sms(cycle_id, budget_seconds=60) == "more":
+            pass
+        elapsed = time.monotonic() - started
+        sends = sorted((r["time"], len(r["form"]["to"].split(","))) for r in sim.requests("/version1/messaging"))
+        span = sends[-1][0] - sends[0][0]
+        achieved = (n - sends[0][1]) / span if span else float("inf")
+        busiest = [busiest_window(sends, width) for width in (1.0, 0.9)]
+        return [rate, batch, n, len(sends), max(k for _, k in sends), f"{achieved:.1f}", *busiest, f"{elapsed:.1f}"]
 
 
 def busiest_window(sends: list[tuple[float, int]], width: float) -> int:

@@ -105,6 +105,22 @@ def test_the_end_to_end_cycle_runs_at_tiny_size(capsys: pytest.CaptureFixture[st
     assert "worker tree PSS MB" in out
 
 
+def test_a_benchmark_run_in_process_leaves_the_settings_as_they_were() -> None:
+    """A benchmark points this process's settings at its own (dropped) database and Redis while it runs; after,
+    the tests that run next in this process must find theirs again (not `database "reach_bench_..." does not
+    exist`)."""
+    import os
+
+    from bench.common import services, use_services_here
+    from shared.settings import get_settings
+
+    before = (os.environ.get("DATABASE_URL"), get_settings().effective_database_url, get_settings().redis_url)
+    with services("env_check") as svc, use_services_here(svc, at_sms_url="http://127.0.0.1:9/version1"):
+        assert get_settings().effective_database_url == svc.database_url
+    after = (os.environ.get("DATABASE_URL"), get_settings().effective_database_url, get_settings().redis_url)
+    assert after == before
+
+
 def test_time_to_reach_population_is_the_same_for_a_seed_and_each_number_finds_its_cell() -> None:
     from bench import reach_population as pop
     from simulator.scenario import Scenario
