@@ -106,9 +106,15 @@ def use_services_here(svc: Services, **extra: object) -> Iterator[None]:
 
 
 def _forget_cached_clients() -> None:
+    """As the tests' own reset (tests/conftest.py): pooled connections are closed, not left to the garbage
+    collector, which would find them open during a later test and fail it with a ResourceWarning."""
     from shared import at_client, broker, db
     from shared.settings import get_settings
 
+    if db.get_engine.cache_info().currsize:
+        db.get_engine().dispose()
+    if broker.get_redis.cache_info().currsize:
+        broker.get_redis().close()
     get_settings.cache_clear()
     db.get_engine.cache_clear()
     db._session_factory.cache_clear()

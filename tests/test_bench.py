@@ -109,16 +109,29 @@ def test_a_benchmark_run_in_process_leaves_the_settings_as_they_were() -> None:
     """A benchmark points this process's settings at its own (dropped) database and Redis while it runs; after,
     the tests that run next in this process must find theirs again (not `database "reach_bench_..." does not
     exist`)."""
+    import gc
     import os
+    import warnings
+
+    from sqlalchemy import text
 
     from bench.common import services, use_services_here
+    from shared.db import session_scope
     from shared.settings import get_settings
 
     before = (os.environ.get("DATABASE_URL"), get_settings().effective_database_url, get_settings().redis_url)
     with services("env_check") as svc, use_services_here(svc, at_sms_url="http://127.0.0.1:9/version1"):
         assert get_settings().effective_database_url == svc.database_url
+        with session_scope() as session:  # a pooled connection to the benchmark's database
+            assert session.scalar(text("SELECT 1")) == 1
     after = (os.environ.get("DATABASE_URL"), get_settings().effective_database_url, get_settings().redis_url)
     assert after == before
+    # Its pooled connections were closed, not left for the garbage collector to find open during a later test
+    # (pytest then fails that test with "psycopg.Connection ... was deleted while still open").
+    with warnings.catch_warnings(record=True) as left_open:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert [str(w.message) for w in left_open if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_time_to_reach_population_is_the_same_for_a_seed_and_each_number_finds_its_cell() -> None:
