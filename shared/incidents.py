@@ -38,7 +38,7 @@ from shared.guard_settings import GuardSettings
 from shared.models import Channel, Contact, ContactStatus, CycleItem, DlrEvent, ItemState
 from shared.networks import network_name
 from shared.operator_models import NetworkIncident
-from shared.status_policy import Action, Kind, rules_of
+from shared.status_policy import FINAL_DLR_ACTIONS, Action, dlr_statuses
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,11 @@ class IncidentConflict(IncidentError):
 
 
 def failure_statuses() -> list[str]:
-    return [status for status, rule in rules_of(Kind.DLR).items() if rule.action is Action.UNDELIVERED]
+    return dlr_statuses(frozenset({Action.UNDELIVERED}))
 
 
 def final_statuses() -> list[str]:
-    finals = {Action.UNDELIVERED, Action.DELIVERED}
-    return [status for status, rule in rules_of(Kind.DLR).items() if rule.action in finals]
+    return dlr_statuses(FINAL_DLR_ACTIONS)
 
 
 @dataclass(frozen=True)

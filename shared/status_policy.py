@@ -173,8 +173,13 @@ def dlr_outcome(status: str, failure_reason: str | None) -> Action:
     return action
 
 
-def is_final_dlr(status: str) -> bool:
-    return decide(Kind.DLR, status).action in {Action.DELIVERED, Action.UNDELIVERED}
+#: What a final delivery report does: every later report is ignored (ranks 40 and up).
+FINAL_DLR_ACTIONS = frozenset({Action.DELIVERED, Action.UNDELIVERED})
+
+
+def dlr_statuses(actions: frozenset[Action]) -> list[str]:
+    """The table's DLR statuses whose action is one of `actions` (for SQL that applies the rule set-wise)."""
+    return [status for status, rule in rules_of(Kind.DLR).items() if rule.action in actions]
 
 
 def clears_on_reach(status: str | None, failure_reason: str | None) -> bool:
