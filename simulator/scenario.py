@@ -108,9 +108,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from shared.windows import parse_window
+
+T = TypeVar("T")
 
 #: Send statusCodes and their names (at-api.md §2.2). 100-102 mean AT accepted the message.
 SEND_STATUS_NAMES: dict[int, str] = {
@@ -177,11 +179,7 @@ class Rule:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Rule:
         """A rule from its JSON form; unknown keys are an error so typos do not pass silently."""
-        _check_keys(raw, {f.name for f in fields(cls)}, "rule")
-        values = dict(raw)
-        if "dlr" in values:
-            values["dlr"] = tuple(_dlr_step(step) for step in values["dlr"])
-        return cls(**values)
+        return _with_dlr_steps(cls, raw, "rule")
 
 
 #: Fault statuses that are not an HTTP status code.
@@ -245,11 +243,16 @@ class Outage:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Outage:
-        _check_keys(raw, {f.name for f in fields(cls)}, "outage")
-        values = dict(raw)
-        if "dlr" in values:
-            values["dlr"] = tuple(_dlr_step(step) for step in values["dlr"])
-        return cls(**values)
+        return _with_dlr_steps(cls, raw, "outage")
+
+
+def _with_dlr_steps(cls: type[T], raw: dict[str, Any], what: str) -> T:
+    """A rule or an outage from its JSON form: unknown keys are an error, `dlr` steps become tuples."""
+    _check_keys(raw, {f.name for f in fields(cls)}, what)
+    values = dict(raw)
+    if "dlr" in values:
+        values["dlr"] = tuple(_dlr_step(step) for step in values["dlr"])
+    return cls(**values)
 
 
 def _is_status_code(value: object) -> bool:
