@@ -30,7 +30,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests.services import ROOT, free_port, fresh_database, private_redis
+from tests.services import ROOT, free_port, fresh_database, private_redis, reset_cached_clients
 
 SIZES = ("tiny", "small", "full")
 WEBHOOK_TOKEN = "bench-webhook-token-0123456789"
@@ -96,30 +96,13 @@ def use_services_here(svc: Services, **extra: object) -> Iterator[None]:
     tests/test_bench.py must not leave the next tests on its dropped database)."""
     saved = dict(os.environ)
     os.environ.update(svc.env(**extra))
-    _forget_cached_clients()
+    reset_cached_clients()
     try:
         yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        _forget_cached_clients()
-
-
-def _forget_cached_clients() -> None:
-    """As the tests' own reset (tests/conftest.py): pooled connections are closed, not left to the garbage
-    collector, which would find them open during a later test and fail it with a ResourceWarning."""
-    from shared import at_client, broker, db
-    from shared.settings import get_settings
-
-    if db.get_engine.cache_info().currsize:
-        db.get_engine().dispose()
-    if broker.get_redis.cache_info().currsize:
-        broker.get_redis().close()
-    get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    db._session_factory.cache_clear()
-    broker.get_redis.cache_clear()
-    at_client.reset_at_client()
+        reset_cached_clients()
 
 
 # -- servers ----------------------------------------------------------------------------------------------

@@ -25,10 +25,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from shared import at_client, broker, db
+from shared import broker, db
 from shared.models import Base
-from shared.settings import Settings, get_settings, load_settings
-from tests.services import WorkerProcess, free_port, fresh_database, private_redis
+from shared.settings import Settings, load_settings
+from tests.services import WorkerProcess, free_port, fresh_database, private_redis, reset_cached_clients
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -136,7 +136,7 @@ def environment(database_url: str, redis_url: str) -> Iterator[None]:
     }
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
-    _reset_caches()
+    reset_cached_clients()
     _reconfigure_worker_app()
     yield
     for key, value in saved.items():
@@ -144,7 +144,7 @@ def environment(database_url: str, redis_url: str) -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    _reset_caches()
+    reset_cached_clients()
 
 
 def _reconfigure_worker_app() -> None:
@@ -155,18 +155,6 @@ def _reconfigure_worker_app() -> None:
 
     if app.configured:
         app.conf.update({**broker.celery_config(), **worker_config()})
-
-
-def _reset_caches() -> None:
-    if db.get_engine.cache_info().currsize:
-        db.get_engine().dispose()
-    if broker.get_redis.cache_info().currsize:
-        broker.get_redis().close()
-    get_settings.cache_clear()
-    db.get_engine.cache_clear()
-    db._session_factory.cache_clear()
-    broker.get_redis.cache_clear()
-    at_client.reset_at_client()
 
 
 @pytest.fixture

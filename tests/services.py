@@ -277,3 +277,21 @@ class BeatProcess(ServiceProcess):
     def __init__(self, workdir: Path, name: str, env: dict[str, str] | None = None, *, app: str = "worker") -> None:
         command = processes.beat(str(workdir / f"{name}-beat"), app=app)
         super().__init__(workdir, name, command, env, ready=b"beat: Starting")
+
+
+def reset_cached_clients() -> None:
+    """Forget this process's cached settings, engine, Redis client and AT client, so the next use reads the
+    environment again; pooled connections are closed, not left to the garbage collector, which would find
+    them open during a later test and fail it with a ResourceWarning."""
+    from shared import at_client, broker, db
+    from shared.settings import get_settings
+
+    if db.get_engine.cache_info().currsize:
+        db.get_engine().dispose()
+    if broker.get_redis.cache_info().currsize:
+        broker.get_redis().close()
+    get_settings.cache_clear()
+    db.get_engine.cache_clear()
+    db._session_factory.cache_clear()
+    broker.get_redis.cache_clear()
+    at_client.reset_at_client()

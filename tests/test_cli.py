@@ -74,13 +74,13 @@ def test_top_level_help_documents_the_exit_codes(runner: CliRunner) -> None:
 @pytest.fixture
 def database_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """DATABASE_URL points at a closed port for this test; the real settings come back afterwards."""
-    from tests.conftest import _reset_caches
+    from tests.services import reset_cached_clients
 
     monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/reach")
-    _reset_caches()
+    reset_cached_clients()
     yield
     monkeypatch.undo()
-    _reset_caches()
+    reset_cached_clients()
 
 
 @pytest.mark.parametrize(

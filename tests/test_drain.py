@@ -28,8 +28,8 @@ from shared import db, inbox
 from shared.callbacks import storable_fields
 from shared.models import Contact, ContactStatus, DlrEvent, IncomingSms, Message, RawCallback
 from simulator import wire
-from tests.conftest import _reset_caches, wait_for
-from tests.services import fresh_database
+from tests.conftest import wait_for
+from tests.services import fresh_database, reset_cached_clients
 from worker import ingest
 from worker.drain import drain_inbox
 
@@ -43,12 +43,12 @@ def private_database(clean: None, database_url: str) -> Iterator[str]:
     with fresh_database(url.render_as_string(hide_password=False)) as private_url:
         saved = os.environ["DATABASE_URL"]
         os.environ["DATABASE_URL"] = private_url
-        _reset_caches()
+        reset_cached_clients()
         try:
             yield private_url
         finally:
             os.environ["DATABASE_URL"] = saved
-            _reset_caches()
+            reset_cached_clients()
 
 
 def admin_execute(url: str, statement: str) -> None:
