@@ -27,6 +27,7 @@ from shared import cycles as shared_cycles
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState, Message
 from simulator.scenario import Scenario
 from tests.conftest import API_TOKEN
+from tests.cycle_support import item_windows, make_items_due, plan_new_cycle
 from tests.test_dashboard import sign_in
 from worker import cycles
 from worker.cycles import items as cycle_items
@@ -69,21 +70,8 @@ def at(simulator: Any, clean: None) -> Iterator[Any]:
 
 
 def new_cycle(session: Any, status: ContactStatus, n: int = 2, **windows: str) -> int:
-    session.execute(insert(Contact), [{"phone": f"+2547114{i:05d}", "status": status} for i in range(n)])
-    cycle_id = shared_cycles.start_cycle(session, "Your bill is ready", **windows)
-    cycles.plan_cycle(session, cycle_id)
-    session.commit()
-    return cycle_id
-
-
-def item_rows(session: Any, cycle_id: int) -> list[tuple[ItemState, bool, datetime]]:
-    session.expire_all()
-    rows = session.execute(
-        select(CycleItem.state, CycleItem.waiting_for_window, CycleItem.next_attempt_at)
-        .where(CycleItem.cycle_id == cycle_id)
-        .order_by(CycleItem.id)
-    )
-    return [(state, waiting, due) for state, waiting, due in rows]
+    contacts = [{"phone": f"+2547114{i:05d}", "status": status} for i in range(n)]
+    return plan_new_cycle(session, contacts, "Your bill is ready", **windows)
 
 
 def report(client: Any, cycle_id: int) -> dict[str, Any]:
@@ -95,12 +83,7 @@ def report(client: Any, cycle_id: int) -> dict[str, Any]:
 def open_the_window(session: Any, monkeypatch: pytest.MonkeyPatch, cycle_id: int, hours: Hours) -> None:
     """Time reaches the window's opening: the dispatchers' clock says so, and the items are due."""
     monkeypatch.setattr(cycle_items, "now", lambda: hours.opens_at + timedelta(seconds=1))
-    session.execute(
-        update(CycleItem)
-        .where(CycleItem.cycle_id == cycle_id)
-        .values(next_attempt_at=func.now() - timedelta(seconds=1))
-    )
-    session.commit()
+    make_items_due(session, cycle_id)
 
 
 def test_a_call_outside_its_window_waits_and_goes_when_the_window_opens(
@@ -109,7 +92,7 @@ def test_a_call_outside_its_window_waits_and_goes_when_the_window_opens(
     cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=hours.closed_now)
 
     # Planned to wait: pending until the window's opening, in the customer's (Nairobi's) time.
-    assert item_rows(session, cycle_id) == [(ItemState.PENDING, True, hours.opens_at)] * 2
+    assert item_windows(session, cycle_id) == [(ItemState.PENDING, True, hours.opens_at)] * 2
     shown = report(client, cycle_id)
     assert (shown["state"], shown["voice"], shown["waiting"], shown["call_window"]) == (
         "dispatching",
@@ -131,7 +114,9 @@ def test_a_call_outside_its_window_waits_and_goes_when_the_window_opens(
     assert cycles.dispatch_calls(cycle_id) == "idle"
 
     assert len(at.requests("/call")) == 2
-    assert [(state, waiting) for state, waiting, _due in item_rows(session, cycle_id)] == [(ItemState.SENT, False)] * 2
+    assert [(state, waiting) for state, waiting, _due in item_windows(session, cycle_id)] == [
+        (ItemState.SENT, False)
+    ] * 2
     assert report(client, cycle_id)["waiting"] == 0
 
 
@@ -139,7 +124,7 @@ def test_a_dispatcher_gives_back_an_item_whose_window_closed_after_planning(
     client: Any, session: Any, at: Any, hours: Hours
 ) -> None:
     cycle_id = new_cycle(session, ContactStatus.INACTIVE, call_window=hours.open_now)
-    assert [waiting for _s, waiting, _d in item_rows(session, cycle_id)] == [False, False]
+    assert [waiting for _s, waiting, _d in item_windows(session, cycle_id)] == [False, False]
     assert report(client, cycle_id)["waiting"] == 0
     # The window closes before a dispatcher claims the items.
     session.execute(update(Cycle).where(Cycle.id == cycle_id).values(call_window=hours.closed_now))
@@ -148,7 +133,7 @@ def test_a_dispatcher_gives_back_an_item_whose_window_closed_after_planning(
     assert cycles.dispatch_calls(cycle_id) == "idle"
 
     assert at.requests("/call") == []
-    assert item_rows(session, cycle_id) == [(ItemState.PENDING, True, hours.opens_at)] * 2
+    assert item_windows(session, cycle_id) == [(ItemState.PENDING, True, hours.opens_at)] * 2
     session.expire_all()
     assert session.scalar(select(func.count()).select_from(Call)) == 0  # no call row: nothing was attempted
     assert session.scalar(select(CycleItem.attempts).where(CycleItem.cycle_id == cycle_id).limit(1)) == 0
@@ -169,7 +154,7 @@ def test_an_sms_outside_its_window_waits_too(
     open_the_window(session, monkeypatch, cycle_id, hours)
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
     assert len(at.requests("/version1/messaging")) == 1
-    assert [state for state, _w, _d in item_rows(session, cycle_id)] == [ItemState.SENT] * 2
+    assert [state for state, _w, _d in item_windows(session, cycle_id)] == [ItemState.SENT] * 2
 
 
 def test_each_channel_keeps_its_own_window(client: Any, session: Any, at: Any, hours: Hours) -> None:

@@ -27,6 +27,7 @@ from shared.settings import SettingsError, get_settings, load_settings
 from shared.windows import next_closing, next_common_opening, parse_window
 from simulator.scenario import Rule, Scenario
 from tests.conftest import API_TOKEN
+from tests.cycle_support import item_windows, make_items_due, plan_new_cycle
 from tests.test_dashboard import sign_in
 from worker import cycles
 from worker.cycles import items as cycle_items
@@ -67,31 +68,14 @@ def clock_at(monkeypatch: pytest.MonkeyPatch, instant: datetime) -> None:
 
 
 def new_cycle(session: Any, phones: list[str], message: str = TEXT, **windows: str) -> int:
-    session.execute(insert(Contact), [{"phone": phone, "status": ContactStatus.NEW} for phone in phones])
-    cycle_id = shared_cycles.start_cycle(session, message, **windows)
-    cycles.plan_cycle(session, cycle_id)
-    session.commit()
-    return cycle_id
-
-
-def items(session: Any, cycle_id: int) -> list[tuple[ItemState, bool, datetime]]:
-    session.expire_all()
-    rows = session.execute(
-        select(CycleItem.state, CycleItem.waiting_for_window, CycleItem.next_attempt_at)
-        .where(CycleItem.cycle_id == cycle_id)
-        .order_by(CycleItem.id)
+    return plan_new_cycle(
+        session, [{"phone": phone, "status": ContactStatus.NEW} for phone in phones], message, **windows
     )
-    return [(state, waiting, due) for state, waiting, due in rows]
 
 
 def reach_opening(session: Any, monkeypatch: pytest.MonkeyPatch, cycle_id: int, opening: datetime) -> None:
     clock_at(monkeypatch, opening + timedelta(seconds=1))
-    session.execute(
-        update(CycleItem)
-        .where(CycleItem.cycle_id == cycle_id)
-        .values(next_attempt_at=func.now() - timedelta(seconds=1))
-    )
-    session.commit()
+    make_items_due(session, cycle_id)
 
 
 def sent_texts(at: Any) -> dict[str, str]:
@@ -109,7 +93,7 @@ def test_a_promotional_sms_to_kenya_waits_for_8_to_18_eat_and_carries_the_opt_ou
     clock_at(monkeypatch, local(NAIROBI, 19))
     cycle_id = new_cycle(session, [KENYAN])
     opening = local(NAIROBI, 8, days=1)
-    assert items(session, cycle_id) == [(ItemState.PENDING, True, opening)]
+    assert item_windows(session, cycle_id) == [(ItemState.PENDING, True, opening)]
 
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
     assert at.requests("/version1/messaging") == []
@@ -119,7 +103,7 @@ def test_a_promotional_sms_to_kenya_waits_for_8_to_18_eat_and_carries_the_opt_ou
     assert sent_texts(at) == {KENYAN: f"{TEXT} {OPT_OUT}"}
     session.expire_all()
     assert session.scalar(select(Message.text)) == f"{TEXT} {OPT_OUT}"
-    assert [state for state, _w, _d in items(session, cycle_id)] == [ItemState.SENT]
+    assert [state for state, _w, _d in item_windows(session, cycle_id)] == [ItemState.SENT]
 
 
 def test_a_promotional_sms_to_nigeria_waits_out_the_ban_from_20_to_8_without_kenyas_opt_out(
@@ -136,7 +120,7 @@ def test_a_promotional_sms_to_nigeria_waits_out_the_ban_from_20_to_8_without_ken
     later = shared_cycles.start_cycle(session, TEXT)
     cycles.plan_cycle(session, later)
     session.commit()
-    assert items(session, later) == [(ItemState.PENDING, True, local(LAGOS, 8, days=1))]
+    assert item_windows(session, later) == [(ItemState.PENDING, True, local(LAGOS, 8, days=1))]
 
 
 def test_the_stricter_of_sms_window_and_the_promotional_window_wins(
@@ -146,14 +130,14 @@ def test_the_stricter_of_sms_window_and_the_promotional_window_wins(
     the next day's 17:00."""
     clock_at(monkeypatch, local(NAIROBI, 12))
     noon = new_cycle(session, [KENYAN], sms_window="17:00-21:00")
-    assert items(session, noon) == [(ItemState.PENDING, True, local(NAIROBI, 17))]
+    assert item_windows(session, noon) == [(ItemState.PENDING, True, local(NAIROBI, 17))]
 
     clock_at(monkeypatch, local(NAIROBI, 18, 30))
     session.execute(update(Contact).values(status=ContactStatus.NEW))
     evening = shared_cycles.start_cycle(session, TEXT, sms_window="17:00-21:00")
     cycles.plan_cycle(session, evening)
     session.commit()
-    assert items(session, evening) == [(ItemState.PENDING, True, local(NAIROBI, 17, days=1))]
+    assert item_windows(session, evening) == [(ItemState.PENDING, True, local(NAIROBI, 17, days=1))]
 
 
 def test_a_transactional_sender_id_sends_at_any_hour_without_the_opt_out(
@@ -161,7 +145,7 @@ def test_a_transactional_sender_id_sends_at_any_hour_without_the_opt_out(
 ) -> None:
     clock_at(monkeypatch, local(NAIROBI, 23))
     cycle_id = new_cycle(session, [KENYAN, NIGERIAN])
-    assert [waiting for _s, waiting, _d in items(session, cycle_id)] == [False, False]
+    assert [waiting for _s, waiting, _d in item_windows(session, cycle_id)] == [False, False]
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
     assert sent_texts(at) == {KENYAN: TEXT, NIGERIAN: TEXT}
 
@@ -232,7 +216,7 @@ def test_a_do_not_disturb_rejection_waits_for_the_promotional_window_then_goes(
 
     assert at.requests("/version1/messaging")[0]["status"] == 409
     opening = evening.astimezone(UTC) + timedelta(hours=11)  # 08:00 in Lagos
-    assert items(session, cycle_id) == [(ItemState.PENDING, True, opening)]
+    assert item_windows(session, cycle_id) == [(ItemState.PENDING, True, opening)]
     error = session.scalar(select(CycleItem.error))
     assert error is not None and "DoNotDisturbRejection" in error, error
     assert session.scalar(select(Contact.status)) is ContactStatus.NEW  # the contact is not moved
@@ -241,7 +225,7 @@ def test_a_do_not_disturb_rejection_waits_for_the_promotional_window_then_goes(
     reach_opening(session, monkeypatch, cycle_id, opening)
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
     assert [r["status"] for r in at.requests("/version1/messaging")] == [409, 201]
-    assert [state for state, _w, _d in items(session, cycle_id)] == [ItemState.SENT]
+    assert [state for state, _w, _d in item_windows(session, cycle_id)] == [ItemState.SENT]
 
 
 def test_a_second_do_not_disturb_rejection_fails_the_item_saying_why(
@@ -296,7 +280,7 @@ def test_a_batch_with_one_refused_number_sends_the_others(
     cycle_id = new_cycle(session, [NIGERIAN, other])
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
     assert [r["status"] for r in at.requests("/version1/messaging")] == [409]
-    assert [(state, waiting) for state, waiting, _d in items(session, cycle_id)] == [
+    assert [(state, waiting) for state, waiting, _d in item_windows(session, cycle_id)] == [
         (ItemState.PENDING, True),
         (ItemState.SENT, False),
     ]
@@ -311,7 +295,7 @@ def test_a_do_not_disturb_rejection_inside_the_promotional_window_waits_for_the_
     clock_at(monkeypatch, local(LAGOS, 14))
     cycle_id = new_cycle(session, [NIGERIAN])
     assert cycles.dispatch_sms(cycle_id, budget_seconds=5) == "idle"
-    assert items(session, cycle_id) == [(ItemState.PENDING, True, local(LAGOS, 8, days=1))]
+    assert item_windows(session, cycle_id) == [(ItemState.PENDING, True, local(LAGOS, 8, days=1))]
 
 
 def test_a_one_off_promotional_sms_to_kenya_carries_the_opt_out(promotional: None, client: Any, session: Any) -> None:
