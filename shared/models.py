@@ -318,8 +318,11 @@ class CycleItem(Base):
     )
 
 
-#: A message whose delivery report is final (shared/status_policy.py: ranks 40 and up).
-FINAL = sql_text("status_rank >= 40")
+#: A message whose delivery report is final (shared/status_policy.py: ranks 40 and up), as SQL text for the raw
+#: queries and partial indexes that must name the same predicate (a partial index is used only when a query's
+#: WHERE implies it).
+FINAL_PREDICATE = "status_rank >= 40"
+FINAL = sql_text(FINAL_PREDICATE)
 
 
 class Message(Base):

@@ -31,7 +31,7 @@ from sqlalchemy import ColumnElement, Select, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from shared.db import insert_for
-from shared.models import FINAL, Contact, DlrEvent, Message
+from shared.models import FINAL, FINAL_PREDICATE, Contact, DlrEvent, Message
 from shared.networks import network_name
 from shared.operator_models import NetworkReportDelay
 from shared.settings import Settings
@@ -47,12 +47,12 @@ MIN_SAMPLE = 30
 ALL = "*"
 #: Every network our final reports ever named, in code order: one index probe each (a loose index scan).
 NETWORKS = text(
-    """
+    f"""
     WITH RECURSIVE codes(code) AS (
-        SELECT min(network_code) FROM messages WHERE status_rank >= 40 AND network_code IS NOT NULL
+        SELECT min(network_code) FROM messages WHERE {FINAL_PREDICATE} AND network_code IS NOT NULL
         UNION ALL
-        SELECT (SELECT min(m.network_code) FROM messages AS m WHERE m.status_rank >= 40 AND m.network_code > code)
-        FROM codes WHERE code IS NOT NULL
+        SELECT (SELECT min(network_code) FROM messages WHERE {FINAL_PREDICATE} AND network_code > codes.code)
+        FROM codes WHERE codes.code IS NOT NULL
     )
     SELECT code FROM codes WHERE code IS NOT NULL
     """
