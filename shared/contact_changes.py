@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from shared import consent
 from shared.models import Contact, ContactStatus
 from shared.tags import BadTags, json_type, normalise_tags
-from shared.text_rules import control_character
+from shared.text_rules import control_character, too_long
 
 MAX_NAME = 200
 FIELDS = ("name", "tags", "language", "status")
@@ -83,8 +83,8 @@ def read_name(value: Any) -> str | None:
     if not isinstance(value, str):
         raise BadChange(f"field name must be text or null, not {json_type(value)}")
     name = value.strip()
-    if len(name) > MAX_NAME:
-        raise BadChange(f"field name is too long ({len(name)} characters; at most {MAX_NAME})")
+    if problem := too_long(name, MAX_NAME):
+        raise BadChange(f"field name {problem}")
     found = control_character(name)
     if found:
         raise BadChange(f"field name has {found}")

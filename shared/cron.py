@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo
 from croniter import CroniterBadTypeRangeError, CroniterError, croniter
 
 from shared.cycles import CycleError
+from shared.text_rules import too_long
 
 #: The `schedules.cron` column's size.
 MAX_LENGTH = 100
@@ -51,8 +52,8 @@ FIRING_WALK_STEPS = 10_000
 def check(expression: str, min_interval: timedelta, now: datetime) -> str:
     """The expression with its spacing normalised, if a schedule may use it; `CycleError` naming the problem."""
     expression = " ".join(expression.split())
-    if len(expression) > MAX_LENGTH:
-        raise CycleError(f"cron is too long ({len(expression)} characters; at most {MAX_LENGTH})")
+    if problem := too_long(expression, MAX_LENGTH):
+        raise CycleError(f"cron {problem}")
     if len(expression.split()) != 5 or not croniter.is_valid(expression):
         raise CycleError(f"bad cron expression {expression!r}; use five fields, e.g. '0 9 * * 1' (Mondays 09:00)")
     try:

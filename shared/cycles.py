@@ -43,6 +43,7 @@ from shared.models import (
 from shared.settings import Settings, get_settings
 from shared.status_policy import Action, Kind, rules_of
 from shared.tags import has_any_tag
+from shared.text_rules import too_long
 
 #: Contacts a cycle never messages, and why.
 SKIPPED_STATUSES = (ContactStatus.OPTED_OUT, ContactStatus.INVALID)
@@ -113,15 +114,15 @@ def check_message(message: str | None, what: str = "message") -> str:
     text = text.strip()
     if not text:
         raise CycleError(f"{what} must not be empty")
-    if len(text) > MAX_MESSAGE:
-        raise CycleError(f"{what} is too long ({len(text)} characters; at most {MAX_MESSAGE})")
+    if problem := too_long(text, MAX_MESSAGE):
+        raise CycleError(f"{what} {problem}")
     try:
         placeholders.check(text, what)
     except placeholders.BadPlaceholder as exc:
         raise CycleError(str(exc)) from None
-    too_long = segments.too_many_parts(text, what) or sender_rules.too_long(text, get_settings())
-    if too_long and what == "message":
-        raise CycleError(too_long)
+    over = segments.too_many_parts(text, what) or sender_rules.too_long(text, get_settings())
+    if over and what == "message":
+        raise CycleError(over)
     return text
 
 

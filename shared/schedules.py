@@ -30,6 +30,7 @@ from shared import cron, voice_languages
 from shared.cycles import CycleError, check_fallback, check_message, record_skipped, start_cycle
 from shared.models import Cycle, CycleState, Fallback, Schedule
 from shared.settings import get_settings
+from shared.text_rules import too_long
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ class ScheduleExists(CycleError):
 
 
 def zone(name: str) -> ZoneInfo:
-    if len(name) > MAX_ZONE:
-        raise CycleError(f"timezone is too long ({len(name)} characters; at most {MAX_ZONE})")
+    if problem := too_long(name, MAX_ZONE):
+        raise CycleError(f"timezone {problem}")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -59,8 +60,8 @@ def check_name(name: str) -> str:
     name = name.strip()
     if not name:
         raise CycleError("name must not be empty")
-    if len(name) > MAX_NAME:
-        raise CycleError(f"name is too long ({len(name)} characters; at most {MAX_NAME})")
+    if problem := too_long(name, MAX_NAME):
+        raise CycleError(f"name {problem}")
     return name
 
 

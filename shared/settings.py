@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 
 from shared.cost_estimate import parse_sms_costs
 from shared.guard_settings import GuardSettings
+from shared.text_rules import too_long
 from shared.timing_settings import TimingSettings
 from shared.voice_script import XML_FORBIDDEN
 
@@ -330,8 +331,8 @@ class Settings(GuardSettings, TimingSettings):
         value = value.strip()
         if not value:
             raise ValueError("must not be empty (it is what a call Reach did not place hears)")
-        if len(value) > MAX_VOICE_GREETING:
-            raise ValueError(f"is too long ({len(value)} characters; at most {MAX_VOICE_GREETING})")
+        if problem := too_long(value, MAX_VOICE_GREETING):
+            raise ValueError(problem)
         return value
 
     @field_validator("schedule_misfire_seconds")

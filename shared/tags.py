@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
-from shared.text_rules import control_character
+from shared.text_rules import control_character, too_long
 
 MAX_TAG = 50
 MAX_TAGS = 50
@@ -63,8 +63,8 @@ def normalise_tag(raw: Any, field: str = "tag") -> str:
     tag = raw.strip()
     if not tag:
         raise BadTags(f"field {field} is empty")
-    if len(tag) > MAX_TAG:
-        raise BadTags(f"field {field} is too long ({len(tag)} characters; at most {MAX_TAG})")
+    if problem := too_long(tag, MAX_TAG):
+        raise BadTags(f"field {field} {problem}")
     found = control_character(tag)
     if found:
         raise BadTags(f"field {field} has {found}")
