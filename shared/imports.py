@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from shared.import_writes import SeenPhones, upsert_contacts
 from shared.phone import InvalidPhone, normalise_phone
-from shared.tags import BadTags, normalise_tags
+from shared.tags import BadTags, json_type, normalise_tags
 
 MAX_NAME = 200
 #: Rows checked and written per batch: one upsert statement, one look-up of earlier duplicates.
@@ -136,8 +136,11 @@ def read_row(row: Any, default_country: str) -> ContactRow:
     if not isinstance(row, Mapping):
         raise InvalidPhone('each contact must be an object like {"phone": "+254711000001"}')
     raw_phone = row.get("phone")
-    if not isinstance(raw_phone, str | int):
+    if raw_phone is None:
         raise InvalidPhone("missing phone")
+    if isinstance(raw_phone, bool | float) or not isinstance(raw_phone, str | int):  # True is an int to Python
+        given = "a decimal number" if isinstance(raw_phone, float) else json_type(raw_phone)
+        raise InvalidPhone(f"phone must be text or a whole number, not {given}")
     name = row.get("name")
     if name is not None and not isinstance(name, str):
         raise InvalidPhone("name must be text")

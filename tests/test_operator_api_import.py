@@ -78,8 +78,10 @@ REFUSED_JSON = [
     ({"phone": "0900223456"}, (8, "0900223456", "premium")),
     ({"name": "no number"}, (9, None, "missing phone")),
     ({"phone": "0711000003", "name": 42}, (10, "0711000003", "name must be text")),
-    ({"phone": ["0711000004"]}, (11, ["0711000004"], "missing phone")),
+    ({"phone": ["0711000004"]}, (11, ["0711000004"], "phone must be text or a whole number, not an array")),
     ({"phone": "0711000005"}, None),
+    ({"phone": True}, (13, True, "phone must be text or a whole number, not a boolean")),
+    ({"phone": 711000006.5}, (14, 711000006.5, "phone must be text or a whole number, not a decimal number")),
 ]
 
 
