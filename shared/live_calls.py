@@ -34,12 +34,14 @@ def placing(store: Store, phone: str) -> Iterator[None]:
     """Around one `/call` request to `phone`: mark the number as being called until the request is over
     (inside, the worker records the call's message under AT's sessionId: `Store.remember_script`)."""
     key = voice_script.placing_key(phone)
-    store.mark(key, PLACING_SECONDS)
+    # Held, not set: two requests to one number may overlap (a cycle's call and a one-off), and the first to
+    # end must not clear the mark the other's early callback waits on.
+    store.add_holder(key, PLACING_SECONDS)
     try:
         yield
     finally:
         try:
-            store.unmark(key)
+            store.remove_holder(key)
         except STORE_ERRORS as exc:  # it lapses by itself; a live callback for the number waits a little longer
             log.warning("could not clear the call-in-progress mark: %s", exc)
 

@@ -229,6 +229,29 @@ def add_to_counter(sessions: sessionmaker[Session], key: str, amount: int, ttl: 
         return int(session.execute(stmt).scalar_one())
 
 
+def add_holder(sessions: sessionmaker[Session], key: str, ttl: float) -> None:
+    """`RedisStore.add_holder`: one more holder of a mark (`get_first` sees it: its value is set)."""
+    now = time.time()
+    with sessions.begin() as session:
+        stmt = insert_for(session, KvEntry).values(key=key, value="1", counter=1, expires_at=now + ttl)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[KvEntry.key],
+            set_={
+                "value": "1",
+                "counter": case((KvEntry.expires_at > now, KvEntry.counter), else_=0) + 1,
+                "expires_at": now + ttl,
+            },
+        )
+        session.execute(stmt)
+
+
+def remove_holder(sessions: sessionmaker[Session], key: str) -> None:
+    """`RedisStore.remove_holder`: one holder fewer; the mark goes with the last."""
+    with sessions.begin() as session:
+        session.execute(update(KvEntry).where(KvEntry.key == key).values(counter=KvEntry.counter - 1))
+        session.execute(delete(KvEntry).where(KvEntry.key == key, KvEntry.counter <= 0))
+
+
 def acquire_rate(sessions: sessionmaker[Session], name: str, count: int, per_second: float) -> float:
     """`shared.ratelimit.acquire` over `kv_entries`: book `count` sends on the timeline, wait for the turn.
 

@@ -52,9 +52,17 @@ class Store(Protocol):
     def mark(self, key: str, seconds: float) -> None: ...
     def is_marked(self, key: str) -> bool: ...
     def unmark(self, key: str) -> None: ...
+    def add_holder(self, key: str, seconds: float) -> None: ...
+    def remove_holder(self, key: str) -> None: ...
     def ping(self) -> bool: ...
     def housekeeping(self) -> None: ...
     def close(self) -> None: ...
+
+
+# The last holder gone (or the mark lapsed meanwhile), the mark goes: a count never stays at or below zero.
+_REMOVE_HOLDER = """
+if redis.call('DECR', KEYS[1]) <= 0 then redis.call('DEL', KEYS[1]) end
+"""
 
 
 class RedisStore:
@@ -87,6 +95,15 @@ class RedisStore:
     def unmark(self, key: str) -> None:
         """Delete the key (a mark, or a voice script an erasure removes)."""
         self.redis.delete(key)
+
+    def add_holder(self, key: str, seconds: float) -> None:
+        """A mark held by several at once (`is_marked` until the last `remove_holder`); all of it lapses by itself
+        `seconds` after the newest holder came."""
+        with self.redis.pipeline() as pipe:
+            pipe.incr(key).pexpire(key, max(1, int(seconds * 1000))).execute()
+
+    def remove_holder(self, key: str) -> None:
+        self.redis.eval(_REMOVE_HOLDER, 1, key)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
@@ -129,6 +146,12 @@ class SqlStore:
     def unmark(self, key: str) -> None:
         """Delete the key (a mark, or a voice script an erasure removes)."""
         sql_store.delete_keys(self.sessions, [key])
+
+    def add_holder(self, key: str, seconds: float) -> None:
+        sql_store.add_holder(self.sessions, key, seconds)
+
+    def remove_holder(self, key: str) -> None:
+        sql_store.remove_holder(self.sessions, key)
 
     def ping(self) -> bool:
         return sql_store.ping(self.engine)

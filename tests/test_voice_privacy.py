@@ -198,6 +198,39 @@ def test_a_number_being_called_waits_for_its_session_and_no_other_waits(redis_cl
     assert not store.is_marked(voice_script.placing_key(CUSTOMER))  # cleared when the request is over
 
 
+@pytest.fixture(params=["redis", "embedded"])
+def store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    """Each store the worker records calls in: Redis, and the embedded mode's SQLite database."""
+    from shared import migrate
+    from shared.db import build_engine
+    from shared.store import RedisStore, SqlStore
+
+    if request.param == "redis":
+        return RedisStore(request.getfixturevalue("redis_client"))
+    url = f"sqlite:///{tmp_path / 'reach.sqlite3'}"
+    migrate.upgrade(url)
+    return SqlStore(build_engine(url))
+
+
+def test_two_calls_to_one_number_keep_it_marked_until_both_requests_are_over(store: Any) -> None:
+    """A cycle's call and an operator's one-off to the same number, their `/call` requests overlapping: the
+    first to finish must not clear the mark the second's early callback waits on (it would hear the greeting
+    instead of its message)."""
+    from shared import live_calls
+
+    key = voice_script.placing_key(CUSTOMER)
+    first, second = live_calls.placing(store, CUSTOMER), live_calls.placing(store, CUSTOMER)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert store.is_marked(key)  # the second request is still out
+    second.__exit__(None, None, None)
+    assert not store.is_marked(key)
+    with live_calls.placing(store, CUSTOMER):  # a later call marks it afresh
+        assert store.is_marked(key)
+    assert not store.is_marked(key)
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [("", "must not be empty"), ("   ", "must not be empty"), ("Hi\x0bthere", "U+000B"), ("x" * 301, "too long")],
