@@ -121,6 +121,12 @@ class Settings(GuardSettings, TimingSettings):
     #: set-based, so what a batch costs besides its rows (round trips, commit) weighs less; 19 % less CPU per
     #: report, worker and Postgres together (bench/RESULTS.md "DLR apply", round 3).
     drain_batch_size: int = Field(default=2000, ge=1, le=10_000)
+    #: After a batch that was not full the drain waits until this long has passed since its claim before it claims
+    #: again, so reports trickling in fill a batch: end to end at ~1,800 DLRs/s the drain otherwise claimed a few
+    #: dozen at a time and each batch's fixed costs (transaction, statements, inbox round trips) dominated the
+    #: worker's CPU (bench/RESULTS.md "drain batches end to end"). 100 ms keeps a report's wait far under the
+    #: ~1 s design §6 allows; a report already claimed never waits for it, and 0 turns the wait off.
+    drain_linger_ms: int = Field(default=100, ge=0, le=1000)
     #: A claimed batch of callbacks older than this belongs to a drainer that died; housekeeping puts it
     #: back. Too short only re-reads batches still being applied (skipped by their inbox id), never doubles.
     drain_stale_seconds: float = Field(default=60.0, ge=1, le=3600)
