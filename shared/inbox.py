@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import secrets
 import time
@@ -357,6 +358,11 @@ class Inbox:
     def mark_idle(self) -> None:
         """Called by a drainer that found the inbox empty, before its last look (see module docs)."""
         self.redis.delete(NUDGE)
+
+    def keep_awake(self, seconds: float) -> None:
+        """Called by a drainer about to wait `seconds` for more callbacks: the wake-up mark stays set while it is
+        awake, so the callbacks pushed meanwhile wake no second drainer (it clears the mark when idle)."""
+        self.redis.set(NUDGE, 1, px=NUDGE_PERIOD_MS + math.ceil(seconds * 1000))
 
     def depth(self) -> int:
         return int(self.redis.llen(INBOX))

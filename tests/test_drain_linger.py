@@ -87,3 +87,37 @@ def test_the_wait_ends_with_the_budget(clean: None, redis_client: Any) -> None:
     waits, sleep = recording()
     drain_inbox(box, batch_size=500, budget_seconds=5, linger_seconds=600, sleep=sleep)
     assert len(waits) == 1 and waits[0] <= 5
+
+
+def counting_inbox(redis_client: Any) -> tuple[inbox.Inbox, list[int]]:
+    """The real inbox, whose wake-ups (a drain task sent) are counted."""
+    wakes: list[int] = []
+    return inbox.Inbox(redis_client, wake=lambda: wakes.append(1)), wakes
+
+
+def test_reports_posted_while_the_drain_lingers_wake_no_second_drainer(clean: None, redis_client: Any) -> None:
+    first, *later = seed_messages(3)
+    box, wakes = counting_inbox(redis_client)
+    push(box, "dlr", first)
+    redis_client.delete(inbox.NUDGE)  # the first push's mark has expired, as it does during a long drain
+    woken_by_later: list[int] = []
+
+    def at_posts(nth: int) -> None:
+        if nth == 0:
+            before = len(wakes)
+            for report in later:
+                push(box, "dlr", report)
+            woken_by_later.append(len(wakes) - before)
+
+    _waits, sleep = recording(at_posts)
+    assert drain_inbox(box, batch_size=500, budget_seconds=30, linger_seconds=LINGER, sleep=sleep) == 3
+    assert woken_by_later == [0], "a drain task was sent while a drainer was awake and waiting for them"
+
+
+def test_a_drain_whose_budget_ran_out_wakes_its_successor(clean: None, redis_client: Any) -> None:
+    box, wakes = counting_inbox(redis_client)
+    for report in seed_messages(2):
+        push(box, "dlr", report)
+    assert wakes == [1] and redis_client.exists(inbox.NUDGE)  # the pushes' mark: a drainer was woken
+    assert drain_inbox(box, batch_size=1, budget_seconds=0) == 0
+    assert wakes == [1, 1], "the budget ran out with work left and no drainer was woken to go on"

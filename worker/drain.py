@@ -79,14 +79,17 @@ def drain_inbox(
             return applied  # the batch went back; the beat tick tries again in a few seconds
         applied += done
         if len(batch.items) < batch_size:
-            _linger(min(claimed_at + linger_seconds, deadline), sleep)
-    box.nudge()  # budget spent with work left: let the next drain continue
+            _linger(box, min(claimed_at + linger_seconds, deadline), sleep)
+    # Budget spent with work left: wake the next drain, whoever set the mark (a push, or this drain's wait).
+    box.mark_idle()
+    box.nudge()
     return applied
 
 
-def _linger(until: float, sleep: Callable[[float], None]) -> None:
+def _linger(box: CallbackInbox, until: float, sleep: Callable[[float], None]) -> None:
     wait = until - time.monotonic()
     if wait > 0:
+        box.keep_awake(wait)  # the reports pushed meanwhile are this drain's: they need not wake another
         sleep(wait)
 
 
