@@ -16,6 +16,8 @@ way against ~0.8k/s with a task each. The list is a reliable queue (Redis `LMOVE
   database; `shared.store.store_for` chooses.
 - A wake-up (`nudge`) is published at most every `NUDGE_PERIOD_MS` per inbox, so the drain task starts
   within a moment of a callback without one Celery message per callback.
+- A drainer that waits for more callbacks (DRAIN_LINGER_MS, worker/drain.py) keeps the wake-up mark set for
+  as long (`keep_awake`): the callbacks pushed meanwhile are its own, and wake no second drain task.
 """
 
 from __future__ import annotations
