@@ -16,12 +16,15 @@ way against ~0.8k/s with a task each. The list is a reliable queue (Redis `LMOVE
   database; `shared.store.store_for` chooses.
 - A wake-up (`nudge`) is published at most every `NUDGE_PERIOD_MS` per inbox, so the drain task starts
   within a moment of a callback without one Celery message per callback.
+- A drainer that waits for more callbacks (DRAIN_LINGER_MS, worker/drain.py) keeps the wake-up mark set for
+  as long (`keep_awake`): the callbacks pushed meanwhile are its own, and wake no second drain task.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import secrets
 import time
@@ -357,6 +360,11 @@ class Inbox:
     def mark_idle(self) -> None:
         """Called by a drainer that found the inbox empty, before its last look (see module docs)."""
         self.redis.delete(NUDGE)
+
+    def keep_awake(self, seconds: float) -> None:
+        """Called by a drainer about to wait `seconds` for more callbacks: the wake-up mark stays set while it is
+        awake, so the callbacks pushed meanwhile wake no second drainer (it clears the mark when idle)."""
+        self.redis.set(NUDGE, 1, px=NUDGE_PERIOD_MS + math.ceil(seconds * 1000))
 
     def depth(self) -> int:
         return int(self.redis.llen(INBOX))

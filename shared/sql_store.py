@@ -116,6 +116,10 @@ class SqlInbox:
         with self.sessions.begin() as session:
             session.execute(delete(KvEntry).where(KvEntry.key == NUDGE_KEY))
 
+    def keep_awake(self, seconds: float) -> None:
+        """Called by a drainer about to wait `seconds` for more callbacks (shared.inbox.Inbox.keep_awake)."""
+        put(self.sessions, {NUDGE_KEY: "1"}, NUDGE_PERIOD_MS / 1000 + seconds)
+
     def depth(self) -> int:
         with self.sessions() as session:
             unclaimed = InboxEntry.claim_key.is_(None) & InboxEntry.dead.is_(False)

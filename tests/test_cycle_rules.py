@@ -119,6 +119,25 @@ def test_late_success_cancels_the_fallback_call(session, planned) -> None:
     assert other.state is ItemState.PENDING
 
 
+def test_a_report_that_the_customer_blacklisted_us_cancels_their_pending_items(session, planned) -> None:
+    _, _, phones = planned
+    pending = phones[ContactStatus.PENDING]
+    message = Message(contact_id=pending.id, phone=pending.phone, text="earlier", at_message_id="ATXid_" + "8" * 32)
+    session.add(message)
+    session.flush()
+    pending.last_message_id = message.id
+    session.commit()
+    report = Dlr(
+        id=message.at_message_id, status="Failed", phone_number=pending.phone, failure_reason="UserInBlackList"
+    )
+    ingest.apply_dlrs(session, [(datetime.now(UTC), report)])
+    session.commit()
+    item = session.scalars(select(CycleItem).where(CycleItem.contact_id == pending.id)).one()
+    assert (item.state, item.error) == (ItemState.CANCELLED, "the contact can no longer be reached")
+    other = session.scalars(select(CycleItem).where(CycleItem.contact_id == phones[ContactStatus.INACTIVE].id)).one()
+    assert other.state is ItemState.PENDING
+
+
 @pytest.mark.parametrize(
     ("outcome", "retries", "attempts", "expected"),
     [

@@ -149,6 +149,17 @@ def test_nudge_wakes_once_per_period_until_the_drainer_is_idle(store: SqlStore) 
     assert len(woken) == 2  # the drainer went idle: the next callback wakes it again
 
 
+def test_a_drainer_waiting_for_more_callbacks_is_not_woken_again(store: SqlStore) -> None:
+    woken: list[float] = []
+    box = store.inbox(wake=lambda: woken.append(time.time()))
+    box.keep_awake(60)
+    push_many(box, 3)
+    assert woken == []  # the drainer that waits takes them: no second one is woken
+    box.mark_idle()
+    box.push("sms", {"from": "+254711000001", "text": "late"})
+    assert len(woken) == 1
+
+
 def test_voice_scripts_by_session_and_phone_and_they_expire(store: SqlStore) -> None:
     store.remember_script("Pay today", phone="+254711000001", session_id="ATVId_1")
     assert store.lookup_script(session_id="ATVId_1", phone="+254711000001") == "Pay today"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
@@ -51,11 +52,22 @@ ATTEMPTS = 2
 REASON_MAX_CHARS = 500
 
 
-def drain_inbox(box: CallbackInbox, batch_size: int, budget_seconds: float) -> int:
-    """Apply claimed batches until the inbox is empty, the budget is spent or a batch had to go back."""
+def drain_inbox(
+    box: CallbackInbox,
+    batch_size: int,
+    budget_seconds: float,
+    linger_seconds: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Apply claimed batches until the inbox is empty, the budget is spent or a batch had to go back.
+
+    After a batch that was not full the drain waits until `linger_seconds` have passed since its claim (never
+    past the budget) before it claims again: reports that trickle in are then applied together, where each
+    batch pays a transaction, its statements and the inbox's round trips whatever its size (DRAIN_LINGER_MS in
+    shared/settings.py). The wait follows the apply, so a report already claimed never waits for it."""
     deadline = time.monotonic() + budget_seconds
     applied = 0
-    while time.monotonic() < deadline:
+    while (claimed_at := time.monotonic()) < deadline:
         batch = box.claim(batch_size)
         if batch is None:
             box.mark_idle()
@@ -66,8 +78,19 @@ def drain_inbox(box: CallbackInbox, batch_size: int, budget_seconds: float) -> i
         if done is None:
             return applied  # the batch went back; the beat tick tries again in a few seconds
         applied += done
-    box.nudge()  # budget spent with work left: let the next drain continue
+        if len(batch.items) < batch_size:
+            _linger(box, min(claimed_at + linger_seconds, deadline), sleep)
+    # Budget spent with work left: wake the next drain, whoever set the mark (a push, or this drain's wait).
+    box.mark_idle()
+    box.nudge()
     return applied
+
+
+def _linger(box: CallbackInbox, until: float, sleep: Callable[[float], None]) -> None:
+    wait = until - time.monotonic()
+    if wait > 0:
+        box.keep_awake(wait)  # the reports pushed meanwhile are this drain's: they need not wake another
+        sleep(wait)
 
 
 def apply_claimed(box: CallbackInbox, batch: Batch) -> int | None:

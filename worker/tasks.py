@@ -32,7 +32,9 @@ def inbox() -> CallbackInbox:
 @reach_task("reach.ingest.drain", time_limit=45, soft_time_limit=40)
 def drain() -> int:
     """Move queued callbacks from the inbox into the database until the inbox is empty or the budget is spent."""
-    return drain_inbox(inbox(), get_settings().drain_batch_size, DRAIN_BUDGET_SECONDS)
+    settings = get_settings()
+    linger = settings.drain_linger_ms / 1000
+    return drain_inbox(inbox(), settings.drain_batch_size, DRAIN_BUDGET_SECONDS, linger_seconds=linger)
 
 
 @reach_task("reach.ingest.housekeeping", time_limit=60, soft_time_limit=55)

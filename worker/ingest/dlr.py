@@ -19,9 +19,11 @@ from shared.callbacks import (
 )
 from shared.db import insert_for
 from shared.models import (
+    Channel,
     Contact,
     ContactStatus,
     DlrEvent,
+    ItemState,
     Message,
 )
 from shared.settings import get_settings
@@ -33,6 +35,8 @@ from worker.ingest.contacts import CONTACT_STATUS_AFTER, UNREACHABLE
 log = logging.getLogger(__name__)
 
 _contacts = Contact.__table__
+#: Why a contact's items not yet claimed are cancelled when a report shows the number cannot be reached.
+CANNOT_REACH = "the contact can no longer be reached"
 _messages = Message.__table__
 #: An unapplied report as `apply_pending_events` takes it: event id, message id, status, failure reason,
 #: network code, received at.
@@ -149,10 +153,11 @@ def apply_pending_events(session: Session, events: list[PendingEvent], unmarked:
     advancing = [b for b in best.values() if b.rank > 0]
     event_ids = [row[0] for row in events] if unmarked is None else unmarked
     if is_postgres(session):
-        moved, contact_rows = _advance_and_read_contacts(session, advancing, sorted(best), event_ids)
-        _update_contacts(session, contact_rows)
-        fallback.after_reports(session, sorted(best))
-        return moved
+        advanced = _advance_and_read_contacts(session, advancing, sorted(best), event_ids)
+        _update_contacts(session, advanced.contacts, maybe_held=advanced.incident_open)
+        if advanced.fallback_waits:
+            fallback.after_reports(session, sorted(best))
+        return advanced.moved
     moved = _advance_messages(session, advancing)
     apply_held_reports(session, sorted(best))
     if event_ids:
@@ -163,8 +168,20 @@ def apply_pending_events(session: Session, events: list[PendingEvent], unmarked:
 #: On Postgres the per-row UPDATE of contacts is one statement over arrays: an executemany sent one UPDATE per
 #: row. Same SET and WHERE as the SQLAlchemy statement in `_update_contacts`, which SQLite (embedded mode)
 #: keeps. Rows are locked in the join's order; a deadlock between two drainers is an OperationalError, so the
-#: batch goes back and is applied again.
+#: batch goes back and is applied again. The same statement cancels what the reports make pointless, as
+#: `fallback.cancel_fallback_calls` (delivered: its voice items not yet claimed) and `consent.cancel_pending`
+#: (unreachable: all its items not yet claimed) do on SQLite: two ORM statements a batch were a sixth of the
+#: drain's time end to end (py-spy, bench/RESULTS.md "drain batches end to end"). A contact is in one list or
+#: the other, never both, so the two never touch the same row.
 UPDATE_CONTACTS = """
+    WITH delivered AS (
+        UPDATE cycle_items SET state = %(cancelled)s, error = %(delivered_why)s, updated_at = %(now)s
+        WHERE contact_id = ANY(CAST(%(delivered)b AS bigint[])) AND state = %(pending)s AND channel = %(voice)s
+    ),
+    unreachable AS (
+        UPDATE cycle_items SET state = %(cancelled)s, error = %(unreachable_why)s, updated_at = %(now)s
+        WHERE contact_id = ANY(CAST(%(unreachable)b AS bigint[])) AND state = %(pending)s
+    )
     UPDATE contacts AS c
     SET status = CASE
             WHEN c.status = 'opted_out' THEN c.status
@@ -187,7 +204,10 @@ UPDATE_CONTACTS = """
 #: statement, so a message it moved is read from the UPDATE's RETURNING, the others from the table: the same rows
 #: `_contact_rows` reads after the UPDATE. (Not one LEFT JOIN of the moved rows: planned for the 10 rows unnest()
 #: is estimated at, it scanned them once per message, 250,000 comparisons a batch of 500.) The count of moved
-#: messages comes on every row, and on a row of its own when no contact follows any of these messages.
+#: messages comes on every row, and on a row of its own when no contact follows any of these messages; with it,
+#: whether a carrier incident holds reports (`incidents.holding` is read only then) and whether a cycle item of
+#: these messages waits for a fallback (`fallback.after_reports` runs only then): two reads a batch that
+#: nearly always find nothing, one round trip and ORM query each.
 ADVANCE_AND_READ_CONTACTS = """
     WITH moved AS (
         UPDATE messages AS m
@@ -210,16 +230,35 @@ ADVANCE_AND_READ_CONTACTS = """
         FROM messages AS m JOIN contacts AS c ON c.last_message_id = m.id
         WHERE m.id = ANY(CAST(%(message_ids)b AS bigint[])) AND m.id NOT IN (SELECT id FROM moved)
     )
-    SELECT n.moved, f.contact_id, f.message_id, f.status, f.failure_reason, f.network_code, f.status_at
-    FROM (SELECT count(*) AS moved FROM moved) AS n
+    SELECT n.moved, n.incident_open, n.fallback_waits,
+           f.contact_id, f.message_id, f.status, f.failure_reason, f.network_code, f.status_at
+    FROM (
+        SELECT (SELECT count(*) FROM moved) AS moved,
+               EXISTS (SELECT 1 FROM network_incidents WHERE applied_at IS NULL) AS incident_open,
+               EXISTS (
+                   SELECT 1 FROM messages AS m
+                   JOIN cycle_items AS ci ON ci.id = m.cycle_item_id AND ci.message_id = m.id
+                   WHERE m.id = ANY(CAST(%(message_ids)b AS bigint[])) AND ci.fallback_at IS NOT NULL
+               ) AS fallback_waits
+    ) AS n
     LEFT JOIN followed AS f ON f.status IS NOT NULL
     ORDER BY f.contact_id
     """
 
 
+@dataclass(frozen=True)
+class _Advanced:
+    """What ADVANCE_AND_READ_CONTACTS did and read."""
+
+    moved: int
+    incident_open: bool
+    fallback_waits: bool
+    contacts: list[ContactRow]
+
+
 def _advance_and_read_contacts(
     session: Session, best: list[_Best], message_ids: list[int], event_ids: list[int]
-) -> tuple[int, list[ContactRow]]:
+) -> _Advanced:
     params = _advance_params(best)
     rows = fetch(
         session,
@@ -231,7 +270,8 @@ def _advance_and_read_contacts(
             "message_ids": message_ids,
         },
     )
-    return int(rows[0][0]), [row[1:] for row in rows if row[1] is not None]
+    first = rows[0]
+    return _Advanced(int(first[0]), first[1], first[2], [row[3:] for row in rows if row[3] is not None])
 
 
 _ADVANCE_KEYS = ("b_id", "b_status", "b_rank", "b_reason", "b_network", "b_at")
@@ -300,11 +340,12 @@ def _contact_rows(session: Session, message_ids: list[int]) -> list[ContactRow]:
     return [tuple(row) for row in rows]
 
 
-def _update_contacts(session: Session, rows: list[ContactRow]) -> None:
+def _update_contacts(session: Session, rows: list[ContactRow], maybe_held: bool = True) -> None:
     """Contacts follow the status of their *last* SMS (`rows` as `_contact_rows` reads them). A downgrade to
-    `inactive` from a network in a carrier incident waits for its end (shared/incidents.py)."""
+    `inactive` from a network in a carrier incident waits for its end (shared/incidents.py); `maybe_held` False
+    when the caller knows no incident holds reports."""
     params = []
-    held = incidents.holding(session) if rows else []
+    held = incidents.holding(session) if rows and maybe_held else []
     for contact_id, message_id, status, reason, network, status_at in rows:
         target = CONTACT_STATUS_AFTER.get(dlr_outcome(status, reason))
         if held and incidents.defers(held, target, network, status_at):
@@ -326,9 +367,12 @@ def _update_contacts(session: Session, rows: list[ContactRow]) -> None:
     if not params:
         return
     delivered = [p["c_id"] for p in params if p["c_target"] == ContactStatus.ACTIVE.value]
-    fallback.cancel_fallback_calls(session, delivered)
     unreachable = [p["c_id"] for p in params if p["c_target"] in UNREACHABLE]
-    fallback.cancel_pending(session, unreachable, "the contact can no longer be reached")
+    if is_postgres(session):
+        fetch(session, UPDATE_CONTACTS, {**as_columns(params, "c_"), **_cancel_params(delivered, unreachable)})
+        return
+    fallback.cancel_fallback_calls(session, delivered)
+    fallback.cancel_pending(session, unreachable, CANNOT_REACH)
     status_col = _contacts.c.status
     stmt = (
         update(_contacts)
@@ -357,7 +401,17 @@ def _update_contacts(session: Session, rows: list[ContactRow]) -> None:
             updated_at=func.now(),
         )
     )
-    if is_postgres(session):
-        fetch(session, UPDATE_CONTACTS, as_columns(params, "c_"))
-    else:
-        session.execute(stmt, params)
+    session.execute(stmt, params)
+
+
+def _cancel_params(delivered: list[int], unreachable: list[int]) -> dict[str, object]:
+    return {
+        "delivered": delivered,
+        "delivered_why": fallback.DELIVERED_FIRST,
+        "unreachable": unreachable,
+        "unreachable_why": CANNOT_REACH,
+        "cancelled": ItemState.CANCELLED.value,
+        "pending": ItemState.PENDING.value,
+        "voice": Channel.VOICE.value,
+        "now": datetime.now(UTC),
+    }
