@@ -278,8 +278,8 @@ class CycleItem(Base):
     fallback_at: Mapped[datetime | None]
 
     # Planning enters every item in each index without a predicate or with `state = 'pending'`, and each entry
-    # costs about as much as the row (issue 15): four, keyed so that a new cycle's items go at their right end
-    # in the order planning writes them (migration a8e4c2f7b9d1).
+    # costs about as much as the row (issue 15): four, and the claim's keyed so that a new cycle's items due now
+    # are appended in the order planning writes them (migration a8e4c2f7b9d1).
     __table_args__ = (
         # One item per contact in a cycle, and a contact's items (the erasure trigger's lookup): contact first.
         UniqueConstraint("contact_id", "cycle_id"),

@@ -104,12 +104,12 @@ FROM pg_index x WHERE x.indrelid = 'cycle_items'::regclass
 """
 
 
-def test_a_planned_item_enters_four_indexes_each_at_its_end(engine: Engine) -> None:
+def test_a_planned_item_enters_four_indexes_and_is_appended_to_the_claims(engine: Engine) -> None:
     """Every index a freshly planned (pending) item enters costs planning about as much as the row itself: at
-    a million contacts each was most of a second (issue 15). Four, each keyed so that a new cycle's items go
-    at its right end, in the order planning writes them (a key with the channel before the id made the SMS
-    items' entries go in the middle, each a walk from the root: twice the cost). The contact's key leads with
-    the contact: one index is the one-item-per-contact rule and the erasure trigger's lookup."""
+    a million contacts each was most of a second (issue 15). Four: the contact's key leads with the contact, so
+    one index is the one-item-per-contact rule and the erasure trigger's lookup; the claim's ends with the
+    channel, so a new cycle's items due now are appended in the order planning writes them (with the channel
+    before the id, the SMS items' entries went in the middle, each a walk from the root: twice the cost)."""
     if engine.dialect.name != "postgresql":
         pytest.skip("Postgres catalog")
     with engine.connect() as connection:

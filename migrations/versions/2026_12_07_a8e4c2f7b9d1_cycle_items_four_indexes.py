@@ -1,14 +1,16 @@
-"""cycle_items: a planned item enters four indexes, each at its right end (issue 15: planning at 1M contacts)
+"""cycle_items: a planned item enters four indexes, not five, and is appended to the claim's (issue 15)
 
 Each index a pending item enters cost planning about as much as writing the row (0.6-0.9 s of backend CPU
 each at a million contacts, measured one by one). Two changes:
 
 - the unique (cycle_id, contact_id) and the plain (contact_id) become one unique (contact_id, cycle_id): the
-  one-item-per-contact rule, and the lookup of a contact's items (erasure, consent, the delete trigger);
+  one-item-per-contact rule, and the lookup of a contact's items (erasure, consent, the delete trigger). In a
+  later cycle its entries go after each contact's earlier ones, as the (contact_id) index's did;
 - ix_cycle_items_due is keyed (cycle_id, next_attempt_at, id, channel), not (cycle_id, channel,
   next_attempt_at, id): with the channel before the id, the SMS items' entries went in the middle of the
   index (each insert a walk from the root, 2.3 s for the index) while only the voice ones were appended.
-  The claim still reads its batch in index order; the channel is checked in the index entry.
+  The claim still reads its batch in index order; the channel is checked in the index entry. Items held for
+  a send window (a later next_attempt_at) still put those due now before them, as before.
 
 Built CONCURRENTLY on Postgres, the new ones before the old ones go, so a live cycle keeps its guarantees.
 
