@@ -257,8 +257,8 @@ class CycleItem(Base):
     #: NULL once the contact was erased (shared/erasure.py): the item still counts in its cycle's report.
     #: No foreign key either (its per-row check was a third of planning at 1M contacts): planning locks the
     #: contacts it reads FOR KEY SHARE in its one statement; deleting a contact still deletes its items, by
-    #: trigger (migration f2c6a9e3d7b1).
-    contact_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    #: trigger (migration f2c6a9e3d7b1). Its index is the unique (contact_id, cycle_id) below.
+    contact_id: Mapped[int | None] = mapped_column(BigId)
     channel: Mapped[Channel] = _status_column(Channel)
     state: Mapped[ItemState] = _status_column(ItemState, default=ItemState.PENDING)
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
@@ -277,18 +277,23 @@ class CycleItem(Base):
     #: `Success`). Kept on the item once it has become a call (channel `voice`): when it did.
     fallback_at: Mapped[datetime | None]
 
+    # Planning enters every item in each index without a predicate or with `state = 'pending'`, and each entry
+    # costs about as much as the row (issue 15): four, and the claim's keyed so that a new cycle's items due now
+    # are appended in the order planning writes them (migration a8e4c2f7b9d1).
     __table_args__ = (
-        UniqueConstraint("cycle_id", "contact_id"),
+        # One item per contact in a cycle, and a contact's items (the erasure trigger's lookup): contact first.
+        UniqueConstraint("contact_id", "cycle_id"),
         # A cycle's items in id order, a page at a time (shared/cycle_failures.py): an index range, not the cycle.
         Index(None, "cycle_id", "id"),
-        # What dispatchers claim: pending items of a cycle and channel, oldest due first, in the claim's own
-        # order (next_attempt_at, id), so a claim reads a batch of entries, not all due items to sort them.
+        # What dispatchers claim: pending items of a cycle, oldest due first, in the claim's own order
+        # (next_attempt_at, id), so a claim reads a batch of entries, not all due items to sort them. The
+        # channel is last, read in the index: before the id it put the SMS items' entries mid-index.
         Index(
             "ix_cycle_items_due",
             "cycle_id",
-            "channel",
             "next_attempt_at",
             "id",
+            "channel",
             postgresql_where=sql_text("state = 'pending'"),
         ),
         # What finish_if_done counts: items past `pending` (a freshly planned cycle writes nothing here).
