@@ -180,6 +180,43 @@ def test_opt_out_cancels_pending_items(session, planned) -> None:
     assert item.state is ItemState.CANCELLED
 
 
+def test_a_stop_while_the_cycle_plans_is_never_sent(session) -> None:
+    """A STOP applied while a cycle's plan is still open: the STOP's update does not wait for the plan (it takes
+    no lock the plan's FOR KEY SHARE holds off), so its cancellation cannot see the item the plan is writing.
+    The item must still never be sent: the claim looks at the contact as it is when it sends."""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from worker.cycles import items as cycle_items
+
+    session.add_all([Contact(phone=A, status=ContactStatus.NEW), Contact(phone=B, status=ContactStatus.NEW)])
+    cycle_id = shared_cycles.start_cycle(session, "hello")
+    session.commit()
+    stopped = threading.Event()
+
+    def stop() -> None:
+        with Session(bind=session.get_bind()) as customer, customer.begin():
+            ingest.opt_out(customer, A, datetime.now(UTC))
+        stopped.set()
+
+    with Session(bind=session.get_bind()) as planner:
+        assert cycles.plan_cycle(planner, cycle_id)["sms"] == 2  # planned, not committed
+        stopping = threading.Thread(target=stop)
+        stopping.start()
+        stopped.wait(5)  # it does not wait for the plan; if it ever did, it would cancel the item after it
+        planner.commit()
+    stopping.join(10)
+
+    claimed = [phone for _item, _contact, phone in cycle_items.claim(session, cycle_id, Channel.SMS, 10)]
+    session.commit()
+    assert claimed == [B]
+    item = session.scalars(
+        select(CycleItem).join(Contact, Contact.id == CycleItem.contact_id).where(Contact.phone == A)
+    ).one()
+    assert (item.state, item.error) == (ItemState.CANCELLED, cycle_items.LEFT_BEFORE_SENDING)
+
+
 def test_cycle_message_is_validated(session) -> None:
     with pytest.raises(shared_cycles.CycleError, match="must not be empty"):
         shared_cycles.start_cycle(session, "   ")

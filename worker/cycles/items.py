@@ -13,6 +13,7 @@ from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from shared import cycle_control
+from shared.cycles import SKIPPED_STATUSES
 from shared.db import session_scope
 from shared.models import (
     Call,
@@ -28,6 +29,9 @@ from shared.settings import get_settings
 from worker.cycles import window_holds
 
 log = logging.getLogger(__name__)
+
+#: Why an item planned for a contact who then opted out or proved invalid was never sent.
+LEFT_BEFORE_SENDING = "the contact opted out or proved invalid before it was sent"
 
 
 def now() -> datetime:
@@ -56,9 +60,34 @@ def due_items(session: Session, cycle_id: int, channel: Channel, limit: int) -> 
     for _round in range(window_holds.MAX_HOLD_ROUNDS):
         ids = lock_due(session, cycle_id, channel, limit)
         in_window = window_holds.hold_closed(session, cycle_id, channel, ids, now())
-        if in_window or not ids:
-            return in_window
+        sendable = cancel_unreachable(session, in_window)
+        if sendable or not ids:
+            return sendable
     return []
+
+
+def cancel_unreachable(session: Session, ids: list[int]) -> list[int]:
+    """Of these locked items, the ones whose contact may still be sent to; the others are cancelled.
+
+    Consent is checked again here, at the moment of sending, because a plan can miss it: a STOP applied while a
+    plan's statement runs does not wait for it (its update takes no lock the plan's FOR KEY SHARE holds off),
+    so the STOP's cancellation cannot see the item being written, and the item would go out pending."""
+    if not ids:
+        return ids
+    gone = (
+        update(CycleItem)
+        .where(
+            CycleItem.id.in_(ids),
+            exists().where(Contact.id == CycleItem.contact_id, Contact.status.in_(SKIPPED_STATUSES)),
+        )
+        .values(state=ItemState.CANCELLED, error=LEFT_BEFORE_SENDING, lease_until=None, updated_at=now())
+        .returning(CycleItem.id)
+        .execution_options(synchronize_session=False)
+    )
+    cancelled = set(session.scalars(gone))
+    if cancelled:
+        log.info("%d items cancelled at sending: their contacts opted out or proved invalid", len(cancelled))
+    return [item_id for item_id in ids if item_id not in cancelled]
 
 
 def lock_due(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[int]:
