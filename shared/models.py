@@ -278,22 +278,21 @@ class CycleItem(Base):
     fallback_at: Mapped[datetime | None]
 
     # Planning enters every item in each index without a predicate or with `state = 'pending'`, and each entry
-    # costs about as much as the row (issue 15): four, and the claim's keyed so that a new cycle's items due now
-    # are appended in the order planning writes them (migration a8e4c2f7b9d1).
+    # costs about as much as the row (issue 15): four (migration a8e4c2f7b9d1).
     __table_args__ = (
         # One item per contact in a cycle, and a contact's items (the erasure trigger's lookup): contact first.
         UniqueConstraint("contact_id", "cycle_id"),
         # A cycle's items in id order, a page at a time (shared/cycle_failures.py): an index range, not the cycle.
         Index(None, "cycle_id", "id"),
-        # What dispatchers claim: pending items of a cycle, oldest due first, in the claim's own order
-        # (next_attempt_at, id), so a claim reads a batch of entries, not all due items to sort them. The
-        # channel is last, read in the index: before the id it put the SMS items' entries mid-index.
+        # What dispatchers claim: pending items of a cycle and channel, oldest due first, in the claim's own
+        # order (next_attempt_at, id), so a claim reads a batch of entries, not all due items to sort them. The
+        # channel before the order: last, an SMS claim would walk past every pending voice item due before it.
         Index(
             "ix_cycle_items_due",
             "cycle_id",
+            "channel",
             "next_attempt_at",
             "id",
-            "channel",
             postgresql_where=sql_text("state = 'pending'"),
         ),
         # What finish_if_done counts: items past `pending` (a freshly planned cycle writes nothing here).

@@ -104,12 +104,15 @@ FROM pg_index x WHERE x.indrelid = 'cycle_items'::regclass
 """
 
 
-def test_a_planned_item_enters_four_indexes_and_is_appended_to_the_claims(engine: Engine) -> None:
+def test_a_planned_item_enters_four_indexes_and_the_claims_reads_one_channel(engine: Engine) -> None:
     """Every index a freshly planned (pending) item enters costs planning about as much as the row itself: at
     a million contacts each was most of a second (issue 15). Four: the contact's key leads with the contact, so
-    one index is the one-item-per-contact rule and the erasure trigger's lookup; the claim's ends with the
-    channel, so a new cycle's items due now are appended in the order planning writes them (with the channel
-    before the id, the SMS items' entries went in the middle, each a walk from the root: twice the cost)."""
+    one index is the one-item-per-contact rule and the erasure trigger's lookup.
+
+    The claim's index keeps the channel before its order (next_attempt_at, id): keyed with the channel last, an
+    SMS claim walked past every pending voice item due before it (in a daytime cycle calls go far slower than
+    SMS), 21 ms a claim against 0.18 ms at a million items with 30 % voice and 600,000 SMS sent; planning saved
+    about a second of CPU with it, dispatch lost that every fifty claims."""
     if engine.dialect.name != "postgresql":
         pytest.skip("Postgres catalog")
     with engine.connect() as connection:
@@ -119,7 +122,7 @@ def test_a_planned_item_enters_four_indexes_and_is_appended_to_the_claims(engine
         ("id",),
         ("contact_id", "cycle_id"),
         ("cycle_id", "id"),
-        ("cycle_id", "next_attempt_at", "id", "channel"),
+        ("cycle_id", "channel", "next_attempt_at", "id"),
     }
 
 
