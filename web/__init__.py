@@ -10,8 +10,9 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the Flask app; every piece of wiring happens here, none at import time.
+def create_app(settings: Settings | None = None, fast_path: bool = True) -> Flask:
+    """Build the Flask app; every piece of wiring happens here, none at import time. `fast_path=False` leaves
+    the WSGI fast path out: the async front (web/asgi.py) takes that path itself.
 
     Imports too: gunicorn's master imports this package to read `web.gunicorn_conf`, before a gevent
     worker monkey-patches the standard library; what the app uses is imported in the worker, patched."""
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     dashboard.init_app(app)
     # Below the fast path, which reads only bodies of a declared length and answers its own errors.
     app.wsgi_app = GuardedBodies(app.wsgi_app)  # type: ignore[method-assign]
-    if settings.uses_redis:
+    if settings.uses_redis and fast_path:
         # DLRs and incoming SMS skip Flask on their happy path (web/fastpath.py); anything else reaches it.
         inbox = app.extensions["reach"].inbox
         app.wsgi_app = fastpath.CallbackFastPath(app.wsgi_app, settings, inbox)  # type: ignore[method-assign]

@@ -118,6 +118,10 @@ class BadBody(BadRequest):
 T = TypeVar("T")
 
 
+#: What a body whose chunked framing is broken is answered (a 400), here and by the async front (web/asgi.py).
+MALFORMED_CHUNKED = "malformed chunked body"
+
+
 class GuardedInput:
     """`wsgi.input` whose read errors, and an end before the declared length, are `BadBody`.
 
@@ -126,7 +130,7 @@ class GuardedInput:
 
     def __init__(self, stream: Any, chunked: bool, declared: int | None) -> None:
         self._stream = stream
-        self._problem = "malformed chunked body" if chunked else "request body could not be read to its end"
+        self._problem = MALFORMED_CHUNKED if chunked else "request body could not be read to its end"
         self._declared = declared
         self._seen = 0
 
