@@ -27,6 +27,7 @@ import functools
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -151,7 +152,11 @@ def _receiver_command(template: list[str], port: int) -> list[str]:
     """A receiver command line with its port filled in, its program from this virtualenv when it has it."""
     command = [part.replace("{bind}", f"127.0.0.1:{port}").replace("{port}", str(port)) for part in template]
     program = BIN / command[0]
-    return [str(program) if program.exists() else command[0], *command[1:]]
+    if program.exists():
+        return [str(program), *command[1:]]
+    if shutil.which(command[0]) is None:  # a module, as processes.receiver writes it (`web.serve`)
+        return [str(BIN / "python"), "-m", *command]
+    return command
 
 
 RECEIVERS = {
