@@ -16,9 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 import requests
@@ -220,41 +218,6 @@ def test_a_large_body_at_a_fair_pace_is_read_whole(server: Receiver) -> None:
         status_line = sock.recv(65536).split(b"\r\n", 1)[0]
     assert took > BODY_BOUND
     assert status_line.startswith(b"HTTP/1.1 400 ")
-
-
-def test_the_body_reader_gives_time_for_bytes_delivered_and_cuts_a_stalled_body(monkeypatch) -> None:
-    """The reader itself, on gevent sockets (a gevent worker's kind): lines as they come; a body that stalls
-    is cut at BODY_TIMEOUT_SECONDS plus what the bytes before it earned, and every later read fails at once."""
-    from web import body_deadline
-
-    with _gevent_body(b"phone,name\n+254711000001,Amina\n+254711000002", end=True) as body:
-        reader = body_deadline.DeadlineInput(body, 0.3, "POST /test")
-        assert list(reader) == [b"phone,name\n", b"+254711000001,Amina\n", b"+254711000002"]
-
-    monkeypatch.setattr(body_deadline, "MIN_RATE", 100)  # bytes a second: 50 bytes earn half a second
-    with _gevent_body(b"x" * 50, end=False) as body:
-        reader = body_deadline.DeadlineInput(body, 0.3, "POST /test")
-        began = time.monotonic()
-        assert reader.read(50) == b"x" * 50
-        with pytest.raises(body_deadline.BodyTooSlow):
-            reader.read(50)
-        assert 0.75 <= time.monotonic() - began < 1.5
-        with pytest.raises(body_deadline.BodyTooSlow):
-            reader.read(1)
-        assert time.monotonic() - began < 1.5
-
-
-@contextmanager
-def _gevent_body(sent: bytes, end: bool) -> Iterator[Any]:
-    """A request body as a gevent worker reads it: `sent` on a gevent socket, then its end or a stall."""
-    from gevent import socket as gevent_socket
-
-    ours, theirs = gevent_socket.socketpair()
-    with ours, theirs, ours.makefile("rb") as body:
-        theirs.sendall(sent)
-        if end:
-            theirs.shutdown(gevent_socket.SHUT_WR)
-        yield body
 
 
 # -- the logs ------------------------------------------------------------------------------------------------

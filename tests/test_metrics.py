@@ -1,4 +1,4 @@
-"""`/metrics`: the receiver's callback and latency metrics (single-process and gunicorn multiprocess mode),
+"""`/metrics`: the receiver's callback and latency metrics (single-process and multiprocess mode),
 the workers' counters and queue depths read from Redis, and who may read them."""
 
 from __future__ import annotations

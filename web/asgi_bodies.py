@@ -2,13 +2,13 @@
 thread runs the Flask app: a client that trickles its body holds a connection and a coroutine, never a thread.
 
 granian's ASGI `receive()` hands the body over as it arrives (one message per read from the socket), and an
-`http.disconnect` where a malformed chunked framing or a body cut short ends it. The deadline is the one
-web/body_deadline.py gives the gunicorn path: BODY_TIMEOUT_SECONDS from the first read, plus a second for
+`http.disconnect` where a malformed chunked framing or a body cut short ends it. The deadline is
+web/body_deadline.py's: BODY_TIMEOUT_SECONDS from the first read, plus a second for
 every MIN_RATE bytes delivered, so a large upload at a fair pace is read whole and a trickle is cut.
 
-What the front read is handed to WSGI as `wsgi.input` (`ReadBody.wsgi_input`): the bytes, then whatever the
-gunicorn path's input would have raised there (BodyTooSlow, a 408; a broken framing, which
-web/bodies.py's GuardedInput answers 400), so Flask answers each case as it does under gunicorn. A body is
+What the front read is handed to WSGI as `wsgi.input` (`ReadBody.wsgi_input`): the bytes, then what a server's
+input raises there (BodyTooSlow, a 408; a broken chunked framing, which web/bodies.py's GuardedInput answers
+400), so Flask answers each case from one place. A body is
 kept in memory up to SPOOL_IN_MEMORY and in a temporary file beyond (an operator upload may be 32 MiB).
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from web.body_deadline import MIN_RATE, BodyTooSlow
+from web.body_deadline import MIN_RATE, BodyTooSlow, too_slow_message
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -99,10 +99,6 @@ async def _within(receive: Receive, deadline: float) -> dict[str, Any] | None:
             return await receive()
     except TimeoutError:
         return None
-
-
-def too_slow_message(seconds: float) -> str:
-    return f"request body too slow: {seconds:g} s allowed, then 1 s per 64 KiB"
 
 
 class _FailAtEnd(io.RawIOBase):

@@ -36,7 +36,6 @@ from shared.inbox import Inbox, encode
 from shared.settings import Settings
 from shared.store import STORE_ERRORS
 from web.auth import matches_any
-from web.body_deadline import BodyTooSlow
 from web.callbacks import UNAVAILABLE
 from web.group_commit import GroupCommit
 from web.limits import ClientWindows, open_callback_limit
@@ -138,10 +137,7 @@ class CallbackFastPath:
     def _handle(
         self, route: Route, length: int, started: float, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        try:
-            body = environ["wsgi.input"].read(length)
-        except BodyTooSlow:  # Flask answers it (408): its own read of the body fails at once
-            return self.flask_wsgi(environ, start_response)
+        body = environ["wsgi.input"].read(length)
         prepared = self.prepare(route, body, length, environ)
         if prepared is None:
             return self._to_flask(environ, start_response, body)

@@ -1,8 +1,7 @@
 """The receiver's server: `python -m web.serve --bind HOST:PORT` runs granian with the async front (web/asgi.py).
 
 granian serves HTTP in Rust; each of its worker processes runs the front on one event loop, the Flask app in a
-pool of threads. What gunicorn's config hooks did (web/gunicorn_conf.py) is done here, in the main process,
-before any worker starts:
+pool of threads. Done here, in the main process, before any worker starts:
 
 - Prometheus multiprocess mode: with PROMETHEUS_MULTIPROC_DIR set (an environment variable: prometheus_client
   reads it, not `.env`), each worker writes its metrics to files there and every scrape sums them. The
