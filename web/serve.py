@@ -9,6 +9,9 @@ pool of threads. Done here, in the main process, before any worker starts:
   a worker marks its files dead when it stops (web/asgi.py).
 - granian's own log lines go through Reach's redacting handler (shared/logs.py).
 
+Each worker's event loop is uvloop's (a dependency; granian picks it when installed): the receiver spent
+0.83x the CPU per DLR on it (bench/RESULTS.md, section "receiver on granian").
+
 Bounds: a request's line and headers must arrive within `--header-timeout` seconds (granian closes the
 connection otherwise); a body within BODY_TIMEOUT_SECONDS plus its pace (web/asgi_bodies.py). SIGTERM or
 SIGINT stops accepting, lets the requests in flight finish (up to `--graceful-timeout`), then exits; SIGHUP
