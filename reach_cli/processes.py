@@ -31,9 +31,10 @@ def receiver(bind: str, workers: int = 2, threads: int = 16, header_timeout: flo
     path without the query (`?token=`); metrics are summed over the processes (PROMETHEUS_MULTIPROC_DIR,
     emptied at start by web/serve.py); SIGTERM lets requests in flight finish (up to 20 s).
 
-    granian rather than gunicorn's gevent workers (reach_cli/processes.py before issue 15): per delivery report
-    the receiver took about half the CPU (bench/RESULTS.md, section "receiver on granian"); granian's
-    own WSGI mode was not enough, as it reads a body in Rust without a time limit (section 1, "granian")."""
+    granian rather than gunicorn's gevent workers (the receiver before issue 15): end to end, in the same
+    rounds, 1.9-2.8x the DLRs/s with 0.62-0.76x the receiver's CPU per DLR (bench/RESULTS.md, section 10,
+    "Receiver on granian"). granian's own WSGI mode was not enough: it reads a body in Rust without a time
+    limit, so a trickled body would hold a thread."""
     return [
         "web.serve", "--bind", bind, "--workers", str(workers), "--threads", str(threads),
         "--header-timeout", f"{header_timeout:g}", "--graceful-timeout", "20",
