@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,3 +101,20 @@ def test_each_request_gets_one_access_line_in_the_production_format(
     found = wait_for(lambda: line.search(web.log()), timeout=10, what="the access line")
     assert int(found.group(1)) == len(b'{"status":"ok"}\n')
     assert WEBHOOK_TOKEN not in web.log()
+
+
+def test_a_stop_while_the_workers_load_the_app_stops_them_at_once(environment: None, tmp_path: Path) -> None:
+    """SIGTERM as the receiver starts (`reach up` stopped at once, a deploy rolled back): workers still
+    loading the app must stop too, not be killed only after the graceful timeout (20 s) for want of hearing
+    it; `reach up` would otherwise leave them running that long after it died."""
+    port = free_port()
+    command = processes.receiver(f"127.0.0.1:{port}", workers=2)
+    web = ServiceProcess(tmp_path, "web", command, command_env(), ready=b"Spawning worker-2")
+    began = time.monotonic()
+    web.process.terminate()
+    try:
+        web.process.wait(timeout=10)
+    finally:
+        web.stop()
+    assert time.monotonic() - began < 10
+    assert "refused to gracefully stop" not in web.log()

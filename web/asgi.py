@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -91,8 +92,9 @@ class ReceiverFront:
                 # Answered here, at once: granian drops the connection soon after a framing error.
                 answer = _json_answer(400, flask_json({"error": MALFORMED_CHUNKED}))
             elif taken and body.complete:
-                # The client's address as the trusted proxies saw it (Flask's ProxyFix sees to its own).
-                client = self.proxied(dict(environ), None) if self.proxied is not None else environ
+                # The client's address as the trusted proxies saw it (ProxyFix gives the same again if Flask
+                # answers after all), also for the access line.
+                client = self.proxied(environ, None) if self.proxied is not None else environ
                 answer = await self._fast(*taken, body, client, started)
             else:
                 answer = None
@@ -181,6 +183,11 @@ def create_front() -> ReceiverFront:
     from shared.settings import get_settings
     from web import create_app
 
+    # Until granian sets this worker's own handlers (after this factory returns), SIGTERM would reach the main
+    # process's handler, inherited across the fork, and be lost: a stop while the app loads would leave the
+    # worker to be killed only after the graceful timeout. Serving nothing yet, it may just end.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, signal.SIG_DFL)
     settings = get_settings()
     app = create_app(settings, fast_path=False)  # the front takes the fast path itself
     configure_logging(settings.log_level)  # the app has read the settings: they are valid
