@@ -5,9 +5,9 @@ alternately in one process (seed, Reach, seed, Reach, ...), each on a fresh copy
 
 - seed: the seed prototype's design (bench/seed_app.py): Flask, INSERT + UPDATEs + COMMIT inside each
   request, `gunicorn -k sync -w 4`. Every 200 is applied.
-- reach: Reach as `reach up` runs it (reach_cli/processes.py): the receiver (`gunicorn -k gevent -w 2
-  'web:create_app()'`, or --receiver) queues on a private Redis with `--appendonly yes --appendfsync always`,
-  and `celery -A worker worker --beat` (prefork, 2 processes) applies the inbox.
+- reach: Reach as `reach up` runs it (reach_cli/processes.py): the receiver (`python -m web.serve`: granian
+  with the async front, 2 processes; or --receiver) queues on a private Redis with `--appendonly yes
+  --appendfsync always`, and `celery -A worker worker --beat` (prefork, 2 processes) applies the inbox.
 
 Postgres runs with `synchronous_commit=on` (set on each run's database): in both systems a 200 means durable.
 wrk (1 thread, 32 connections, bench/lua/e2e_dlr.lua) posts each report once; the clock runs from the first
@@ -27,6 +27,7 @@ import functools
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,7 +109,7 @@ def reach_system(workdir: Path, database_url: str, receiver: list[str] | None, r
                 raise RuntimeError(f"the benchmark's Redis is not on AOF appendfsync always ({fsync})")
             # Production's settings but one: the callback rate limit (per client address) is counted as ever,
             # but wide enough that wrk, one address, is never refused (AT posts from several).
-            # gunicorn's hook creates the metrics directory (web/gunicorn_conf.py); another server would not.
+            # The receiver creates the metrics directory (web/serve.py); another server would not.
             (workdir / "prometheus").mkdir()
             env = client.env(
                 log_level="INFO",
@@ -151,11 +152,15 @@ def _receiver_command(template: list[str], port: int) -> list[str]:
     """A receiver command line with its port filled in, its program from this virtualenv when it has it."""
     command = [part.replace("{bind}", f"127.0.0.1:{port}").replace("{port}", str(port)) for part in template]
     program = BIN / command[0]
-    return [str(program) if program.exists() else command[0], *command[1:]]
+    if program.exists():
+        return [str(program), *command[1:]]
+    if shutil.which(command[0]) is None:  # a module, as processes.receiver writes it (`web.serve`)
+        return [str(BIN / "python"), "-m", *command]
+    return command
 
 
 RECEIVERS = {
-    "gunicorn": None,  # the checkout's processes.receiver: what compose and `reach up` run
+    "production": None,  # the checkout's processes.receiver: what compose and `reach up` run
     "granian": [
         "granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port", "{port}", "--workers", "2",
         "--log-level", "warning", "--no-ws", "--factory", "web:create_app",
@@ -316,7 +321,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--count", type=int, help="DLRs per run (default: by --size)")
     parser.add_argument("--rounds", type=int, help="rounds of seed then Reach (default: by --size)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, from: seed, reach")
-    parser.add_argument("--receiver", choices=RECEIVERS, default="gunicorn", help="Reach's receiver server")
+    parser.add_argument("--receiver", choices=RECEIVERS, default="production", help="Reach's receiver server")
     parser.add_argument(
         "--receiver-command",
         help="Reach's receiver as a command line; {port} and {bind} are filled in (overrides --receiver)",

@@ -7,8 +7,9 @@ private Redis; the ratio (c)/(a) is the receiver's own cost. Every 200 must be o
 
     python -m bench.receiver --size full [--servers sync-w4,gevent-w2,production,granian-w2]
 
-`production` is the receiver's own command line (reach_cli/processes.py: gevent workers with Reach's worker and
-logger classes, the access log written); the others are bare gunicorn or granian, no access log.
+`production` is the receiver's own command line (reach_cli/processes.py: granian with Reach's async front, the
+access log written; it serves Reach's app only, so its trivial baselines are gevent-w2's); the others are bare
+gunicorn or granian (WSGI), no access log.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ class Server:
                 return [*gunicorn, "-k", "gevent", "-w", "1", "--worker-connections", "200", target]
             case "gevent-w2":
                 return [*gunicorn, "-k", "gevent", "-w", "2", "--worker-connections", "200", target]
-            case "production":  # `reach up`'s and compose's receiver command, access log and all
-                return [str(BIN / "python"), "-m", *processes.receiver(bind)[:-1], target]
+            case "production":  # `reach up`'s and compose's receiver command (Reach's app only), access log and all
+                return [str(BIN / "python"), "-m", *processes.receiver(bind)]
             case "granian-w2":
                 app = target.removesuffix("()")
                 return [
@@ -123,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             if server.needs and importlib.util.find_spec(server.needs) is None:
                 print(f"{name}: skipped ({server.needs} is not installed)")
                 continue
-            trivial = measure(svc, server, "trivial", args.size)
-            push = measure(svc, server, "push", args.size)
             real = measure(svc, server, "reach", args.size)
+            # The production command serves Reach's app only: its baselines are gevent-w2's (its former server).
+            baseline = SERVERS["gevent-w2"] if name == "production" else server
+            trivial = measure(svc, baseline, "trivial", args.size)
+            push = measure(svc, baseline, "push", args.size)
             result = real["result"]
             rows.append(
                 [

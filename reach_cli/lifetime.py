@@ -3,9 +3,9 @@
 Children end with their parent through Linux's parent-death signal (`prctl(PR_SET_PDEATHSIG)`), set in each
 child between fork and exec: the kernel sends it however the parent dies, SIGKILL and the OOM killer
 included, with nothing in the parent left to run. The signal is SIGTERM, what Ctrl-C's shutdown sends too:
-gunicorn's master stops its workers (which also leave on their own once their parent changes) and Celery's
+the receiver's main process (granian) stops its workers and Celery's
 warm shutdown stops its pool and the embedded beat, so grandchildren end in order and no task is cut in
-half. A watched pipe would need code in every child (gunicorn, Celery, the simulator) to read it; the
+half. A watched pipe would need code in every child (the receiver, Celery, the simulator) to read it; the
 death signal needs none. Elsewhere (macOS) there is no such signal and children are not tied: `reach up`
 is for trying Reach; production runs each process under compose on Linux.
 

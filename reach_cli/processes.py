@@ -14,40 +14,30 @@ from shared.broker import QUEUES
 #: Where the receiver listens inside its container (design §3: port 8000).
 CONTAINER_BIND = "0.0.0.0:8000"
 
-#: The access log line without the query string: AT callbacks carry `?token=WEBHOOK_TOKEN`, and a
-#: secret must never reach a log. `%(U)s` is the path alone.
+#: The access line's format (gunicorn's atoms): the path without the query string, as AT callbacks carry
+#: `?token=WEBHOOK_TOKEN` and a secret must never reach a log. The async front writes this line (web/asgi.py).
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
-def receiver(bind: str, workers: int = 2, connections: int = 500, keep_alive: int = 5) -> list[str]:
-    """`gunicorn 'web:create_app()'`: `workers` gevent processes, each serving up to `connections` requests at
-    once (views wait on Redis and Postgres, not the CPU; psycopg 3 cooperates with gevent since 3.1.14);
-    timeouts well above the slowest view, graceful stop within compose's 30 s.
+def receiver(bind: str, workers: int = 2, threads: int = 16, header_timeout: float = 5) -> list[str]:
+    """`python -m web.serve`: granian with Reach's async front (web/asgi.py), `workers` processes of one event
+    loop each; the Flask app on `threads` threads per process (views wait on Redis and Postgres, not the CPU).
 
-    `keep_alive` also bounds a request's line and headers: a gevent worker reads them within that many
-    seconds or closes the connection (slow headers hold no slot longer). The body's bound is the app's
-    (BODY_TIMEOUT_SECONDS: web/body_deadline.py).
+    The loop reads every request's body under BODY_TIMEOUT_SECONDS and its pace before a thread sees it
+    (web/asgi_bodies.py), so a trickling client holds no thread and is answered 408 at that bound; granian
+    closes a connection whose request line and headers take longer than `header_timeout` seconds. On the
+    loop too, the happy path of `POST /dlr` and `POST /receiveSMS` (web/fastpath.py's rules), concurrent
+    callbacks sharing a Redis round trip (web/async_group.py). The access line is gunicorn's format, the
+    path without the query (`?token=`); metrics are summed over the processes (PROMETHEUS_MULTIPROC_DIR,
+    emptied at start by web/serve.py); SIGTERM lets requests in flight finish (up to 20 s).
 
-    gevent because it took the least CPU per callback and the most callbacks per second of the gunicorn
-    worker classes (bench/RESULTS.md, section 1): concurrent callbacks share a Redis round trip there
-    (web/group_commit.py). gunicorn's gevent worker and logger, each with one cost per request cut: a
-    response's head and body go out in one `send` (web/gunicorn_worker.py), and the access line builds only
-    the atoms its format names (web/gunicorn_log.py).
-
-    Not granian, though it spends far less CPU per request: it reads a request body in Rust without a time
-    limit, so a trickled body would hold a receiver thread for as long as the client likes (bench/RESULTS.md,
-    section 1, "granian")."""
+    granian rather than gunicorn's gevent workers (the receiver before issue 15): end to end, in the same
+    rounds, 1.9-2.8x the DLRs/s with 0.62-0.76x the receiver's CPU per DLR (bench/RESULTS.md, section 10,
+    "Receiver on granian"). granian's own WSGI mode was not enough: it reads a body in Rust without a time
+    limit, so a trickled body would hold a thread."""
     return [
-        "gunicorn", "--config", "python:web.gunicorn_conf",
-        "--bind", bind, "--workers", str(workers), "--worker-class", "web.gunicorn_worker.GeventWorker",
-        "--worker-connections", str(connections),
-        "--timeout", "30", "--graceful-timeout", "20", "--keep-alive", str(keep_alive),
-        "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
-        "--logger-class", "web.gunicorn_log.Logger",
-        # gunicorn 27's control socket is one path per user (~/.gunicorn): receivers on one host (tests, a
-        # second instance) would take it from each other, and Reach never uses it.
-        "--no-control-socket",
-        "web:create_app()",
+        "web.serve", "--bind", bind, "--workers", str(workers), "--threads", str(threads),
+        "--header-timeout", f"{header_timeout:g}", "--graceful-timeout", "20",
     ]  # fmt: skip
 
 

@@ -1,8 +1,8 @@
 """`reach up`: run the whole system on this machine and stop it all cleanly on Ctrl-C.
 
 Starts, as child processes: the AT simulator when no AT credentials are set (announced plainly), the
-receiver (gunicorn) and a Celery worker with embedded beat. Migrations run first. With no DATABASE_URL
-and no REDIS_URL everything is embedded under var/ (or REACH_VAR_DIR): the database in
+receiver (granian: `python -m web.serve`) and a Celery worker with embedded beat. Migrations run first. With
+no DATABASE_URL and no REDIS_URL everything is embedded under var/ (or REACH_VAR_DIR): the database in
 `reach.sqlite3`, Celery's broker in `broker.sqlite3` (kombu's SQLAlchemy transport), the callback inbox
 and caches in the database (`shared.store`); nothing else needs installing. Missing tokens (webhook, API, metrics) are
 generated once and kept in var/ so the URLs printed at start keep working across restarts.
@@ -68,7 +68,7 @@ class Stack:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        """SIGTERM each child's main process (Celery and gunicorn then stop their own workers in order;
+        """SIGTERM each child's main process (Celery and granian then stop their own workers in order;
         signalling the whole group would kill pool workers under a warm shutdown, which then waits for
         them), then SIGKILL whatever is left in each child's process group, so nothing outlives us."""
         for _name, process in reversed(self.children):
@@ -149,7 +149,7 @@ def plan(stack: Stack) -> None:
 
     settings, env = stack.settings, stack.env
     env.setdefault("DATABASE_URL", settings.effective_database_url)
-    # The receiver's processes pool their /metrics counts here (web/gunicorn_conf.py empties it at start).
+    # The receiver's processes pool their /metrics counts here (web/serve.py empties it at start).
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str((VAR_DIR / "prometheus").resolve()))
     if not settings.uses_redis:
         prepare_embedded_broker(settings.effective_broker_url)

@@ -41,7 +41,7 @@ class RedactingFormatter(logging.Formatter):
 
 class RedactedOutput(logging.Formatter):
     """Another formatter's lines with secrets and URL passwords replaced by `***`: for handlers Reach does not
-    set up itself (gunicorn's error and access logs: web/gunicorn_conf.py)."""
+    set up itself."""
 
     def __init__(self, inner: logging.Formatter, secrets: list[str]) -> None:
         super().__init__()

@@ -81,7 +81,7 @@ def test_migrate_runs_once_before_everything_that_uses_the_database() -> None:
 
 def test_web_runs_the_receiver_command_and_is_health_checked() -> None:
     web = SERVICES["web"]
-    assert web["command"] == processes.receiver(processes.CONTAINER_BIND)
+    assert web["command"] == ["python", "-m", *processes.receiver(processes.CONTAINER_BIND)]
     assert web["build"]["dockerfile"] == "Dockerfile.web"
     assert web["ports"] == ["${WEB_PORT:-8000}:8000"]
     assert "http://127.0.0.1:8000/healthz" in " ".join(web["healthcheck"]["test"])
@@ -334,10 +334,10 @@ def test_receiver_command_serves_health_and_callbacks_and_logs_no_token(clean: N
     port = free_port()
     receiver = f"http://127.0.0.1:{port}"
     web = ServiceProcess(
-        tmp_path, "web", processes.receiver(f"127.0.0.1:{port}"), command_env(), ready=b"Booting worker", wait=True
+        tmp_path, "web", processes.receiver(f"127.0.0.1:{port}"), command_env(), ready=b"Started worker", wait=True
     )
     try:
-        health = wait_for(lambda: _get(f"{receiver}/healthz"), timeout=30, what="gunicorn answering /healthz")
+        health = wait_for(lambda: _get(f"{receiver}/healthz"), timeout=30, what="the receiver answering /healthz")
         assert health.json() == {"status": "ok"}
         ready = requests.get(f"{receiver}/readyz", timeout=5)
         assert (ready.status_code, ready.json()["database"], ready.json()["broker"]) == (200, "ok", "ok")
@@ -486,7 +486,7 @@ def test_reach_up_runs_the_same_processes_and_a_cycle_end_to_end(
             secrets = {name: (tmp_path / "var" / f"{name}.secret").read_text().strip() for name in SECRET_FILES}
             secrets["database password"] = str(make_url(url).password)
             commands = wait_for(lambda: command_lines(up.pid), what="reach up's children")
-            assert any(" simulator " in line for line in commands) and any("gunicorn" in line for line in commands)
+            assert any(" simulator " in line for line in commands) and any("web.serve" in line for line in commands)
             for name, secret in secrets.items():
                 assert not [line for line in commands if secret in line], f"the {name} is on a command line"
             metrics = requests.get(

@@ -132,7 +132,7 @@ def test_reach_up_demo_runs_embedded_and_stops_everything_on_ctrl_c(tmp_path: Pa
 
         children = descendants(up.pid)
         names = {Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in children if alive(pid)}
-        for expected in (["gunicorn"], ["celery -A worker worker ", " --beat "], ["reach_cli.main simulator"]):
+        for expected in (["web.serve"], ["celery -A worker worker ", " --beat "], ["reach_cli.main simulator"]):
             assert any(all(part in name for part in expected) for name in names), (expected, names)
     finally:
         children = descendants(up.pid) if up.poll() is None else set()

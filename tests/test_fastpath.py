@@ -244,7 +244,7 @@ def test_a_failed_round_trip_fails_every_request_in_it_and_not_the_next() -> Non
 def test_inbox_ids_differ_in_a_forked_child() -> None:
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: a gunicorn worker forked from a master that had made ids
+    if pid == 0:  # the child: a receiver worker forked from a main process that had made ids
         os.write(write_end, encode("dlr", {})[0].encode())
         os._exit(0)
     os.waitpid(pid, 0)

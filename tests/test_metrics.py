@@ -1,4 +1,4 @@
-"""`/metrics`: the receiver's callback and latency metrics (single-process and gunicorn multiprocess mode),
+"""`/metrics`: the receiver's callback and latency metrics (single-process and multiprocess mode),
 the workers' counters and queue depths read from Redis, and who may read them."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from reach_cli import processes
 from shared.models import Cycle
 from simulator.scenario import Scenario
 from tests.conftest import METRICS_TOKEN, WEBHOOK_TOKEN, wait_for
@@ -109,15 +110,12 @@ def test_metrics_needs_its_token(make_app) -> None:
 
 
 @contextmanager
-def gunicorn(multiproc: Path) -> Iterator[str]:
-    """The receiver under gunicorn with two workers in Prometheus multiprocess mode."""
+def receiver_processes(multiproc: Path) -> Iterator[str]:
+    """The production receiver (reach_cli/processes.py) with two worker processes in Prometheus multiprocess mode."""
     port = free_port()
-    command = [
-        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-        "-c", "python:web.gunicorn_conf", "web:create_app()",
-    ]  # fmt: skip
+    command = [sys.executable, "-m", *processes.receiver(f"127.0.0.1:{port}", workers=2)]
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
-    log_path = multiproc.parent / "gunicorn.log"
+    log_path = multiproc.parent / "receiver.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
@@ -129,31 +127,36 @@ def gunicorn(multiproc: Path) -> Iterator[str]:
             return process.poll() is not None  # exited: fail below, not after the timeout
 
     try:
-        wait_for(answers, timeout=30, what="gunicorn")
+        wait_for(answers, timeout=30, what="the receiver")
         assert process.poll() is None, log_path.read_text()
         yield base_url
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(20)
+        process.wait(30)
 
 
-def forbidden_dlrs(samples: Samples) -> tuple[float, float]:
+def dlr_counts(samples: Samples) -> tuple[float, float, float]:
     return (
         value(samples, "reach_callbacks_total", kind="dlr", outcome="forbidden"),
+        value(samples, "reach_callbacks_total", kind="dlr", outcome="queued"),
         value(samples, "reach_http_request_duration_seconds_count", endpoint="callbacks.dlr", method="POST"),
     )
 
 
-def test_multiprocess_mode_sums_every_gunicorn_worker(tmp_path: Path, clean) -> None:
-    multiproc = tmp_path / "prometheus"  # gunicorn_conf creates it
-    with gunicorn(multiproc) as base_url:
-        for _ in range(12):  # gunicorn's sync workers close each connection: requests spread over both
+def test_multiprocess_mode_sums_every_receiver_process(tmp_path: Path, clean) -> None:
+    """Refusals (counted by Flask, on its threads) and queued DLRs (counted by the async front's fast path) are
+    summed over both processes, whichever answers the scrape; a restart starts from zero."""
+    multiproc = tmp_path / "prometheus"  # web/serve.py creates it
+    with receiver_processes(multiproc) as base_url:
+        for n in range(12):  # a connection each: requests spread over both processes
             assert requests.post(f"{base_url}/dlr?token=wrong", data=dlr("ATXid_q"), timeout=10).status_code == 403
-        for _ in range(6):  # whichever worker answers, the totals are the sum over both
-            assert forbidden_dlrs(scrape(base_url)) == (12, 12)
+            answer = requests.post(f"{base_url}/dlr?token={WEBHOOK_TOKEN}", data=dlr(f"ATXid_q{n}"), timeout=10)
+            assert answer.status_code == 200
+        for _ in range(6):  # whichever process answers, the totals are the sum over both
+            assert dlr_counts(scrape(base_url)) == (12, 12, 24)
     assert list(multiproc.glob("*.db"))  # the counts were in files, not in one process's memory
-    with gunicorn(multiproc) as base_url:  # a restart starts from zero, not from the last run's files
-        assert forbidden_dlrs(scrape(base_url)) == (0, 0)
+    with receiver_processes(multiproc) as base_url:  # a restart starts from zero, not from the last run's files
+        assert dlr_counts(scrape(base_url)) == (0, 0, 0)
 
 
 # -- worker counters, applied in-process (before this module's worker starts) ---------------------------------

@@ -145,7 +145,7 @@ def test_only_the_configured_hops_are_believed(make_app) -> None:
 
 
 def test_the_count_is_shared_by_every_receiver_process(make_app) -> None:
-    """Two apps (two gunicorn workers) on one Redis: one budget, not one each."""
+    """Two apps (two receiver processes) on one Redis: one budget, not one each."""
     first = make_app(rate_limit_unauthenticated="4/hour").test_client()
     second = make_app(rate_limit_unauthenticated="4/hour").test_client()
     codes = [stranger(first if n % 2 else second).status_code for n in range(5)]

@@ -1,70 +1,28 @@
-"""The receiver's own gunicorn worker and logger classes (web/gunicorn_worker.py, web/gunicorn_log.py): each
-cuts a cost per request and must change nothing a client or an operator sees."""
+"""The production receiver (granian and the async front, as reach_cli/processes.py runs it) on one kept-alive
+connection: answers with and without a body follow each other whole and in order, each with its access line
+in the production format."""
 
 from __future__ import annotations
 
-import datetime
+import re
 import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from gunicorn import glogging
-from gunicorn.config import Config
 
 from reach_cli import processes
 from tests.conftest import WEBHOOK_TOKEN, wait_for
 from tests.services import ServiceProcess, command_env, free_port
-from web.gunicorn_log import Logger
-from web.gunicorn_worker import HeldHead
-
-# -- one send per response -----------------------------------------------------------------------------------
-
-
-class Wire:
-    """The socket under `HeldHead`: what reached it, one entry per call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, bytes]] = []
-
-    def sendall(self, data: bytes, *_flags: int) -> None:
-        self.calls.append(("sendall", bytes(data)))
-
-    def shutdown(self, _how: int) -> None:
-        self.calls.append(("shutdown", b""))
-
-
-def test_a_response_head_goes_out_with_the_first_body_part() -> None:
-    wire = Wire()
-    out = HeldHead(wire)
-    out.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
-    assert wire.calls == []
-    out.sendall(b"body 1")
-    out.sendall(memoryview(b"body 2"))
-    out.flush()
-    assert wire.calls == [("sendall", b"HTTP/1.1 200 OK\r\n\r\nbody 1"), ("sendall", b"body 2")]
-
-
-def test_a_held_head_goes_out_before_anything_else_and_at_the_end() -> None:
-    wire = Wire()
-    out = HeldHead(wire)
-    out.sendall(b"HTTP/1.1 500 INTERNAL SERVER ERROR\r\n\r\n")
-    out.shutdown(socket.SHUT_RDWR)  # gunicorn after an error: the head must not be lost behind it
-    assert wire.calls == [("sendall", b"HTTP/1.1 500 INTERNAL SERVER ERROR\r\n\r\n"), ("shutdown", b"")]
-
-    wire = Wire()
-    out = HeldHead(wire)
-    out.sendall(b"HTTP/1.1 204 NO CONTENT\r\n\r\n")
-    out.flush()  # the end of a request: a response of head only
-    out.flush()
-    assert wire.calls == [("sendall", b"HTTP/1.1 204 NO CONTENT\r\n\r\n")]
 
 
 @pytest.fixture(scope="module")
 def production_receiver(environment: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Any]]:
     port = free_port()
     command = processes.receiver(f"127.0.0.1:{port}", workers=1)
-    web = ServiceProcess(tmp_path_factory.mktemp("server"), "web", command, command_env(), ready=b"Booting worker")
+    web = ServiceProcess(tmp_path_factory.mktemp("server"), "web", command, command_env(), ready=b"Started worker")
     try:
         wait_for(lambda: _answers(port), timeout=30, what="the receiver answering")
         yield port, web
@@ -122,7 +80,7 @@ def test_responses_with_and_without_a_body_follow_each_other_on_one_connection(
         head = _exchange(sock, b"HEAD /healthz HTTP/1.1\r\nHost: reach.test\r\n\r\n", head_only=True)
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
         missing = _exchange(sock, b"GET /nowhere HTTP/1.1\r\nHost: reach.test\r\n\r\n")
-        assert missing.startswith(b"HTTP/1.1 404 NOT FOUND\r\n")
+        assert missing.startswith(b"HTTP/1.1 404 ")  # the reason phrase is the server's
         queued = _exchange(sock, dlr)
         assert queued.startswith(b"HTTP/1.1 200 OK\r\n") and b'{"status":"queued","id":"' in queued
         again = _exchange(sock, b"HEAD /healthz HTTP/1.1\r\nHost: reach.test\r\n\r\n", head_only=True)
@@ -131,53 +89,32 @@ def test_responses_with_and_without_a_body_follow_each_other_on_one_connection(
     assert WEBHOOK_TOKEN not in web.log()
 
 
-# -- the access log's atoms -------------------------------------------------------------------------------------
+def test_each_request_gets_one_access_line_in_the_production_format(
+    production_receiver: tuple[int, Any], clean: None
+) -> None:
+    """`%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms` (reach_cli/processes.py ACCESS_LOG_FORMAT): the client, the
+    method and path (never the query), the status, the body's bytes, the milliseconds."""
+    port, web = production_receiver
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        _exchange(sock, f"GET /healthz?token={WEBHOOK_TOKEN} HTTP/1.1\r\nHost: reach.test\r\n\r\n".encode())
+    line = re.compile(r'127\.0\.0\.1 "GET /healthz" 200 (\d+) (\d+)ms$', re.MULTILINE)
+    found = wait_for(lambda: line.search(web.log()), timeout=10, what="the access line")
+    assert int(found.group(1)) == len(b'{"status":"ok"}\n')
+    assert WEBHOOK_TOKEN not in web.log()
 
 
-class _Request:
-    headers = [("HOST", "reach.test"), ("AUTHORIZATION", "Basic dXNlcjpwYXNz"), ("X-REAL-IP", "10.0.0.9")]
-
-
-class _Response:
-    status = '404 NOT "FOUND"'  # a quote to escape
-    sent = 207
-    headers = [("Content-Type", "application/json")]
-
-
-ENVIRON = {
-    "REQUEST_METHOD": "POST",
-    "PATH_INFO": '/dlr/"quoted"',
-    "QUERY_STRING": "token=secret",
-    "RAW_URI": "/dlr?token=secret",
-    "SERVER_PROTOCOL": "HTTP/1.1",
-    "REMOTE_ADDR": "127.0.0.1",
-    "HTTP_AUTHORIZATION": "Basic dXNlcjpwYXNz",
-}
-TOOK = datetime.timedelta(seconds=1, microseconds=234567)
-
-
-def _line(logger_class: type[glogging.Logger], fmt: str) -> str:
-    cfg = Config()
-    cfg.set("access_log_format", fmt)
-    logger = logger_class(cfg)
-    return fmt % logger.atoms_wrapper_class(logger.atoms(_Response, _Request, ENVIRON, TOOK))
-
-
-@pytest.mark.parametrize(
-    "fmt",
-    [
-        processes.ACCESS_LOG_FORMAT,
-        '%(h)s %(l)s "%(m)s %(U)s?%(q)s %(H)s" %(s)s %(b)s %(B)s %(T)s %(D)s %(M)s %(L)s',
-        # Atoms only gunicorn's full set has (a request header, the user, the request line): its own atoms.
-        '%({x-real-ip}i)s %(u)s "%(r)s" %(s)s %(a)s',
-    ],
-)
-def test_the_access_line_is_gunicorns_own(fmt: str) -> None:
-    assert _line(Logger, fmt) == _line(glogging.Logger, fmt)
-
-
-def test_the_production_format_builds_only_its_atoms() -> None:
-    cfg = Config()
-    cfg.set("access_log_format", processes.ACCESS_LOG_FORMAT)
-    atoms = Logger(cfg).atoms(_Response, _Request, ENVIRON, TOOK)
-    assert sorted(atoms) == ["M", "U", "b", "h", "m", "s"]
+def test_a_stop_while_the_workers_load_the_app_stops_them_at_once(environment: None, tmp_path: Path) -> None:
+    """SIGTERM as the receiver starts (`reach up` stopped at once, a deploy rolled back): workers still
+    loading the app must stop too, not be killed only after the graceful timeout (20 s) for want of hearing
+    it; `reach up` would otherwise leave them running that long after it died."""
+    port = free_port()
+    command = processes.receiver(f"127.0.0.1:{port}", workers=2)
+    web = ServiceProcess(tmp_path, "web", command, command_env(), ready=b"Spawning worker-2")
+    began = time.monotonic()
+    web.process.terminate()
+    try:
+        web.process.wait(timeout=10)
+    finally:
+        web.stop()
+    assert time.monotonic() - began < 10
+    assert "refused to gracefully stop" not in web.log()

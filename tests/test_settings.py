@@ -324,7 +324,7 @@ def test_create_app_fails_at_start_naming_the_variable(monkeypatch, variable: st
     from web import create_app
 
     monkeypatch.setenv(variable, value)
-    # As gunicorn starts it: `web:create_app()` reads the process settings.
+    # As the receiver starts it: `web:create_app()` reads the process settings.
     with pytest.raises(SettingsError, match=f"{variable}:"):
         create_app()
     # As a caller building the settings first.

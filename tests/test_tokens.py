@@ -1,7 +1,7 @@
 """Webhook and operator tokens: compared in constant time, several valid at once, rotated without downtime.
 
 Settings are read when the app is built, so a changed token list takes effect when the receiver restarts
-(gunicorn: `kill -HUP <master>` replaces the workers one by one). Rotation is: add the new token next to
+(granian: `kill -HUP <main process>` replaces the workers one by one). Rotation is: add the new token next to
 the old one, restart, move every client (AT's callback URLs, operator scripts) to the new one, remove the
 old one, restart. These tests play that out with one app per step.
 """

@@ -106,7 +106,7 @@ def test_sigkill_of_reach_up_ends_every_child_and_grandchild(tmp_path: Path) -> 
         up.wait_up()
         tree = up.descendants()
         commands = " | ".join(" ".join(p.cmdline()) for p in tree)
-        assert "gunicorn" in commands and "--beat" in commands and " simulator " in commands, commands
+        assert "web.serve" in commands and "--beat" in commands and " simulator " in commands, commands
         try:
             up.process.send_signal(signal.SIGKILL)
             up.finish()

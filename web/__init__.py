@@ -1,4 +1,5 @@
-"""The receiver: `gunicorn 'web:create_app()'`. Thin by design: validate, queue on Redis, answer."""
+"""The receiver: the Flask app `web:create_app()`, served by granian behind the async front (`python -m
+web.serve`: web/serve.py, web/asgi.py). Thin by design: validate, queue on Redis, answer."""
 
 from __future__ import annotations
 
@@ -10,11 +11,9 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the Flask app; every piece of wiring happens here, none at import time.
-
-    Imports too: gunicorn's master imports this package to read `web.gunicorn_conf`, before a gevent
-    worker monkey-patches the standard library; what the app uses is imported in the worker, patched."""
+def create_app(settings: Settings | None = None, fast_path: bool = True) -> Flask:
+    """Build the Flask app; every piece of wiring happens here, none at import time. `fast_path=False` leaves
+    the WSGI fast path out: the async front (web/asgi.py) takes that path itself."""
     from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -43,7 +42,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         services,
     )
     from web.bodies import GuardedBodies
-    from web.body_deadline import bounded
 
     services.init_app(app, settings)
     metrics.init_app(app)
@@ -58,12 +56,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     dashboard.init_app(app)
     # Below the fast path, which reads only bodies of a declared length and answers its own errors.
     app.wsgi_app = GuardedBodies(app.wsgi_app)  # type: ignore[method-assign]
-    if settings.uses_redis:
+    if settings.uses_redis and fast_path:
         # DLRs and incoming SMS skip Flask on their happy path (web/fastpath.py); anything else reaches it.
         inbox = app.extensions["reach"].inbox
         app.wsgi_app = fastpath.CallbackFastPath(app.wsgi_app, settings, inbox)  # type: ignore[method-assign]
-    # Outside the fast path, which reads bodies too: every body keeps to BODY_TIMEOUT_SECONDS (under gevent).
-    app.wsgi_app = bounded(app.wsgi_app, settings.body_timeout_seconds)  # type: ignore[method-assign]
     if settings.trusted_proxies:
         # The client address (rate limits, logs) and scheme as the trusted proxies saw them; never more
         # hops than configured, so a client cannot choose its own address.

@@ -6,7 +6,7 @@ becomes an integer no column can hold; a body nested 1,000 deep raises Recursion
 traceback on every endpoint, issue 12). `read_json` refuses each with a 400 that names it, for every
 endpoint that takes JSON: the callbacks (web/forms.py), `/communicate` and the operator API.
 
-The HTTP server parses the framing of a chunked body (gunicorn's gevent worker in production, Werkzeug's
+The HTTP server parses the framing of a chunked body (granian in production, Werkzeug's
 server in tests) while the app reads it, so a bad chunk size or a body cut short surfaces as an exception
 from `wsgi.input`. `GuardedBodies` turns it into one 400 for every route, without a traceback.
 """
@@ -118,6 +118,10 @@ class BadBody(BadRequest):
 T = TypeVar("T")
 
 
+#: What a body whose chunked framing is broken is answered (a 400), here and by the async front (web/asgi.py).
+MALFORMED_CHUNKED = "malformed chunked body"
+
+
 class GuardedInput:
     """`wsgi.input` whose read errors, and an end before the declared length, are `BadBody`.
 
@@ -126,7 +130,7 @@ class GuardedInput:
 
     def __init__(self, stream: Any, chunked: bool, declared: int | None) -> None:
         self._stream = stream
-        self._problem = "malformed chunked body" if chunked else "request body could not be read to its end"
+        self._problem = MALFORMED_CHUNKED if chunked else "request body could not be read to its end"
         self._declared = declared
         self._seen = 0
 

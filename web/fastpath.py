@@ -36,7 +36,6 @@ from shared.inbox import Inbox, encode
 from shared.settings import Settings
 from shared.store import STORE_ERRORS
 from web.auth import matches_any
-from web.body_deadline import BodyTooSlow
 from web.callbacks import UNAVAILABLE
 from web.group_commit import GroupCommit
 from web.limits import ClientWindows, open_callback_limit
@@ -71,6 +70,22 @@ def _answered(kind: str, outcome: str) -> Any:
     return CALLBACKS.labels(kind, outcome)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    item_id: str
+    payload: Any  # what `Inbox.push_within` queues (shared/inbox.py `encode`)
+    windows: tuple[Any, ...]  # the client's rate-limit windows (web/limits.py)
+
+
+#: The 503 a Redis failure gets, as the view answers it.
+UNAVAILABLE_ANSWER = {"error": UNAVAILABLE}
+
+
+def queued_answer(item_id: str) -> bytes:
+    """The view's JSON for a queued callback (the id is hex: nothing to escape)."""
+    return b'{"status":"queued","id":"%s"}\n' % item_id.encode()
+
+
 ROUTES = {
     "/dlr": Route("dlr", Dlr, "callbacks.dlr"),
     "/receiveSMS": Route("sms", IncomingSms, "callbacks.receive_sms"),
@@ -90,41 +105,54 @@ class CallbackFastPath:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
+        taken = self.take(environ)
+        if taken is None:
+            return self.flask_wsgi(environ, start_response)
+        with self.group.running():
+            return self._handle(*taken, started, environ, start_response)
+
+    def take(self, environ: dict[str, Any]) -> tuple[Route, int] | None:
+        """The route and body length of a request the fast path takes (a form POST of an accepted length to
+        /dlr or /receiveSMS with the right token), else None: Flask's."""
         route = ROUTES.get(environ.get("PATH_INFO", ""))
         length = self._form_length(environ) if route is not None else None
         if route is None or length is None or not self._token_ok(environ):
-            return self.flask_wsgi(environ, start_response)
-        with self.group.running():
-            return self._handle(route, length, started, environ, start_response)
+            return None
+        return route, length
 
-    def _handle(
-        self, route: Route, length: int, started: float, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        try:
-            body = environ["wsgi.input"].read(length)
-        except BodyTooSlow:  # Flask answers it (408): its own read of the body fails at once
-            return self.flask_wsgi(environ, start_response)
+    def prepare(self, route: Route, body: bytes, length: int, environ: dict[str, Any]) -> Prepared | None:
+        """What to queue for a body read whole: its inbox id and payload, and the client's rate-limit windows;
+        None when the fields do not parse (Flask answers)."""
         fields = self._fields(body, length)
         try:
             if fields is None:
                 raise BadCallback("not a form")
             parse(route.model, fields)
         except BadCallback:
-            return self._to_flask(environ, start_response, body)
+            return None
         windows = self.windows.for_request(environ.get("REMOTE_ADDR"), route.endpoint)
         item_id, payload = encode(route.kind, storable_fields(fields))
+        return Prepared(item_id, payload, windows)
+
+    def _handle(
+        self, route: Route, length: int, started: float, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        body = environ["wsgi.input"].read(length)
+        prepared = self.prepare(route, body, length, environ)
+        if prepared is None:
+            return self._to_flask(environ, start_response, body)
         try:
-            queued = self.group.submit((payload, windows))
+            queued = self.group.submit((prepared.payload, prepared.windows))
         except STORE_ERRORS as exc:
             log.error("could not queue %s callback: %s", route.kind, exc)
             route.observe(started, "unavailable")
-            return _json(start_response, "503 SERVICE UNAVAILABLE", {"error": UNAVAILABLE})
+            return _json(start_response, "503 SERVICE UNAVAILABLE", UNAVAILABLE_ANSWER)
         if not queued:  # a full window: Flask-Limiter refuses it (429, Retry-After, its log line)
             return self._to_flask(environ, start_response, body)
         route.observe(started, "queued")
-        body = b'{"status":"queued","id":"%s"}\n' % item_id.encode()  # the view's JSON; the id is hex
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-        return [body]
+        answer = queued_answer(prepared.item_id)
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))])
+        return [answer]
 
     def _form_length(self, environ: dict[str, Any]) -> int | None:
         """The body's length if this is a form POST of a declared length the app accepts, else None."""
@@ -195,8 +223,12 @@ def _first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return fields
 
 
+def flask_json(doc: dict[str, str]) -> bytes:
+    """Flask's compact JSON: no spaces, keys in order, a final newline."""
+    return (json.dumps(doc, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+
+
 def _json(start_response: Callable[..., Any], status: str, doc: dict[str, str]) -> list[bytes]:
-    # Flask's compact JSON: no spaces, keys in order, a final newline.
-    body = (json.dumps(doc, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+    body = flask_json(doc)
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]

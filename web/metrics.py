@@ -1,8 +1,8 @@
 """`GET /metrics`: the receiver's own counters and latencies, plus the workers' counters and the queue
 depths read from Redis at scrape time (shared/metrics.py).
 
-Gunicorn runs several receiver processes. With PROMETHEUS_MULTIPROC_DIR set (an empty directory, created
-before gunicorn starts, with `-c web/gunicorn_conf.py` so dead workers' files are marked), every scrape
+The receiver runs several processes (web/serve.py). With PROMETHEUS_MULTIPROC_DIR set (an empty directory,
+created by web/serve.py before its workers start; each marks its files dead when it stops), every scrape
 sums all processes' files, whichever process answers. Without it (one process: `flask run`, tests) the
 process's default registry is served.
 """

@@ -1,0 +1,275 @@
+"""The receiver's async front (web/asgi.py), in process: it answers AT's DLRs and incoming SMS as the Flask views
+do, hands everything else to Flask with the body it read, shares rate-limit windows and metrics with Flask,
+and reads bodies under the deadline on its event loop (web/asgi_bodies.py), batching pushes without losing
+any (web/async_group.py). The production server around it is tested in tests/test_hostile_clients.py and
+tests/test_chunked_bodies.py.
+
+The front is driven through a small WSGI shim (`FrontAsWsgi`), so Werkzeug's test client talks to it as to the
+Flask app: every answer can be compared with the Flask app's own, byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from werkzeug.test import Client
+
+from shared.inbox import INBOX
+from shared.settings import load_settings
+from tests.conftest import WEBHOOK_TOKEN, free_port
+from tests.test_fastpath import REFUSALS, FlaskCalls, dlr_body, queued, sms_body
+from web.asgi import ReceiverFront
+from web.asgi_bodies import read_body
+from web.async_group import AsyncGroupCommit
+
+
+class FrontAsWsgi:
+    """The front as a WSGI callable (one event loop per request): a test harness, not a server."""
+
+    def __init__(self, front: ReceiverFront) -> None:
+        self.front = front
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        headers = [(b"content-type", environ["CONTENT_TYPE"].encode())] if environ.get("CONTENT_TYPE") else []
+        if environ.get("CONTENT_LENGTH"):
+            headers.append((b"content-length", environ["CONTENT_LENGTH"].encode()))
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        scope = {
+            "type": "http",
+            "method": environ["REQUEST_METHOD"],
+            "path": environ["PATH_INFO"],
+            "raw_path": environ["PATH_INFO"].encode("latin-1"),
+            "query_string": environ["QUERY_STRING"].encode("latin-1"),
+            "headers": headers,
+            "client": ("127.0.0.1", 5000),
+            "server": ("localhost", 80),
+        }
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        asyncio.run(self.front(scope, receive, send))
+        head, content = sent
+        start_response(str(head["status"]), [(k.decode(), v.decode()) for k, v in head["headers"]])
+        return [content["body"]]
+
+
+@pytest.fixture
+def make_front(clean: None) -> Any:
+    """Build fronts (and the Flask app each wraps) with setting overrides; closed after the test."""
+    from web import create_app
+
+    built: list[tuple[Any, ReceiverFront]] = []
+
+    def make(**overrides: Any) -> tuple[Any, Client]:
+        settings = load_settings(**overrides)
+        app = create_app(settings, fast_path=False)
+        inbox = app.extensions["reach"].inbox if settings.uses_redis else None
+        front = ReceiverFront(app.wsgi_app, settings, inbox, threads=2)
+        built.append((app, front))
+        return app, Client(FrontAsWsgi(front))
+
+    yield make
+    for app, front in built:
+        front.close()
+        app.extensions["reach"].close()
+
+
+@pytest.mark.parametrize(("path", "body", "kind"), [("/dlr", dlr_body(), "dlr"), ("/receiveSMS", sms_body(), "sms")])
+def test_the_front_answers_and_queues_what_the_view_would(make_front, redis_client, path, body, kind) -> None:
+    app, front = make_front()
+    flask_calls = FlaskCalls(app)
+    fast = front.post(f"{path}?token={WEBHOOK_TOKEN}", data=body)
+    assert flask_calls.count == 0, "a well-formed form callback never reaches Flask"
+    slow = front.post(f"{path}?token={WEBHOOK_TOKEN}", json=body)  # JSON: the view's
+    assert flask_calls.count == 1
+    assert (fast.status_code, fast.content_type) == (slow.status_code, slow.content_type) == (200, "application/json")
+    assert len(fast.data) == len(slow.data), "same JSON shape, byte for byte but the id"
+    first, second = queued(redis_client)
+    assert (first["id"], second["id"]) == (fast.json["id"], slow.json["id"])
+    assert first["kind"] == second["kind"] == kind
+    assert first["data"] == second["data"] == body
+
+
+@pytest.mark.parametrize("path", ["/dlr", "/receiveSMS"])
+@pytest.mark.parametrize("case", REFUSALS)
+def test_whatever_the_front_does_not_take_gets_flasks_own_answer(make_front, redis_client, path, case) -> None:
+    app, front = make_front()
+    through_front = REFUSALS[case](front, path)
+    flask_alone = REFUSALS[case](app.test_client(), path)
+    assert through_front.status_code == flask_alone.status_code >= 400
+    assert through_front.get_data() == flask_alone.get_data()
+    assert through_front.headers.get("Content-Type") == flask_alone.headers.get("Content-Type")
+    assert redis_client.llen(INBOX) == 0
+
+
+def test_rate_limit_windows_are_shared_with_flask_limiter(make_front, redis_client) -> None:
+    _, front = make_front(webhook_token="", rate_limit_callbacks="3/hour")
+    codes = [
+        front.post("/dlr", data=dlr_body(1)).status_code,  # the front
+        front.post("/dlr", json=dlr_body(2)).status_code,  # Flask-Limiter
+        front.post("/dlr", data=dlr_body(3)).status_code,  # the front
+    ]
+    refused = front.post("/dlr", data=dlr_body(4))  # the front finds the window full: Flask's 429, counted once
+    assert codes == [200, 200, 200]
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert redis_client.llen(INBOX) == 3
+
+
+def test_redis_down_gets_the_views_503(make_front) -> None:
+    _, front = make_front(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    fast = front.post(f"/dlr?token={WEBHOOK_TOKEN}", data=dlr_body())
+    slow = front.post(f"/dlr?token={WEBHOOK_TOKEN}", json=dlr_body())
+    assert fast.status_code == slow.status_code == 503
+    assert fast.get_data() == slow.get_data()
+
+
+def test_the_front_keeps_the_views_metrics(make_front) -> None:
+    _, front = make_front()
+
+    def counts() -> tuple[float, float]:
+        answered = REGISTRY.get_sample_value("reach_callbacks_total", {"kind": "dlr", "outcome": "queued"}) or 0
+        timed = REGISTRY.get_sample_value(
+            "reach_http_request_duration_seconds_count", {"endpoint": "callbacks.dlr", "method": "POST"}
+        )
+        return answered, timed or 0
+
+    before = counts()
+    assert front.post(f"/dlr?token={WEBHOOK_TOKEN}", data=dlr_body()).status_code == 200
+    assert front.post(f"/dlr?token={WEBHOOK_TOKEN}", json=dlr_body()).status_code == 200  # through Flask
+    assert counts() == (before[0] + 2, before[1] + 2)
+
+
+def test_the_embedded_mode_has_flask_answer_every_callback(make_front) -> None:
+    """No REDIS_URL: the inbox is the database, and Flask (on the front's threads) answers everything."""
+    app, front = make_front(redis_url="")
+    flask_calls = FlaskCalls(app)
+    answer = front.post(f"/dlr?token={WEBHOOK_TOKEN}", data=dlr_body())
+    assert answer.status_code == 200 and answer.json["status"] == "queued"
+    assert flask_calls.count == 1
+
+
+# -- the body reader ----------------------------------------------------------------------------------------
+
+
+def _receiver(messages: list[dict[str, Any]], then_stall: bool) -> Callable[[], Any]:
+    """An ASGI `receive` giving `messages`, then waiting forever (a client gone quiet) or a disconnect."""
+    pending = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        if then_stall:
+            await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def _piece(data: bytes, more: bool = True) -> dict[str, Any]:
+    return {"type": "http.request", "body": data, "more_body": more}
+
+
+def test_a_body_is_read_whole_across_messages() -> None:
+    receive = _receiver([_piece(b"id=1&"), _piece(b"status=Success", more=False)], then_stall=True)
+    body = asyncio.run(read_body(receive, cap=1000, seconds=5))
+    assert (body.complete, body.bytes(), body.keeps_connection) == (True, b"id=1&status=Success", True)
+    body.close()
+
+
+def test_a_stalled_body_is_cut_at_its_bound_plus_what_its_bytes_earned() -> None:
+    """BODY_TIMEOUT_SECONDS from the first read, plus a second per `min_rate` bytes delivered."""
+    receive = _receiver([_piece(b"x" * 50)], then_stall=True)
+    loop_time: list[float] = []
+
+    async def timed() -> Any:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        body = await read_body(receive, cap=1000, seconds=0.3, min_rate=100)  # 50 bytes earn half a second
+        loop_time.append(loop.time() - began)
+        return body
+
+    body = asyncio.run(timed())
+    assert (body.complete, body.too_slow, body.size) == (False, True, 50)
+    assert 0.75 <= loop_time[0] < 1.5
+    reader = body.wsgi_input(chunked=False, seconds=0.3)
+    assert reader.read() == b"x" * 50
+    with pytest.raises(Exception, match="too slow"):  # the 408, where the rest would be
+        reader.read()
+    body.close()
+
+
+def test_a_body_cut_short_ends_early_and_a_broken_chunked_one_raises() -> None:
+    body = asyncio.run(read_body(_receiver([_piece(b"abc")], then_stall=False), cap=1000, seconds=5))
+    assert (body.complete, body.broken, body.keeps_connection) == (False, True, False)
+    assert body.wsgi_input(chunked=False, seconds=5).read() == b"abc"  # GuardedInput counts it short
+    reader = body.wsgi_input(chunked=True, seconds=5)
+    assert reader.read(3) == b"abc"
+    with pytest.raises(ConnectionError):
+        reader.read(3)
+    body.close()
+
+
+def test_a_body_past_its_cap_is_not_read_on() -> None:
+    receive = _receiver([_piece(b"x" * 600), _piece(b"x" * 600), _piece(b"never read")], then_stall=True)
+    body = asyncio.run(read_body(receive, cap=1000, seconds=5))
+    assert (body.over, body.complete, body.size) == (True, False, 1200)
+    body.close()
+
+
+# -- the group commit ---------------------------------------------------------------------------------------
+
+
+def test_concurrent_submits_share_flushes_and_each_gets_its_own_result() -> None:
+    batches: list[list[int]] = []
+    in_flush = threading.Event()
+
+    def flush(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        in_flush.set()
+        return [item * 10 for item in items]
+
+    group = AsyncGroupCommit(flush)
+
+    async def many() -> list[int]:
+        return list(await asyncio.gather(*(group.submit(n) for n in range(20))))
+
+    try:
+        assert asyncio.run(many()) == [n * 10 for n in range(20)]
+    finally:
+        group.close()
+    assert sorted(item for batch in batches for item in batch) == list(range(20))
+    assert len(batches) < 20  # shared: the requests of one turn of the loop went together
+
+
+def test_a_failed_flush_fails_its_batch_and_not_the_next() -> None:
+    calls = 0
+
+    def flush(items: list[str]) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("redis went away")
+        return items
+
+    group = AsyncGroupCommit(flush)
+
+    async def two() -> tuple[Any, Any]:
+        first = await asyncio.gather(group.submit("a"), return_exceptions=True)
+        second = await group.submit("b")
+        return first[0], second
+
+    try:
+        failed, ok = asyncio.run(two())
+    finally:
+        group.close()
+    assert isinstance(failed, ConnectionError) and ok == "b"

@@ -1,0 +1,196 @@
+"""The receiver's async front: an ASGI app for granian (`python -m web.serve`, reach_cli/processes.py).
+
+Each worker process runs one event loop. On it:
+
+- every request's body is read under the body deadline (web/asgi_bodies.py) before any thread is involved,
+  so a client trickling a body or its headers (granian bounds those: `--http1-header-read-timeout`) holds a
+  connection, never a thread, and is answered 408 at the same bound as under gunicorn (issue 12);
+- the happy path of `POST /dlr` and `POST /receiveSMS` is answered right there, by the same rules as the
+  WSGI fast path (web/fastpath.py: token, form length, parse, rate-limit windows), its Redis push shared by
+  the callbacks arriving meanwhile (web/async_group.py), with the same metrics and the same answer bytes;
+- everything else (other routes, refusals, the embedded mode's every request) is handed, body read, to the
+  Flask app in a bounded pool of threads (web/wsgi_bridge.py), which answers it as it always has.
+
+It writes the access line gunicorn wrote (reach_cli/processes.py ACCESS_LOG_FORMAT: the path, never the
+query), through Reach's redacting log handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from shared.inbox import Inbox
+from shared.settings import Settings
+from shared.store import STORE_ERRORS
+from web.asgi_bodies import ReadBody, read_body
+from web.async_group import AsyncGroupCommit
+from web.bodies import MALFORMED_CHUNKED
+from web.body_deadline import log as body_log
+from web.fastpath import UNAVAILABLE_ANSWER, CallbackFastPath, Route, flask_json, queued_answer
+from web.operator_api import MAX_UPLOAD_BYTES
+from web.operator_api import bp as operator_bp
+from web.wsgi_bridge import WsgiAnswer, WsgiApp, call_wsgi, environ_for
+
+log = logging.getLogger(__name__)
+#: One line per request, as gunicorn's access log wrote it (INFO whatever LOG_LEVEL says).
+access_log = logging.getLogger("web.access")
+access_log.setLevel(logging.INFO)
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: Threads per worker process for the Flask app (views wait on Postgres and Redis): `web.serve --threads`.
+THREADS_VARIABLE = "REACH_RECEIVER_THREADS"
+DEFAULT_THREADS = 16
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class ReceiverFront:
+    def __init__(self, flask_wsgi: WsgiApp, settings: Settings, inbox: Inbox | None, threads: int) -> None:
+        """`flask_wsgi`: the app without its WSGI fast path; `inbox`: the Redis inbox (None: embedded mode, Flask
+        answers everything)."""
+        self.flask_wsgi = flask_wsgi
+        # The fast path's rules (web/fastpath.py); its pushes go through this loop's group commit.
+        self.fast_path = CallbackFastPath(flask_wsgi, settings, inbox) if inbox is not None else None
+        self.group = AsyncGroupCommit(inbox.push_within) if inbox is not None else None
+        # The client address behind trusted proxies, for the fast path's rate-limit windows (Flask's own
+        # ProxyFix is in `flask_wsgi`).
+        n = settings.trusted_proxies
+        self.proxied = ProxyFix(_environ_only, x_for=n, x_proto=n) if n else None
+        self.seconds = settings.body_timeout_seconds
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="flask")
+        # The most body a route may take: operator uploads under /api/, otherwise MAX_BODY_BYTES (Flask answers
+        # 413 past its own limit; the front stops reading one byte past it).
+        self.upload_prefix = f"{operator_bp.url_prefix}/"
+        self.caps = (max(MAX_UPLOAD_BYTES, settings.max_body_bytes), settings.max_body_bytes)
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+
+    async def http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        environ = environ_for(scope)
+        taken = self.fast_path.take(environ) if self.fast_path is not None else None
+        body = await read_body(receive, self._cap(environ, taken), self.seconds)
+        try:
+            if not body.complete:
+                self._note_incomplete(environ, body)
+            chunked = "wsgi.input_terminated" in environ
+            if body.broken and chunked:
+                # Answered here, at once: granian drops the connection soon after a framing error.
+                answer = _json_answer(400, flask_json({"error": MALFORMED_CHUNKED}))
+            elif taken and body.complete:
+                # The client's address as the trusted proxies saw it (ProxyFix gives the same again if Flask
+                # answers after all), also for the access line.
+                client = self.proxied(environ, None) if self.proxied is not None else environ
+                answer = await self._fast(*taken, body, client, started)
+            else:
+                answer = None
+            if answer is None:
+                wsgi_input = body.wsgi_input(chunked, self.seconds)
+                loop = asyncio.get_running_loop()
+                answer = await loop.run_in_executor(self.pool, call_wsgi, self.flask_wsgi, environ, wsgi_input)
+        finally:
+            body.close()
+        headers = answer.headers if body.keeps_connection else [*answer.headers, (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+        access_log.info(
+            '%s "%s %s" %s %s %sms',
+            environ["REMOTE_ADDR"] or "-",
+            environ["REQUEST_METHOD"],
+            environ["PATH_INFO"],
+            answer.status,
+            len(answer.body) if environ["REQUEST_METHOD"] != "HEAD" else 0,
+            int((time.perf_counter() - started) * 1000),
+        )
+
+    def _cap(self, environ: dict[str, Any], taken: tuple[Route, int] | None) -> int:
+        if taken is not None:
+            return taken[1]
+        return self.caps[0] if environ["PATH_INFO"].startswith(self.upload_prefix) else self.caps[1]
+
+    def _note_incomplete(self, environ: dict[str, Any], body: ReadBody) -> None:
+        request = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}"
+        if body.too_slow:
+            body_log.warning("%s: body too slow (%d bytes read in time); answering 408", request, body.size)
+        elif body.broken:
+            log.info("%s: the body's framing broke or the client went away after %d bytes", request, body.size)
+
+    async def _fast(
+        self, route: Route, length: int, body: ReadBody, environ: dict[str, Any], started: float
+    ) -> WsgiAnswer | None:
+        """The fast path's answer to a callback read whole, or None for Flask to answer it."""
+        assert self.fast_path is not None and self.group is not None
+        prepared = self.fast_path.prepare(route, body.bytes(), length, environ)
+        if prepared is None:
+            return None
+        try:
+            queued = await self.group.submit((prepared.payload, prepared.windows))
+        except STORE_ERRORS as exc:
+            log.error("could not queue %s callback: %s", route.kind, exc)
+            route.observe(started, "unavailable")
+            return _json_answer(503, flask_json(UNAVAILABLE_ANSWER))
+        if not queued:  # a full window: Flask-Limiter refuses it (429, Retry-After, its log line)
+            return None
+        route.observe(started, "queued")
+        return _json_answer(200, queued_answer(prepared.item_id))
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def close(self) -> None:
+        """After the last request: let the threads finish, and mark this process's metrics files dead."""
+        self.pool.shutdown(wait=True)
+        if self.group is not None:
+            self.group.close()
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
+
+
+def _environ_only(environ: dict[str, Any], _start_response: Any) -> dict[str, Any]:
+    return environ
+
+
+def _json_answer(status: int, body: bytes) -> WsgiAnswer:
+    return WsgiAnswer(status, [*JSON_HEADERS, (b"content-length", str(len(body)).encode())], body)
+
+
+def create_front() -> ReceiverFront:
+    """granian's factory (`web.asgi:create_front`): the Flask app of `web.create_app()` behind the front."""
+    from shared.logs import configure_logging
+    from shared.settings import get_settings
+    from web import create_app
+
+    # Until granian sets this worker's own handlers (after this factory returns), SIGTERM would reach the main
+    # process's handler, inherited across the fork, and be lost: a stop while the app loads would leave the
+    # worker to be killed only after the graceful timeout. Serving nothing yet, it may just end.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, signal.SIG_DFL)
+    settings = get_settings()
+    app = create_app(settings, fast_path=False)  # the front takes the fast path itself
+    configure_logging(settings.log_level)  # the app has read the settings: they are valid
+    inbox = app.extensions["reach"].inbox if settings.uses_redis else None
+    threads = int(os.environ.get(THREADS_VARIABLE, DEFAULT_THREADS))
+    return ReceiverFront(app.wsgi_app, settings, inbox, threads)

@@ -1,0 +1,130 @@
+"""A request body read by the async front (web/asgi.py) on its event loop, under the body deadline, before any
+thread runs the Flask app: a client that trickles its body holds a connection and a coroutine, never a thread.
+
+granian's ASGI `receive()` hands the body over as it arrives (one message per read from the socket), and an
+`http.disconnect` where a malformed chunked framing or a body cut short ends it. The deadline is
+web/body_deadline.py's: BODY_TIMEOUT_SECONDS from the first read, plus a second for
+every MIN_RATE bytes delivered, so a large upload at a fair pace is read whole and a trickle is cut.
+
+What the front read is handed to WSGI as `wsgi.input` (`ReadBody.wsgi_input`): the bytes, then what a server's
+input raises there (BodyTooSlow, a 408; a broken chunked framing, which web/bodies.py's GuardedInput answers
+400), so Flask answers each case from one place. A body is
+kept in memory up to SPOOL_IN_MEMORY and in a temporary file beyond (an operator upload may be 32 MiB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from web.body_deadline import MIN_RATE, BodyTooSlow, too_slow_message
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+SPOOL_IN_MEMORY = 256 * 1024
+
+
+class BrokenBody(ConnectionError):
+    """The client's framing broke, or it went away, before the body's end (GuardedInput: a 400)."""
+
+
+@dataclass
+class ReadBody:
+    """A body as far as it was read: `complete`, `too_slow` (the deadline passed) or `broken`; `over` when it
+    went past the cap (the rest was not read: Flask answers 413 from what it has)."""
+
+    data: IO[bytes]
+    size: int
+    complete: bool
+    too_slow: bool = False
+    broken: bool = False
+    over: bool = False
+
+    def bytes(self) -> bytes:
+        self.data.seek(0)
+        return self.data.read()
+
+    def wsgi_input(self, chunked: bool, seconds: float) -> IO[bytes]:
+        """The body for Flask. A body of a declared length cut short just ends (GuardedInput counts it short:
+        a 400 naming that); a chunked one raises where its framing broke."""
+        self.data.seek(0)
+        if self.too_slow:
+            return _FailAtEnd(self.data, lambda: BodyTooSlow(too_slow_message(seconds)))
+        if self.broken and chunked:
+            return _FailAtEnd(self.data, lambda: BrokenBody("request body framing broken or cut short"))
+        return self.data
+
+    @property
+    def keeps_connection(self) -> bool:
+        """Whether the connection may serve another request: not when part of this body is still unread."""
+        return self.complete
+
+    def close(self) -> None:
+        self.data.close()
+
+
+async def read_body(receive: Receive, cap: int, seconds: float, min_rate: int = MIN_RATE) -> ReadBody:
+    """Read the body within `seconds` plus a second per `min_rate` bytes delivered, stopping past `cap` bytes."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = await _within(receive, started + seconds)  # most bodies: one message, already here
+    if first is not None and first["type"] == "http.request" and not first.get("more_body", False):
+        body = first.get("body", b"")
+        return ReadBody(io.BytesIO(body), len(body), complete=True, over=len(body) > cap)
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115  ReadBody closes it
+    size, message = 0, first
+    while True:
+        if message is None:
+            return ReadBody(spool, size, complete=False, too_slow=True)
+        if message["type"] != "http.request":
+            return ReadBody(spool, size, complete=False, broken=True)
+        piece = message.get("body", b"")
+        spool.write(piece)
+        size += len(piece)
+        if not message.get("more_body", False):
+            return ReadBody(spool, size, complete=True, over=size > cap)
+        if size > cap:
+            return ReadBody(spool, size, complete=False, over=True)
+        message = await _within(receive, started + seconds + size / min_rate)
+
+
+async def _within(receive: Receive, deadline: float) -> dict[str, Any] | None:
+    """The next message, or None if the deadline passes first."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await receive()
+    except TimeoutError:
+        return None
+
+
+class _FailAtEnd(io.RawIOBase):
+    """The bytes read, then `error()` raised where the rest of the body would have been."""
+
+    def __init__(self, data: IO[bytes], error: Callable[[], Exception]) -> None:
+        super().__init__()
+        self._data = data
+        self._error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._data.read(-1 if size is None else size)
+        if not data and size != 0:
+            raise self._error()
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = self._data.readline(-1 if size is None else size)
+        if not line and size != 0:
+            raise self._error()
+        return line
