@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from shared import cycles as shared_cycles
 from shared import schedules
@@ -215,6 +215,54 @@ def test_a_stop_while_the_cycle_plans_is_never_sent(session) -> None:
         select(CycleItem).join(Contact, Contact.id == CycleItem.contact_id).where(Contact.phone == A)
     ).one()
     assert (item.state, item.error) == (ItemState.CANCELLED, cycle_items.LEFT_BEFORE_SENDING)
+
+
+def test_an_operator_cancel_while_a_dispatcher_claims_waits_for_the_claim_not_a_deadlock(session) -> None:
+    """A dispatcher has locked its batch and is writing the batch's messages (each names the cycle: a foreign
+    key, so a KEY SHARE on the cycle row) when the operator cancels (the cycle row FOR UPDATE, then every
+    pending item). Each must wait for the other in one order: before, the cancel held the cycle and waited for
+    the batch while the claim held the batch and waited for the cycle, and Postgres killed one (the API
+    answered 500)."""
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from shared import cycle_control
+    from tests.conftest import wait_for
+    from tests.test_erasure import lock_waits
+    from worker.cycles import items as cycle_items
+    from worker.cycles import sms as cycle_sms
+
+    session.add_all([Contact(phone=A, status=ContactStatus.NEW), Contact(phone=B, status=ContactStatus.NEW)])
+    cycle_id = shared_cycles.start_cycle(session, "hello")
+    session.commit()
+    cycles.plan_cycle(session, cycle_id)
+    session.commit()
+    cycle = session.get_one(Cycle, cycle_id)
+    errors: list[BaseException] = []
+
+    def cancel() -> None:
+        try:
+            with Session(bind=session.get_bind()) as operator, operator.begin():
+                cycle_control.cancel(operator, cycle_id)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    canceller = threading.Thread(target=cancel)
+    with Session(bind=session.get_bind()) as dispatcher:
+        ids = cycle_items.lock_due(dispatcher, cycle_id, Channel.SMS, 1)
+        canceller.start()
+        wait_for(lambda: lock_waits(session), timeout=10, what="the cancel waiting")
+        claimed = cycle_sms._write_same_text(dispatcher, cycle, ids, datetime.now(UTC))
+        lease = cycle_items.claimed_values(timedelta(seconds=30))
+        dispatcher.execute(update(CycleItem).where(CycleItem.id.in_(ids)).values(**lease))  # as claim_sms does
+        dispatcher.commit()
+    canceller.join(10)
+
+    assert errors == [] and len(claimed) == 1
+    assert state_of(session, cycle_id) == "cancelled"
+    states = dict(session.execute(select(CycleItem.id, CycleItem.state).where(CycleItem.cycle_id == cycle_id)).all())
+    assert sorted(states.values()) == [ItemState.CANCELLED, ItemState.SUBMITTING]  # the claimed one goes on
 
 
 def test_cycle_message_is_validated(session) -> None:

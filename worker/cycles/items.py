@@ -93,8 +93,22 @@ def cancel_unreachable(session: Session, ids: list[int]) -> list[int]:
 def lock_due(session: Session, cycle_id: int, channel: Channel, limit: int) -> list[int]:
     """Lock up to `limit` due items of one channel of a dispatching cycle; rows other dispatchers hold are
     skipped, not awaited. A paused or cancelled cycle has no due items, so a dispatcher stops at its next
-    batch (the state is read in this same statement: shared/cycle_control.py has the race)."""
+    batch (the state is read in this same statement: shared/cycle_control.py has the race).
+
+    The cycle row is share-locked first (FOR KEY SHARE: dispatchers do not wait for each other), the lock the
+    batch's messages and calls take anyway through their foreign key to the cycle. Taken after the items, it
+    made a deadlock with the operator's cancel or pause, which locks the cycle and then the items."""
+    if session.scalar(_dispatching_cycle(cycle_id)) is None:
+        return []
     return list(session.scalars(due_statement(cycle_id, channel, limit)))
+
+
+def _dispatching_cycle(cycle_id: int) -> Select[tuple[int]]:
+    return (
+        select(Cycle.id)
+        .where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
+        .with_for_update(key_share=True)
+    )
 
 
 def due_statement(cycle_id: int, channel: Channel, limit: int) -> Select[tuple[int]]:
