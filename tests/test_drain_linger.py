@@ -121,3 +121,25 @@ def test_a_drain_whose_budget_ran_out_wakes_its_successor(clean: None, redis_cli
     assert wakes == [1] and redis_client.exists(inbox.NUDGE)  # the pushes' mark: a drainer was woken
     assert drain_inbox(box, batch_size=1, budget_seconds=0) == 0
     assert wakes == [1, 1], "the budget ran out with work left and no drainer was woken to go on"
+
+
+def test_the_beats_safety_net_drain_never_lingers(clean: None, redis_client: Any, monkeypatch: Any) -> None:
+    """beat sends a drain every 2 s in case a wake-up was lost. While a woken drain lingers, reports wait in the
+    inbox, so that safety-net drain finds work: had it lingered too, the worker's two processes would both sit
+    in drains' waits under steady traffic, and housekeeping (resending an interrupted item) waited 20-40 s
+    instead of 9 (tests/test_worker.py, steady callback traffic). It applies what it finds and goes."""
+    from worker import tasks
+
+    lingers: list[float] = []
+
+    def drain_inbox_noting_its_linger(*args: Any, **kwargs: Any) -> int:
+        lingers.append(kwargs.get("linger_seconds", 0.0))
+        return drain_inbox(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "drain_inbox", drain_inbox_noting_its_linger)
+    box = inbox.Inbox(redis_client)
+    for report in seed_messages(2):
+        push(box, "dlr", report)
+    beat_entry = tasks.app.conf.beat_schedule["drain-inbox"]
+    assert tasks.drain.run(*beat_entry.get("args", ()), **beat_entry.get("kwargs", {})) == 2
+    assert applied_reports() == 2 and lingers == [0.0]

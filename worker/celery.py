@@ -23,6 +23,7 @@ def worker_config() -> dict[str, Any]:
             "drain-inbox": {
                 "task": "reach.ingest.drain",
                 "schedule": 2.0,
+                "kwargs": {"linger": False},  # a woken drain may be lingering: this one takes what waits, and goes
                 "options": {"expires": 10},
             },
             "housekeeping": {"task": "reach.ingest.housekeeping", "schedule": every, "options": {"expires": 60}},

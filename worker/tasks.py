@@ -30,11 +30,15 @@ def inbox() -> CallbackInbox:
 
 
 @reach_task("reach.ingest.drain", time_limit=45, soft_time_limit=40)
-def drain() -> int:
-    """Move queued callbacks from the inbox into the database until the inbox is empty or the budget is spent."""
+def drain(linger: bool = True) -> int:
+    """Move queued callbacks from the inbox into the database until the inbox is empty or the budget is spent.
+
+    A drain woken by a callback lingers after a batch that was not full (DRAIN_LINGER_MS); beat's safety-net
+    drain (`linger=False`) never does: while a woken drain waits, reports sit in the inbox, so the safety net
+    finds work, and had it waited too both of a worker's processes would sit in drains' waits."""
     settings = get_settings()
-    linger = settings.drain_linger_ms / 1000
-    return drain_inbox(inbox(), settings.drain_batch_size, DRAIN_BUDGET_SECONDS, linger_seconds=linger)
+    seconds = settings.drain_linger_ms / 1000 if linger else 0.0
+    return drain_inbox(inbox(), settings.drain_batch_size, DRAIN_BUDGET_SECONDS, linger_seconds=seconds)
 
 
 @reach_task("reach.ingest.housekeeping", time_limit=60, soft_time_limit=55)
