@@ -16,13 +16,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 from werkzeug.test import Client
 
 from shared.inbox import INBOX
 from shared.settings import load_settings
 from tests.conftest import WEBHOOK_TOKEN, free_port
-from tests.test_fastpath import REFUSALS, FlaskCalls, dlr_body, queued, sms_body
+from tests.test_fastpath import REFUSALS, FlaskCalls, dlr_body, queued, queued_counts, sms_body
 from web.asgi import ReceiverFront
 from web.asgi_bodies import read_body
 from web.async_group import AsyncGroupCommit
@@ -137,11 +136,7 @@ def test_the_front_keeps_the_views_metrics(make_front) -> None:
     _, front = make_front()
 
     def counts() -> tuple[float, float]:
-        answered = REGISTRY.get_sample_value("reach_callbacks_total", {"kind": "dlr", "outcome": "queued"}) or 0
-        timed = REGISTRY.get_sample_value(
-            "reach_http_request_duration_seconds_count", {"endpoint": "callbacks.dlr", "method": "POST"}
-        )
-        return answered, timed or 0
+        return queued_counts("dlr", "callbacks.dlr")
 
     before = counts()
     assert front.post(f"/dlr?token={WEBHOOK_TOKEN}", data=dlr_body()).status_code == 200

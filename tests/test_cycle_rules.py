@@ -101,14 +101,20 @@ def test_items_are_claimed_once(session, planned) -> None:
     assert len(first) == 2 and second == []
 
 
+def earlier_message(session, contact: Contact, digit: str) -> Message:
+    """An SMS sent to `contact` before the cycle, its last message: what a late report is about."""
+    message = Message(contact_id=contact.id, phone=contact.phone, text="earlier", at_message_id="ATXid_" + digit * 32)
+    session.add(message)
+    session.flush()
+    contact.last_message_id = message.id
+    session.commit()
+    return message
+
+
 def test_late_success_cancels_the_fallback_call(session, planned) -> None:
     _, _, phones = planned
     pending = phones[ContactStatus.PENDING]
-    message = Message(contact_id=pending.id, phone=pending.phone, text="earlier", at_message_id="ATXid_" + "9" * 32)
-    session.add(message)
-    session.flush()
-    pending.last_message_id = message.id
-    session.commit()
+    message = earlier_message(session, pending, "9")
     ingest.apply_dlrs(
         session, [(datetime.now(UTC), Dlr(id=message.at_message_id, status="Success", phone_number=pending.phone))]
     )
@@ -122,11 +128,7 @@ def test_late_success_cancels_the_fallback_call(session, planned) -> None:
 def test_a_report_that_the_customer_blacklisted_us_cancels_their_pending_items(session, planned) -> None:
     _, _, phones = planned
     pending = phones[ContactStatus.PENDING]
-    message = Message(contact_id=pending.id, phone=pending.phone, text="earlier", at_message_id="ATXid_" + "8" * 32)
-    session.add(message)
-    session.flush()
-    pending.last_message_id = message.id
-    session.commit()
+    message = earlier_message(session, pending, "8")
     report = Dlr(
         id=message.at_message_id, status="Failed", phone_number=pending.phone, failure_reason="UserInBlackList"
     )

@@ -30,6 +30,15 @@ CUSTOMER = "+254711000001"
 FORM = "application/x-www-form-urlencoded"
 
 
+def queued_counts(kind: str, endpoint: str) -> tuple[float, float]:
+    """`reach_callbacks_total` queued for `kind`, and the requests timed for `endpoint`: what the views count."""
+    answered = REGISTRY.get_sample_value("reach_callbacks_total", {"kind": kind, "outcome": "queued"}) or 0
+    timed = REGISTRY.get_sample_value(
+        "reach_http_request_duration_seconds_count", {"endpoint": endpoint, "method": "POST"}
+    )
+    return answered, timed or 0
+
+
 def dlr_body(n: int = 1) -> dict[str, str]:
     return wire.dlr(f"ATXid_{n:032x}", "Success", CUSTOMER)
 
@@ -154,16 +163,9 @@ def test_redis_down_gets_the_views_503(make_app) -> None:
 def test_the_fast_path_keeps_the_views_metrics(make_app) -> None:
     client = make_app().test_client()
 
-    def counts() -> tuple[float, float]:
-        answered = REGISTRY.get_sample_value("reach_callbacks_total", {"kind": "sms", "outcome": "queued"}) or 0
-        timed = REGISTRY.get_sample_value(
-            "reach_http_request_duration_seconds_count", {"endpoint": "callbacks.receive_sms", "method": "POST"}
-        )
-        return answered, timed or 0
-
-    before = counts()
+    before = queued_counts("sms", "callbacks.receive_sms")
     assert client.post(f"/receiveSMS?token={WEBHOOK_TOKEN}", data=sms_body()).status_code == 200
-    assert counts() == (before[0] + 1, before[1] + 1)
+    assert queued_counts("sms", "callbacks.receive_sms") == (before[0] + 1, before[1] + 1)
 
 
 def test_concurrent_callbacks_share_round_trips_and_every_one_is_queued(receiver, redis_client) -> None:
