@@ -1,4 +1,4 @@
-"""Request rate limits (Flask-Limiter): per client address, counted in Redis so every gunicorn worker and
+"""Request rate limits (Flask-Limiter): per client address, counted in Redis so every receiver process and
 every receiver box shares one count (celery-reliability.md §6). Without REDIS_URL (embedded mode) the count
 is kept in this process's memory.
 
