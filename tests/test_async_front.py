@@ -57,9 +57,9 @@ class FrontAsWsgi:
             sent.append(message)
 
         asyncio.run(self.front(scope, receive, send))
-        head, content = sent
+        head, *parts = sent
         start_response(str(head["status"]), [(k.decode(), v.decode()) for k, v in head["headers"]])
-        return [content["body"]]
+        return [b"".join(part.get("body", b"") for part in parts)]
 
 
 @pytest.fixture
@@ -268,3 +268,36 @@ def test_a_failed_flush_fails_its_batch_and_not_the_next() -> None:
     finally:
         group.close()
     assert isinstance(failed, ConnectionError) and ok == "b"
+
+
+def test_a_streamed_answer_goes_out_as_the_app_yields_it(clean: None) -> None:
+    """A cycle's CSV export is a generator of pages (shared/cycle_export.py: a million contacts never sit in
+    memory): the front must send each part as the app yields it, not collect the whole answer first."""
+    produced: list[int] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/csv")])
+        for row in range(3):
+            produced.append(row)
+            yield f"row {row}\n".encode()
+
+    front = ReceiverFront(app, load_settings(), None, threads=2)
+    scope = {
+        "type": "http", "method": "GET", "path": "/export.csv", "raw_path": b"/export.csv", "query_string": b"",
+        "headers": [], "client": ("127.0.0.1", 5000), "server": ("localhost", 80),
+    }  # fmt: skip
+    sent: list[tuple[dict[str, Any], int]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append((message, len(produced)))
+
+    try:
+        asyncio.run(front(scope, receive, send))
+    finally:
+        front.close()
+    bodies = [(message.get("body", b""), rows) for message, rows in sent if message["type"] == "http.response.body"]
+    assert bodies[0] == (b"row 0\n", 1)  # out before the app made the next row
+    assert b"".join(body for body, _ in bodies) == b"row 0\nrow 1\nrow 2\n"

@@ -38,7 +38,7 @@ from web.body_deadline import log as body_log
 from web.fastpath import UNAVAILABLE_ANSWER, CallbackFastPath, Route, flask_json, queued_answer
 from web.operator_api import MAX_UPLOAD_BYTES
 from web.operator_api import bp as operator_bp
-from web.wsgi_bridge import WsgiAnswer, WsgiApp, call_wsgi, environ_for
+from web.wsgi_bridge import WsgiAnswer, WsgiApp, environ_for, next_part, start_wsgi
 
 log = logging.getLogger(__name__)
 #: One line per request, as gunicorn's access log wrote it (INFO whatever LOG_LEVEL says).
@@ -98,24 +98,48 @@ class ReceiverFront:
                 answer = await self._fast(*taken, body, client, started)
             else:
                 answer = None
-            if answer is None:
-                wsgi_input = body.wsgi_input(chunked, self.seconds)
-                loop = asyncio.get_running_loop()
-                answer = await loop.run_in_executor(self.pool, call_wsgi, self.flask_wsgi, environ, wsgi_input)
+            if answer is not None:
+                status, size = await self._send(answer, send, body.keeps_connection)
+            else:
+                status, size = await self._send_flask(environ, body.wsgi_input(chunked, self.seconds), send, body)
         finally:
             body.close()
-        headers = answer.headers if body.keeps_connection else [*answer.headers, (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer.body})
         access_log.info(
             '%s "%s %s" %s %s %sms',
             environ["REMOTE_ADDR"] or "-",
             environ["REQUEST_METHOD"],
             environ["PATH_INFO"],
-            answer.status,
-            len(answer.body) if environ["REQUEST_METHOD"] != "HEAD" else 0,
+            status,
+            size if environ["REQUEST_METHOD"] != "HEAD" else 0,
             int((time.perf_counter() - started) * 1000),
         )
+
+    @staticmethod
+    async def _send(answer: WsgiAnswer, send: Send, keep: bool) -> tuple[int, int]:
+        headers = answer.headers if keep else [*answer.headers, (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+        return answer.status, len(answer.body)
+
+    async def _send_flask(
+        self, environ: dict[str, Any], wsgi_input: Any, send: Send, body: ReadBody
+    ) -> tuple[int, int]:
+        """Flask's answer, run in the pool and sent part by part as it is made (a CSV export streams)."""
+        loop = asyncio.get_running_loop()
+        stream = await loop.run_in_executor(self.pool, start_wsgi, self.flask_wsgi, environ, wsgi_input)
+        try:
+            keep = body.keeps_connection
+            headers = stream.headers if keep else [*stream.headers, (b"connection", b"close")]
+            await send({"type": "http.response.start", "status": stream.status, "headers": headers})
+            size, part = 0, stream.first
+            while part:  # each part out as soon as the app has made it
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+                size += len(part)
+                part = await loop.run_in_executor(self.pool, next_part, stream.parts)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await loop.run_in_executor(self.pool, stream.close)
+        return stream.status, size
 
     def _cap(self, environ: dict[str, Any], taken: tuple[Route, int] | None) -> int:
         if taken is not None:

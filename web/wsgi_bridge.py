@@ -3,14 +3,15 @@ app run to its last byte in a worker thread, with the body already read (web/asg
 
 The environ is what a WSGI server gives (PEP 3333): the path unquoted and as Latin-1 text, the query string
 as sent, `HTTP_*` headers (repeated ones joined with commas, as gunicorn does), CONTENT_TYPE and
-CONTENT_LENGTH without the prefix. The response is collected whole: Reach's answers are small JSON, pages
-and CSV exports of a bounded size.
+CONTENT_LENGTH without the prefix. The response goes out part by part as the app yields it (`start_wsgi`,
+then `next_part` until None): a cycle's CSV export is a generator of pages, so a million contacts never sit
+in memory (shared/cycle_export.py).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import unquote_to_bytes
@@ -59,25 +60,52 @@ class WsgiAnswer:
     body: bytes
 
 
-def call_wsgi(app: WsgiApp, environ: dict[str, Any], body: IO[bytes]) -> WsgiAnswer:
-    """Run `app` on `environ` with `body` as its input, to the end of its response (in a worker thread)."""
+@dataclass
+class WsgiStream:
+    """A WSGI response under way: its status and headers, its first part, and the rest still to be made."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    first: bytes
+    parts: Iterator[bytes]
+    result: Iterable[bytes]
+
+    def close(self) -> None:
+        close = getattr(self.result, "close", None)
+        if close is not None:
+            close()
+
+
+def start_wsgi(app: WsgiApp, environ: dict[str, Any], body: IO[bytes]) -> WsgiStream:
+    """Run `app` on `environ` with `body` as its input up to its first non-empty part (in a worker thread):
+    a WSGI app may call `start_response` only then. The caller sends the rest (`next_part`) and closes it."""
     environ["wsgi.input"] = body
     started: list[Any] = []
+    written: list[bytes] = []  # the legacy `write()` callable's bytes, sent first
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
         if exc_info is not None and started:
             raise exc_info[1].with_traceback(exc_info[2])
         started[:] = [status, headers]
-        return parts.append
+        return written.append
 
-    parts: list[bytes] = []
     result = app(environ, start_response)
+    parts = iter(result)
     try:
-        parts.extend(result)
-    finally:
+        first = b"".join(written) + (next_part(parts) or b"")
+    except BaseException:
         close = getattr(result, "close", None)
         if close is not None:
             close()
+        raise
     status, headers = started
     encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-    return WsgiAnswer(int(status.split(None, 1)[0]), encoded, b"".join(parts))
+    return WsgiStream(int(status.split(None, 1)[0]), encoded, first, parts, result)
+
+
+def next_part(parts: Iterator[bytes]) -> bytes | None:
+    """The response's next non-empty part, or None at its end."""
+    for part in parts:
+        if part:
+            return part
+    return None
