@@ -218,21 +218,6 @@ def get_first(sessions: sessionmaker[Session], keys: list[str]) -> str | None:
     return next((found[k] for k in keys if found.get(k) is not None), None)
 
 
-def add_to_counter(sessions: sessionmaker[Session], key: str, amount: int, ttl: float) -> int:
-    """Redis `INCRBY` + `EXPIRE`: the counter's new value (a fresh or expired counter starts at 0)."""
-    now = time.time()
-    with sessions.begin() as session:
-        stmt = insert_for(session, KvEntry).values(key=key, value=None, counter=amount, expires_at=now + ttl)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[KvEntry.key],
-            set_={
-                "counter": case((KvEntry.expires_at > now, KvEntry.counter), else_=0) + amount,
-                "expires_at": now + ttl,
-            },
-        ).returning(KvEntry.counter)
-        return int(session.execute(stmt).scalar_one())
-
-
 def add_holder(sessions: sessionmaker[Session], key: str, ttl: float) -> None:
     """`RedisStore.add_holder`: one more holder of a mark (`get_first` sees it: its value is set)."""
     now = time.time()
