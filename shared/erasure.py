@@ -27,19 +27,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import random
 import secrets
+import time
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import delete, event, func, or_, select, update
+from psycopg.errors import LockNotAvailable
+from sqlalchemy import delete, event, func, or_, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from shared import voice_script
 from shared.consent import newer_than_consent
-from shared.db import insert_for
+from shared.db import insert_for, is_postgres
 from shared.models import (
     Call,
     Contact,
@@ -61,6 +65,10 @@ log = logging.getLogger(__name__)
 #: What an erased contact's messages and calls keep in place of the number.
 ERASED = "erased"
 WHY = "the contact was erased"
+#: How long an erasure holding the contact waits for one of its rows, and how long it keeps trying
+#: (erase_contact).
+ROW_WAIT = "200ms"
+ERASURE_PATIENCE_SECONDS = 30
 #: The payload fields of AT's callbacks that carry a customer's number (at-api.md §3 to §6).
 PHONE_FIELDS = ("phoneNumber", "from", "callerNumber", "destinationNumber")
 
@@ -103,13 +111,43 @@ def erased_among(
     return {by_hash[digest]: digest for digest in found}
 
 
+class ErasureBusy(Exception):
+    """The contact's rows stayed in use by other work for ERASURE_PATIENCE_SECONDS: nothing was erased."""
+
+
 def erase_contact(session: Session, store: Store, phone: str, configured: Sequence[str] | None = None) -> bool:
     """Erase the contact with this E.164 number and its personal data (see the module); False if there is
     no such contact. The caller commits; its voice scripts leave the store once that commit is done (the
-    embedded store writes to the same SQLite file, which the erasure holds locked until then)."""
+    embedded store writes to the same SQLite file, which the erasure holds locked until then).
+
+    On Postgres the erasure gives way rather than deadlock. It locks the contact first (FOR UPDATE: it will be
+    deleted), then rows that other work locks before the contact: a dispatcher its cycle items (then the
+    contact, through its messages' foreign key), a drain the messages its reports move (then the contacts that
+    follow them). Waiting for such a row while holding the contact closes a cycle, and Postgres kills whichever
+    side looks first, the drain's batch or the operator's request. So once it holds the contact the erasure
+    waits at most ROW_WAIT for any row, below Postgres' deadlock_timeout (1 s): then it lets go of all it took
+    (a savepoint), and starts again a moment later, until ERASURE_PATIENCE_SECONDS (then ErasureBusy)."""
+    if not is_postgres(session):
+        return _erase(session, store, phone, configured)
+    give_up = time.monotonic() + ERASURE_PATIENCE_SECONDS
+    while True:
+        try:
+            with session.begin_nested():
+                return _erase(session, store, phone, configured)
+        except OperationalError as exc:
+            if not isinstance(exc.orig, LockNotAvailable):
+                raise
+            if time.monotonic() > give_up:
+                raise ErasureBusy(f"the contact's rows stayed in use for {ERASURE_PATIENCE_SECONDS} s") from exc
+            log.info("an erasure gave way to work holding the contact's rows; trying again")
+            time.sleep(random.uniform(0.05, 0.25))
+
+
+def _erase(session: Session, store: Store, phone: str, configured: Sequence[str] | None) -> bool:
     contact = session.scalars(select(Contact).where(Contact.phone == phone).with_for_update()).one_or_none()
     if contact is None:
         return False
+    previous = _set_lock_timeout(session, ROW_WAIT)
     at = datetime.now(UTC)
     _remember(session, contact, configured, at)
     at_ids = list(
@@ -130,8 +168,18 @@ def erase_contact(session: Session, store: Store, phone: str, configured: Sequen
     session.flush()
     scripts = [voice_script.placing_key(phone), *(voice_script.placed_key(sid, phone) for sid in session_ids)]
     session.info.setdefault(_SCRIPTS, []).append((store, scripts))
+    _set_lock_timeout(session, previous)
     log.info("contact %s erased: %d raw callbacks scrubbed", contact.id, scrubbed)
     return True
+
+
+def _set_lock_timeout(session: Session, wait: str | None) -> str | None:
+    """Postgres' lock_timeout for the rest of this transaction (undone with a savepoint rolled back to); the one
+    before. Nothing on SQLite."""
+    if wait is None or not is_postgres(session):
+        return None
+    set_it = "SELECT current_setting('lock_timeout'), set_config('lock_timeout', :wait, true)"
+    return session.execute(text(set_it), {"wait": wait}).one()[0]
 
 
 @event.listens_for(Session, "after_commit")

@@ -4,6 +4,7 @@ test session's private Redis: the same rules as `PATCH` and `DELETE /api/contact
 from __future__ import annotations
 
 import csv
+import io
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -11,7 +12,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import OperationalError
 
 from reach_cli.main import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE
 from shared.models import Call, Contact, ContactStatus, Message
@@ -273,3 +275,52 @@ def test_contacts_show_unknown_exits_4_and_bad_number_exits_2(runner: CliRunner,
     bad = invoke(runner, "contacts", "show", "hello")
     assert bad.exit_code == EXIT_USAGE
     assert "bad phone number 'hello'" in error_of(bad)
+
+
+class AnswerAfter(io.BytesIO):
+    """Standard input that runs `meanwhile` when the prompt first reads it (click probes it with read(0)
+    before the command runs), then answers `answer`."""
+
+    def __init__(self, meanwhile: Any, answer: bytes) -> None:
+        super().__init__(answer)
+        self.meanwhile: Any = meanwhile
+
+    def _asked(self) -> None:
+        if self.meanwhile is not None:
+            self.meanwhile, check = None, self.meanwhile
+            check()
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size != 0:
+            self._asked()
+        return super().read(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        self._asked()
+        return super().read1(size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        self._asked()
+        return super().readline(size)
+
+
+def test_delete_holds_nothing_while_it_asks(runner, session, contact) -> None:
+    """An operator may leave the question on screen for minutes: meanwhile a delivery report about the contact
+    (the drain updates the contact's row) must not wait. Before, the contact stayed locked FOR UPDATE during the
+    question, and every drain batch with a report about it waited."""
+    changed: list[int] = []
+
+    def report_about_the_contact() -> None:
+        update = text("UPDATE contacts SET last_sms_status = 'Success' WHERE phone = :phone")
+        try:
+            with session.get_bind().connect() as drain, drain.begin():
+                drain.execute(text("SET LOCAL lock_timeout = '2s'"))
+                changed.append(drain.execute(update, {"phone": PHONE}).rowcount)
+        except OperationalError as exc:
+            changed.append(str(exc.orig))
+
+    erased = invoke(runner, "contacts", "delete", PHONE, input=AnswerAfter(report_about_the_contact, b"y\n"))
+
+    assert changed == [1]
+    assert erased.exit_code == 0, erased.stderr
+    assert reloaded(session) is None

@@ -64,7 +64,10 @@ def delete_contact(phone: str) -> ResponseReturnValue:
     """Erase a contact and its personal data (shared/erasure.py); 204."""
     e164 = _phone(phone)
     settings = services().settings
-    with services().sessions() as session, session.begin():
-        if not erasure.erase_contact(session, services().store, e164, settings.erasure_keys):
-            raise ApiError(404, f"no contact {e164}")
+    try:
+        with services().sessions() as session, session.begin():
+            if not erasure.erase_contact(session, services().store, e164, settings.erasure_keys):
+                raise ApiError(404, f"no contact {e164}")
+    except erasure.ErasureBusy as exc:
+        raise ApiError(503, f"{e164} not erased: {exc}; try again") from None
     return "", 204

@@ -12,6 +12,7 @@ import click
 from sqlalchemy.orm import Session
 
 from reach_cli.common import (
+    EXIT_FAILED,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     echo,
@@ -214,16 +215,21 @@ def contacts_delete(phone: str, yes: bool) -> None:
 
     Exit 4 when there is no such contact, 2 when PHONE is not a phone number, 1 when not confirmed.
     """
-    from shared.erasure import erase_contact
+    from shared.erasure import ErasureBusy, erase_contact
     from shared.store import get_store
 
     settings = settings_or_exit()
     e164 = _e164(phone)
     with session_or_exit() as session:
-        _locked_contact(session, e164)
-        if not yes:
-            click.confirm(f"Erase {e164} and its personal data? This cannot be undone", abort=True)
-        erase_contact(session, get_store(), e164, settings.erasure_keys)
+        _known_contact(session, e164)
+    if not yes:  # no transaction open while the operator reads: a lock held here would stall the drain
+        click.confirm(f"Erase {e164} and its personal data? This cannot be undone", abort=True)
+    with session_or_exit() as session:
+        try:
+            if not erase_contact(session, get_store(), e164, settings.erasure_keys):
+                fail(f"no contact {e164}", EXIT_NOT_FOUND)
+        except ErasureBusy as exc:
+            fail(f"{e164} not erased: {exc}; try again", EXIT_FAILED)
     echo(f"erased {e164}")
 
 
@@ -237,9 +243,14 @@ def _e164(phone: str) -> str:
 
 
 def _locked_contact(session: Session, e164: str) -> Contact:
+    return _known_contact(session, e164, lock=True)
+
+
+def _known_contact(session: Session, e164: str, lock: bool = False) -> Contact:
     from sqlalchemy import select
 
-    contact = session.scalars(select(Contact).where(Contact.phone == e164).with_for_update()).one_or_none()
+    query = select(Contact).where(Contact.phone == e164)
+    contact = session.scalars(query.with_for_update() if lock else query).one_or_none()
     if contact is None:
         fail(f"no contact {e164}", EXIT_NOT_FOUND)
     return contact
