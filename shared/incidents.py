@@ -120,6 +120,16 @@ def held_contacts(incidents: Sequence[NetworkIncident], status: ContactStatus = 
     return (Contact.status == status) & Contact.last_sms_status.in_(failure_statuses()) & networks
 
 
+def holding_contact(session: Session, contact_id: int) -> NetworkIncident | None:
+    """The open incident (not yet ended nor released) that holds this contact, if any: what planning's filter
+    says of this one row."""
+    for incident in holding(session):
+        held = select(Contact.id).where(Contact.id == contact_id, held_contacts([incident]))
+        if incident.ended_at is None and session.scalar(held) is not None:
+            return incident
+    return None
+
+
 def defers(incidents: Sequence[NetworkIncident], target: ContactStatus | None, network: str | None, at: Any) -> bool:
     """Whether a report's downgrade to `inactive` waits: its network is held and it came since its window."""
     if target is not ContactStatus.INACTIVE or network is None or at is None:

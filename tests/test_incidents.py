@@ -310,3 +310,23 @@ def test_cli_dry_run_says_who_an_incident_holds(session) -> None:
     preview = CliRunner().invoke(cli, ["cycle", "run", "--message", "hello", "--dry-run"])
     assert preview.exit_code == 0, preview.output
     assert f"network_incident {len(DOWN)}" in preview.output and "reach incident list" in preview.output
+
+
+def test_a_one_off_send_never_calls_a_contact_an_incident_holds(session, client, operator_headers) -> None:
+    """A one-off send picks its channel as a cycle does, and a cycle leaves out whoever an incident holds: their
+    last SMS failed on the network's word only, and the guard is there so no call goes into a network that is
+    down before the operator decides. Before, `POST /communicate` called them (202, channel voice)."""
+    now = datetime.now(UTC)
+    sent_cycle(session, Fallback.NEXT_CYCLE)
+    reports(session, now - timedelta(seconds=60), {**ALL_FAIL, **ONE_FAILS})
+    (incident,) = watch(now)
+
+    held = client.post("/communicate", json={"to": DOWN[0], "message": "Your order is ready"}, headers=operator_headers)
+    other = client.post("/communicate", json={"to": UP[1], "message": "Your order is ready"}, headers=operator_headers)
+
+    assert held.status_code == 409, held.get_json()
+    assert f"incident {incident.id}" in held.get_json()["error"] and "Airtel Kenya" in held.get_json()["error"]
+    assert (other.status_code, other.get_json()["channel"]) == (202, "sms")
+    client.post(f"/api/incidents/{incident.id}/release", headers=operator_headers)
+    released = client.post("/communicate", json={"to": DOWN[0], "message": "hi"}, headers=operator_headers)
+    assert (released.status_code, released.get_json()["channel"]) == (202, "voice")  # the operator decided

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, request, url_for
 from flask.typing import ResponseReturnValue
 from kombu.exceptions import KombuError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from shared import (
     cycle_control,
@@ -20,6 +21,7 @@ from shared import (
     cycles,
     heartbeat,
     idempotency,
+    incidents,
     placeholders,
     schedules,
     sender_rules,
@@ -29,6 +31,7 @@ from shared.contacts import contact_history, contact_json, get_or_create
 from shared.cycles import CycleConflict, CycleError, CycleNotFound
 from shared.imports import BadImport, import_contacts, rows_from_csv, rows_from_json
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message, Schedule
+from shared.networks import network_name
 from shared.phone import InvalidPhone, normalise_phone
 from shared.refusals import StoredRefusals, import_exists, refused_csv
 from shared.store import STORE_ERRORS
@@ -199,6 +202,20 @@ def enqueue(task: str, row_id: int) -> str | None:
     return None
 
 
+def _refuse_a_held_call(session: Session, contact: Contact) -> None:
+    """A carrier incident holds the contact: its last SMS failed on the word of a network that is failing, and
+    a cycle would leave it out (shared/incidents.py); a one-off send does not call it either."""
+    incident = incidents.holding_contact(session, contact.id)
+    if incident is not None:
+        raise ApiError(
+            409,
+            f"contact {contact.phone} is held by carrier incident {incident.id} ({network_name(incident.network_code)}"
+            f" failing since {incident.since:%Y-%m-%d %H:%M} UTC): its last SMS failed on that network's word, so it"
+            f" is not called; nothing sent. `reach incident release {incident.id}` (or POST"
+            f" /api/incidents/{incident.id}/release) if it should be",
+        )
+
+
 def with_warning(body: dict[str, Any], warning: str | None) -> dict[str, Any]:
     return {**body, "warning": warning} if warning else body
 
@@ -214,6 +231,8 @@ def send_one(fields: dict[str, Any]) -> ResponseReturnValue:
         if contact.status in {ContactStatus.OPTED_OUT, ContactStatus.INVALID}:
             raise ApiError(409, f"contact {phone} is {contact.status.value}; nothing sent")
         channel = cycles.channel_for(session, contact.id)
+        if channel is Channel.VOICE:
+            _refuse_a_held_call(session, contact)
         text = placeholders.render(text, name=contact.name, phone=phone)
         if channel is Channel.SMS:
             settings = services().settings  # a promotional sender id's opt-out (shared/sender_rules.py)
