@@ -53,6 +53,9 @@ def test_refused_at_credentials_pause_the_cycle_with_two_alerts(
     worker_cycles.plan_cycle(session, cycle_id)
     session.commit()
     monkeypatch.setenv("AT_API_KEY", "wrong-key-for-alerts")
+    # The suite's 3 s read timeout is about AT not answering; here it answers 401, however slowly a loaded
+    # machine runs the in-thread simulator (seen: a timeout, so `retry`, in a full run at load 10).
+    monkeypatch.setenv("AT_TIMEOUT_READ", "30")
     get_settings.cache_clear()
     at_client.reset_at_client()
     try:
