@@ -1,15 +1,15 @@
 """A cycle end to end: `POST /api/cycles` until every SMS's delivery report is applied, memory against size.
 
 Loads N contacts (COPY), all `active` (each gets one SMS), and runs the whole system as production does: the
-receiver (`gunicorn` as reach_cli/processes.py writes it), the worker (`celery -A worker worker --beat`) and
-`python -m simulator`, whose scenario gives every message one delivery report (`Success`), posted to the
+receiver (`python -m web.serve` as reach_cli/processes.py writes it), the worker (`celery -A worker worker
+--beat`) and `python -m simulator`, whose scenario gives every message one delivery report (`Success`), posted to the
 receiver's `/dlr`. The run starts with `POST /api/cycles` (operator token) and ends when every message
 holds its final report in Postgres. Phases: plan (cycle out of `planning`), dispatch (every SMS sent), last
 report applied. Peak memory (PSS, psutil) of the worker tree, the receiver tree and the simulator.
 
 Memory must not grow with the contact count: `--size full` runs 100k and then 1M in one run and reports the
 ratio of their peaks. Baseline in the same run: the simulator posting reports to a trivial WSGI app on the
-same gunicorn (`bench/trivial_app.py`), its own ceiling, so the ratio shows whether it is the limit.
+gunicorn gevent server (`bench/trivial_app.py`), its own ceiling, so the ratio shows whether it is the limit.
 SEND_RATE_PER_SECOND and the callback rate limit are raised so neither is the limit.
 
     python -m bench.cycle_e2e --size full                  # 100,000 then 1,000,000 contacts

@@ -32,7 +32,7 @@ def receiver(bind: str, workers: int = 2, threads: int = 16, header_timeout: flo
     emptied at start by web/serve.py); SIGTERM lets requests in flight finish (up to 20 s).
 
     granian rather than gunicorn's gevent workers (the receiver before issue 15): end to end, in the same
-    rounds, 1.9-2.8x the DLRs/s with 0.62-0.76x the receiver's CPU per DLR (bench/RESULTS.md, section 10,
+    rounds, 1.9-2.8x the DLRs/s with 0.62-0.76x the receiver's CPU per DLR (bench/RESULTS.md, section 11,
     "Receiver on granian"). granian's own WSGI mode was not enough: it reads a body in Rust without a time
     limit, so a trickled body would hold a thread."""
     return [
