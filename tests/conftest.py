@@ -292,10 +292,22 @@ def worker(environment: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture
-def live(receiver: str, worker: Any, simulator: Any, clean: None) -> Iterator[Any]:
-    """Everything running: receiver, worker and simulator, with the simulator reset for this test."""
+def fresh_simulator(simulator: Any) -> Iterator[Any]:
+    """The session's simulator with the default scenario and nothing recorded. Its reset() keeps the scenario
+    (and refills its faults), so a fault a test set would meet the next test run by the same process: a 502
+    left by tests/test_outside_faults.py made test_alerts' 401 a `retry`."""
+    from simulator.scenario import Scenario
+
+    simulator.set_scenario(Scenario())
     simulator.reset()
     yield simulator
+    simulator.set_scenario(Scenario())
+
+
+@pytest.fixture
+def live(receiver: str, worker: Any, fresh_simulator: Any, clean: None) -> Iterator[Any]:
+    """Everything running: receiver, worker and simulator, with the simulator fresh for this test."""
+    yield fresh_simulator
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def test_a_parked_callback_raises_an_alert(session, redis_client, caplog: pytest
 
 
 def test_refused_at_credentials_pause_the_cycle_with_two_alerts(
-    simulator, session, monkeypatch: pytest.MonkeyPatch
+    fresh_simulator, session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 401 from AT pauses the cycle (an account problem) and says the credentials are the problem."""
     session.add(Contact(phone="+254711000009"))
@@ -53,9 +53,6 @@ def test_refused_at_credentials_pause_the_cycle_with_two_alerts(
     worker_cycles.plan_cycle(session, cycle_id)
     session.commit()
     monkeypatch.setenv("AT_API_KEY", "wrong-key-for-alerts")
-    # The suite's 3 s read timeout is about AT not answering; here it answers 401, however slowly a loaded
-    # machine runs the in-thread simulator (seen: a timeout, so `retry`, in a full run at load 10).
-    monkeypatch.setenv("AT_TIMEOUT_READ", "30")
     get_settings.cache_clear()
     at_client.reset_at_client()
     try:

@@ -25,8 +25,8 @@ def doctor(*args: str) -> tuple[Result, dict[str, dict[str, str]]]:
     return result, checks
 
 
-def test_simulator_answers_the_balance_and_refuses_a_wrong_key(simulator) -> None:
-    url = f"{simulator.url}/version1/user"
+def test_simulator_answers_the_balance_and_refuses_a_wrong_key(fresh_simulator) -> None:
+    url = f"{fresh_simulator.url}/version1/user"
     right = requests.get(url, params={"username": "sandbox"}, headers={"apiKey": AT_API_KEY}, timeout=5)
     assert (right.status_code, right.json()) == (200, {"UserData": {"balance": "KES 1234.50"}})
     assert right.headers["Content-Type"] == "application/json"
@@ -61,7 +61,7 @@ def test_doctor_all_well_with_a_worker(live, session) -> None:
 
 
 def test_doctor_fails_on_refused_credentials_and_warns_of_silence(
-    simulator, session, monkeypatch: pytest.MonkeyPatch
+    fresh_simulator, session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A wrong AT key is a FAIL (exit 1) naming the credentials, never printing the key; a silent cycle a WARN."""
     session.add(
