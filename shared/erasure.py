@@ -37,7 +37,7 @@ from sqlalchemy import delete, event, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import voice_script
+from shared import erasure_guard, voice_script
 from shared.consent import newer_than_consent
 from shared.db import insert_for
 from shared.models import (
@@ -107,6 +107,7 @@ def erase_contact(session: Session, store: Store, phone: str, configured: Sequen
     """Erase the contact with this E.164 number and its personal data (see the module); False if there is
     no such contact. The caller commits; its voice scripts leave the store once that commit is done (the
     embedded store writes to the same SQLite file, which the erasure holds locked until then)."""
+    erasure_guard.erasure_waits_for_plans(session)  # a plan under way finishes first (shared/erasure_guard.py)
     contact = session.scalars(select(Contact).where(Contact.phone == phone).with_for_update()).one_or_none()
     if contact is None:
         return False
