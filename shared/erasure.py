@@ -41,7 +41,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from shared import voice_script
+from shared import erasure_guard, voice_script
 from shared.consent import newer_than_consent
 from shared.db import insert_for, is_postgres
 from shared.models import (
@@ -120,13 +120,14 @@ def erase_contact(session: Session, store: Store, phone: str, configured: Sequen
     no such contact. The caller commits; its voice scripts leave the store once that commit is done (the
     embedded store writes to the same SQLite file, which the erasure holds locked until then).
 
-    On Postgres the erasure gives way rather than deadlock. It locks the contact first (FOR UPDATE: it will be
-    deleted), then rows that other work locks before the contact: a dispatcher its cycle items (then the
-    contact, through its messages' foreign key), a drain the messages its reports move (then the contacts that
-    follow them). Waiting for such a row while holding the contact closes a cycle, and Postgres kills whichever
-    side looks first, the drain's batch or the operator's request. So once it holds the contact the erasure
-    waits at most ROW_WAIT for any row, below Postgres' deadlock_timeout (1 s): then it lets go of all it took
-    (a savepoint), and starts again a moment later, until ERASURE_PATIENCE_SECONDS (then ErasureBusy)."""
+    On Postgres the erasure gives way rather than deadlock. After any plan under way (shared/erasure_guard.py) it
+    locks the contact (FOR UPDATE: it will be deleted), then rows that other work locks before the contact: a
+    dispatcher its cycle items (then the contact, through its messages' foreign key), a drain the messages its
+    reports move (then the contacts that follow them). Waiting for such a row while holding the contact closes a
+    cycle, and Postgres kills whichever side looks first, the drain's batch or the operator's request. So once it
+    holds the contact the erasure waits at most ROW_WAIT for any row, below Postgres' deadlock_timeout (1 s): then
+    it lets go of all it took (a savepoint), and starts again a moment later, until ERASURE_PATIENCE_SECONDS
+    (then ErasureBusy)."""
     if not is_postgres(session):
         return _erase(session, store, phone, configured)
     give_up = time.monotonic() + ERASURE_PATIENCE_SECONDS
@@ -144,6 +145,7 @@ def erase_contact(session: Session, store: Store, phone: str, configured: Sequen
 
 
 def _erase(session: Session, store: Store, phone: str, configured: Sequence[str] | None) -> bool:
+    erasure_guard.erasure_waits_for_plans(session)  # a plan under way finishes first (shared/erasure_guard.py)
     contact = session.scalars(select(Contact).where(Contact.phone == phone).with_for_update()).one_or_none()
     if contact is None:
         return False

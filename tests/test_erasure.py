@@ -303,6 +303,35 @@ def test_an_erasure_while_a_cycle_plans_waits_for_the_plan_then_cancels_the_new_
     assert items_by_phone(session, cycle_id) == {None: ItemState.CANCELLED, OTHER: ItemState.PENDING}
 
 
+def test_a_contact_locked_by_an_edit_does_not_hold_up_a_plan(session) -> None:
+    """An operator's edit locks the contact (FOR UPDATE) while it applies: a plan meanwhile goes on (it locked
+    every contact it read, so a million-contact plan waited for any one of them), and an erasure that follows
+    cancels the plan's item."""
+    from shared.erasure import erase_contact
+
+    cycle_id = two_contacts_and_a_cycle(session)
+    planned: list[Any] = []
+
+    def plan() -> None:
+        with Session(bind=session.get_bind()) as planner, planner.begin():
+            planned.append(cycles.plan_cycle(planner, cycle_id))
+
+    planning = threading.Thread(target=plan)
+    with Session(bind=session.get_bind()) as eraser:
+        eraser.scalars(select(Contact).where(Contact.phone == PHONE).with_for_update()).one()  # as an edit does
+        planning.start()
+        try:
+            planning.join(10)
+            assert [plan["sms"] for plan in planned] == [2], "the plan waited for the locked contact"
+        finally:
+            eraser.rollback()
+            planning.join(10)
+        assert erase_contact(eraser, get_store(), PHONE) is True
+        eraser.commit()
+
+    assert items_by_phone(session, cycle_id) == {None: ItemState.CANCELLED, OTHER: ItemState.PENDING}
+
+
 # -- the embedded SQLite database ---------------------------------------------------------------------------
 
 
