@@ -1,0 +1,60 @@
+"""The fast path's Redis push made on the async front's event loop (web/asgi.py), over a redis.asyncio client.
+
+The same script, keys and arguments as `Inbox.push_within` (shared/inbox.py: count each callback in its
+rate-limit windows, LPUSH those with room, set the drainer's wake-up mark), so the same answer: Redis has the
+callback (on AOF, fsynced) before its 200. Made on the loop rather than by a blocking client on a flush
+thread: that hand-off (a thread woken per batch, the GIL passed back and forth, a future chained across)
+cost the receiver more CPU per DLR than the round trip itself (bench/RESULTS.md, "receiver CPU per DLR").
+
+The client is made on the first push, on the loop that runs it (a redis.asyncio connection belongs to one
+loop), with the timeouts of the receiver's blocking client (web/services.py): a dead Redis is a 503 after
+RECEIVER_REDIS_TIMEOUT seconds, as before. Waking a drainer (a Celery message, a blocking call, at most every
+NUDGE_PERIOD_MS) runs on the Flask threads, off the loop, and is awaited, as the blocking push awaited it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import redis.asyncio
+
+from shared.inbox import PUSH_WITHIN_LIMITS, Inbox, Window, push_within_arguments, pushed_flags
+from web.services import RECEIVER_REDIS_TIMEOUT
+
+
+class AsyncPush:
+    def __init__(self, inbox: Inbox, redis_url: str, wake_on: Executor) -> None:
+        """`inbox`: the app's (its drainer wake-up); `wake_on`: the threads that may block to wake a drainer."""
+        self.inbox = inbox
+        self.redis_url = redis_url
+        self.wake_on = wake_on
+        self._client: redis.asyncio.Redis | None = None
+        self._script: Any = None
+
+    async def __call__(self, callbacks: Sequence[tuple[str, Sequence[Window]]]) -> list[bool]:
+        """`Inbox.push_within`, awaited: True per callback queued, False per one a full window refused."""
+        if self._script is None:
+            self._connect()
+        keys, args = push_within_arguments(callbacks)
+        woke, accepted = await self._script(keys=keys, args=args)
+        if woke:
+            await asyncio.get_running_loop().run_in_executor(self.wake_on, self.inbox.wake)
+        return pushed_flags(accepted)
+
+    def _connect(self) -> None:
+        self._client = redis.asyncio.Redis.from_url(
+            self.redis_url,
+            socket_timeout=RECEIVER_REDIS_TIMEOUT,
+            socket_connect_timeout=RECEIVER_REDIS_TIMEOUT,
+            health_check_interval=25,
+        )
+        self._script = self._client.register_script(PUSH_WITHIN_LIMITS)
+
+    async def aclose(self) -> None:
+        """Close the connection (on the loop that made it)."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = self._script = None
