@@ -135,6 +135,19 @@ def test_rate_limit_windows_are_shared_with_flask_limiter(make_front, redis_clie
     assert redis_client.llen(INBOX) == 3
 
 
+def test_pushes_go_on_after_redis_forgets_the_script_and_drops_the_connection(make_front, redis_client) -> None:
+    """The front's own connection (web/async_push.py) loads the script again after a SCRIPT FLUSH (a Redis
+    restart) and connects again after its connection was dropped, as redis-py's client did for it."""
+    _, front = make_front()
+    url = f"/dlr?token={WEBHOOK_TOKEN}"
+    assert front.post(url, data=dlr_body(1)).status_code == 200
+    redis_client.script_flush()
+    assert front.post(url, data=dlr_body(2)).status_code == 200
+    redis_client.client_kill_filter(_type="normal", skipme=True)
+    assert front.post(url, data=dlr_body(3)).status_code == 200
+    assert [item["data"]["id"] for item in queued(redis_client)] == [dlr_body(n)["id"] for n in (1, 2, 3)]
+
+
 def test_redis_down_gets_the_views_503(make_front) -> None:
     _, front = make_front(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     fast = front.post(f"/dlr?token={WEBHOOK_TOKEN}", data=dlr_body())
