@@ -11,8 +11,8 @@ Each worker process runs one event loop. On it:
 - everything else (other routes, refusals, the embedded mode's every request) is handed, body read, to the
   Flask app in a bounded pool of threads (web/wsgi_bridge.py), which answers it as it always has.
 
-It writes the access line gunicorn wrote (reach_cli/processes.py ACCESS_LOG_FORMAT: the path, never the
-query), through Reach's redacting log handler.
+It writes the access line gunicorn wrote (web/access_log.py: the path, never the query), through Reach's
+redacting log handler.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from shared.inbox import Inbox
 from shared.settings import Settings
 from shared.store import STORE_ERRORS
+from web.access_log import access_log
 from web.asgi_bodies import ReadBody, read_body
 from web.async_group import AsyncGroupCommit
 from web.async_push import AsyncPush
@@ -42,10 +43,6 @@ from web.operator_api import bp as operator_bp
 from web.wsgi_bridge import WsgiAnswer, WsgiApp, environ_for, next_part, start_wsgi
 
 log = logging.getLogger(__name__)
-#: One line per request, as gunicorn's access log wrote it (INFO whatever LOG_LEVEL says).
-access_log = logging.getLogger("web.access")
-access_log.setLevel(logging.INFO)
-ACCESS_LINE = '%s "%s %s" %s %s %sms'
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -108,7 +105,7 @@ class ReceiverFront:
                 status, size = await self._send_flask(environ, body.wsgi_input(chunked, self.seconds), send, body)
         finally:
             body.close()
-        _log_access(environ, status, size if environ["REQUEST_METHOD"] != "HEAD" else 0, started)
+        access_log.write(environ, status, size if environ["REQUEST_METHOD"] != "HEAD" else 0, started)
 
     @staticmethod
     async def _send(answer: WsgiAnswer, send: Send, keep: bool) -> tuple[int, int]:
@@ -191,16 +188,6 @@ class ReceiverFront:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid())
-
-
-def _log_access(environ: dict[str, Any], status: int, size: int, started: float) -> None:
-    """The access line, handed to the handlers as `access_log.info` would, less its look for the caller's file
-    and line (not in the format; a tenth of the line's cost, a line per callback)."""
-    if access_log.isEnabledFor(logging.INFO):
-        elapsed_ms = int((time.perf_counter() - started) * 1000)
-        request = (environ["REMOTE_ADDR"] or "-", environ["REQUEST_METHOD"], environ["PATH_INFO"])
-        args = (*request, status, size, elapsed_ms)
-        access_log.handle(logging.LogRecord(access_log.name, logging.INFO, __file__, 0, ACCESS_LINE, args, None))
 
 
 def _environ_only(environ: dict[str, Any], _start_response: Any) -> dict[str, Any]:
