@@ -22,13 +22,13 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared.inbox import Inbox
+from shared.inbox import Inbox, Window
 from shared.settings import Settings
 from shared.store import STORE_ERRORS
 from web.access_log import access_log
@@ -37,7 +37,7 @@ from web.async_group import AsyncGroupCommit
 from web.async_push import AsyncPush
 from web.bodies import MALFORMED_CHUNKED
 from web.body_deadline import log as body_log
-from web.fastpath import UNAVAILABLE_ANSWER, CallbackFastPath, Route, flask_json, queued_answer
+from web.fastpath import UNAVAILABLE_ANSWER, CallbackFastPath, Route, flask_json, observe_queued, queued_answer
 from web.operator_api import MAX_UPLOAD_BYTES
 from web.operator_api import bp as operator_bp
 from web.wsgi_bridge import WsgiAnswer, WsgiApp, environ_for, next_part, start_wsgi
@@ -63,7 +63,7 @@ class ReceiverFront:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="flask")
         # Pushed on this loop (web/async_push.py); a drainer is woken from the pool.
         self.push = AsyncPush(inbox, settings.redis_url, self.pool) if inbox is not None else None
-        self.group = AsyncGroupCommit(self.push) if self.push is not None else None
+        self.group = AsyncGroupCommit(self._push_and_count) if self.push is not None else None
         # The client address behind trusted proxies, for the fast path's rate-limit windows (Flask's own
         # ProxyFix is in `flask_wsgi`).
         n = settings.trusted_proxies
@@ -155,15 +155,22 @@ class ReceiverFront:
         if prepared is None:
             return None
         try:
-            queued = await self.group.submit((prepared.payload, prepared.windows))
+            queued = await self.group.submit((prepared.payload, prepared.windows, route, started))
         except STORE_ERRORS as exc:
             log.error("could not queue %s callback: %s", route.kind, exc)
             route.observe(started, "unavailable")
             return _json_answer(503, flask_json(UNAVAILABLE_ANSWER))
         if not queued:  # a full window: Flask-Limiter refuses it (429, Retry-After, its log line)
             return None
-        route.observe(started, "queued")
-        return _json_answer(200, queued_answer(prepared.item_id))
+        return _json_answer(200, queued_answer(prepared.item_id))  # its metrics written with its batch's
+
+    async def _push_and_count(self, batch: Sequence[tuple[str, Sequence[Window], Route, float]]) -> list[bool]:
+        """Push a batch (web/async_push.py), then count those queued in the metrics as `Route.observe` would,
+        one write per series for the lot (web/fastpath.py `observe_queued`), before any of them is answered."""
+        assert self.push is not None
+        queued = await self.push([(payload, windows) for payload, windows, _, _ in batch])
+        observe_queued([(route, started) for (_, _, route, started), ok in zip(batch, queued, strict=True) if ok])
+        return queued
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
