@@ -60,15 +60,14 @@ class ReceiverFront:
         self.flask_wsgi = flask_wsgi
         # The fast path's rules (web/fastpath.py); its pushes go through this loop's group commit.
         self.fast_path = CallbackFastPath(flask_wsgi, settings, inbox) if inbox is not None else None
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="flask")
-        # Pushed on this loop (web/async_push.py); a drainer is woken from the pool.
-        self.push = AsyncPush(inbox, settings.redis_url, self.pool) if inbox is not None else None
+        self.push = AsyncPush(inbox, settings.redis_url) if inbox is not None else None  # on this loop
         self.group = AsyncGroupCommit(self._push_and_count) if self.push is not None else None
         # The client address behind trusted proxies, for the fast path's rate-limit windows (Flask's own
         # ProxyFix is in `flask_wsgi`).
         n = settings.trusted_proxies
         self.proxied = ProxyFix(_environ_only, x_for=n, x_proto=n) if n else None
         self.seconds = settings.body_timeout_seconds
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="flask")
         # The most body a route may take: operator uploads under /api/, otherwise MAX_BODY_BYTES (Flask answers
         # 413 past its own limit; the front stops reading one byte past it).
         self.upload_prefix = f"{operator_bp.url_prefix}/"

@@ -4,12 +4,14 @@ The same script, keys and arguments as `Inbox.push_within` (shared/inbox.py: cou
 rate-limit windows, LPUSH those with room, set the drainer's wake-up mark), so the same answer: Redis has the
 callback (on AOF, fsynced) before its 200. Made on the loop rather than by a blocking client on a flush
 thread: that hand-off (a thread woken per batch, the GIL passed back and forth, a future chained across)
-cost the receiver more CPU per DLR than the round trip itself (bench/RESULTS.md, "receiver CPU per DLR").
+cost the receiver ~40 µs of CPU per DLR on the flush thread alone (issue 15, measured per thread), more than
+the round trip on the loop costs.
 
 The client is made on the first push, on the loop that runs it (a redis.asyncio connection belongs to one
 loop), with the timeouts of the receiver's blocking client (web/services.py): a dead Redis is a 503 after
 RECEIVER_REDIS_TIMEOUT seconds, as before. Waking a drainer (a Celery message, a blocking call, at most every
-NUDGE_PERIOD_MS) runs on the Flask threads, off the loop, and is awaited, as the blocking push awaited it.
+NUDGE_PERIOD_MS) runs on a thread of its own, off the loop (and not behind Flask's requests), and is awaited,
+as the blocking push awaited it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis.asyncio
@@ -28,11 +30,11 @@ from web.services import RECEIVER_REDIS_TIMEOUT
 
 
 class AsyncPush:
-    def __init__(self, inbox: Inbox, redis_url: str, wake_on: Executor) -> None:
-        """`inbox`: the app's (its drainer wake-up); `wake_on`: the threads that may block to wake a drainer."""
+    def __init__(self, inbox: Inbox, redis_url: str) -> None:
+        """`inbox`: the app's (its drainer wake-up)."""
         self.inbox = inbox
         self.redis_url = redis_url
-        self.wake_on = wake_on
+        self.waker = ThreadPoolExecutor(1, thread_name_prefix="wake-drainer")
         self._client: redis.asyncio.Redis | None = None
         self._connection: Any = None
 
@@ -46,7 +48,7 @@ class AsyncPush:
             await self._client.script_load(PUSH_WITHIN_LIMITS)
             woke, accepted = await self._evalsha(keys, args)
         if woke:
-            await asyncio.get_running_loop().run_in_executor(self.wake_on, self.inbox.wake)
+            await asyncio.get_running_loop().run_in_executor(self.waker, self.inbox.wake)
         return pushed_flags(accepted)
 
     async def _evalsha(self, keys: list[str], args: list[str | int]) -> Any:
@@ -81,6 +83,7 @@ class AsyncPush:
 
     async def aclose(self) -> None:
         """Close the connections (on the loop that made them)."""
+        self.waker.shutdown(wait=True)
         if self._connection is not None:
             await self._connection.disconnect()
         if self._client is not None:
