@@ -79,6 +79,8 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 def storable(text: str) -> str:
     """`text` with what Postgres cannot store replaced by U+FFFD; everything else (emoji, quotes,
     SQL-looking text) is kept verbatim."""
+    if text.isascii() and "\x00" not in text:
+        return text  # nothing to replace (an ASCII string has no surrogates): the usual case, without the pattern
     return _UNSTORABLE.sub("\ufffd", text)
 
 

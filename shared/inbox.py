@@ -86,13 +86,14 @@ return 1
 
 # The receiver's fast path (web/fastpath.py): for a batch of callbacks, in one round trip, count each in
 # its client's rate-limit windows and push those every window had room for; then set the drainer's wake-up
-# mark. Returns {1 if the mark was set (wake a drainer) else 0, {1 pushed | 0 refused, per callback}}.
+# mark. Returns {1 if the mark was set (wake a drainer) else 0, "1" pushed | "0" refused per callback, as one
+# string: one reply element for the batch, not one to parse per callback}.
 # The windows are the `limits` library's sliding-window counters (its acquire_sliding_window.lua: same keys,
 # same arithmetic), so Flask-Limiter on the other routes counts into the very same windows; as there, the
 # windows checked before a full one keep their count.
 # KEYS: inbox, wake-up mark, then every callback's windows as (previous, current) key pairs, in order.
 # ARGV: mark lifetime in ms, then per callback: payload, its number of windows, (amount, seconds) per window.
-_PUSH_WITHIN_LIMITS = """
+PUSH_WITHIN_LIMITS = """
 local function acquire(previous_key, current_key, limit, expiry)
   local current_ttl = tonumber(redis.call('PTTL', current_key))
   if current_ttl > 0 and current_ttl < expiry then
@@ -123,7 +124,7 @@ while a <= #ARGV do
     room = room and acquire(KEYS[k], KEYS[k + 1], tonumber(ARGV[a]), tonumber(ARGV[a + 1]) * 1000)
     k, a = k + 2, a + 2
   end
-  accepted[#accepted + 1] = room and 1 or 0
+  accepted[#accepted + 1] = room and '1' or '0'
   if room then pushed[#pushed + 1] = payload end
 end
 local woke = 0
@@ -131,7 +132,7 @@ if #pushed > 0 then
   redis.call('LPUSH', KEYS[1], unpack(pushed))
   if redis.call('SET', KEYS[2], 1, 'NX', 'PX', ARGV[1]) then woke = 1 end
 end
-return {woke, accepted}
+return {woke, table.concat(accepted)}
 """
 
 
@@ -213,9 +214,13 @@ def item_json(item: InboxItem) -> str:
     return _dumps(_item_doc(item))
 
 
+#: `json.dumps(doc, ensure_ascii=False, separators=(",", ":"))`, its encoder made once, not per callback.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(doc: dict[str, object]) -> str:
     """The inbox's one JSON spelling: compact, non-ASCII kept as is."""
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(doc)
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -249,6 +254,24 @@ class _ItemIds:
 _item_ids = _ItemIds()
 
 
+def push_within_arguments(callbacks: Sequence[tuple[str, Sequence[Window]]]) -> tuple[list[str], list[str | int]]:
+    """PUSH_WITHIN_LIMITS's keys and arguments for a batch of (payload, windows): `Inbox.push_within` sends them,
+    and so does the receiver's async front over its own client (web/async_push.py)."""
+    keys: list[str] = [INBOX, NUDGE]
+    args: list[str | int] = [NUDGE_PERIOD_MS]
+    for payload, windows in callbacks:
+        args += [payload, len(windows)]
+        for window in windows:
+            keys += [window.previous_key, window.current_key]
+            args += [window.amount, window.seconds]
+    return keys, args
+
+
+def pushed_flags(accepted: bytes | str) -> list[bool]:
+    """PUSH_WITHIN_LIMITS's "1"/"0" per callback (bytes, or text from a client that decodes)."""
+    return [flag in (49, "1") for flag in accepted]  # 49: b"1"[0]
+
+
 def encode(kind: str, data: dict[str, str], *, now: datetime | None = None) -> tuple[str, str]:
     item_id = _item_ids.next()
     received_at = (now or datetime.now(UTC)).isoformat()
@@ -264,7 +287,7 @@ class Inbox:
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._dead_letter = client.register_script(_DEAD_LETTER)
-        self._push_within_limits = client.register_script(_PUSH_WITHIN_LIMITS)
+        self._push_within_limits = client.register_script(PUSH_WITHIN_LIMITS)
         self._oldest_candidates = client.register_script(_OLDEST_CANDIDATES)
 
     def push(self, kind: str, data: dict[str, str]) -> str:
@@ -284,17 +307,16 @@ class Inbox:
     def push_within(self, callbacks: Sequence[tuple[str, Sequence[Window]]]) -> list[bool]:
         """Queue each encoded callback (`encode()`) if every one of its windows has room for one more request
         (each counts it); False for one refused, which was not queued. One round trip for the lot."""
-        keys: list[str] = [INBOX, NUDGE]
-        args: list[str | int] = [NUDGE_PERIOD_MS]
-        for payload, windows in callbacks:
-            args += [payload, len(windows)]
-            for window in windows:
-                keys += [window.previous_key, window.current_key]
-                args += [window.amount, window.seconds]
+        keys, args = push_within_arguments(callbacks)
         woke, accepted = self._push_within_limits(keys=keys, args=args)
-        if woke and self._wake is not None:
+        if woke:
+            self.wake()
+        return pushed_flags(accepted)
+
+    def wake(self) -> None:
+        """Wake a drainer (after a push set the wake-up mark), if this inbox was given a way to."""
+        if self._wake is not None:
             self._wake()
-        return [bool(flag) for flag in accepted]
 
     def nudge(self) -> None:
         """Wake a drainer, at most once per `NUDGE_PERIOD_MS` (the drainer clears the mark when idle)."""

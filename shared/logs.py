@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from typing import TextIO
 from urllib.parse import unquote, urlsplit
 
@@ -17,15 +18,25 @@ _TOKEN_PARAM = re.compile(r"(?P<key>[?&](?:token|apiKey|api_key)=)[^&\s]+", re.I
 
 def redact(text: str, secrets: list[str]) -> str:
     # Longest first: a secret that contains another must not leave its tail behind.
-    for secret in sorted(secrets, key=len, reverse=True):
+    return _redact_longest_first(text, sorted(secrets, key=len, reverse=True))
+
+
+def _redact_longest_first(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
         text = text.replace(secret, "***")
-    text = _URL_PASSWORD.sub(r"\g<scheme>***@", text)
-    return _TOKEN_PARAM.sub(r"\g<key>***", text)
+    # Each pattern needs its punctuation; most lines have neither, and the patterns cost more than the look
+    # (the receiver writes a line per callback).
+    if "://" in text:
+        text = _URL_PASSWORD.sub(r"\g<scheme>***@", text)
+    if "=" in text:
+        text = _TOKEN_PARAM.sub(r"\g<key>***", text)
+    return text
 
 
 def _worth_redacting(secrets: list[str]) -> list[str]:
     # A secret of a character or three would star out ordinary words; such settings are refused anyway.
-    return [s for s in secrets if len(s) >= 4]
+    # Sorted longest first once, for `_redact_longest_first`.
+    return sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
 
 
 class RedactingFormatter(logging.Formatter):
@@ -34,9 +45,20 @@ class RedactingFormatter(logging.Formatter):
     def __init__(self, fmt: str, secrets: list[str]) -> None:
         super().__init__(fmt)
         self.secrets = _worth_redacting(secrets)
+        self._second: tuple[int, str] = (-1, "")  # the last second's date and time, as formatted
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self.secrets)
+        return _redact_longest_first(super().format(record), self.secrets)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """`logging.Formatter.formatTime`, its date and time formatted once a second (a line per callback)."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second, text = self._second
+        if int(record.created) != second:
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (int(record.created), text)  # one assignment: handlers may share the formatter
+        return self.default_msec_format % (text, record.msecs) if self.default_msec_format else text
 
 
 class RedactedOutput(logging.Formatter):
@@ -49,7 +71,7 @@ class RedactedOutput(logging.Formatter):
         self.secrets = _worth_redacting(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(self.inner.format(record), self.secrets)
+        return _redact_longest_first(self.inner.format(record), self.secrets)
 
 
 def redact_handlers(logger: logging.Logger, secrets: list[str]) -> None:

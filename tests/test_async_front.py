@@ -28,10 +28,21 @@ from web.async_group import AsyncGroupCommit
 
 
 class FrontAsWsgi:
-    """The front as a WSGI callable (one event loop per request): a test harness, not a server."""
+    """The front as a WSGI callable, on one event loop of its own (as a server's worker process runs it, and as
+    its Redis connection needs): a test harness, not a server."""
 
     def __init__(self, front: ReceiverFront) -> None:
         self.front = front
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """The front's shutdown, on its loop; then the loop's end."""
+        asyncio.run_coroutine_threadsafe(self.front.aclose(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         headers = [(b"content-type", environ["CONTENT_TYPE"].encode())] if environ.get("CONTENT_TYPE") else []
@@ -56,7 +67,7 @@ class FrontAsWsgi:
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        asyncio.run(self.front(scope, receive, send))
+        asyncio.run_coroutine_threadsafe(self.front(scope, receive, send), self.loop).result(60)
         head, *parts = sent
         start_response(str(head["status"]), [(k.decode(), v.decode()) for k, v in head["headers"]])
         return [b"".join(part.get("body", b"") for part in parts)]
@@ -67,15 +78,15 @@ def make_front(clean: None) -> Any:
     """Build fronts (and the Flask app each wraps) with setting overrides; closed after the test."""
     from web import create_app
 
-    built: list[tuple[Any, ReceiverFront]] = []
+    built: list[tuple[Any, FrontAsWsgi]] = []
 
     def make(**overrides: Any) -> tuple[Any, Client]:
         settings = load_settings(**overrides)
         app = create_app(settings, fast_path=False)
         inbox = app.extensions["reach"].inbox if settings.uses_redis else None
-        front = ReceiverFront(app.wsgi_app, settings, inbox, threads=2)
+        front = FrontAsWsgi(ReceiverFront(app.wsgi_app, settings, inbox, threads=2))
         built.append((app, front))
-        return app, Client(FrontAsWsgi(front))
+        return app, Client(front)
 
     yield make
     for app, front in built:
@@ -122,6 +133,19 @@ def test_rate_limit_windows_are_shared_with_flask_limiter(make_front, redis_clie
     assert codes == [200, 200, 200]
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert redis_client.llen(INBOX) == 3
+
+
+def test_pushes_go_on_after_redis_forgets_the_script_and_drops_the_connection(make_front, redis_client) -> None:
+    """The front's own connection (web/async_push.py) loads the script again after a SCRIPT FLUSH (a Redis
+    restart) and connects again after its connection was dropped, as redis-py's client did for it."""
+    _, front = make_front()
+    url = f"/dlr?token={WEBHOOK_TOKEN}"
+    assert front.post(url, data=dlr_body(1)).status_code == 200
+    redis_client.script_flush()
+    assert front.post(url, data=dlr_body(2)).status_code == 200
+    redis_client.client_kill_filter(_type="normal", skipme=True)
+    assert front.post(url, data=dlr_body(3)).status_code == 200
+    assert [item["data"]["id"] for item in queued(redis_client)] == [dlr_body(n)["id"] for n in (1, 2, 3)]
 
 
 def test_redis_down_gets_the_views_503(make_front) -> None:
@@ -226,11 +250,10 @@ def test_a_body_past_its_cap_is_not_read_on() -> None:
 
 def test_concurrent_submits_share_flushes_and_each_gets_its_own_result() -> None:
     batches: list[list[int]] = []
-    in_flush = threading.Event()
 
-    def flush(items: list[int]) -> list[int]:
+    async def flush(items: list[int]) -> list[int]:
         batches.append(list(items))
-        in_flush.set()
+        await asyncio.sleep(0)  # a round trip: the loop serves others meanwhile
         return [item * 10 for item in items]
 
     group = AsyncGroupCommit(flush)
@@ -238,10 +261,7 @@ def test_concurrent_submits_share_flushes_and_each_gets_its_own_result() -> None
     async def many() -> list[int]:
         return list(await asyncio.gather(*(group.submit(n) for n in range(20))))
 
-    try:
-        assert asyncio.run(many()) == [n * 10 for n in range(20)]
-    finally:
-        group.close()
+    assert asyncio.run(many()) == [n * 10 for n in range(20)]
     assert sorted(item for batch in batches for item in batch) == list(range(20))
     assert len(batches) < 20  # shared: the requests of one turn of the loop went together
 
@@ -249,7 +269,7 @@ def test_concurrent_submits_share_flushes_and_each_gets_its_own_result() -> None
 def test_a_failed_flush_fails_its_batch_and_not_the_next() -> None:
     calls = 0
 
-    def flush(items: list[str]) -> list[str]:
+    async def flush(items: list[str]) -> list[str]:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -263,10 +283,7 @@ def test_a_failed_flush_fails_its_batch_and_not_the_next() -> None:
         second = await group.submit("b")
         return first[0], second
 
-    try:
-        failed, ok = asyncio.run(two())
-    finally:
-        group.close()
+    failed, ok = asyncio.run(two())
     assert isinstance(failed, ConnectionError) and ok == "b"
 
 
@@ -301,3 +318,31 @@ def test_a_streamed_answer_goes_out_as_the_app_yields_it(clean: None) -> None:
     bodies = [(message.get("body", b""), rows) for message, rows in sent if message["type"] == "http.response.body"]
     assert bodies[0] == (b"row 0\n", 1)  # out before the app made the next row
     assert b"".join(body for body, _ in bodies) == b"row 0\nrow 1\nrow 2\n"
+
+
+def test_of_bodies_read_at_once_only_the_stalled_ones_are_cut_and_a_cancelled_read_stays_cancelled() -> None:
+    """The deadlines of all reads on a loop are checked by one sweep: a stalled body is cut at its own bound,
+    the others read whole, and a request cancelled by someone else (the server) is not taken for a slow body."""
+
+    async def reads() -> tuple[list[Any], bool]:
+        whole = [_receiver([_piece(b"id=%d" % n, more=False)], then_stall=True) for n in range(5)]
+        stalled = _receiver([_piece(b"x" * 10)], then_stall=True)
+        bodies = await asyncio.gather(
+            *(read_body(receive, cap=1000, seconds=5) for receive in whole),
+            read_body(stalled, cap=1000, seconds=0.2, min_rate=1000),
+        )
+        cancelled = asyncio.ensure_future(read_body(_receiver([], then_stall=True), cap=1000, seconds=0.1))
+        await asyncio.sleep(0.01)
+        cancelled.cancel()
+        try:
+            await cancelled
+        except asyncio.CancelledError:
+            return bodies, True
+        return bodies, False
+
+    bodies, cancelled = asyncio.run(reads())
+    assert [(b.complete, b.bytes()) for b in bodies[:5]] == [(True, b"id=%d" % n) for n in range(5)]
+    assert (bodies[5].complete, bodies[5].too_slow, bodies[5].size) == (False, True, 10)
+    assert cancelled
+    for body in bodies:
+        body.close()

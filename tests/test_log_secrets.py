@@ -97,3 +97,27 @@ def test_the_run_wide_check_catches_a_leak() -> None:
         (logs / "sub" / "worker.log").write_text(f"ok\nconnecting to redis://:{DEMO_PASSWORD}@host\n")
         (logs / "clean.log").write_text("nothing\n")
         assert subprocess_log_leaks(logs, known) == ["sub/worker.log: demo URL password"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '127.0.0.1 "POST /dlr" 200 47 3ms',
+        f"connecting to redis://:{REDIS_PASSWORD}@cache:6379/0 and postgresql://reach:pw1234@db/reach",
+        f"GET /dlr?id=1&token={WEBHOOK_TOKEN}&apiKey=abcd1234 from 10.0.0.1",
+        f"{AT_API_KEY} then {WEBHOOK_TOKEN[:10]} and {API_TOKEN}",
+    ],
+)
+def test_reachs_formatter_writes_what_logging_and_redact_would(message: str) -> None:
+    """The redacting formatter's shortcuts (its secrets sorted once, the patterns tried only where their
+    punctuation is, the time formatted once a second) change no line."""
+    from shared.logs import LOG_FORMAT, RedactingFormatter, redact
+
+    secrets = configured_secrets()
+    formatter = RedactingFormatter(LOG_FORMAT, secrets)
+    plain = logging.Formatter(LOG_FORMAT)
+    for created in (1_700_000_000.25, 1_700_000_000.999, 1_700_000_001.0, 1_700_000_061.5):
+        record = logging.LogRecord("web.access", logging.INFO, __file__, 1, message, None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        expected = redact(plain.format(record), [s for s in secrets if len(s) >= 4])
+        assert formatter.format(record) == expected

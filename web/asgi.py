@@ -11,8 +11,8 @@ Each worker process runs one event loop. On it:
 - everything else (other routes, refusals, the embedded mode's every request) is handed, body read, to the
   Flask app in a bounded pool of threads (web/wsgi_bridge.py), which answers it as it always has.
 
-It writes the access line gunicorn wrote (reach_cli/processes.py ACCESS_LOG_FORMAT: the path, never the
-query), through Reach's redacting log handler.
+It writes the access line gunicorn wrote (web/access_log.py: the path, never the query), through Reach's
+redacting log handler.
 """
 
 from __future__ import annotations
@@ -22,28 +22,27 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared.inbox import Inbox
+from shared.inbox import Inbox, Window
 from shared.settings import Settings
 from shared.store import STORE_ERRORS
+from web.access_log import access_log
 from web.asgi_bodies import ReadBody, read_body
 from web.async_group import AsyncGroupCommit
+from web.async_push import AsyncPush
 from web.bodies import MALFORMED_CHUNKED
 from web.body_deadline import log as body_log
-from web.fastpath import UNAVAILABLE_ANSWER, CallbackFastPath, Route, flask_json, queued_answer
+from web.fastpath import UNAVAILABLE_ANSWER, CallbackFastPath, Route, flask_json, observe_queued, queued_answer
 from web.operator_api import MAX_UPLOAD_BYTES
 from web.operator_api import bp as operator_bp
 from web.wsgi_bridge import WsgiAnswer, WsgiApp, environ_for, next_part, start_wsgi
 
 log = logging.getLogger(__name__)
-#: One line per request, as gunicorn's access log wrote it (INFO whatever LOG_LEVEL says).
-access_log = logging.getLogger("web.access")
-access_log.setLevel(logging.INFO)
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -61,7 +60,8 @@ class ReceiverFront:
         self.flask_wsgi = flask_wsgi
         # The fast path's rules (web/fastpath.py); its pushes go through this loop's group commit.
         self.fast_path = CallbackFastPath(flask_wsgi, settings, inbox) if inbox is not None else None
-        self.group = AsyncGroupCommit(inbox.push_within) if inbox is not None else None
+        self.push = AsyncPush(inbox, settings.redis_url) if inbox is not None else None  # on this loop
+        self.group = AsyncGroupCommit(self._push_and_count) if self.push is not None else None
         # The client address behind trusted proxies, for the fast path's rate-limit windows (Flask's own
         # ProxyFix is in `flask_wsgi`).
         n = settings.trusted_proxies
@@ -104,15 +104,7 @@ class ReceiverFront:
                 status, size = await self._send_flask(environ, body.wsgi_input(chunked, self.seconds), send, body)
         finally:
             body.close()
-        access_log.info(
-            '%s "%s %s" %s %s %sms',
-            environ["REMOTE_ADDR"] or "-",
-            environ["REQUEST_METHOD"],
-            environ["PATH_INFO"],
-            status,
-            size if environ["REQUEST_METHOD"] != "HEAD" else 0,
-            int((time.perf_counter() - started) * 1000),
-        )
+        access_log.write(environ, status, size if environ["REQUEST_METHOD"] != "HEAD" else 0, started)
 
     @staticmethod
     async def _send(answer: WsgiAnswer, send: Send, keep: bool) -> tuple[int, int]:
@@ -162,15 +154,22 @@ class ReceiverFront:
         if prepared is None:
             return None
         try:
-            queued = await self.group.submit((prepared.payload, prepared.windows))
+            queued = await self.group.submit((prepared.payload, prepared.windows, route, started))
         except STORE_ERRORS as exc:
             log.error("could not queue %s callback: %s", route.kind, exc)
             route.observe(started, "unavailable")
             return _json_answer(503, flask_json(UNAVAILABLE_ANSWER))
         if not queued:  # a full window: Flask-Limiter refuses it (429, Retry-After, its log line)
             return None
-        route.observe(started, "queued")
-        return _json_answer(200, queued_answer(prepared.item_id))
+        return _json_answer(200, queued_answer(prepared.item_id))  # its metrics written with its batch's
+
+    async def _push_and_count(self, batch: Sequence[tuple[str, Sequence[Window], Route, float]]) -> list[bool]:
+        """Push a batch (web/async_push.py), then count those queued in the metrics as `Route.observe` would,
+        one write per series for the lot (web/fastpath.py `observe_queued`), before any of them is answered."""
+        assert self.push is not None
+        queued = await self.push([(payload, windows) for payload, windows, _, _ in batch])
+        observe_queued([(route, started) for (_, _, route, started), ok in zip(batch, queued, strict=True) if ok])
+        return queued
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -178,15 +177,19 @@ class ReceiverFront:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.close()
+                await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def aclose(self) -> None:
+        """After the last request, on the loop: close the Redis connection, then `close()`."""
+        if self.push is not None:
+            await self.push.aclose()
+        self.close()
+
     def close(self) -> None:
-        """After the last request: let the threads finish, and mark this process's metrics files dead."""
+        """Let the threads finish, and mark this process's metrics files dead."""
         self.pool.shutdown(wait=True)
-        if self.group is not None:
-            self.group.close()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess
 

@@ -2,17 +2,16 @@
 
 The asyncio twin of web/group_commit.py, for the receiver's async front (web/asgi.py). Every request of a
 worker process runs on one event loop, so the batching needs no locks: a request appends its item and awaits
-its future; one flusher task at a time sends everything queued so far in one call (`Inbox.push_within`, a
-blocking redis-py call, run on the flush thread so the loop keeps reading requests meanwhile), then sends
-what queued up during that call, and so on. Nobody is answered before its own item was written, so nothing
-acknowledged can be lost; under load a round trip's cost is shared by a batch.
+its future; one flusher task at a time sends everything queued so far in one call (`flush`, awaited on the
+loop: web/async_push.py), then sends what queued up during that call, and so on. Nobody is answered before
+its own item was written, so nothing acknowledged can be lost; under load a round trip's cost is shared by a
+batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from web.group_commit import MAX_BATCH
@@ -22,15 +21,13 @@ Result = TypeVar("Result")
 
 
 class AsyncGroupCommit(Generic[Item, Result]):
-    def __init__(self, flush: Callable[[Sequence[Item]], Sequence[Result]]) -> None:
+    def __init__(self, flush: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]]) -> None:
         """`flush(items)` writes a batch and returns one result per item, in order; if it raises, every item
-        of that batch gets the exception."""
+        of that batch gets the exception. One call at a time: batches go out one after the other, in order."""
         self._flush = flush
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None  # kept: the loop holds only weak references to tasks
-        # One thread: batches go out one after the other, in order, as the blocking client needs.
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="redis-flush")
 
     async def submit(self, item: Item) -> Result:
         """Write `item` (in a batch with whatever else is waiting) and return its result, or raise."""
@@ -43,14 +40,13 @@ class AsyncGroupCommit(Generic[Item, Result]):
         return await future
 
     async def _flush_all(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             # The requests already readable on this turn of the loop join the first batch.
             await asyncio.sleep(0)
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 try:
-                    results = await loop.run_in_executor(self._thread, self._flush, [item for item, _ in batch])
+                    results = await self._flush([item for item, _ in batch])
                 except BaseException as exc:  # every waiter must hear, or it would wait forever
                     for _, future in batch:
                         if not future.done():
@@ -63,6 +59,3 @@ class AsyncGroupCommit(Generic[Item, Result]):
                         future.set_result(result)
         finally:
             self._flushing = False
-
-    def close(self) -> None:
-        self._thread.shutdown(wait=True)

@@ -39,7 +39,7 @@ from web.auth import matches_any
 from web.callbacks import UNAVAILABLE
 from web.group_commit import GroupCommit
 from web.limits import ClientWindows, open_callback_limit
-from web.metrics import CALLBACKS, REQUEST_SECONDS
+from web.metrics import CALLBACKS, REQUEST_SECONDS, observe_many
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,19 @@ class Route:
     def observe(self, started: float, outcome: str) -> None:
         _seconds(self.endpoint).observe(time.perf_counter() - started)
         _answered(self.kind, outcome).inc()
+
+
+def observe_queued(answered: list[tuple[Route, float]]) -> None:
+    """`route.observe(started, "queued")` for each (route, started) of a batch the async front queued, as one
+    increment per series: in multiprocess mode every increment writes this process's file (and asks the
+    kernel for the process id), three per callback when counted one by one."""
+    now = time.perf_counter()
+    durations: dict[Route, list[float]] = {}
+    for route, started in answered:
+        durations.setdefault(route, []).append(now - started)
+    for route, seconds in durations.items():
+        observe_many(_seconds(route.endpoint), seconds)
+        _answered(route.kind, "queued").inc(len(seconds))
 
 
 # The labelled series, looked up once per process rather than per request.

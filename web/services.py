@@ -20,6 +20,10 @@ from shared.store import CallbackInbox, Store, store_for
 
 log = logging.getLogger(__name__)
 
+#: Seconds the receiver waits on Redis: a callback gets its 503 (and AT retries) rather than waiting on a dead
+#: Redis. Also the async front's own client (web/async_push.py).
+RECEIVER_REDIS_TIMEOUT = 2
+
 
 @dataclass
 class Services:
@@ -58,8 +62,7 @@ def init_app(app: Flask, settings: Settings) -> None:
             log.warning("callback kept, but the drainer could not be woken: %s", exc)
 
     engine = build_engine(normalise_url(settings.effective_database_url))
-    # Short Redis timeouts: a callback gets its 503 (and AT retries) rather than waiting on a dead Redis.
-    store = store_for(settings, engine=engine, redis_timeout=2)
+    store = store_for(settings, engine=engine, redis_timeout=RECEIVER_REDIS_TIMEOUT)
     app.extensions["reach"] = Services(
         settings=settings,
         store=store,
