@@ -19,12 +19,8 @@ import pytest
 from shared import inbox
 from tests.conftest import wait_for
 from tests.test_drain import applied_reports, push, seed_messages
-from tests.test_drain_linger import counting_inbox, recording
+from tests.test_drain_linger import LINGER, counting_inbox, recording
 from worker.drain import drain_inbox
-
-#: The waits are recorded, not slept: long enough that no apply, however slow the machine, outlasts it (a drain
-#: waits only for what is left of the linger after its apply).
-LINGER = 10.0
 
 
 def test_a_drain_woken_while_another_lingers_applies_what_waits_without_lingering(
