@@ -17,7 +17,8 @@ way against ~0.8k/s with a task each. The list is a reliable queue (Redis `LMOVE
 - A wake-up (`nudge`) is published at most every `NUDGE_PERIOD_MS` per inbox, so the drain task starts
   within a moment of a callback without one Celery message per callback.
 - A drainer that waits for more callbacks (DRAIN_LINGER_MS, worker/drain.py) keeps the wake-up mark set for
-  as long (`keep_awake`): the callbacks pushed meanwhile are its own, and wake no second drain task.
+  as long (`keep_awake`): the callbacks pushed meanwhile are its own, and wake no second drain task. Only the
+  holder of the linger lease waits (`hold_linger`): one drainer at a time, whatever wakes the others.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ NUDGE = "reach:inbox:nudge"
 NUDGE_PERIOD_MS = 500
 #: Callbacks the drain task could not apply, parked for an operator to look at (JSON `DeadLetter`s).
 DEAD_LETTERS = "reach:inbox:dead"
+#: The one drainer allowed to wait for more callbacks: its token, for as long as it waits (and a margin).
+LINGER_LEASE = "reach:inbox:linger"
 
 # Pop up to ARGV[1] items from the inbox's tail into the processing list, 1,000 at a time (Lua's
 # unpack() has a stack limit), and record the claim. Atomic: an item is in exactly one list.
@@ -81,6 +84,21 @@ for _, raw in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return 1
+"""
+
+
+# Take the linger lease for ARGV[2] ms, or renew it if ARGV[1] (the drainer's token) holds it; 1 if it does now.
+_HOLD_LINGER = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Let the linger lease go, only if ARGV[1] still holds it (it may have lapsed and gone to another drainer).
+_RELEASE_LINGER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -289,6 +307,8 @@ class Inbox:
         self._dead_letter = client.register_script(_DEAD_LETTER)
         self._push_within_limits = client.register_script(PUSH_WITHIN_LIMITS)
         self._oldest_candidates = client.register_script(_OLDEST_CANDIDATES)
+        self._hold_linger = client.register_script(_HOLD_LINGER)
+        self._release_linger = client.register_script(_RELEASE_LINGER)
 
     def push(self, kind: str, data: dict[str, str]) -> str:
         """Queue one callback; returns its inbox id. Raises `redis.RedisError` if Redis did not take it."""
@@ -387,6 +407,20 @@ class Inbox:
         """Called by a drainer about to wait `seconds` for more callbacks: the wake-up mark stays set while it is
         awake, so the callbacks pushed meanwhile wake no second drainer (it clears the mark when idle)."""
         self.redis.set(NUDGE, 1, px=NUDGE_PERIOD_MS + math.ceil(seconds * 1000))
+
+    def hold_linger(self, token: str, seconds: float) -> bool:
+        """Take (or, holding it, renew) for `seconds` the lease of the one drainer that may wait for more callbacks;
+        False while another holds it. It lapses by itself: a drainer that died holding it stops nobody for long."""
+        return bool(self._hold_linger(keys=[LINGER_LEASE], args=[token, max(1, math.ceil(seconds * 1000))]))
+
+    def release_linger(self, token: str) -> None:
+        """Let the linger lease go, if `token` still holds it."""
+        self._release_linger(keys=[LINGER_LEASE], args=[token])
+
+    def lingering_elsewhere(self, token: str) -> bool:
+        """Whether a drainer other than `token`'s holds the linger lease (it will claim again, and look last)."""
+        holder = self.redis.get(LINGER_LEASE)
+        return holder is not None and holder not in (token, token.encode())
 
     def depth(self) -> int:
         return int(self.redis.llen(INBOX))

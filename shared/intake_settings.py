@@ -27,11 +27,10 @@ class IntakeSettings(BaseSettings):
     #: worker's CPU (bench/RESULTS.md "drain batches end to end": 250 ms took 40-50 % less worker CPU per report
     #: than 100 ms in the same run). 250 ms is one full batch at the issue's target of 7,500 DLRs/s, and keeps a
     #: report's wait well under the ~1 s design §6 allows; a report already claimed never waits for it; 0: no wait.
-    #: Off by default: two woken drains can linger at once (a wake-up slips in while the mark is cleared between
-    #: waits or by another drain's last look), and on a worker of two processes serving every queue (`reach up`)
-    #: both then sit in waits for a drain's 20 s budget: housekeeping's resend of an interrupted item took 20-43 s
-    #: instead of 9 under steady callbacks (tests/test_worker.py). Worth 250 on a worker that serves only `ingest`.
-    drain_linger_ms: int = Field(default=0, ge=0, le=1000)
+    #: One drain waits at a time (the inbox's linger lease, worker/drain.py): without it two woken drains waited
+    #: at once, and a worker of two processes serving every queue (`reach up`) sat in waits for a drain's 20 s
+    #: budget while cycles and sends queued (tests/test_worker.py, steady callback traffic: 20-43 s instead of 9).
+    drain_linger_ms: int = Field(default=250, ge=0, le=1000)
     #: A claimed batch of callbacks older than this belongs to a drainer that died; housekeeping puts it
     #: back. Too short only re-reads batches still being applied (skipped by their inbox id), never doubles.
     drain_stale_seconds: float = Field(default=60.0, ge=1, le=3600)

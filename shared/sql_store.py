@@ -31,6 +31,7 @@ from shared.inbox import NUDGE_PERIOD_MS, Batch, DeadLetter, InboxItem, encode
 from shared.store_models import InboxEntry, KvEntry
 
 NUDGE_KEY = "inbox:nudge"
+LINGER_KEY = "inbox:linger"
 
 
 class SqlInbox:
@@ -120,6 +121,20 @@ class SqlInbox:
         """Called by a drainer about to wait `seconds` for more callbacks (shared.inbox.Inbox.keep_awake)."""
         put(self.sessions, {NUDGE_KEY: "1"}, NUDGE_PERIOD_MS / 1000 + seconds)
 
+    def hold_linger(self, token: str, seconds: float) -> bool:
+        """Take or renew the one-drainer linger lease (shared.inbox.Inbox.hold_linger)."""
+        return set_if_absent(self.sessions, LINGER_KEY, seconds, value=token, or_held_by=token)
+
+    def release_linger(self, token: str) -> None:
+        """Let the linger lease go, if `token` still holds it."""
+        with self.sessions.begin() as session:
+            session.execute(delete(KvEntry).where(KvEntry.key == LINGER_KEY, KvEntry.value == token))
+
+    def lingering_elsewhere(self, token: str) -> bool:
+        """Whether a drainer other than `token`'s holds the linger lease."""
+        holder = get_first(self.sessions, [LINGER_KEY])
+        return holder is not None and holder != token
+
     def depth(self) -> int:
         with self.sessions() as session:
             unclaimed = InboxEntry.claim_key.is_(None) & InboxEntry.dead.is_(False)
@@ -173,15 +188,21 @@ class SqlInbox:
 # -- keys with an expiry -------------------------------------------------------------------------------------
 
 
-def set_if_absent(sessions: sessionmaker[Session], key: str, ttl: float, value: str = "1") -> bool:
-    """Redis `SET key value NX PX ttl`: True when the key was absent (or expired) and is now set."""
+def set_if_absent(
+    sessions: sessionmaker[Session], key: str, ttl: float, value: str = "1", *, or_held_by: str | None = None
+) -> bool:
+    """Redis `SET key value NX PX ttl`: True when the key was absent (or expired) and is now set; also, with
+    `or_held_by`, when it held that value (its lifetime starts again)."""
     now = time.time()
     with sessions.begin() as session:
         stmt = insert_for(session, KvEntry).values(key=key, value=value, counter=0, expires_at=now + ttl)
+        settable = KvEntry.expires_at <= now
+        if or_held_by is not None:
+            settable = settable | (KvEntry.value == or_held_by)
         stmt = stmt.on_conflict_do_update(
             index_elements=[KvEntry.key],
             set_={"value": value, "counter": 0, "expires_at": now + ttl},
-            where=KvEntry.expires_at <= now,
+            where=settable,
         )
         # RETURNING, not rowcount: an upsert's rowcount is not reported the same way by every driver.
         return session.execute(stmt.returning(KvEntry.key)).scalar_one_or_none() is not None

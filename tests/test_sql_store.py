@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from shared import sql_store
@@ -158,6 +158,24 @@ def test_a_drainer_waiting_for_more_callbacks_is_not_woken_again(store: SqlStore
     box.mark_idle()
     box.push("sms", {"from": "+254711000001", "text": "late"})
     assert len(woken) == 1
+
+
+def test_one_drainer_at_a_time_holds_the_linger_lease_and_it_lapses(store: SqlStore, engine: Engine) -> None:
+    box, other = store.inbox(), store.inbox()
+    assert box.hold_linger("first", 60) and box.hold_linger("first", 60)  # taken, then renewed by its holder
+    assert not other.hold_linger("second", 60)
+    assert other.lingering_elsewhere("second") and not box.lingering_elsewhere("first")
+    other.release_linger("second")  # not its lease: nothing happens
+    assert not other.hold_linger("second", 60)
+    box.release_linger("first")
+    assert not other.lingering_elsewhere("second")
+    assert other.hold_linger("second", 60)
+    with engine.begin() as connection:  # its holder died during its wait: the lease lapses by itself
+        connection.execute(
+            update(KvEntry).where(KvEntry.key == sql_store.LINGER_KEY).values(expires_at=time.time() - 1)
+        )
+    assert not box.lingering_elsewhere("first")
+    assert box.hold_linger("first", 60)
 
 
 def test_voice_scripts_by_session_and_phone_and_they_expire(store: SqlStore) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
@@ -50,6 +51,9 @@ ITEM_ERRORS: tuple[type[Exception], ...] = (
 ATTEMPTS = 2
 #: Reasons are kept for an operator to read, not whole tracebacks.
 REASON_MAX_CHARS = 500
+#: The linger lease outlasts a wait by this much, for a late wake from `sleep`; a drainer killed while it waited
+#: keeps others from lingering (not from draining) for no longer than its wait and this.
+LINGER_LEASE_MARGIN_SECONDS = 1.0
 
 
 def drain_inbox(
@@ -64,12 +68,31 @@ def drain_inbox(
     After a batch that was not full the drain waits until `linger_seconds` have passed since its claim (never
     past the budget) before it claims again: reports that trickle in are then applied together, where each
     batch pays a transaction, its statements and the inbox's round trips whatever its size (DRAIN_LINGER_MS in
-    shared/settings.py). The wait follows the apply, so a report already claimed never waits for it."""
-    deadline = time.monotonic() + budget_seconds
+    shared/intake_settings.py). The wait follows the apply, so a report already claimed never waits for it.
+    Only the holder of the inbox's linger lease waits: a drain woken while another lingers applies what waits
+    and goes, so a worker's processes never all sit in waits while its other tasks queue."""
+    lease = _LingerLease(box)
+    try:
+        return _drain(box, batch_size, time.monotonic() + budget_seconds, linger_seconds, sleep, lease)
+    finally:
+        lease.let_go()
+
+
+def _drain(
+    box: CallbackInbox,
+    batch_size: int,
+    deadline: float,
+    linger_seconds: float,
+    sleep: Callable[[float], None],
+    lease: _LingerLease,
+) -> int:
     applied = 0
     while (claimed_at := time.monotonic()) < deadline:
         batch = box.claim(batch_size)
         if batch is None:
+            if box.lingering_elsewhere(lease.token):
+                return applied  # it claims again and takes the last look: what is pushed meanwhile is its own
+            lease.release()  # first: a drain woken after the last look may then linger
             box.mark_idle()
             if box.depth() == 0:  # looked again after clearing the mark: no wake-up can be lost
                 return applied
@@ -79,18 +102,45 @@ def drain_inbox(
             return applied  # the batch went back; the beat tick tries again in a few seconds
         applied += done
         if len(batch.items) < batch_size:
-            _linger(box, min(claimed_at + linger_seconds, deadline), sleep)
+            _linger(box, lease, min(claimed_at + linger_seconds, deadline), sleep)
     # Budget spent with work left: wake the next drain, whoever set the mark (a push, or this drain's wait).
+    lease.release()  # first: the drain woken next may linger
     box.mark_idle()
     box.nudge()
     return applied
 
 
-def _linger(box: CallbackInbox, until: float, sleep: Callable[[float], None]) -> None:
+def _linger(box: CallbackInbox, lease: _LingerLease, until: float, sleep: Callable[[float], None]) -> None:
     wait = until - time.monotonic()
-    if wait > 0:
+    if wait > 0 and lease.hold(wait + LINGER_LEASE_MARGIN_SECONDS):
         box.keep_awake(wait)  # the reports pushed meanwhile are this drain's: they need not wake another
         sleep(wait)
+
+
+class _LingerLease:
+    """This drain's hold on the inbox's linger lease (one drainer waits at a time), by a token of its own."""
+
+    def __init__(self, box: CallbackInbox) -> None:
+        self.box = box
+        self.token = uuid.uuid4().hex
+        self.taken = False  # ever taken since last released: only then is there anything to release
+
+    def hold(self, seconds: float) -> bool:
+        held = self.box.hold_linger(self.token, seconds)
+        self.taken = self.taken or held
+        return held
+
+    def release(self) -> None:
+        if self.taken:
+            self.box.release_linger(self.token)
+            self.taken = False
+
+    def let_go(self) -> None:
+        """Release however the drain ended; if the store cannot be reached the lease lapses by itself."""
+        try:
+            self.release()
+        except STORE_ERRORS as exc:
+            log.warning("could not release the drain's linger lease (it lapses by itself): %s", exc)
 
 
 def apply_claimed(box: CallbackInbox, batch: Batch) -> int | None:
