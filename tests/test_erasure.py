@@ -7,7 +7,6 @@ SQLite database gets the same erasure through the dialect fixture."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,7 +21,7 @@ from shared.inbox import InboxItem, encode
 from shared.models import Base, Call, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState, Message
 from shared.store import SqlStore, get_store
 from simulator import wire
-from tests.conftest import API_TOKEN, WEBHOOK_TOKEN, wait_for
+from tests.conftest import API_TOKEN, WEBHOOK_TOKEN
 from worker import cycles, ingest
 
 PHONE = "+254711000051"
@@ -251,85 +250,6 @@ def items_by_phone(session: Session, cycle_id: int) -> dict[str | None, ItemStat
         .where(CycleItem.cycle_id == cycle_id)
     )
     return {phone: state for phone, state in rows}
-
-
-def test_a_contact_being_erased_while_a_cycle_plans_is_left_out_of_the_plan(session) -> None:
-    """The plan reaches the contact while its erasure holds it: the plan waits for the erasure, then leaves
-    the erased contact out (never an item pointing at a contact that is gone, never a failed plan)."""
-    from shared.erasure import erase_contact
-
-    cycle_id = two_contacts_and_a_cycle(session)
-    planned: list[Any] = []
-
-    def plan() -> None:
-        with Session(bind=session.get_bind()) as planner, planner.begin():
-            planned.append(cycles.plan_cycle(planner, cycle_id))
-
-    planning = threading.Thread(target=plan)
-    with Session(bind=session.get_bind()) as eraser:
-        assert erase_contact(eraser, get_store(), PHONE) is True  # not committed: the contact stays locked
-        planning.start()
-        try:
-            wait_for(lambda: lock_waits(session), timeout=10, what="the plan waiting for the erasure")
-        finally:
-            eraser.commit()
-    planning.join(10)
-
-    assert [plan["sms"] for plan in planned] == [1]
-    assert items_by_phone(session, cycle_id) == {OTHER: ItemState.PENDING}
-
-
-def test_an_erasure_while_a_cycle_plans_waits_for_the_plan_then_cancels_the_new_item(session) -> None:
-    from shared.erasure import erase_contact
-
-    cycle_id = two_contacts_and_a_cycle(session)
-    erased: list[bool] = []
-
-    def erase() -> None:
-        with Session(bind=session.get_bind()) as eraser, eraser.begin():
-            erased.append(erase_contact(eraser, get_store(), PHONE))
-
-    erasing = threading.Thread(target=erase)
-    with Session(bind=session.get_bind()) as planner:
-        cycles.plan_cycle(planner, cycle_id)  # planned, not committed: the contacts stay locked
-        erasing.start()
-        try:
-            wait_for(lambda: lock_waits(session), timeout=10, what="the erasure waiting for the plan")
-        finally:
-            planner.commit()
-    erasing.join(10)
-
-    assert erased == [True]
-    assert items_by_phone(session, cycle_id) == {None: ItemState.CANCELLED, OTHER: ItemState.PENDING}
-
-
-def test_a_contact_locked_by_an_edit_does_not_hold_up_a_plan(session) -> None:
-    """An operator's edit locks the contact (FOR UPDATE) while it applies: a plan meanwhile goes on (it locked
-    every contact it read, so a million-contact plan waited for any one of them), and an erasure that follows
-    cancels the plan's item."""
-    from shared.erasure import erase_contact
-
-    cycle_id = two_contacts_and_a_cycle(session)
-    planned: list[Any] = []
-
-    def plan() -> None:
-        with Session(bind=session.get_bind()) as planner, planner.begin():
-            planned.append(cycles.plan_cycle(planner, cycle_id))
-
-    planning = threading.Thread(target=plan)
-    with Session(bind=session.get_bind()) as eraser:
-        eraser.scalars(select(Contact).where(Contact.phone == PHONE).with_for_update()).one()  # as an edit does
-        planning.start()
-        try:
-            planning.join(10)
-            assert [plan["sms"] for plan in planned] == [2], "the plan waited for the locked contact"
-        finally:
-            eraser.rollback()
-            planning.join(10)
-        assert erase_contact(eraser, get_store(), PHONE) is True
-        eraser.commit()
-
-    assert items_by_phone(session, cycle_id) == {None: ItemState.CANCELLED, OTHER: ItemState.PENDING}
 
 
 # -- the embedded SQLite database ---------------------------------------------------------------------------

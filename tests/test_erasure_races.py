@@ -1,5 +1,5 @@
-"""An erasure (`DELETE /api/contacts/<phone>`) racing the work that writes about the same contact: a dispatcher
-claiming its cycle item, a drain applying its delivery reports. Each must wait for the other in one order; in
+"""An erasure (`DELETE /api/contacts/<phone>`) racing the work that writes about the same contact: a plan, a
+dispatcher claiming its cycle item, a drain applying its delivery reports. Each must wait for the other in one order; in
 the opposite orders Postgres kills one of them (`deadlock detected`), and the API answers 500 or the batch
 fails. Real Postgres, two sessions, the second in a thread; the interleaving is forced by holding the first
 transaction open until Postgres shows the second waiting."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -19,7 +20,7 @@ from shared.models import Channel, Contact, ContactStatus, Cycle, CycleItem, Cyc
 from shared.store import get_store
 from simulator import wire
 from tests.conftest import wait_for
-from tests.test_erasure import PHONE, lock_waits, two_contacts_and_a_cycle
+from tests.test_erasure import OTHER, PHONE, items_by_phone, lock_waits, two_contacts_and_a_cycle
 from worker import cycles, ingest
 from worker.cycles import items as cycle_items
 from worker.cycles import sms as cycle_sms
@@ -37,6 +38,16 @@ def erasing_in_a_thread(session: Session) -> tuple[threading.Thread, list[bool],
             errors.append(exc)
 
     return threading.Thread(target=erase), erased, errors
+
+
+def planning_in_a_thread(session: Session, cycle_id: int) -> tuple[threading.Thread, list[Any]]:
+    planned: list[Any] = []
+
+    def plan() -> None:
+        with Session(bind=session.get_bind()) as planner, planner.begin():
+            planned.append(cycles.plan_cycle(planner, cycle_id))
+
+    return threading.Thread(target=plan), planned
 
 
 def while_the_erasure_waits(session: Session, first: Callable[[Session], None], then: Callable[[Session], None]):
@@ -76,7 +87,7 @@ def test_an_erasure_while_a_dispatcher_claims_waits_for_the_claim_not_a_deadlock
     assert (errors, erased) == ([], [True])
     assert session.scalar(select(Contact.id).where(Contact.phone == PHONE)) is None
     phones = session.scalars(select(Message.phone).where(Message.cycle_id == cycle_id).order_by(Message.phone))
-    assert sorted(phones) == ["+254711000052", ERASED]  # sent before the erasure: kept, anonymised
+    assert sorted(phones) == [OTHER, ERASED]  # sent before the erasure: kept, anonymised
 
 
 def test_an_erasure_while_a_drain_applies_its_reports_waits_for_the_drain_not_a_deadlock(session) -> None:
@@ -130,3 +141,58 @@ def test_an_erasure_that_keeps_giving_way_answers_503_and_erases_nothing(client,
     assert "try again" in response.get_json()["error"]
     assert session.scalar(select(Contact.id).where(Contact.phone == PHONE)) is not None
     assert client.delete(f"/api/contacts/{PHONE}", headers=HEADERS).status_code == 204
+
+
+def test_a_contact_being_erased_while_a_cycle_plans_is_left_out_of_the_plan(session) -> None:
+    """The plan reaches the contact while its erasure holds it: the plan waits for the erasure, then leaves
+    the erased contact out (never an item pointing at a contact that is gone, never a failed plan)."""
+    cycle_id = two_contacts_and_a_cycle(session)
+    planning, planned = planning_in_a_thread(session, cycle_id)
+    with Session(bind=session.get_bind()) as eraser:
+        assert erase_contact(eraser, get_store(), PHONE) is True  # not committed: the contact stays locked
+        planning.start()
+        try:
+            wait_for(lambda: lock_waits(session), timeout=10, what="the plan waiting for the erasure")
+        finally:
+            eraser.commit()
+    planning.join(10)
+
+    assert [plan["sms"] for plan in planned] == [1]
+    assert items_by_phone(session, cycle_id) == {OTHER: ItemState.PENDING}
+
+
+def test_an_erasure_while_a_cycle_plans_waits_for_the_plan_then_cancels_the_new_item(session) -> None:
+    cycle_id = two_contacts_and_a_cycle(session)
+    erasing, erased, errors = erasing_in_a_thread(session)
+    with Session(bind=session.get_bind()) as planner:
+        cycles.plan_cycle(planner, cycle_id)  # planned, not committed: the contacts stay locked
+        erasing.start()
+        try:
+            wait_for(lambda: lock_waits(session), timeout=10, what="the erasure waiting for the plan")
+        finally:
+            planner.commit()
+    erasing.join(10)
+
+    assert (errors, erased) == ([], [True])
+    assert items_by_phone(session, cycle_id) == {None: ItemState.CANCELLED, OTHER: ItemState.PENDING}
+
+
+def test_a_contact_locked_by_an_edit_does_not_hold_up_a_plan(session) -> None:
+    """An operator's edit locks the contact (FOR UPDATE) while it applies: a plan meanwhile goes on (it locked
+    every contact it read, so a million-contact plan waited for any one of them), and an erasure that follows
+    cancels the plan's item."""
+    cycle_id = two_contacts_and_a_cycle(session)
+    planning, planned = planning_in_a_thread(session, cycle_id)
+    with Session(bind=session.get_bind()) as eraser:
+        eraser.scalars(select(Contact).where(Contact.phone == PHONE).with_for_update()).one()  # as an edit does
+        planning.start()
+        try:
+            planning.join(10)
+            assert [plan["sms"] for plan in planned] == [2], "the plan waited for the locked contact"
+        finally:
+            eraser.rollback()
+            planning.join(10)
+        assert erase_contact(eraser, get_store(), PHONE) is True
+        eraser.commit()
+
+    assert items_by_phone(session, cycle_id) == {None: ItemState.CANCELLED, OTHER: ItemState.PENDING}
