@@ -346,3 +346,52 @@ def test_of_bodies_read_at_once_only_the_stalled_ones_are_cut_and_a_cancelled_re
     assert cancelled
     for body in bodies:
         body.close()
+
+
+def upload(front: ReceiverFront, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
+    """POST `body` as CSV to /api/contacts in 64 KiB messages: (status, bytes the front asked for)."""
+    asked = [0]
+    scope = {
+        "type": "http", "method": "POST", "path": "/api/contacts", "raw_path": b"/api/contacts", "query_string": b"",
+        "headers": [(b"content-type", b"text/csv"), (b"content-length", str(len(body)).encode()), *headers],
+        "client": ("127.0.0.1", 5000), "server": ("localhost", 80),
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        part = body[asked[0] : asked[0] + 65536]
+        asked[0] += len(part)
+        return {"type": "http.request", "body": part, "more_body": asked[0] < len(body)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(front(scope, receive, send))
+    return sent[0]["status"], asked[0]
+
+
+def contacts_csv(rows: int) -> bytes:
+    return b"phone,name\n" + b"".join(b"+2547%08d,Amina\n" % i for i in range(rows))
+
+
+def test_an_upload_without_the_operators_token_is_not_read_past_the_ordinary_body_limit(clean) -> None:
+    """Operator uploads under /api/ may be 32 MiB (MAX_UPLOAD_BYTES); a stranger's are refused 401 having read no
+    more than any other route would (MAX_BODY_BYTES), as Flask refused them first under gunicorn. Before, the
+    front read (and spooled to disk) the whole 16 MiB, then Flask said 401."""
+    from tests.conftest import API_TOKEN
+    from web import create_app
+
+    settings = load_settings()
+    app = create_app(settings, fast_path=False)
+    front = ReceiverFront(app.wsgi_app, settings, app.extensions["reach"].inbox, threads=2)
+    try:
+        large = contacts_csv(700_000)  # 16 MiB
+        status, read = upload(front, large, [(b"authorization", b"Bearer not-the-token")])
+        assert status == 401
+        assert read <= settings.max_body_bytes + 65536
+        assert upload(front, large, [])[0] == 401
+        operators = contacts_csv(10_000)  # above MAX_BODY_BYTES, read whole and imported
+        assert upload(front, operators, [(b"authorization", f"Bearer {API_TOKEN}".encode())]) == (200, len(operators))
+    finally:
+        front.close()
+        app.extensions["reach"].close()

@@ -35,6 +35,7 @@ from web.access_log import access_log
 from web.asgi_bodies import ReadBody, read_body
 from web.async_group import AsyncGroupCommit
 from web.async_push import AsyncPush
+from web.auth import bearer_matches
 from web.bodies import MALFORMED_CHUNKED
 from web.body_deadline import log as body_log
 from web.fastpath import UNAVAILABLE_ANSWER, CallbackFastPath, Route, flask_json, observe_queued, queued_answer
@@ -71,6 +72,7 @@ class ReceiverFront:
         # The most body a route may take: operator uploads under /api/, otherwise MAX_BODY_BYTES (Flask answers
         # 413 past its own limit; the front stops reading one byte past it).
         self.upload_prefix = f"{operator_bp.url_prefix}/"
+        self.api_tokens = settings.api_tokens
         self.caps = (max(MAX_UPLOAD_BYTES, settings.max_body_bytes), settings.max_body_bytes)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -134,9 +136,15 @@ class ReceiverFront:
         return stream.status, size
 
     def _cap(self, environ: dict[str, Any], taken: tuple[Route, int] | None) -> int:
+        """The most of this body the front reads: a callback's form limit, an operator's upload limit (only with
+        the operator's token: a stranger's upload is refused by Flask before its body is read, so it need not be
+        read past the ordinary limit either), else MAX_BODY_BYTES."""
         if taken is not None:
             return taken[1]
-        return self.caps[0] if environ["PATH_INFO"].startswith(self.upload_prefix) else self.caps[1]
+        upload = environ["PATH_INFO"].startswith(self.upload_prefix)
+        if upload and bearer_matches(environ.get("HTTP_AUTHORIZATION", ""), self.api_tokens):
+            return self.caps[0]
+        return self.caps[1]
 
     def _note_incomplete(self, environ: dict[str, Any], body: ReadBody) -> None:
         request = f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}"

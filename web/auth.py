@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 
 from flask import request
 
@@ -43,8 +44,13 @@ def require_webhook_token() -> None:
 
 def has_operator_token() -> bool:
     """The request carries `Authorization: Bearer <one of API_TOKEN>`; never true while none is set."""
-    tokens = services().settings.api_tokens
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return bearer_matches(request.headers.get("Authorization", ""), services().settings.api_tokens)
+
+
+def bearer_matches(authorization: str, tokens: Sequence[str]) -> bool:
+    """An `Authorization` header's value is `Bearer <one of tokens>` (never true for no tokens). Also read by the
+    async front before a body is (web/asgi.py)."""
+    scheme, _, given = authorization.partition(" ")
     return bool(tokens) and scheme.lower() == "bearer" and matches_any(given.strip(), tokens)
 
 
