@@ -50,17 +50,30 @@ def planning_in_a_thread(session: Session, cycle_id: int) -> tuple[threading.Thr
     return threading.Thread(target=plan), planned
 
 
+def while_the_other_waits(
+    session: Session,
+    first: Callable[[Session], object],
+    other: threading.Thread,
+    then: Callable[[Session], object] | None = None,
+) -> None:
+    """`first` in a transaction, `other` started and seen waiting for it (a lock wait in Postgres), `then` in the
+    same transaction, commit; `other` finished."""
+    with Session(bind=session.get_bind()) as holder:
+        first(holder)
+        other.start()
+        try:
+            wait_for(lambda: lock_waits(session), timeout=10, what="the other transaction waiting")
+            if then is not None:
+                then(holder)
+        finally:
+            holder.commit()
+    other.join(15)
+
+
 def while_the_erasure_waits(session: Session, first: Callable[[Session], None], then: Callable[[Session], None]):
-    """`first` in a transaction, the erasure started and seen waiting for it, `then` in the same transaction,
-    commit; the erasure's outcome."""
+    """`first`, the erasure waiting for it, `then`, commit: the erasure's outcome."""
     erasing, erased, errors = erasing_in_a_thread(session)
-    with Session(bind=session.get_bind()) as worker:
-        first(worker)
-        erasing.start()
-        wait_for(lambda: lock_waits(session), timeout=10, what="the erasure waiting")
-        then(worker)
-        worker.commit()
-    erasing.join(15)
+    while_the_other_waits(session, first, erasing, then)
     return erased, errors
 
 
@@ -148,30 +161,17 @@ def test_a_contact_being_erased_while_a_cycle_plans_is_left_out_of_the_plan(sess
     the erased contact out (never an item pointing at a contact that is gone, never a failed plan)."""
     cycle_id = two_contacts_and_a_cycle(session)
     planning, planned = planning_in_a_thread(session, cycle_id)
-    with Session(bind=session.get_bind()) as eraser:
-        assert erase_contact(eraser, get_store(), PHONE) is True  # not committed: the contact stays locked
-        planning.start()
-        try:
-            wait_for(lambda: lock_waits(session), timeout=10, what="the plan waiting for the erasure")
-        finally:
-            eraser.commit()
-    planning.join(10)
+    erased = []  # not committed while the plan starts: the erasure holds it off
+    while_the_other_waits(session, lambda eraser: erased.append(erase_contact(eraser, get_store(), PHONE)), planning)
 
-    assert [plan["sms"] for plan in planned] == [1]
+    assert erased == [True] and [plan["sms"] for plan in planned] == [1]
     assert items_by_phone(session, cycle_id) == {OTHER: ItemState.PENDING}
 
 
 def test_an_erasure_while_a_cycle_plans_waits_for_the_plan_then_cancels_the_new_item(session) -> None:
     cycle_id = two_contacts_and_a_cycle(session)
     erasing, erased, errors = erasing_in_a_thread(session)
-    with Session(bind=session.get_bind()) as planner:
-        cycles.plan_cycle(planner, cycle_id)  # planned, not committed: the contacts stay locked
-        erasing.start()
-        try:
-            wait_for(lambda: lock_waits(session), timeout=10, what="the erasure waiting for the plan")
-        finally:
-            planner.commit()
-    erasing.join(10)
+    while_the_other_waits(session, lambda planner: cycles.plan_cycle(planner, cycle_id), erasing)  # then committed
 
     assert (errors, erased) == ([], [True])
     assert items_by_phone(session, cycle_id) == {None: ItemState.CANCELLED, OTHER: ItemState.PENDING}
