@@ -213,7 +213,8 @@ def contacts_delete(phone: str, yes: bool) -> None:
     its incoming SMS, USSD sessions and raw callbacks. Cycle counts and costs stay. Its opt-out, if any,
     outlives the erasure (kept as a keyed hash of the number). Asks first unless --yes.
 
-    Exit 4 when there is no such contact, 2 when PHONE is not a phone number, 1 when not confirmed.
+    Exit 4 when there is no such contact, 2 when PHONE is not a phone number, 1 when not confirmed or when work
+    about the contact kept its rows for 30 s (nothing erased; try again).
     """
     from shared.erasure import ErasureBusy, erase_contact
     from shared.store import get_store
