@@ -110,8 +110,7 @@ class ReceiverFront:
 
     @staticmethod
     async def _send(answer: WsgiAnswer, send: Send, keep: bool) -> tuple[int, int]:
-        headers = answer.headers if keep else [*answer.headers, (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.start", "status": answer.status, "headers": _closing(answer.headers, keep)})
         await send({"type": "http.response.body", "body": answer.body})
         return answer.status, len(answer.body)
 
@@ -122,8 +121,7 @@ class ReceiverFront:
         loop = asyncio.get_running_loop()
         stream = await loop.run_in_executor(self.pool, start_wsgi, self.flask_wsgi, environ, wsgi_input)
         try:
-            keep = body.keeps_connection
-            headers = stream.headers if keep else [*stream.headers, (b"connection", b"close")]
+            headers = _closing(stream.headers, body.keeps_connection)
             await send({"type": "http.response.start", "status": stream.status, "headers": headers})
             size, part = 0, stream.first
             while part:  # each part out as soon as the app has made it
@@ -206,6 +204,11 @@ class ReceiverFront:
 
 def _environ_only(environ: dict[str, Any], _start_response: Any) -> dict[str, Any]:
     return environ
+
+
+def _closing(headers: list[tuple[bytes, bytes]], keep: bool) -> list[tuple[bytes, bytes]]:
+    """The answer's headers, with `connection: close` when the body was not read to its end."""
+    return headers if keep else [*headers, (b"connection", b"close")]
 
 
 def _json_answer(status: int, body: bytes) -> WsgiAnswer:

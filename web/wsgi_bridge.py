@@ -71,9 +71,7 @@ class WsgiStream:
     result: Iterable[bytes]
 
     def close(self) -> None:
-        close = getattr(self.result, "close", None)
-        if close is not None:
-            close()
+        close_result(self.result)
 
 
 def start_wsgi(app: WsgiApp, environ: dict[str, Any], body: IO[bytes]) -> WsgiStream:
@@ -94,13 +92,18 @@ def start_wsgi(app: WsgiApp, environ: dict[str, Any], body: IO[bytes]) -> WsgiSt
     try:
         first = b"".join(written) + (next_part(parts) or b"")
     except BaseException:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
+        close_result(result)
         raise
     status, headers = started
     encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
     return WsgiStream(int(status.split(None, 1)[0]), encoded, first, parts, result)
+
+
+def close_result(result: Iterable[bytes]) -> None:
+    """PEP 3333: the server calls the response's `close()`, if it has one, however the response ended."""
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
 
 
 def next_part(parts: Iterator[bytes]) -> bytes | None:
