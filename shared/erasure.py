@@ -139,7 +139,8 @@ def erase_contact(session: Session, store: Store, phone: str, configured: Sequen
             if not isinstance(exc.orig, LockNotAvailable):
                 raise
             if time.monotonic() > give_up:
-                raise ErasureBusy(f"the contact's rows stayed in use for {ERASURE_PATIENCE_SECONDS} s") from exc
+                busy = f"its rows stayed in use for {ERASURE_PATIENCE_SECONDS} s"
+                raise ErasureBusy(f"{phone} not erased: {busy}; try again") from exc
             log.info("an erasure gave way to work holding the contact's rows; trying again")
             time.sleep(random.uniform(0.05, 0.25))
 

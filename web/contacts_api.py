@@ -69,5 +69,5 @@ def delete_contact(phone: str) -> ResponseReturnValue:
             if not erasure.erase_contact(session, services().store, e164, settings.erasure_keys):
                 raise ApiError(404, f"no contact {e164}")
     except erasure.ErasureBusy as exc:
-        raise ApiError(503, f"{e164} not erased: {exc}; try again") from None
+        raise ApiError(503, str(exc)) from None
     return "", 204

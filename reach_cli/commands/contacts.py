@@ -230,7 +230,7 @@ def contacts_delete(phone: str, yes: bool) -> None:
             if not erase_contact(session, get_store(), e164, settings.erasure_keys):
                 fail(f"no contact {e164}", EXIT_NOT_FOUND)
         except ErasureBusy as exc:
-            fail(f"{e164} not erased: {exc}; try again", EXIT_FAILED)
+            fail(str(exc), EXIT_FAILED)
     echo(f"erased {e164}")
 
 
