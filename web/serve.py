@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import multiprocessing.connection
 import os
-import threading
+import time
 from pathlib import Path
 
 from web.asgi import DEFAULT_THREADS, THREADS_VARIABLE
@@ -75,28 +77,41 @@ def _redacting_formatter() -> logging.Formatter:
 #: While the receiver stops, how often a worker still running hears SIGTERM again.
 RESIGNAL_SECONDS = 0.5
 
+granian_log = logging.getLogger("_granian")
+
 
 def stopping_workers_again(server_class: type) -> type:
-    """granian's server class, whose stop says SIGTERM again to a worker that goes on. granian signals each worker
-    once; a worker signalled in its first milliseconds, before it set handlers of its own (web/asgi.py
-    `create_front`, then granian's), heard it through the main process's handler it inherited, a flag in its own
-    memory, and was killed only after the graceful timeout (20 s; tests/test_receiver_server.py, 1 run in 8)."""
+    """granian's server class with a stop of its own, for two faults of granian's:
+
+    - granian signals each worker once. A worker signalled in its first milliseconds, before it set handlers of
+      its own (web/asgi.py `create_front`, then granian's), heard it through the main process's handler it
+      inherited, a flag in its own memory, and was killed only after the graceful timeout (20 s;
+      tests/test_receiver_server.py, 1 run in 8). Here a worker still running hears SIGTERM again every 0.5 s.
+    - granian asks `is_alive()` after `join()`, 1 ms apart, while a watcher thread of its own reaps the same
+      process: under load the watcher has reaped it but not yet noted it, so a worker that had exited was
+      reported "Killing worker-N after it refused to gracefully stop" (1 stop in 40 with the cores busy, and in
+      CI). Here a worker has stopped when its sentinel says so: the pipe closes only as the process exits."""
 
     class Receiver(server_class):  # type: ignore[misc, valid-type]
         def _stop_workers(self) -> None:
-            stopped = threading.Event()
-            again = threading.Thread(target=self._say_stop_again, args=(stopped,), name="resignal", daemon=True)
-            again.start()
-            try:
-                super()._stop_workers()
-            finally:
-                stopped.set()
-                again.join()
-
-        def _say_stop_again(self, stopped: threading.Event) -> None:
-            while not stopped.wait(RESIGNAL_SECONDS):
-                for worker in list(self.wrks):
-                    worker.inner.terminate()  # nothing once it has exited (multiprocessing knows its exit code)
+            running = {worker.inner.sentinel: worker for worker in self.wrks}
+            for worker in running.values():
+                worker.terminate()  # granian's: marks the exit as asked for, so its watcher stays quiet
+            deadline = time.monotonic() + self.workers_kill_timeout if self.workers_kill_timeout else math.inf
+            while running and time.monotonic() < deadline:
+                wait_at_most = min(RESIGNAL_SECONDS, deadline - time.monotonic())
+                for sentinel in multiprocessing.connection.wait(list(running), timeout=max(wait_at_most, 0)):
+                    granian_log.info(f"Stopped worker-{running.pop(sentinel).idx + 1}")
+                for worker in running.values():
+                    worker.inner.terminate()
+            for worker in running.values():
+                granian_log.warning(f"Killing worker-{worker.idx + 1} after it refused to gracefully stop")
+                worker.kill()
+                worker.join()
+                granian_log.info(f"Stopped worker-{worker.idx + 1}")
+            for worker in self.wrks:
+                worker.join()  # reaps the ones whose sentinel closed
+            self.wrks.clear()
 
     return Receiver
 
