@@ -202,8 +202,6 @@ def test_send_rate_books_turns_on_one_timeline(store: SqlStore) -> None:
     assert 2.5 - between - 0.1 <= waited <= 2.6
 
 
-# kombu's own models use a loader option SQLAlchemy 2.1 deprecates; not ours to fix.
-@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
 def test_the_embedded_broker_carries_messages_and_its_delivered_ones_are_pruned(tmp_path: Path) -> None:
     """kombu's SQLAlchemy transport on a SQLite file in WAL mode, with the options `reach up` uses."""
     from kombu import Connection, Consumer, Producer, Queue
