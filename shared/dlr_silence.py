@@ -91,6 +91,22 @@ def held_back(silent_ids: list[int]) -> ColumnElement[bool]:
     )
 
 
+def why_held(session: Session, contact_id: int) -> str | None:
+    """Why a silence holds this contact, for an operator who asked to reach it; None if none does."""
+    silent = silent_cycles(session)
+    if not silent or session.scalar(select(Contact.id).where(Contact.id == contact_id, held_back(silent))) is None:
+        return None
+    cycle_id = session.scalar(
+        select(Message.cycle_id).join(Contact, Contact.last_message_id == Message.id).where(Contact.id == contact_id)
+    )
+    return (
+        f"held by a delivery-report silence: its last SMS (cycle {cycle_id}) has no delivery report and none of"
+        " that cycle's came, so whether it arrived is not known and it is not called. The hold lifts when reports"
+        " arrive again (check AT's delivery report URL and its token); a cycle run with --ignore-dlr-silence"
+        " calls the held contacts"
+    )
+
+
 def describe(silent_ids: list[int]) -> str:
     """One sentence for readiness, `reach doctor` and the alert."""
     shown = ", ".join(str(i) for i in silent_ids[:5]) + (", ..." if len(silent_ids) > 5 else "")

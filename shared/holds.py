@@ -38,3 +38,12 @@ def count_held(session: Session, base: ColumnElement[bool], held: dict[str, Colu
         counts[reason] = session.scalar(select(func.count()).select_from(Contact).where(before, where)) or 0
         before = before & ~where
     return counts
+
+
+def why_held(session: Session, contact_id: int) -> str | None:
+    """Why a guard holds this one contact (the first reason, as planning counts it), or None: a one-off send
+    asks before it calls, so it calls no one a cycle would leave out."""
+    for explain in (dlr_silence.why_held, incidents.why_held):
+        if reason := explain(session, contact_id):
+            return reason
+    return None

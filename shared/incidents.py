@@ -130,6 +130,18 @@ def holding_contact(session: Session, contact_id: int) -> NetworkIncident | None
     return None
 
 
+def why_held(session: Session, contact_id: int) -> str | None:
+    """Why an open incident holds this contact, for an operator who asked to reach it; None if none does."""
+    incident = holding_contact(session, contact_id)
+    if incident is None:
+        return None
+    return (
+        f"held by carrier incident {incident.id} ({network_name(incident.network_code)} failing since"
+        f" {incident.since:%Y-%m-%d %H:%M} UTC): its last SMS failed on that network's word, so it is not called."
+        f" `reach incident release {incident.id}` (or POST /api/incidents/{incident.id}/release) if it should be"
+    )
+
+
 def defers(incidents: Sequence[NetworkIncident], target: ContactStatus | None, network: str | None, at: Any) -> bool:
     """Whether a report's downgrade to `inactive` waits: its network is held and it came since its window."""
     if target is not ContactStatus.INACTIVE or network is None or at is None:

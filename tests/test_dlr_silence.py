@@ -192,3 +192,33 @@ def test_cli_dry_run_shows_the_silence_and_the_override(session) -> None:
     routed = CliRunner().invoke(cli, ["cycle", "run", "--message", "hello", "--dry-run", "--ignore-dlr-silence"])
     assert routed.exit_code == 0, routed.output
     assert "voice calls:    1" in routed.output
+
+
+def test_a_one_off_send_never_calls_a_contact_a_silence_holds(session, client, operator_headers) -> None:
+    """A cycle leaves out a contact whose last SMS is from a silent cycle and has no report (whether it arrived
+    is not known), and so does a one-off send: it would call someone who may have read the SMS. Before, `POST
+    /communicate` called them (202, channel voice). A report arriving again lifts the hold."""
+    from shared.models import Contact, ContactStatus, Cycle, CycleState, DlrEvent
+
+    silent = Cycle(message="hi", state=CycleState.DONE, dlr_silent_at=datetime.now(UTC), dlr_event_mark=0)
+    held, failed = Contact(phone=A, status=ContactStatus.PENDING), Contact(phone=B, status=ContactStatus.INACTIVE)
+    session.add_all([silent, held, failed])
+    session.flush()
+    for contact, status in ((held, None), (failed, "Failed")):
+        message = Message(contact_id=contact.id, cycle_id=silent.id, phone=contact.phone, text="hi", send_state="sent")
+        message.status = status
+        session.add(message)
+        session.flush()
+        contact.last_message_id = message.id
+    session.commit()
+
+    refused = client.post("/communicate", json={"to": A, "message": "Your order is ready"}, headers=operator_headers)
+    called = client.post("/communicate", json={"to": B, "message": "Your order is ready"}, headers=operator_headers)
+
+    assert refused.status_code == 409, refused.get_json()
+    assert f"cycle {silent.id}" in refused.get_json()["error"] and "delivery report" in refused.get_json()["error"]
+    assert (called.status_code, called.get_json()["channel"]) == (202, "voice")  # its SMS failed: AT said so
+    session.add(DlrEvent(at_message_id="ATXid_any", status="Success", received_at=datetime.now(UTC)))
+    session.commit()
+    lifted = client.post("/communicate", json={"to": A, "message": "hi"}, headers=operator_headers)
+    assert (lifted.status_code, lifted.get_json()["channel"]) == (202, "voice")

@@ -20,8 +20,8 @@ from shared import (
     cycle_report,
     cycles,
     heartbeat,
+    holds,
     idempotency,
-    incidents,
     placeholders,
     schedules,
     sender_rules,
@@ -31,7 +31,6 @@ from shared.contacts import contact_history, contact_json, get_or_create
 from shared.cycles import CycleConflict, CycleError, CycleNotFound
 from shared.imports import BadImport, import_contacts, rows_from_csv, rows_from_json
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, Message, Schedule
-from shared.networks import network_name
 from shared.phone import InvalidPhone, normalise_phone
 from shared.refusals import StoredRefusals, import_exists, refused_csv
 from shared.store import STORE_ERRORS
@@ -203,17 +202,10 @@ def enqueue(task: str, row_id: int) -> str | None:
 
 
 def _refuse_a_held_call(session: Session, contact: Contact) -> None:
-    """A carrier incident holds the contact: its last SMS failed on the word of a network that is failing, and
-    a cycle would leave it out (shared/incidents.py); a one-off send does not call it either."""
-    incident = incidents.holding_contact(session, contact.id)
-    if incident is not None:
-        raise ApiError(
-            409,
-            f"contact {contact.phone} is held by carrier incident {incident.id} ({network_name(incident.network_code)}"
-            f" failing since {incident.since:%Y-%m-%d %H:%M} UTC): its last SMS failed on that network's word, so it"
-            f" is not called; nothing sent. `reach incident release {incident.id}` (or POST"
-            f" /api/incidents/{incident.id}/release) if it should be",
-        )
+    """A guard holds the contact (a carrier incident, a delivery-report silence: shared/holds.py) and a cycle
+    would leave it out; a one-off send does not call it either."""
+    if reason := holds.why_held(session, contact.id):
+        raise ApiError(409, f"contact {contact.phone} is {reason}; nothing sent")
 
 
 def with_warning(body: dict[str, Any], warning: str | None) -> dict[str, Any]:
