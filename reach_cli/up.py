@@ -11,6 +11,8 @@ generated once and kept in var/ so the URLs printed at start keep working across
 
 Nothing outlives `reach up` (reach_cli/lifetime.py): each child gets SIGTERM when it dies, however it dies
 (SIGKILL, the OOM killer), and stops its own workers as on Ctrl-C; one `reach up` at a time holds var/.
+A worker that stops by itself is started again, as compose's restart policy does (`Restarts`); any other
+child that stops ends `reach up`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import click
@@ -36,6 +39,30 @@ SIMULATOR_PORT_OFFSET = 1  # the simulator listens on PORT + 1 when that is free
 DEMO_SETTINGS = {"CALL_RETRIES": "1", "CALL_RETRY_DELAY_SECONDS": "3"}
 
 
+#: The children started again when they stop by themselves: a worker stopped by an error it cannot recover from
+#: (kombu 5.7 stopped one that lost Redis with a task in flight, shared/kombu_fix.py) while the receiver runs on.
+RESTARTED = frozenset({"worker"})
+
+
+@dataclass
+class Restarts:
+    """Starting a child again, but not endlessly: one that stopped `limit` times within `window_seconds` (a
+    setting it refuses, a broker it cannot reach at start) ends `reach up`, which says where its log is."""
+
+    limit: int = 5
+    window_seconds: float = 60.0
+    times: deque[float] = field(default_factory=deque)
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        while self.times and now - self.times[0] > self.window_seconds:
+            self.times.popleft()
+        if len(self.times) >= self.limit:
+            return False
+        self.times.append(now)
+        return True
+
+
 @dataclass
 class Stack:
     settings: Settings
@@ -46,15 +73,22 @@ class Stack:
     simulator_socket: socket.socket | None = None
     #: The lock on var/ (lifetime.hold_var): every child inherits it, so var/ stays held until they all ended.
     var_lock: int = -1
+    #: The command line of each child `RESTARTED` names, to start it again.
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    restarts: Restarts = field(default_factory=Restarts)
 
     def start(self, name: str, command: list[str], *, fds: tuple[int, ...] = ()) -> None:
+        self.children.append((name, self._spawn(name, command, fds)))
+        if name in RESTARTED:
+            self.commands[name] = command
+
+    def _spawn(self, name: str, command: list[str], fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
         log = (VAR_DIR / f"{name}.log").open("ab")
         inherited = ((self.var_lock,) if self.var_lock >= 0 else ()) + fds
-        process = subprocess.Popen(
+        return subprocess.Popen(
             command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=lifetime.end_with_parent(), pass_fds=inherited,
         )  # fmt: skip
-        self.children.append((name, process))
 
     def wait_port(self, name: str, host: str, port: int, timeout: float = 30) -> None:
         """Until `name` listens on `port`; fail (exit 1) if any child exits meanwhile or it never does."""
@@ -92,13 +126,24 @@ class Stack:
         echo("Reach keeps running; press Ctrl-C to stop everything.")
 
     def watch(self) -> None:
-        """Block until Ctrl-C or until a child dies (then say which, and where its log is)."""
+        """Block until Ctrl-C or until a child dies (then say which, and where its log is); a child `RESTARTED`
+        names is started again instead, unless it keeps dying (`Restarts`)."""
         while True:
-            for name, process in self.children:
+            for index, (name, process) in enumerate(self.children):
                 if process.poll() is not None:
                     echo(f"{name} exited ({process.returncode}); see {VAR_DIR / (name + '.log')}", err=True)
-                    return
+                    if name not in self.commands or not self.restarts.allow():
+                        return
+                    self.children[index] = (name, self._restart(name, process))
             time.sleep(0.5)
+
+    def _restart(self, name: str, dead: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        # Whatever the dead one left in its process group (pool processes, embedded beat) goes first: two
+        # beats would send every schedule twice.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dead.pid, signal.SIGKILL)
+        echo(f"starting the {name} again", err=True)
+        return self._spawn(name, self.commands[name])
 
 
 def _secret(name: str) -> str:

@@ -16,6 +16,7 @@ from celery import Celery
 from kombu import Queue
 from sqlalchemy import Engine, inspect, text
 
+from shared import kombu_fix
 from shared.db import build_engine, prepare_sqlite, sqlite_connect_args
 from shared.settings import Settings, get_settings
 
@@ -162,6 +163,7 @@ def make_celery(
     name: str, settings: Settings | None = None, extra: Callable[[], dict[str, Any]] | None = None
 ) -> Celery:
     """A Celery app whose configuration is read from the settings when first used, not at import."""
+    kombu_fix.apply()  # a worker that loses Redis with a task in flight must reconnect, not stop
     app = Celery(name)
     app.add_defaults(lambda: {**celery_config(settings), **(extra() if extra else {})})
     return app

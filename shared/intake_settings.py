@@ -30,12 +30,9 @@ class IntakeSettings(BaseSettings):
     #: One drain waits at a time (the inbox's linger lease, worker/drain.py): without it two woken drains waited
     #: at once, and a worker of two processes serving every queue (`reach up`) sat in waits for a drain's 20 s
     #: budget while cycles and sends queued (tests/test_worker.py, steady callback traffic: 20-43 s instead of 9).
-    #: Off by default all the same: a drain lingering is a task in flight, and when Redis goes away under a task
-    #: in flight, kombu 5.7's channel close (restoring the unacknowledged message) raises AttributeError
-    #: (`conninfo.hostname` of None) and the worker stops for good: tests/test_faults.py
-    #: `test_redis_killed_mid_load_loses_no_acknowledged_callback` then never sees its reports applied. Turn it on
-    #: (250) where a supervisor restarts the worker.
-    drain_linger_ms: int = Field(default=0, ge=0, le=1000)
+    #: A drain lingering is a task in flight; a worker that lost Redis under one stopped for good with kombu 5.7
+    #: (shared/kombu_fix.py), so the default was 0 until that fix (tests/test_broker_loss.py).
+    drain_linger_ms: int = Field(default=250, ge=0, le=1000)
     #: A claimed batch of callbacks older than this belongs to a drainer that died; housekeeping puts it
     #: back. Too short only re-reads batches still being applied (skipped by their inbox id), never doubles.
     drain_stale_seconds: float = Field(default=60.0, ge=1, le=3600)

@@ -3,6 +3,7 @@ have is an error, not "Reach is up". Real processes in the embedded mode (no Pos
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from reach_cli.up import Restarts
 from tests.conftest import wait_for
 from tests.test_embedded import bare_environment, two_free_ports
 
@@ -150,3 +152,40 @@ def test_reach_up_with_its_port_taken_exits_non_zero(tmp_path: Path) -> None:
         assert code != 0, up.output
         assert "Reach is up" not in up.output, up.output
         assert str(port) in up.output, up.output
+
+
+def worker_main(up: Up) -> psutil.Process | None:
+    """The Celery worker's main process `reach up` started (None if it has none running)."""
+    for child in psutil.Process(up.process.pid).children():
+        with suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE and "worker" in child.cmdline() and "--beat" in child.cmdline():
+                return child
+    return None
+
+
+@pytest.mark.timeout(240)
+def test_a_worker_that_dies_is_started_again_and_the_rest_runs_on(tmp_path: Path) -> None:
+    """A worker that stops by itself (kombu 5.7 stopped one that lost Redis with a task in flight:
+    shared/kombu_fix.py) is started again, as compose's restart policy does; the receiver runs on."""
+    worker_log = tmp_path / "var" / "worker.log"
+    with reach_up(tmp_path, two_free_ports()) as up:
+        up.wait_up()
+        wait_for(lambda: b" ready." in worker_log.read_bytes(), timeout=60, interval=0.3, what="the worker ready")
+        first = worker_main(up)
+        assert first is not None
+        os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool, at once
+        wait_for(
+            lambda: worker_log.read_bytes().count(b" ready.") == 2 or up.process.poll() is not None,
+            timeout=90,
+            interval=0.3,
+            what="the worker started again, or reach up to end",
+        )
+        assert up.process.poll() is None, up.output
+        again = worker_main(up)
+        assert again is not None and again.pid != first.pid
+        assert "worker exited (-9)" in up.output and "starting the worker again" in up.output, up.output
+
+
+def test_a_worker_that_keeps_dying_is_not_started_again_endlessly() -> None:
+    restarts = Restarts(limit=2, window_seconds=60)
+    assert [restarts.allow() for _ in range(3)] == [True, True, False]
