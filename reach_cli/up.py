@@ -257,9 +257,13 @@ def run_up(settings: Settings, *, demo: bool = False, demo_scenario: str | None 
     except KeyboardInterrupt:
         echo()
         echo("stopping...")
+        code = 0
+    else:
+        code = EXIT_FAILED  # a child died (watch said which): a supervisor must see a failure, not a clean stop
     finally:
         stack.stop()
         echo("stopped")
+    sys.exit(code)
 
 
 def announce(settings: Settings, env: dict[str, str], receiver: str) -> None:

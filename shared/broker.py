@@ -2,7 +2,8 @@
 (which only publishes the inbox wake-up and operator sends by task name, without importing `worker`).
 
 The values follow celery-reliability.md §0-§1: at-least-once delivery (late acks, reject on worker
-loss) with idempotent tasks; short broker countdowns only; abandoned messages restored within ~1 min.
+loss) with idempotent tasks; short broker countdowns only; a message delivered and never acknowledged (its
+worker died, or lost Redis: shared/kombu_fix.py) is put back after VISIBILITY_TIMEOUT (5 minutes).
 """
 
 from __future__ import annotations

@@ -189,3 +189,19 @@ def test_a_worker_that_dies_is_started_again_and_the_rest_runs_on(tmp_path: Path
 def test_a_worker_that_keeps_dying_is_not_started_again_endlessly() -> None:
     restarts = Restarts(limit=2, window_seconds=60)
     assert [restarts.allow() for _ in range(3)] == [True, True, False]
+
+
+@pytest.mark.timeout(180)
+def test_reach_up_ends_non_zero_when_its_receiver_dies(tmp_path: Path) -> None:
+    """A receiver that dies is not started again: `reach up` stops the rest and exits non-zero, so a service
+    manager or script running it sees a failure, not a clean stop."""
+    with reach_up(tmp_path, two_free_ports()) as up:
+        up.wait_up()
+        (receiver,) = [p for p in psutil.Process(up.process.pid).children() if "web.serve" in p.cmdline()]
+        os.killpg(receiver.pid, signal.SIGKILL)
+        try:
+            code = up.finish(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"reach up kept running without its receiver:\n{up.output}")
+    assert "web exited (-9)" in up.output, up.output
+    assert code != 0, up.output
