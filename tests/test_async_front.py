@@ -27,6 +27,7 @@ from tests.test_fastpath import REFUSALS, FlaskCalls, dlr_body, queued, queued_c
 from web.async_group import AsyncGroupCommit
 from web.front import ReceiverFront
 from web.front_bodies import read_body
+from web.wsgi_bridge import environ_for
 
 
 class FrontAsWsgi:
@@ -160,6 +161,14 @@ def test_the_embedded_mode_has_flask_answer_every_callback(make_front) -> None:
     answer = front.post(f"/dlr?token={WEBHOOK_TOKEN}", data=dlr_body())
     assert answer.status_code == 200 and answer.json["status"] == "queued"
     assert flask_calls.count == 1
+
+
+def test_the_environ_has_the_addresses_granian_gives_without_ipv6_brackets() -> None:
+    """granian writes an address as `[::1]:5000`; WSGI's REMOTE_ADDR is the address alone (ProxyFix, the
+    rate-limit windows and the access line read it)."""
+    environ = environ_for(Scope("GET", "/healthz", client="[::1]:5000", server="[::1]:8000"))
+    assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("::1", "5000")
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("::1", "8000")
 
 
 # -- the body reader ----------------------------------------------------------------------------------------

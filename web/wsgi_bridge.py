@@ -29,10 +29,10 @@ def environ_for(scope: Any) -> dict[str, Any]:
         "SCRIPT_NAME": "",
         "PATH_INFO": path if path.isascii() else path.encode("utf-8").decode("latin-1"),
         "QUERY_STRING": scope.query_string,
-        "SERVER_NAME": server_name,
+        "SERVER_NAME": server_name.strip("[]"),  # an IPv6 address comes bracketed
         "SERVER_PORT": server_port,
         "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
-        "REMOTE_ADDR": client_address.strip("[]"),  # an IPv6 address comes bracketed
+        "REMOTE_ADDR": client_address.strip("[]"),
         "REMOTE_PORT": client_port,
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": scope.scheme,
