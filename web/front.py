@@ -1,8 +1,9 @@
 """The receiver's async front: an RSGI app for granian (`python -m web.serve`, reach_cli/processes.py).
 
 RSGI (granian's own interface) rather than ASGI: no message dicts made and read per request, the answer handed
-over in one call, and granian runs its Rust side on one thread per worker; the receiver spent 0.82-0.93x the CPU
-per DLR end to end (`python -m bench.e2e --size small --compare` against the ASGI front, 4 rounds; issue 15).
+over in one call, and granian runs its Rust side on one thread per worker; the receiver spent 0.85x the CPU per
+DLR end to end (median of 9 rounds, 0.71-1.02x: `python -m bench.e2e --size small --compare` against the ASGI
+front on a shared machine; issue 15).
 
 Each worker process runs one event loop. On it:
 
