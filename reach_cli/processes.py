@@ -15,16 +15,16 @@ from shared.broker import QUEUES
 CONTAINER_BIND = "0.0.0.0:8000"
 
 #: The access line's format (gunicorn's atoms): the path without the query string, as AT callbacks carry
-#: `?token=WEBHOOK_TOKEN` and a secret must never reach a log. The async front writes this line (web/asgi.py).
+#: `?token=WEBHOOK_TOKEN` and a secret must never reach a log. The async front writes this line (web/front.py).
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
 def receiver(bind: str, workers: int = 2, threads: int = 16, header_timeout: float = 5) -> list[str]:
-    """`python -m web.serve`: granian with Reach's async front (web/asgi.py), `workers` processes of one event
+    """`python -m web.serve`: granian with Reach's async front (web/front.py), `workers` processes of one event
     loop each; the Flask app on `threads` threads per process (views wait on Redis and Postgres, not the CPU).
 
     The loop reads every request's body under BODY_TIMEOUT_SECONDS and its pace before a thread sees it
-    (web/asgi_bodies.py), so a trickling client holds no thread and is answered 408 at that bound; granian
+    (web/front_bodies.py), so a trickling client holds no thread and is answered 408 at that bound; granian
     closes a connection whose request line and headers take longer than `header_timeout` seconds. On the
     loop too, the happy path of `POST /dlr` and `POST /receiveSMS` (web/fastpath.py's rules), concurrent
     callbacks sharing a Redis round trip (web/async_group.py). The access line is gunicorn's format, the

@@ -1,11 +1,12 @@
-"""The receiver's async front (web/asgi.py), in process: it answers AT's DLRs and incoming SMS as the Flask views
+"""The receiver's async front (web/front.py), in process: it answers AT's DLRs and incoming SMS as the Flask views
 do, hands everything else to Flask with the body it read, shares rate-limit windows and metrics with Flask,
-and reads bodies under the deadline on its event loop (web/asgi_bodies.py), batching pushes without losing
+and reads bodies under the deadline on its event loop (web/front_bodies.py), batching pushes without losing
 any (web/async_group.py). The production server around it is tested in tests/test_hostile_clients.py and
 tests/test_chunked_bodies.py.
 
-The front is driven through a small WSGI shim (`FrontAsWsgi`), so Werkzeug's test client talks to it as to the
-Flask app: every answer can be compared with the Flask app's own, byte for byte.
+The front is driven through a small WSGI shim (`FrontAsWsgi`, over stand-ins for granian's RSGI objects:
+tests/rsgi_fakes.py), so Werkzeug's test client talks to it as to the Flask app: every answer can be compared
+with the Flask app's own, byte for byte.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from werkzeug.test import Client
 from shared.inbox import INBOX
 from shared.settings import load_settings
 from tests.conftest import WEBHOOK_TOKEN, free_port
+from tests.rsgi_fakes import Headers, Proto, Scope
 from tests.test_fastpath import REFUSALS, FlaskCalls, dlr_body, queued, queued_counts, sms_body
-from web.asgi import ReceiverFront
-from web.asgi_bodies import read_body
 from web.async_group import AsyncGroupCommit
+from web.front import ReceiverFront
+from web.front_bodies import read_body
+from web.wsgi_bridge import environ_for
 
 
 class FrontAsWsgi:
@@ -45,32 +48,15 @@ class FrontAsWsgi:
         self.loop.close()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        headers = [(b"content-type", environ["CONTENT_TYPE"].encode())] if environ.get("CONTENT_TYPE") else []
+        headers = [("content-type", environ["CONTENT_TYPE"])] if environ.get("CONTENT_TYPE") else []
         if environ.get("CONTENT_LENGTH"):
-            headers.append((b"content-length", environ["CONTENT_LENGTH"].encode()))
+            headers.append(("content-length", environ["CONTENT_LENGTH"]))
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        scope = {
-            "type": "http",
-            "method": environ["REQUEST_METHOD"],
-            "path": environ["PATH_INFO"],
-            "raw_path": environ["PATH_INFO"].encode("latin-1"),
-            "query_string": environ["QUERY_STRING"].encode("latin-1"),
-            "headers": headers,
-            "client": ("127.0.0.1", 5000),
-            "server": ("localhost", 80),
-        }
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        asyncio.run_coroutine_threadsafe(self.front(scope, receive, send), self.loop).result(60)
-        head, *parts = sent
-        start_response(str(head["status"]), [(k.decode(), v.decode()) for k, v in head["headers"]])
-        return [b"".join(part.get("body", b"") for part in parts)]
+        scope = Scope(environ["REQUEST_METHOD"], environ["PATH_INFO"], environ["QUERY_STRING"], Headers(headers))
+        proto = Proto([body] if body else [])
+        asyncio.run_coroutine_threadsafe(self.front.__rsgi__(scope, proto), self.loop).result(60)
+        start_response(str(proto.status), proto.headers)
+        return [proto.body]
 
 
 @pytest.fixture
@@ -177,43 +163,36 @@ def test_the_embedded_mode_has_flask_answer_every_callback(make_front) -> None:
     assert flask_calls.count == 1
 
 
+def test_the_environ_has_the_addresses_granian_gives_without_ipv6_brackets() -> None:
+    """granian writes an address as `[::1]:5000`; WSGI's REMOTE_ADDR is the address alone (ProxyFix, the
+    rate-limit windows and the access line read it)."""
+    environ = environ_for(Scope("GET", "/healthz", client="[::1]:5000", server="[::1]:8000"))
+    assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("::1", "5000")
+    assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("::1", "8000")
+
+
 # -- the body reader ----------------------------------------------------------------------------------------
 
 
-def _receiver(messages: list[dict[str, Any]], then_stall: bool) -> Callable[[], Any]:
-    """An ASGI `receive` giving `messages`, then waiting forever (a client gone quiet) or a disconnect."""
-    pending = list(messages)
-
-    async def receive() -> dict[str, Any]:
-        if pending:
-            return pending.pop(0)
-        if then_stall:
-            await asyncio.Event().wait()
-        return {"type": "http.disconnect"}
-
-    return receive
-
-
-def _piece(data: bytes, more: bool = True) -> dict[str, Any]:
-    return {"type": "http.request", "body": data, "more_body": more}
-
-
-def test_a_body_is_read_whole_across_messages() -> None:
-    receive = _receiver([_piece(b"id=1&"), _piece(b"status=Success", more=False)], then_stall=True)
-    body = asyncio.run(read_body(receive, cap=1000, seconds=5))
+@pytest.mark.parametrize("length", [None, 19], ids=["chunked", "declared length"])
+def test_a_body_is_read_whole_across_pieces(length: int | None) -> None:
+    proto = Proto([b"id=1&", b"status=Success"], then="stall")  # read to its length, or to its end
+    if length is None:
+        proto.then = "end"
+    body = asyncio.run(read_body(proto, length, cap=1000, seconds=5))
     assert (body.complete, body.bytes(), body.keeps_connection) == (True, b"id=1&status=Success", True)
     body.close()
 
 
 def test_a_stalled_body_is_cut_at_its_bound_plus_what_its_bytes_earned() -> None:
     """BODY_TIMEOUT_SECONDS from the first read, plus a second per `min_rate` bytes delivered."""
-    receive = _receiver([_piece(b"x" * 50)], then_stall=True)
+    proto = Proto([b"x" * 50], then="stall")
     loop_time: list[float] = []
 
     async def timed() -> Any:
         loop = asyncio.get_running_loop()
         began = loop.time()
-        body = await read_body(receive, cap=1000, seconds=0.3, min_rate=100)  # 50 bytes earn half a second
+        body = await read_body(proto, 1000, cap=1000, seconds=0.3, min_rate=100)  # 50 bytes earn half a second
         loop_time.append(loop.time() - began)
         return body
 
@@ -227,8 +206,9 @@ def test_a_stalled_body_is_cut_at_its_bound_plus_what_its_bytes_earned() -> None
     body.close()
 
 
-def test_a_body_cut_short_ends_early_and_a_broken_chunked_one_raises() -> None:
-    body = asyncio.run(read_body(_receiver([_piece(b"abc")], then_stall=False), cap=1000, seconds=5))
+@pytest.mark.parametrize("length", [None, 10], ids=["chunked", "declared length"])
+def test_a_body_cut_short_ends_early_and_a_broken_chunked_one_raises(length: int | None) -> None:
+    body = asyncio.run(read_body(Proto([b"abc"], then="break"), length, cap=1000, seconds=5))
     assert (body.complete, body.broken, body.keeps_connection) == (False, True, False)
     assert body.wsgi_input(chunked=False, seconds=5).read() == b"abc"  # GuardedInput counts it short
     reader = body.wsgi_input(chunked=True, seconds=5)
@@ -239,9 +219,9 @@ def test_a_body_cut_short_ends_early_and_a_broken_chunked_one_raises() -> None:
 
 
 def test_a_body_past_its_cap_is_not_read_on() -> None:
-    receive = _receiver([_piece(b"x" * 600), _piece(b"x" * 600), _piece(b"never read")], then_stall=True)
-    body = asyncio.run(read_body(receive, cap=1000, seconds=5))
-    assert (body.over, body.complete, body.size) == (True, False, 1200)
+    proto = Proto([b"x" * 600, b"x" * 600, b"never read"], then="stall")
+    body = asyncio.run(read_body(proto, None, cap=1000, seconds=5))
+    assert (body.over, body.complete, body.size, proto.asked) == (True, False, 1200, 1200)
     body.close()
 
 
@@ -299,25 +279,14 @@ def test_a_streamed_answer_goes_out_as_the_app_yields_it(clean: None) -> None:
             yield f"row {row}\n".encode()
 
     front = ReceiverFront(app, load_settings(), None, threads=2)
-    scope = {
-        "type": "http", "method": "GET", "path": "/export.csv", "raw_path": b"/export.csv", "query_string": b"",
-        "headers": [], "client": ("127.0.0.1", 5000), "server": ("localhost", 80),
-    }  # fmt: skip
-    sent: list[tuple[dict[str, Any], int]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append((message, len(produced)))
-
+    sent: list[tuple[bytes, int]] = []
+    proto = Proto([], on_part=lambda part: sent.append((part, len(produced))))
     try:
-        asyncio.run(front(scope, receive, send))
+        asyncio.run(front.__rsgi__(Scope("GET", "/export.csv"), proto))
     finally:
         front.close()
-    bodies = [(message.get("body", b""), rows) for message, rows in sent if message["type"] == "http.response.body"]
-    assert bodies[0] == (b"row 0\n", 1)  # out before the app made the next row
-    assert b"".join(body for body, _ in bodies) == b"row 0\nrow 1\nrow 2\n"
+    assert sent[0] == (b"row 0\n", 1)  # out before the app made the next row
+    assert proto.body == b"row 0\nrow 1\nrow 2\n"
 
 
 def test_of_bodies_read_at_once_only_the_stalled_ones_are_cut_and_a_cancelled_read_stays_cancelled() -> None:
@@ -325,13 +294,13 @@ def test_of_bodies_read_at_once_only_the_stalled_ones_are_cut_and_a_cancelled_re
     the others read whole, and a request cancelled by someone else (the server) is not taken for a slow body."""
 
     async def reads() -> tuple[list[Any], bool]:
-        whole = [_receiver([_piece(b"id=%d" % n, more=False)], then_stall=True) for n in range(5)]
-        stalled = _receiver([_piece(b"x" * 10)], then_stall=True)
+        whole = [Proto([b"id=%d" % n], then="stall") for n in range(5)]
+        stalled = Proto([b"x" * 10], then="stall")
         bodies = await asyncio.gather(
-            *(read_body(receive, cap=1000, seconds=5) for receive in whole),
-            read_body(stalled, cap=1000, seconds=0.2, min_rate=1000),
+            *(read_body(proto, 4, cap=1000, seconds=5) for proto in whole),
+            read_body(stalled, 100, cap=1000, seconds=0.2, min_rate=1000),
         )
-        cancelled = asyncio.ensure_future(read_body(_receiver([], then_stall=True), cap=1000, seconds=0.1))
+        cancelled = asyncio.ensure_future(read_body(Proto([], then="stall"), 100, cap=1000, seconds=0.1))
         await asyncio.sleep(0.01)
         cancelled.cancel()
         try:
@@ -348,26 +317,12 @@ def test_of_bodies_read_at_once_only_the_stalled_ones_are_cut_and_a_cancelled_re
         body.close()
 
 
-def upload(front: ReceiverFront, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
-    """POST `body` as CSV to /api/contacts in 64 KiB messages: (status, bytes the front asked for)."""
-    asked = [0]
-    scope = {
-        "type": "http", "method": "POST", "path": "/api/contacts", "raw_path": b"/api/contacts", "query_string": b"",
-        "headers": [(b"content-type", b"text/csv"), (b"content-length", str(len(body)).encode()), *headers],
-        "client": ("127.0.0.1", 5000), "server": ("localhost", 80),
-    }  # fmt: skip
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        part = body[asked[0] : asked[0] + 65536]
-        asked[0] += len(part)
-        return {"type": "http.request", "body": part, "more_body": asked[0] < len(body)}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(front(scope, receive, send))
-    return sent[0]["status"], asked[0]
+def upload(front: ReceiverFront, body: bytes, headers: list[tuple[str, str]]) -> tuple[int | None, int]:
+    """POST `body` as CSV to /api/contacts in 64 KiB pieces: (status, bytes the front asked for)."""
+    headers = [("content-type", "text/csv"), ("content-length", str(len(body))), *headers]
+    proto = Proto([body[at : at + 65536] for at in range(0, len(body), 65536)], then="stall")
+    asyncio.run(front.__rsgi__(Scope("POST", "/api/contacts", headers=Headers(headers)), proto))
+    return proto.status, proto.asked
 
 
 def contacts_csv(rows: int) -> bytes:
@@ -386,12 +341,12 @@ def test_an_upload_without_the_operators_token_is_not_read_past_the_ordinary_bod
     front = ReceiverFront(app.wsgi_app, settings, app.extensions["reach"].inbox, threads=2)
     try:
         large = contacts_csv(700_000)  # 16 MiB
-        status, read = upload(front, large, [(b"authorization", b"Bearer not-the-token")])
+        status, read = upload(front, large, [("authorization", "Bearer not-the-token")])
         assert status == 401
         assert read <= settings.max_body_bytes + 65536
         assert upload(front, large, [])[0] == 401
         operators = contacts_csv(10_000)  # above MAX_BODY_BYTES, read whole and imported
-        assert upload(front, operators, [(b"authorization", f"Bearer {API_TOKEN}".encode())]) == (200, len(operators))
+        assert upload(front, operators, [("authorization", f"Bearer {API_TOKEN}")]) == (200, len(operators))
     finally:
         front.close()
         app.extensions["reach"].close()

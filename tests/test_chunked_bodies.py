@@ -2,7 +2,7 @@
 writes (as tests/test_deploy.py does), over raw sockets.
 
 The server, not the app, parses the chunk framing: a bad chunk size or a body cut short ends the body early
-(granian's `http.disconnect`, answered by the async front; under gunicorn it was an exception from
+(granian's RSGI body stream, answered by the async front; under gunicorn it was an exception from
 `wsgi.input`), so only the real server shows what production answers. The Flask test client never dechunks.
 """
 
@@ -182,9 +182,9 @@ MUTATIONS = [None, "size+1", "size-1", "size as decimal junk", "drop CRLF", "dro
 
 
 @st.composite
-def framings(draw: st.DrawFn) -> tuple[bytes, bool]:
+def framings(draw: st.DrawFn) -> tuple[bytes, bool, bool]:
     """DRY_RUN split into chunks at random places, with valid extensions and trailers sometimes, and at most
-    one mutation; returns the bytes and whether they are a valid framing."""
+    one mutation; returns the bytes, whether they are a valid framing, and whether they end in trailer fields."""
     cuts = sorted(draw(st.sets(st.integers(1, len(DRY_RUN) - 1), max_size=6)))
     parts = [DRY_RUN[a:b] for a, b in zip([0, *cuts], [*cuts, len(DRY_RUN)], strict=True)]
     sizes = [draw(st.sampled_from(["%x", "%X", "%04x"])) % len(part) for part in parts]
@@ -210,19 +210,21 @@ def framings(draw: st.DrawFn) -> tuple[bytes, bool]:
         framed += f"0\r\n{trailer}\r\n".encode()
     if mutation == "cut":
         framed = framed[: draw(st.integers(0, len(framed) - 1))]
-    return framed, mutation is None
+    return framed, mutation is None, bool(trailer)
 
 
 @FUZZ
 @given(framing=framings())
 def test_random_chunk_framings_are_read_or_refused_never_a_server_error(
-    gunicorn: tuple[int, ServiceProcess], framing: tuple[bytes, bool]
+    gunicorn: tuple[int, ServiceProcess], framing: tuple[bytes, bool, bool]
 ) -> None:
+    """A valid framing is read whole, but one with trailer fields: granian's RSGI hands a trailer over as it
+    hands a break (web/front_bodies.py), so such a body is refused as broken, never taken whole when cut."""
     port, web = gunicorn
-    framed, valid = framing
+    framed, valid, trailer = framing
     event("valid framing" if valid else "broken framing")
     answer = exchange(port, request_head("/api/cycles", "application/json", OPERATOR), framed, end=not valid)
-    if valid:
+    if valid and not trailer:
         assert answer.status == 200, (framed, answer)
     else:
         assert answer.status == 400, (framed, answer)  # the framing, or the JSON it spelled, named

@@ -1,5 +1,5 @@
 """The receiver: the Flask app `web:create_app()`, served by granian behind the async front (`python -m
-web.serve`: web/serve.py, web/asgi.py). Thin by design: validate, queue on Redis, answer."""
+web.serve`: web/serve.py, web/front.py). Thin by design: validate, queue on Redis, answer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def create_app(settings: Settings | None = None, fast_path: bool = True) -> Flask:
     """Build the Flask app; every piece of wiring happens here, none at import time. `fast_path=False` leaves
-    the WSGI fast path out: the async front (web/asgi.py) takes that path itself."""
+    the WSGI fast path out: the async front (web/front.py) takes that path itself."""
     from flask import Flask
     from werkzeug.middleware.proxy_fix import ProxyFix
 

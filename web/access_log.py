@@ -2,7 +2,7 @@
 ACCESS_LOG_FORMAT: the client, the method and the path, never the query, the status, the body's bytes, the
 milliseconds), INFO whatever LOG_LEVEL says, through Reach's redacting handler like every other line.
 
-Written by the async front (web/asgi.py) on its event loop, for every callback: so the record is made as
+Written by the async front (web/front.py) on its event loop, for every callback: so the record is made as
 `Logger.info` would make it, less the two costs that tell nothing here. It does not look up the caller's file
 and line (not in any line Reach writes), and it does not ask the kernel for the process id per line
 (`LogRecord` calls os.getpid(), a system call, each time: 5 % of the front's time per DLR): the record's

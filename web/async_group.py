@@ -1,6 +1,6 @@
 """Group commit on an event loop: callbacks that arrive while one round trip to Redis is in flight share the next.
 
-The asyncio twin of web/group_commit.py, for the receiver's async front (web/asgi.py). Every request of a
+The asyncio twin of web/group_commit.py, for the receiver's async front (web/front.py). Every request of a
 worker process runs on one event loop, so the batching needs no locks: a request appends its item and awaits
 its future; one flusher task at a time sends everything queued so far in one call (`flush`, awaited on the
 loop: web/async_push.py), then sends what queued up during that call, and so on. Nobody is answered before

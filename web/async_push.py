@@ -1,4 +1,4 @@
-"""The fast path's Redis push made on the async front's event loop (web/asgi.py), over a redis.asyncio client.
+"""The fast path's Redis push made on the async front's event loop (web/front.py), over a redis.asyncio client.
 
 The same script, keys and arguments as `Inbox.push_within` (shared/inbox.py: count each callback in its
 rate-limit windows, LPUSH those with room, set the drainer's wake-up mark), so the same answer: Redis has the

@@ -49,7 +49,7 @@ def has_operator_token() -> bool:
 
 def bearer_matches(authorization: str, tokens: Sequence[str]) -> bool:
     """An `Authorization` header's value is `Bearer <one of tokens>` (never true for no tokens). Also read by the
-    async front before a body is (web/asgi.py)."""
+    async front before a body is (web/front.py)."""
     scheme, _, given = authorization.partition(" ")
     return bool(tokens) and scheme.lower() == "bearer" and matches_any(given.strip(), tokens)
 

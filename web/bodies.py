@@ -118,7 +118,7 @@ class BadBody(BadRequest):
 T = TypeVar("T")
 
 
-#: What a body whose chunked framing is broken is answered (a 400), here and by the async front (web/asgi.py).
+#: What a body whose chunked framing is broken is answered (a 400), here and by the async front (web/front.py).
 MALFORMED_CHUNKED = "malformed chunked body"
 
 

@@ -3,7 +3,7 @@
 From the first read, a body has BODY_TIMEOUT_SECONDS to arrive, plus a second for every MIN_RATE bytes it has
 delivered: a large upload (the operator API takes up to 32 MiB) is not cut off for being large, only for
 arriving slower than MIN_RATE, while a trickle earns next to nothing. The receiver's async front reads every
-body under it on its event loop (web/asgi_bodies.py); a body still missing at the deadline reaches Flask as a
+body under it on its event loop (web/front_bodies.py); a body still missing at the deadline reaches Flask as a
 `wsgi.input` raising `BodyTooSlow` where the rest would be, which Flask answers 408 (web/errors.py), and the
 connection is closed after the answer. A request's line and headers are granian's to bound (web/serve.py).
 Elsewhere (the tests' threaded server, the Flask test client) reads are left as they are.

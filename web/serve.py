@@ -1,4 +1,4 @@
-"""The receiver's server: `python -m web.serve --bind HOST:PORT` runs granian with the async front (web/asgi.py).
+"""The receiver's server: `python -m web.serve --bind HOST:PORT` runs granian with the async front (web/front.py).
 
 granian serves HTTP in Rust; each of its worker processes runs the front on one event loop, the Flask app in a
 pool of threads. Done here, in the main process, before any worker starts:
@@ -6,14 +6,14 @@ pool of threads. Done here, in the main process, before any worker starts:
 - Prometheus multiprocess mode: with PROMETHEUS_MULTIPROC_DIR set (an environment variable: prometheus_client
   reads it, not `.env`), each worker writes its metrics to files there and every scrape sums them. The
   directory is created and emptied at start (files of an earlier run would add its counts to this one's);
-  a worker marks its files dead when it stops (web/asgi.py).
+  a worker marks its files dead when it stops (web/front.py).
 - granian's own log lines go through Reach's redacting handler (shared/logs.py).
 
 Each worker's event loop is uvloop's (a dependency; granian picks it when installed): the receiver spent
 0.83x the CPU per DLR on it (bench/RESULTS.md, section "receiver on granian").
 
 Bounds: a request's line and headers must arrive within `--header-timeout` seconds (granian closes the
-connection otherwise); a body within BODY_TIMEOUT_SECONDS plus its pace (web/asgi_bodies.py). SIGTERM or
+connection otherwise); a body within BODY_TIMEOUT_SECONDS plus its pace (web/front_bodies.py). SIGTERM or
 SIGINT stops accepting, lets the requests in flight finish (up to `--graceful-timeout`), then exits; SIGHUP
 replaces the workers one by one (a rotated token is read by the new ones).
 """
@@ -28,7 +28,7 @@ import os
 import time
 from pathlib import Path
 
-from web.asgi import DEFAULT_THREADS, THREADS_VARIABLE
+from web.front import DEFAULT_THREADS, THREADS_VARIABLE
 
 log = logging.getLogger("web.serve")
 
@@ -84,7 +84,7 @@ def stopping_workers_again(server_class: type) -> type:
     """granian's server class with a stop of its own, for two faults of granian's:
 
     - granian signals each worker once. A worker signalled in its first milliseconds, before it set handlers of
-      its own (web/asgi.py `create_front`, then granian's), heard it through the main process's handler it
+      its own (web/front.py `create_front`, then granian's), heard it through the main process's handler it
       inherited, a flag in its own memory, and was killed only after the graceful timeout (20 s;
       tests/test_receiver_server.py, 1 run in 8). Here a worker still running hears SIGTERM again every 0.5 s.
     - granian asks `is_alive()` after `join()`, 1 ms apart, while a watcher thread of its own reaps the same
@@ -130,17 +130,17 @@ def main(argv: list[str] | None = None) -> None:
     prepare_metrics_directory(args.workers)
     os.environ[THREADS_VARIABLE] = str(args.threads)  # read by each worker's factory
     server = stopping_workers_again(Granian)(
-        "web.asgi:create_front",
+        "web.front:create_front",
         factory=True,
         address=host,
         port=int(port),
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,
         workers=args.workers,
         websockets=False,
         backpressure=args.backpressure,
         http1_settings=HTTP1Settings(header_read_timeout=int(args.header_timeout * 1000)),
         log_dictconfig=granian_log_config(),
-        log_access=False,  # the front writes gunicorn's access line (web/asgi.py)
+        log_access=False,  # the front writes gunicorn's access line (web/front.py)
         respawn_failed_workers=True,
         workers_kill_timeout=args.graceful_timeout,
     )

@@ -1,11 +1,11 @@
-"""The Flask app (WSGI) called from the async front (web/asgi.py): an environ built from the ASGI scope, and the
-app run to its last byte in a worker thread, with the body already read (web/asgi_bodies.py).
+"""The Flask app (WSGI) called from the async front (web/front.py): an environ built from granian's RSGI scope,
+and the app run to its last byte in a worker thread, with the body already read (web/front_bodies.py).
 
-The environ is what a WSGI server gives (PEP 3333): the path unquoted and as Latin-1 text, the query string
-as sent, `HTTP_*` headers (repeated ones joined with commas, as gunicorn does), CONTENT_TYPE and
-CONTENT_LENGTH without the prefix. The response goes out part by part as the app yields it (`start_wsgi`,
-then `next_part` until None): a cycle's CSV export is a generator of pages, so a million contacts never sit
-in memory (shared/cycle_export.py).
+The environ is what a WSGI server gives (PEP 3333): the path unquoted and as Latin-1 text (granian unquotes
+it, as UTF-8), the query string as sent, `HTTP_*` headers (repeated ones joined with commas, as gunicorn
+does), CONTENT_TYPE and CONTENT_LENGTH without the prefix. The response goes out part by part as the app
+yields it (`start_wsgi`, then `next_part` until None): a cycle's CSV export is a generator of pages, so a
+million contacts never sit in memory (shared/cycle_export.py).
 """
 
 from __future__ import annotations
@@ -14,38 +14,35 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import unquote_to_bytes
 
 _UNPREFIXED = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH"})
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def environ_for(scope: dict[str, Any]) -> dict[str, Any]:
-    """The WSGI environ of an ASGI HTTP request, its `wsgi.input` still to be set."""
-    server = scope.get("server") or ("localhost", 80)
-    client = scope.get("client") or ("", 0)
-    raw_path = scope.get("raw_path")
-    path = unquote_to_bytes(raw_path.split(b"?", 1)[0]) if raw_path else scope["path"].encode("utf-8")
+def environ_for(scope: Any) -> dict[str, Any]:
+    """The WSGI environ of an RSGI HTTP request (`scope`: granian's), its `wsgi.input` still to be set."""
+    server_name, _, server_port = scope.server.rpartition(":")
+    client_address, _, client_port = scope.client.rpartition(":")
+    path = scope.path
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": scope["method"],
+        "REQUEST_METHOD": scope.method,
         "SCRIPT_NAME": "",
-        "PATH_INFO": path.decode("latin-1"),
-        "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
-        "SERVER_NAME": server[0],
-        "SERVER_PORT": str(server[1]),
-        "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
-        "REMOTE_ADDR": client[0],
-        "REMOTE_PORT": str(client[1]),
+        "PATH_INFO": path if path.isascii() else path.encode("utf-8").decode("latin-1"),
+        "QUERY_STRING": scope.query_string,
+        "SERVER_NAME": server_name.strip("[]"),  # an IPv6 address comes bracketed
+        "SERVER_PORT": server_port,
+        "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
+        "REMOTE_ADDR": client_address.strip("[]"),
+        "REMOTE_PORT": client_port,
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.url_scheme": scope.scheme,
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
     }
-    for raw_name, raw_value in scope.get("headers", ()):
-        name = raw_name.decode("latin-1").upper().replace("-", "_")
-        value = raw_value.decode("latin-1")
+    for raw_name, value in scope.headers.items():
+        name = raw_name.upper().replace("-", "_")
         key = name if name in _UNPREFIXED else "HTTP_" + name
         environ[key] = f"{environ[key]},{value}" if key in environ else value
     if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
@@ -56,7 +53,7 @@ def environ_for(scope: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class WsgiAnswer:
     status: int
-    headers: list[tuple[bytes, bytes]]
+    headers: list[tuple[str, str]]
     body: bytes
 
 
@@ -65,7 +62,7 @@ class WsgiStream:
     """A WSGI response under way: its status and headers, its first part, and the rest still to be made."""
 
     status: int
-    headers: list[tuple[bytes, bytes]]
+    headers: list[tuple[str, str]]
     first: bytes
     parts: Iterator[bytes]
     result: Iterable[bytes]
@@ -95,8 +92,7 @@ def start_wsgi(app: WsgiApp, environ: dict[str, Any], body: IO[bytes]) -> WsgiSt
         close_result(result)
         raise
     status, headers = started
-    encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-    return WsgiStream(int(status.split(None, 1)[0]), encoded, first, parts, result)
+    return WsgiStream(int(status.split(None, 1)[0]), headers, first, parts, result)
 
 
 def close_result(result: Iterable[bytes]) -> None:

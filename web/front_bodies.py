@@ -1,15 +1,21 @@
-"""A request body read by the async front (web/asgi.py) on its event loop, under the body deadline, before any
+"""A request body read by the async front (web/front.py) on its event loop, under the body deadline, before any
 thread runs the Flask app: a client that trickles its body holds a connection and a coroutine, never a thread.
 
-granian's ASGI `receive()` hands the body over as it arrives (one message per read from the socket), and an
-`http.disconnect` where a malformed chunked framing or a body cut short ends it. The deadline is
-web/body_deadline.py's: BODY_TIMEOUT_SECONDS from the first read, plus a second for
-every MIN_RATE bytes delivered, so a large upload at a fair pace is read whole and a trickle is cut.
+granian's RSGI protocol object hands the body over as it arrives (`__anext__`: one piece per read from the
+socket), then an empty piece at its end. Where the body breaks (a malformed chunked framing, the client gone)
+it hands an empty piece too, but the stream goes on to a second one: only after a true end is the next
+`__anext__` refused at once (StopAsyncIteration). A body of a declared length is read to that length, so
+one cut short is plain from its size. A chunked body's trailer fields come the same way as a break (an empty
+piece, then another), and granian 2.8 tells the two apart nowhere: such a body is taken as broken (a 400),
+never a body cut short as whole. Clients do not send trailers with a request (AT, browsers, curl, requests).
+
+The deadline is web/body_deadline.py's: BODY_TIMEOUT_SECONDS from the first read, plus a second for every
+MIN_RATE bytes delivered, so a large upload at a fair pace is read whole and a trickle is cut.
 
 What the front read is handed to WSGI as `wsgi.input` (`ReadBody.wsgi_input`): the bytes, then what a server's
 input raises there (BodyTooSlow, a 408; a broken chunked framing, which web/bodies.py's GuardedInput answers
-400), so Flask answers each case from one place. A body is
-kept in memory up to SPOOL_IN_MEMORY and in a temporary file beyond (an operator upload may be 32 MiB).
+400), so Flask answers each case from one place. A body is kept in memory up to SPOOL_IN_MEMORY and in a
+temporary file beyond (an operator upload may be 32 MiB).
 """
 
 from __future__ import annotations
@@ -20,13 +26,17 @@ import tempfile
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from web.body_deadline import MIN_RATE, BodyTooSlow, too_slow_message
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-
 SPOOL_IN_MEMORY = 256 * 1024
+
+
+class BodyPieces(Protocol):
+    """granian's RSGI HTTP protocol object, as far as the body goes (`async for piece in proto`)."""
+
+    def __aiter__(self) -> Any: ...
 
 
 class BrokenBody(ConnectionError):
@@ -68,38 +78,52 @@ class ReadBody:
         self.data.close()
 
 
-async def read_body(receive: Receive, cap: int, seconds: float, min_rate: int = MIN_RATE) -> ReadBody:
-    """Read the body within `seconds` plus a second per `min_rate` bytes delivered, stopping past `cap` bytes."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    first = await _within(receive, started + seconds)  # most bodies: one message, already here
-    if first is not None and first["type"] == "http.request" and not first.get("more_body", False):
-        body = first.get("body", b"")
-        return ReadBody(io.BytesIO(body), len(body), complete=True, over=len(body) > cap)
+async def read_body(
+    proto: BodyPieces, length: int | None, cap: int, seconds: float, min_rate: int = MIN_RATE
+) -> ReadBody:
+    """Read the body of declared `length` (None: chunked) within `seconds` plus a second per `min_rate` bytes
+    delivered, stopping past `cap` bytes."""
+    if length == 0:  # nothing to read: no need to wait on the socket
+        return ReadBody(io.BytesIO(), 0, complete=True)
+    pieces = proto.__aiter__()
+    started = asyncio.get_running_loop().time()
+    first = await _within(pieces.__anext__, started + seconds)
+    if first is not None and len(first) == length:  # most bodies: one piece, already here
+        return ReadBody(io.BytesIO(first), length, complete=True, over=length > cap)
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115  ReadBody closes it
-    size, message = 0, first
+    size, piece = 0, first
     while True:
-        if message is None:
+        if piece is None:
             return ReadBody(spool, size, complete=False, too_slow=True)
-        if message["type"] != "http.request":
-            return ReadBody(spool, size, complete=False, broken=True)
-        piece = message.get("body", b"")
+        if not piece:
+            complete = size == length if length is not None else _ended(pieces)
+            return ReadBody(spool, size, complete=complete, broken=not complete, over=complete and size > cap)
         spool.write(piece)
         size += len(piece)
-        if not message.get("more_body", False):
+        if size == length:
             return ReadBody(spool, size, complete=True, over=size > cap)
         if size > cap:
             return ReadBody(spool, size, complete=False, over=True)
-        message = await _within(receive, started + seconds + size / min_rate)
+        piece = await _within(pieces.__anext__, started + seconds + size / min_rate)
 
 
-async def _within(receive: Receive, deadline: float) -> dict[str, Any] | None:
-    """The next message, or None if the deadline passes first."""
+def _ended(pieces: Any) -> bool:
+    """After an empty piece of a chunked body: True at its true end, False where it broke (granian's stream goes
+    on to another empty piece then, which is let go unread: the connection closes after the answer)."""
+    try:
+        pieces.__anext__()
+    except StopAsyncIteration:
+        return True
+    return False
+
+
+async def _within(read: Callable[[], Awaitable[bytes]], deadline: float) -> bytes | None:
+    """The next piece, or None if the deadline passes first."""
     loop = asyncio.get_running_loop()
     sweep = _sweeps.get(loop)
     if sweep is None:
         sweep = _sweeps[loop] = _Sweep()
-    return await sweep.within(loop, receive, deadline)
+    return await sweep.within(loop, read, deadline)
 
 
 #: Checks of the reads' deadlines a second: a body is cut at most this long after its deadline.
@@ -117,7 +141,9 @@ class _Sweep:
         self.expired: set[asyncio.Task[Any]] = set()  # cancelled here, not by anyone else
         self.timer: asyncio.TimerHandle | None = None
 
-    async def within(self, loop: asyncio.AbstractEventLoop, receive: Receive, deadline: float) -> dict[str, Any] | None:
+    async def within(
+        self, loop: asyncio.AbstractEventLoop, read: Callable[[], Awaitable[bytes]], deadline: float
+    ) -> bytes | None:
         task = asyncio.current_task()
         if task is None:  # not in a task (a coroutine driven by hand): nothing to cancel
             raise RuntimeError("a body is read in a task")
@@ -126,7 +152,7 @@ class _Sweep:
         if self.timer is None:
             self.timer = loop.call_later(1 / SWEEPS_PER_SECOND, self._sweep)
         try:
-            return await receive()
+            return await read()
         except asyncio.CancelledError:
             # Ours, and nobody else's meanwhile (a cancellation of the request itself goes on up).
             if task in self.expired and task.uncancel() <= cancelling:

@@ -1,8 +1,13 @@
-"""The receiver's async front: an ASGI app for granian (`python -m web.serve`, reach_cli/processes.py).
+"""The receiver's async front: an RSGI app for granian (`python -m web.serve`, reach_cli/processes.py).
+
+RSGI (granian's own interface) rather than ASGI: no message dicts made and read per request, the answer handed
+over in one call, and granian runs its Rust side on one thread per worker; the receiver spent 0.85x the CPU per
+DLR end to end (median of 9 rounds, 0.71-1.02x: `python -m bench.e2e --size small --compare` against the ASGI
+front on a shared machine; issue 15).
 
 Each worker process runs one event loop. On it:
 
-- every request's body is read under the body deadline (web/asgi_bodies.py) before any thread is involved,
+- every request's body is read under the body deadline (web/front_bodies.py) before any thread is involved,
   so a client trickling a body or its headers (granian bounds those: `--http1-header-read-timeout`) holds a
   connection, never a thread, and is answered 408 at the same bound as under gunicorn (issue 12);
 - the happy path of `POST /dlr` and `POST /receiveSMS` is answered right there, by the same rules as the
@@ -22,36 +27,34 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from granian.rsgi import ProtocolClosed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.inbox import Inbox, Window
 from shared.settings import Settings
 from shared.store import STORE_ERRORS
 from web.access_log import access_log
-from web.asgi_bodies import ReadBody, read_body
 from web.async_group import AsyncGroupCommit
 from web.async_push import AsyncPush
 from web.auth import bearer_matches
 from web.bodies import MALFORMED_CHUNKED
 from web.body_deadline import log as body_log
 from web.fastpath import UNAVAILABLE_ANSWER, CallbackFastPath, Route, flask_json, observe_queued, queued_answer
+from web.front_bodies import ReadBody, read_body
 from web.operator_api import MAX_UPLOAD_BYTES
 from web.operator_api import bp as operator_bp
 from web.wsgi_bridge import WsgiAnswer, WsgiApp, environ_for, next_part, start_wsgi
 
 log = logging.getLogger(__name__)
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
 #: Threads per worker process for the Flask app (views wait on Postgres and Redis): `web.serve --threads`.
 THREADS_VARIABLE = "REACH_RECEIVER_THREADS"
 DEFAULT_THREADS = 16
-JSON_HEADERS = [(b"content-type", b"application/json")]
+JSON_HEADERS = [("content-type", "application/json")]
 
 
 class ReceiverFront:
@@ -75,21 +78,16 @@ class ReceiverFront:
         self.api_tokens = settings.api_tokens
         self.caps = (max(MAX_UPLOAD_BYTES, settings.max_body_bytes), settings.max_body_bytes)
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self.http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self.lifespan(receive, send)
-
-    async def http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        """One HTTP request (granian serves no websockets here: `web.serve`)."""
         started = time.perf_counter()
         environ = environ_for(scope)
         taken = self.fast_path.take(environ) if self.fast_path is not None else None
-        body = await read_body(receive, self._cap(environ, taken), self.seconds)
+        chunked = "wsgi.input_terminated" in environ
+        body = await read_body(proto, _declared_length(environ, chunked), self._cap(environ, taken), self.seconds)
         try:
             if not body.complete:
                 self._note_incomplete(environ, body)
-            chunked = "wsgi.input_terminated" in environ
             if body.broken and chunked:
                 # Answered here, at once: granian drops the connection soon after a framing error.
                 answer = _json_answer(400, flask_json({"error": MALFORMED_CHUNKED}))
@@ -101,34 +99,30 @@ class ReceiverFront:
             else:
                 answer = None
             if answer is not None:
-                status, size = await self._send(answer, send, body.keeps_connection)
+                proto.response_bytes(answer.status, _closing(answer.headers, body.keeps_connection), answer.body)
+                status, size = answer.status, len(answer.body)
             else:
-                status, size = await self._send_flask(environ, body.wsgi_input(chunked, self.seconds), send, body)
+                status, size = await self._send_flask(environ, body.wsgi_input(chunked, self.seconds), proto, body)
         finally:
             body.close()
         access_log.write(environ, status, size if environ["REQUEST_METHOD"] != "HEAD" else 0, started)
 
-    @staticmethod
-    async def _send(answer: WsgiAnswer, send: Send, keep: bool) -> tuple[int, int]:
-        await send({"type": "http.response.start", "status": answer.status, "headers": _closing(answer.headers, keep)})
-        await send({"type": "http.response.body", "body": answer.body})
-        return answer.status, len(answer.body)
-
     async def _send_flask(
-        self, environ: dict[str, Any], wsgi_input: Any, send: Send, body: ReadBody
+        self, environ: dict[str, Any], wsgi_input: Any, proto: Any, body: ReadBody
     ) -> tuple[int, int]:
         """Flask's answer, run in the pool and sent part by part as it is made (a CSV export streams)."""
         loop = asyncio.get_running_loop()
         stream = await loop.run_in_executor(self.pool, start_wsgi, self.flask_wsgi, environ, wsgi_input)
         try:
-            headers = _closing(stream.headers, body.keeps_connection)
-            await send({"type": "http.response.start", "status": stream.status, "headers": headers})
+            transport = proto.response_stream(stream.status, _closing(stream.headers, body.keeps_connection))
             size, part = 0, stream.first
             while part:  # each part out as soon as the app has made it
-                await send({"type": "http.response.body", "body": part, "more_body": True})
+                try:
+                    await transport.send_bytes(part)
+                except ProtocolClosed:  # the client went away, or a HEAD request's answer has no body
+                    break
                 size += len(part)
                 part = await loop.run_in_executor(self.pool, next_part, stream.parts)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await loop.run_in_executor(self.pool, stream.close)
         return stream.status, size
@@ -177,15 +171,12 @@ class ReceiverFront:
         observe_queued([(route, started) for (_, _, route, started), ok in zip(batch, queued, strict=True) if ok])
         return queued
 
-    async def lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """granian's, as a worker starts: nothing to do (the Redis connection is made on the first push)."""
+
+    def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
+        """granian's, after the worker's last request, its loop stopped: the shutdown, on that loop."""
+        loop.run_until_complete(self.aclose())
 
     async def aclose(self) -> None:
         """After the last request, on the loop: close the Redis connection, then `close()`."""
@@ -206,17 +197,23 @@ def _environ_only(environ: dict[str, Any], _start_response: Any) -> dict[str, An
     return environ
 
 
-def _closing(headers: list[tuple[bytes, bytes]], keep: bool) -> list[tuple[bytes, bytes]]:
+def _closing(headers: list[tuple[str, str]], keep: bool) -> list[tuple[str, str]]:
     """The answer's headers, with `connection: close` when the body was not read to its end."""
-    return headers if keep else [*headers, (b"connection", b"close")]
+    return headers if keep else [*headers, ("connection", "close")]
+
+
+def _declared_length(environ: dict[str, Any], chunked: bool) -> int | None:
+    """The body's length as its headers give it (no Content-Length and not chunked: none), None if chunked.
+    granian refuses a request whose Content-Length is not a number."""
+    return None if chunked else int(environ.get("CONTENT_LENGTH") or 0)
 
 
 def _json_answer(status: int, body: bytes) -> WsgiAnswer:
-    return WsgiAnswer(status, [*JSON_HEADERS, (b"content-length", str(len(body)).encode())], body)
+    return WsgiAnswer(status, [*JSON_HEADERS, ("content-length", str(len(body)))], body)
 
 
 def create_front() -> ReceiverFront:
-    """granian's factory (`web.asgi:create_front`): the Flask app of `web.create_app()` behind the front."""
+    """granian's factory (`web.front:create_front`): the Flask app of `web.create_app()` behind the front."""
     from shared.logs import configure_logging
     from shared.settings import get_settings
     from web import create_app
