@@ -34,5 +34,7 @@ def bounded_decimal(text: str | None, limit_digits: int = LIMIT_DIGITS) -> Decim
 
 def bounded_int(text: str | None, limit_digits: int = LIMIT_DIGITS) -> int | None:
     """`text` as an integer (a fraction is cut off, as `int()` does), or None as `bounded_decimal`."""
+    if text is not None and len(text) <= limit_digits and text.isascii() and text.isdigit():
+        return int(text)  # plain digits, too few to reach the limit: what AT sends (`retryCount` of every report)
     value = bounded_decimal(text, limit_digits)
     return None if value is None else int(value)
