@@ -286,8 +286,8 @@ def test_an_item_that_trips_the_code_is_parked_and_the_rest_applied(session: Any
 
 
 def test_a_report_the_database_refuses_is_parked_and_the_rest_applied(session: Any, redis_client: Any) -> None:
-    """On Postgres a batch of reports is COPYed into a staging table and applied by statements on the driver's
-    own cursor (worker/ingest/staging.py): a value the database refuses (here an inbox id longer than
+    """On Postgres a batch of reports goes as one JSON document to statements on the driver's own cursor
+    (worker/ingest/staging.py): a value the database refuses (here an inbox id longer than
     `raw_callbacks.inbox_id`, as an older receiver could have queued it) must still be a data error of that one
     item, so it is parked, not the whole batch sent back again and again."""
     reports = seed_messages(5)
@@ -305,3 +305,29 @@ def test_a_report_the_database_refuses_is_parked_and_the_rest_applied(session: A
     assert applied_reports() == len(reports) - 1 and settled(redis_client)
     [dead] = parked(redis_client)
     assert dead["id"] == long_id and dead["reason"].startswith("StringDataRightTruncation")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("id", 12345, "TypeError"),  # JSON would carry a number through to a text column: not text, parked
+        ("data", {"id": "ATXid_x", "status": "Success", "note": "nul\u0000"}, "UntranslatableCharacter"),
+        ("data", {"id": "ATXid_x", "status": "Success", "note": float("nan")}, "InvalidTextRepresentation"),
+    ],
+)
+def test_an_item_queued_by_hand_that_postgres_cannot_take_is_parked(
+    session: Any, redis_client: Any, field: str, value: Any, reason: str
+) -> None:
+    """The batch's rows go to Postgres as one JSON document: an id that is not text, or a payload JSONB cannot
+    hold (NUL, NaN), is still that one item's error, parked as when each went by COPY, and the others applied."""
+    reports = seed_messages(3)
+    box = inbox.Inbox(redis_client)
+    push(box, "dlr", reports[0])
+    doc = {"id": "hand-1", "kind": "sms", "received_at": datetime.now(UTC).isoformat(), "data": {}}
+    redis_client.lpush(inbox.INBOX, json.dumps({**doc, field: value}))
+    for report in reports[1:]:
+        push(box, "dlr", report)
+    drain(redis_client)
+    assert applied_reports() == len(reports) and settled(redis_client)
+    [dead] = parked(redis_client)
+    assert dead["reason"].startswith(reason), dead
