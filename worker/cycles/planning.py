@@ -94,12 +94,11 @@ def _to_plan(cycle: Cycle) -> bool:
 
 
 def _planned_calls(session: Session, cycle_id: int) -> int:
-    """The plan's voice items, counted through ix_cycle_items_due (all are pending until the plan commits);
+    """The plan's voice items, counted through ix_cycle_items_due_voice (all are pending until the plan commits);
     the SMS are the rest of the INSERT's rows. Counting both by channel read every new item: the SMS are most."""
     return session.scalar(
         select(func.count()).where(
             CycleItem.cycle_id == cycle_id,
-            CycleItem.channel == Channel.VOICE,
-            CycleItem.state == ItemState.PENDING,
+            cycles.pending_on(Channel.VOICE),
         )
     )
