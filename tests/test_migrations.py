@@ -6,14 +6,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import Engine, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
-from shared import migrate
+from shared import cycle_export, cycle_failures, cycle_report, migrate
 from shared.db import build_engine
 from shared.models import Channel, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState
 from tests.services import fresh_database
@@ -76,6 +77,34 @@ def test_deleting_a_cycle_still_deletes_its_items(engine: Engine) -> None:
         assert items_of(session, kept) == 3
 
 
+def test_a_plan_records_its_items_range_and_their_readers_keep_to_the_cycle(engine: Engine) -> None:
+    """A cycle's items are read over the range of ids its plan recorded, and by the cycle's id: another
+    cycle's items inside that range (a plan running beside it takes ids meanwhile) are not counted as its own
+    by the report, the failures page or the export (shared/cycle_items.py)."""
+    with Session(engine) as session:
+        first, second = planned_cycle(session), planned_cycle(session)
+        one, two = session.get_one(Cycle, first), session.get_one(Cycle, second)
+        ids = session.scalars(select(CycleItem.id).where(CycleItem.cycle_id == first)).all()
+        assert one.first_item_id <= min(ids) and max(ids) <= one.last_item_id < two.first_item_id
+        one.last_item_id = two.last_item_id  # as if the second plan had taken ids among the first's
+        session.commit()
+        assert cycle_report.report(session, first)["sms"] == 3
+        assert len(cycle_failures.failures_page(session, first).rows) == 3
+        exported = "".join(cycle_export.results_csv(lambda: nullcontext(session), first)).splitlines()
+        assert len(exported) == 1 + 3  # the header, and its own three contacts
+
+
+def test_deleting_a_cycle_whose_range_was_not_recorded_deletes_its_items(engine: Engine) -> None:
+    """A cycle planned before ranges were recorded: its items go by its id alone."""
+    with Session(engine) as session:
+        kept, gone = planned_cycle(session), planned_cycle(session)
+        session.execute(update(Cycle).where(Cycle.id == gone).values(first_item_id=None, last_item_id=None))
+        session.execute(delete(Cycle).where(Cycle.id == gone))
+        session.commit()
+        assert items_of(session, gone) == 0
+        assert items_of(session, kept) == 3
+
+
 def test_deleting_a_contact_still_deletes_its_items(engine: Engine) -> None:
     with Session(engine) as session:
         cycle_id = planned_cycle(session, n=2)
@@ -115,10 +144,11 @@ CLAIM_INDEXES = {
 }
 
 
-def test_a_planned_item_enters_four_indexes_its_channels_claim_index_at_its_end(engine: Engine) -> None:
+def test_a_planned_item_enters_three_indexes_its_channels_claim_index_at_its_end(engine: Engine) -> None:
     """Every index a freshly planned (pending) item enters costs planning about as much as the row itself: at
-    a million contacts each was most of a second (issue 15). Four: the contact's key leads with the contact, so
-    one index is the one-item-per-contact rule and the erasure trigger's lookup.
+    a million contacts each was most of a second (issue 15). Three: the contact's key leads with the contact, so
+    one index is the one-item-per-contact rule and the erasure trigger's lookup; a cycle's items are a range
+    of the primary key recorded on the cycle (shared/cycle_items.py), with no (cycle_id, id) index.
 
     The claim's index is one per channel, keyed in the claim's order (next_attempt_at, id) after the cycle: a
     plan appends each channel's entries at its index's end. One index with the channel before the order put
@@ -129,7 +159,7 @@ def test_a_planned_item_enters_four_indexes_its_channels_claim_index_at_its_end(
     with engine.connect() as connection:
         indexes = connection.execute(text(INDEXES)).all()
     every_item = {tuple(columns) for columns, where in indexes if where is None}
-    assert every_item == {("id",), ("contact_id", "cycle_id"), ("cycle_id", "id")}
+    assert every_item == {("id",), ("contact_id", "cycle_id")}
     pending = {where: tuple(columns) for columns, where in indexes if where and "= 'pending'" in where}
     assert pending == CLAIM_INDEXES
 
