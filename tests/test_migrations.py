@@ -20,7 +20,7 @@ from shared.models import Channel, Contact, ContactStatus, Cycle, CycleItem, Cyc
 from tests.services import fresh_database
 from worker import cycles
 from worker.cycles.items import due_statement
-from worker.cycles.recovery import finish_statement
+from worker.cycles.recovery import finish_statement, nudge_statement
 
 BEFORE_LIGHTER_PLANNING = "e7b3c1d4a5f6"
 
@@ -124,6 +124,12 @@ def test_planning_inserts_items_without_a_check_per_row(engine: Engine) -> None:
         assert list(connection.scalars(text(per_row))) == []
 
 
+MANY_CONTACTS = """
+INSERT INTO contacts (phone, name, status, created_at, updated_at)
+SELECT '+2547' || lpad(g::text, 8, '0'), 'Customer', CASE WHEN g % 4 = 0 THEN 'inactive' ELSE 'new' END, now(), now()
+FROM generate_series(1, :n) AS g
+"""
+
 #: The catalog's indexes of cycle_items: (columns, predicate) of each, from pg_index.
 INDEXES = """
 SELECT (SELECT array_agg(a.attname ORDER BY k.i) FROM unnest(x.indkey) WITH ORDINALITY AS k(attnum, i)
@@ -197,6 +203,32 @@ def test_finish_if_done_reads_the_partial_indexes(engine: Engine) -> None:
         plan = "\n".join(connection.scalars(text(f"EXPLAIN {statement}")))
     claim_indexes = ("ix_cycle_items_due_sms", "ix_cycle_items_due_voice", "ix_cycle_items_cycle_id_state")
     assert all(name in plan for name in claim_indexes), plan
+
+
+def test_finishing_and_nudging_probe_the_claim_indexes_while_most_items_are_pending(engine: Engine) -> None:
+    """Whether a cycle has pending (or due) items is one probe of each channel's claim index, never a scan of
+    cycle_items: asked as an EXISTS, Postgres expected a pending item among the first rows it read, and at a
+    million contacts scanned past every item already sent (180-260 ms a probe)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("Postgres plans only")
+    with Session(engine) as session:
+        session.execute(text(MANY_CONTACTS), {"n": 20000})
+        cycle_id = planned_cycle(session, n=0)
+        half = (session.get_one(Cycle, cycle_id).first_item_id or 0) + 10000
+        session.execute(update(CycleItem).where(CycleItem.id < half).values(state=ItemState.SENT))
+        session.execute(update(Cycle).where(Cycle.id == cycle_id).values(state=CycleState.DISPATCHING))
+        session.commit()
+    plans = []
+    with engine.connect() as connection:
+        connection.execute(text("ANALYZE cycle_items"))
+        for statement in (finish_statement(cycle_id), nudge_statement()):
+            compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
+            plans.append("\n".join(connection.scalars(text(f"EXPLAIN {compiled}"))))
+        connection.rollback()
+    finish, nudge = plans
+    assert "Seq Scan on cycle_items" not in finish, finish
+    assert "Seq Scan on cycle_items" not in nudge, nudge
+    assert "ix_cycle_items_due_sms" in nudge and "ix_cycle_items_due_voice" in nudge, nudge
 
 
 def test_the_claim_reads_the_first_due_items_of_the_index_not_all_of_them(engine: Engine) -> None:
