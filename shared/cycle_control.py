@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared.cycles import CycleConflict, CycleNotFound, waiting_for_report
-from shared.models import Cycle, CycleItem, CycleState, ItemState, PausedBy
+from shared.cycles import CycleConflict, CycleNotFound, pending_on, waiting_for_report
+from shared.models import Channel, Cycle, CycleItem, CycleState, ItemState, PausedBy
 
 #: States a cycle never leaves: nothing of it can be paused, resumed or cancelled.
 FINISHED = frozenset({CycleState.DONE, CycleState.FAILED, CycleState.CANCELLED})
@@ -56,12 +56,15 @@ def cancel(session: Session, cycle_id: int) -> Cycle:
         .values(fallback_at=None, error=CANCELLED_BY_OPERATOR, updated_at=datetime.now(UTC))
         .execution_options(synchronize_session=False)
     )
-    session.execute(
-        update(CycleItem)
-        .where(CycleItem.cycle_id == cycle_id, CycleItem.state == ItemState.PENDING)
-        .values(state=ItemState.CANCELLED, error=CANCELLED_BY_OPERATOR, lease_until=None, updated_at=datetime.now(UTC))
-        .execution_options(synchronize_session=False)
-    )
+    for channel in Channel:  # one statement per claim index (shared/cycles.py pending_on)
+        session.execute(
+            update(CycleItem)
+            .where(CycleItem.cycle_id == cycle_id, pending_on(channel))
+            .values(
+                state=ItemState.CANCELLED, error=CANCELLED_BY_OPERATOR, lease_until=None, updated_at=datetime.now(UTC)
+            )
+            .execution_options(synchronize_session=False)
+        )
     return cycle
 
 

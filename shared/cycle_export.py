@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from shared.csv_safe import stream_pages
+from shared.cycle_items import of_cycle
 from shared.models import Call, Contact, Cycle, CycleItem, Message
 
 PAGE = 5000
@@ -48,12 +49,12 @@ def results_csv(
 
     def fetch(after: int) -> Sequence[Row[Any]]:
         with sessions() as session:
-            return session.execute(_page(cycle_id, after, unreached)).all()
+            return session.execute(_page(of_cycle(session, cycle_id), after, unreached)).all()
 
     return stream_pages(HEADER, fetch, _row, key=lambda row: row.id, page_size=PAGE)
 
 
-def _page(cycle_id: int, after: int, unreached: bool) -> Select[Any]:
+def _page(in_cycle: ColumnElement[bool], after: int, unreached: bool) -> Select[Any]:
     query = (
         select(
             CycleItem.id,
@@ -73,7 +74,7 @@ def _page(cycle_id: int, after: int, unreached: bool) -> Select[Any]:
         .join(Contact, Contact.id == CycleItem.contact_id)
         .outerjoin(Message, Message.id == CycleItem.message_id)
         .outerjoin(Call, Call.id == CycleItem.call_id)
-        .where(CycleItem.cycle_id == cycle_id, CycleItem.id > after)
+        .where(in_cycle, CycleItem.id > after)
         .order_by(CycleItem.id)
         .limit(PAGE)
     )

@@ -1,10 +1,11 @@
 """Who a cycle did not reach, and why: the table of the dashboard's cycle page (`GET /dashboard/cycles/<id>`).
 
 "Not reached" is shared/cycle_export.py's rule (`not_reached`), the one the unreached.csv follow-up list uses.
-A page is a keyset window over the cycle's items in id order, read through `ix_cycle_items_cycle_id_id`: at
-most SCAN_LIMIT items are looked at, and the first PAGE_SIZE of them not reached are shown. A cycle of a
-million contacts, almost all reached, so costs a bounded read per page and never the whole cycle; the page
-says where the next one starts (`after`) even when its window held fewer than a page of them.
+A page is a keyset window over the cycle's items in id order, read through the primary key over the cycle's
+range of ids (shared/cycle_items.py): at most SCAN_LIMIT items are looked at, and the first PAGE_SIZE of them
+not reached are shown. A cycle of a million contacts, almost all reached, so costs a bounded read per page and
+never the whole cycle; the page says where the next one starts (`after`) even when its window held fewer than
+a page of them.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, String, func, select, type_coerce
+from sqlalchemy import ColumnElement, Row, Select, String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from shared.cycle_export import not_reached
+from shared.cycle_items import of_cycle
 from shared.models import Call, Channel, Contact, CycleItem, Message
 
 PAGE_SIZE = 50
@@ -47,19 +49,15 @@ class FailurePage:
     next_after: int | None
 
 
-def window_statement(cycle_id: int, after: int, scan: int) -> Select[Any]:
-    """The ids of the cycle's next `scan` items after `after`: an index range, never the whole cycle."""
-    return (
-        select(CycleItem.id)
-        .where(CycleItem.cycle_id == cycle_id, CycleItem.id > after)
-        .order_by(CycleItem.id)
-        .limit(scan)
-    )
+def window_statement(in_cycle: ColumnElement[bool], after: int, scan: int) -> Select[Any]:
+    """The ids of the cycle's next `scan` items after `after` (`in_cycle`: shared/cycle_items.py `of_cycle`): an
+    index range, never the whole cycle."""
+    return select(CycleItem.id).where(in_cycle, CycleItem.id > after).order_by(CycleItem.id).limit(scan)
 
 
 def failures_page(session: Session, cycle_id: int, after: int = 0) -> FailurePage:
     """The cycle's contacts not reached, after item `after`: up to PAGE_SIZE, from a window of SCAN_LIMIT items."""
-    window = window_statement(cycle_id, after, SCAN_LIMIT).subquery()
+    window = window_statement(of_cycle(session, cycle_id), after, SCAN_LIMIT).subquery()
     bounds = select(func.min(window.c.id), func.max(window.c.id), func.count()).select_from(window)
     first_seen, last_seen, seen = session.execute(bounds).one()
     if last_seen is None:
@@ -124,5 +122,5 @@ def _has_items_after(session: Session, cycle_id: int, item_id: int | None) -> bo
     """Whether the cycle has an item after `item_id`: one probe of the index, so the last page says it is last."""
     if item_id is None:
         return False
-    statement = window_statement(cycle_id, item_id, 1)
+    statement = window_statement(of_cycle(session, cycle_id), item_id, 1)
     return session.scalar(statement) is not None

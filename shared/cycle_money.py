@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from shared import cost_estimate, personal_parts, placeholders, segments, sender_rules
+from shared.cycle_items import of_cycle
 from shared.models import Call, Contact, Cycle, CycleItem, Message
 from shared.settings import Settings, get_settings
 
@@ -101,10 +102,10 @@ def _bill(session: Session, message: str, sms_contacts: ColumnElement[bool], suf
     return SmsBill(contacts, parts, segments.Segments(segments.UCS2 if ucs2 else segments.GSM7, most))
 
 
-def planned_sms(cycle_id: int) -> ColumnElement[bool]:
+def planned_sms(session: Session, cycle_id: int) -> ColumnElement[bool]:
     """SQL: the contact has an SMS item in the cycle."""
     items = select(CycleItem.contact_id).where(
-        CycleItem.cycle_id == cycle_id, type_coerce(CycleItem.channel, String) == "sms"
+        of_cycle(session, cycle_id), type_coerce(CycleItem.channel, String) == "sms"
     )
     return Contact.id.in_(items)
 
@@ -120,7 +121,7 @@ def recorded_bill(session: Session, cycle: Cycle) -> SmsBill:
         same = segments.count(placeholders.render(cycle.message))
         contacts = plan["sms_by_prefix"]
         return SmsBill(contacts, {p: n * same.parts for p, n in contacts.items()}, same)
-    return sms_bill(session, cycle.message, planned_sms(cycle.id))
+    return sms_bill(session, cycle.message, planned_sms(session, cycle.id))
 
 
 def charged(session: Session, cycle_id: int) -> dict[str, Decimal]:

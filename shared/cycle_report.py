@@ -9,7 +9,8 @@ from sqlalchemy import String, func, literal_column, select, type_coerce
 from sqlalchemy.orm import Session
 
 from shared import call_grades, cycle_breakdown, cycle_money, last_message, sender_rules, voice_languages
-from shared.cycles import SENT_TWICE, failure_reason, planned_counts, sms_failed, waiting_for_window
+from shared.cycle_items import of_cycle
+from shared.cycles import SENT_TWICE, failure_reason, pending_on, planned_counts, sms_failed, waiting_for_window
 from shared.models import Call, Channel, Cycle, CycleItem, ItemState, Message
 from shared.settings import Settings, get_settings
 
@@ -23,7 +24,7 @@ def report(session: Session, cycle_id: int, settings: Settings | None = None) ->
     items = dict(
         session.execute(
             select(type_coerce(CycleItem.channel, String) + ":" + type_coerce(CycleItem.state, String), func.count())
-            .where(CycleItem.cycle_id == cycle_id)
+            .where(of_cycle(session, cycle_id))
             .group_by(CycleItem.channel, CycleItem.state)
         ).all()
     )
@@ -81,7 +82,7 @@ def _fallback_counts(session: Session, cycle: Cycle) -> dict[str, Any]:
     that became `calls` (all of them, and by state in `call_items`; their outcomes are in `voice_detail`)."""
     rows = session.execute(
         select(type_coerce(CycleItem.channel, String), type_coerce(CycleItem.state, String), func.count())
-        .where(CycleItem.cycle_id == cycle.id, CycleItem.fallback_at.is_not(None))
+        .where(of_cycle(session, cycle.id), CycleItem.fallback_at.is_not(None))
         .group_by(CycleItem.channel, CycleItem.state)
     ).all()
     waiting = sum(n for channel, _state, n in rows if channel == Channel.SMS.value)
@@ -100,14 +101,9 @@ def _planned(items: dict[str, int], channel: str) -> int:
 
 
 def _waiting(session: Session, cycle_id: int) -> dict[str, int]:
-    held = dict(
-        session.execute(
-            select(type_coerce(CycleItem.channel, String), func.count())
-            .where(CycleItem.cycle_id == cycle_id, waiting_for_window())
-            .group_by(CycleItem.channel)
-        ).all()
-    )
-    return {channel.value: int(held.get(channel.value, 0)) for channel in Channel}
+    """Items held for their window, per channel: each counted through its channel's claim index."""
+    held = select(func.count()).where(CycleItem.cycle_id == cycle_id, waiting_for_window())
+    return {channel.value: int(session.scalar(held.where(pending_on(channel))) or 0) for channel in Channel}
 
 
 def _by_state(items: dict[str, int], channel: str) -> dict[str, int]:

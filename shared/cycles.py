@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, case, func, literal, literal_column, select, true, type_coerce, update
+from sqlalchemy import String, and_, case, func, literal, literal_column, select, true, type_coerce, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -80,6 +80,16 @@ def channel_expr() -> ColumnElement[str]:
 
 def reachable() -> ColumnElement[bool]:
     return type_coerce(Contact.status, String).not_in([s.value for s in SKIPPED_STATUSES])
+
+
+def pending_on(channel: Channel) -> ColumnElement[bool]:
+    """SQL: a pending item of `channel`, in literals, so that the statement reads that channel's claim index
+    (models.due_predicate says why). A statement about a cycle's pending items of both channels asks once per
+    channel: neither index alone holds them all."""
+    return and_(
+        CycleItem.state == literal_column(f"'{ItemState.PENDING.value}'"),
+        CycleItem.channel == literal_column(f"'{channel.value}'"),
+    )
 
 
 def waiting_for_report() -> ColumnElement[bool]:

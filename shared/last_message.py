@@ -16,6 +16,7 @@ from sqlalchemy import Connection, and_, func, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from shared import cycle_export
+from shared.cycle_items import of_cycle
 from shared.models import Call, Contact, CycleItem, Message
 
 
@@ -68,6 +69,6 @@ def reached_counts(session: Session, cycle_id: int) -> dict[str, Any]:
         .select_from(CycleItem)
         .outerjoin(Message, and_(Message.id == CycleItem.message_id, Message.cycle_id == cycle_id))
         .outerjoin(Call, and_(Call.id == CycleItem.call_id, Call.cycle_id == cycle_id))
-        .where(CycleItem.cycle_id == cycle_id)
+        .where(of_cycle(session, cycle_id))
     ).one()
     return {"contacts": int(row[0]), "ussd_confirmed": int(row[1])}

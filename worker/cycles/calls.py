@@ -201,8 +201,7 @@ def dispatch_calls(cycle_id: int) -> str:
             .select_from(CycleItem)
             .where(
                 CycleItem.cycle_id == cycle_id,
-                CycleItem.channel == Channel.VOICE,
-                CycleItem.state == ItemState.PENDING,
+                cycles.pending_on(Channel.VOICE),
                 ~cycles.waiting_for_window(),  # no polling for a window: housekeeping nudges it when it opens
             )
         )

@@ -13,7 +13,7 @@ from sqlalchemy import Select, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from shared import cycle_control
-from shared.cycles import SKIPPED_STATUSES
+from shared.cycles import SKIPPED_STATUSES, pending_on
 from shared.db import session_scope
 from shared.models import (
     Call,
@@ -112,7 +112,7 @@ def _dispatching_cycle(cycle_id: int) -> Select[tuple[int]]:
 
 
 def due_statement(cycle_id: int, channel: Channel, limit: int) -> Select[tuple[int]]:
-    """The claim's SELECT. Its ORDER BY is ix_cycle_items_due's key after the cycle and channel, so it reads the
+    """The claim's SELECT. Its ORDER BY is the channel's ix_cycle_items_due_* key after the cycle, so it reads the
     first `limit` entries of that index and stops: with an order the index did not give, each batch read and
     sorted every due item of the cycle (630,000 at a million contacts, 0.8 s a batch)."""
     dispatching = exists().where(Cycle.id == cycle_id, Cycle.state == CycleState.DISPATCHING)
@@ -120,8 +120,7 @@ def due_statement(cycle_id: int, channel: Channel, limit: int) -> Select[tuple[i
         select(CycleItem.id)
         .where(
             CycleItem.cycle_id == cycle_id,
-            CycleItem.channel == channel,
-            CycleItem.state == ItemState.PENDING,
+            pending_on(channel),
             CycleItem.next_attempt_at <= func.now(),
             dispatching,
         )

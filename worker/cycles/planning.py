@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import String, func, insert, literal, select, type_coerce
+from sqlalchemy import String, func, insert, literal, select, text, type_coerce
 from sqlalchemy.orm import Session
 
 from shared import cycle_money, cycles, erasure_guard, holds
+from shared.db import is_postgres
 from shared.models import (
     Channel,
     Contact,
@@ -61,7 +62,11 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
     # row a speculative insert, checked and confirmed: a fifth of the INSERT at a million contacts (issue
     # 15). Should an item exist after all, the unique (contact_id, cycle_id) refuses the plan, loudly.
     insert_items = insert(CycleItem).from_select(columns, rows).execution_options(preserve_rowcount=True)
+    below = _id_below_next_items(session)
     planned = session.execute(insert_items).rowcount
+    # The range of the new items' ids, what every reader of the cycle's items goes by (shared/cycle_items.py).
+    cycle.first_item_id = below + 1
+    cycle.last_item_id = session.scalar(select(func.max(CycleItem.id))) if planned else below
     voice = _planned_calls(session, cycle_id)
     skipped = dict(
         session.execute(
@@ -93,13 +98,21 @@ def _to_plan(cycle: Cycle) -> bool:
     return cycle.state is CycleState.PLANNING or (cycle.state is CycleState.PAUSED and cycle.planned_at is None)
 
 
+def _id_below_next_items(session: Session) -> int:
+    """An id below that of every item this transaction inserts next. On Postgres a value of the ids' own
+    sequence: a session's values only grow, whatever other sessions take meanwhile or cache. SQLite writes one
+    transaction at a time and gives a new row the largest id plus one."""
+    if is_postgres(session):
+        return session.scalar(text("SELECT nextval(pg_get_serial_sequence('cycle_items', 'id'))"))
+    return session.scalar(select(func.max(CycleItem.id))) or 0
+
+
 def _planned_calls(session: Session, cycle_id: int) -> int:
-    """The plan's voice items, counted through ix_cycle_items_due (all are pending until the plan commits);
+    """The plan's voice items, counted through ix_cycle_items_due_voice (all are pending until the plan commits);
     the SMS are the rest of the INSERT's rows. Counting both by channel read every new item: the SMS are most."""
     return session.scalar(
         select(func.count()).where(
             CycleItem.cycle_id == cycle_id,
-            CycleItem.channel == Channel.VOICE,
-            CycleItem.state == ItemState.PENDING,
+            cycles.pending_on(Channel.VOICE),
         )
     )

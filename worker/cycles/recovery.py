@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import String, Update, exists, func, select, type_coerce, update
+from sqlalchemy import ColumnElement, ScalarSelect, Select, Update, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from shared.cycles import waiting_for_report
+from shared.cycles import pending_on, waiting_for_report
 from shared.models import (
     Call,
     Channel,
@@ -44,9 +44,9 @@ def finish_statement(cycle_id: int) -> Update:
     in statements of their own let a plan commit (or an item be given back) between the look and the write,
     and a cycle with every item pending was called done and never sent.
 
-    One probe per partial index: pending items (ix_cycle_items_due) and claimed or submitting ones
-    (ix_cycle_items_cycle_id_state, which holds only items past pending)."""
-    pending = exists().where(CycleItem.cycle_id == cycle_id, CycleItem.state == ItemState.PENDING)
+    One probe per partial index: pending items of each channel (ix_cycle_items_due_sms, _voice) and claimed or
+    submitting ones (ix_cycle_items_cycle_id_state, which holds only items past pending)."""
+    pending = [first_pending(cycle_id, channel) for channel in Channel]
     in_flight = exists().where(
         CycleItem.cycle_id == cycle_id, CycleItem.state.in_([ItemState.CLAIMED, ItemState.SUBMITTING])
     )
@@ -71,7 +71,7 @@ def finish_statement(cycle_id: int) -> Update:
         .where(
             Cycle.id == cycle_id,
             Cycle.state == CycleState.DISPATCHING,
-            ~pending,
+            *(first.is_(None) for first in pending),
             ~in_flight,
             ~calls_open,
             fallback_due.is_(None),
@@ -159,22 +159,29 @@ def adopt(session: Session, channel: Channel, claimed: Claimed) -> bool:
 
 
 def cycles_to_nudge(session: Session) -> list[tuple[int, bool, bool]]:
-    """Dispatching cycles with due SMS or voice items, for housekeeping to restart their dispatchers."""
-    rows = session.execute(
-        select(CycleItem.cycle_id, type_coerce(CycleItem.channel, String), func.count())
-        .join(Cycle, Cycle.id == CycleItem.cycle_id)
-        .where(
-            Cycle.state == CycleState.DISPATCHING,
-            CycleItem.state == ItemState.PENDING,
-            CycleItem.next_attempt_at <= func.now(),
-        )
-        .group_by(CycleItem.cycle_id, CycleItem.channel)
-    ).all()
-    found: dict[int, tuple[bool, bool]] = {}
-    for cycle_id, channel, _n in rows:
-        sms, voice = found.get(cycle_id, (False, False))
-        found[cycle_id] = (sms or channel == "sms", voice or channel == "voice")
-    return [(cycle_id, sms, voice) for cycle_id, (sms, voice) in found.items()]
+    """Dispatching cycles with due SMS or voice items, for housekeeping to restart their dispatchers.
+
+    One probe of each channel's claim index per dispatching cycle: the first due entry answers (counting them
+    read every due item of a cycle, 900,000 at a million contacts, every 15 s)."""
+    rows = session.execute(nudge_statement()).all()
+    return [(cycle_id, sms, voice) for cycle_id, sms, voice in rows if sms or voice]
+
+
+def nudge_statement() -> Select[tuple[int, bool, bool]]:
+    """Each dispatching cycle, and whether it has due SMS and due voice items."""
+    due = [first_pending(Cycle.id, channel, due_now=True).is_not(None) for channel in (Channel.SMS, Channel.VOICE)]
+    return select(Cycle.id, *due).where(Cycle.state == CycleState.DISPATCHING)
+
+
+def first_pending(cycle_id: int | ColumnElement[int], channel: Channel, *, due_now: bool = False) -> ScalarSelect[int]:
+    """SQL: the id of the cycle's first pending item of `channel` (due now, with `due_now`), or NULL: one probe of
+    the channel's claim index. Not an EXISTS: while most of a cycle's items are pending, Postgres guesses one is
+    found at once and seq-scans cycle_items for it, past every item already sent (180-260 ms at a million); the
+    ORDER BY of the index's column makes it read the index."""
+    where = [CycleItem.cycle_id == cycle_id, pending_on(channel)]
+    if due_now:
+        where.append(CycleItem.next_attempt_at <= func.now())
+    return select(CycleItem.id).where(*where).order_by(CycleItem.next_attempt_at).limit(1).scalar_subquery()
 
 
 def stuck_planning(session: Session, older_than: timedelta = timedelta(minutes=2)) -> list[int]:
