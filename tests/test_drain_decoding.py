@@ -1,5 +1,5 @@
 """The drain's cheaper spellings of `json.loads`, `json.dumps` and the integer parse: the same value, or the same
-error, as the plain call for any input (shared/inbox.py `loads`, worker/ingest/staging.py `dumps`,
+error, as the plain call for any input (shared/fast_json.py `loads` and `dumps`,
 shared/numbers.py `bounded_int`). A poison item must be parked, and a good one applied, exactly as before."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import inbox
+from shared import fast_json, inbox
 from shared.numbers import LIMIT_DIGITS, bounded_decimal, bounded_int
-from worker.ingest.staging import dumps
 
 #: JSON values, with what Python's json reads beyond JSON: NaN and infinities, lone surrogates, NUL.
 json_values = st.recursive(
@@ -32,7 +31,7 @@ def outcome(call: Any, raw: Any) -> tuple[str, str]:
 
 
 def assert_loads_like_json(raw: str | bytes) -> None:
-    assert outcome(inbox.loads, raw) == outcome(json.loads, raw), raw
+    assert outcome(fast_json.loads, raw) == outcome(json.loads, raw), raw
 
 
 @given(json_values, st.sampled_from(["", " ", "\n", "\t "]), st.sampled_from(["", " ", "\n", "x", "}", ","]))
@@ -62,11 +61,11 @@ def test_an_item_as_the_receiver_queues_it_is_read_back_whole(data: dict[str, st
 @given(json_values)
 @settings(max_examples=300, deadline=None)
 def test_dumps_writes_what_json_dumps_writes(value: Any) -> None:
-    assert outcome(dumps, value) == outcome(json.dumps, value)
+    assert outcome(fast_json.dumps, value) == outcome(json.dumps, value)
 
 
 def test_dumps_refuses_what_json_dumps_refuses() -> None:
-    assert outcome(dumps, {"at": object()}) == outcome(json.dumps, {"at": object()})
+    assert outcome(fast_json.dumps, {"at": object()}) == outcome(json.dumps, {"at": object()})
 
 
 @given(st.from_regex(r"\A[ +-]?[0-9]{0,12}(\.[0-9]{0,3})?[ ]?\Z") | st.text(max_size=12))

@@ -11,15 +11,13 @@ statements' (`ON CONFLICT` on `raw_callbacks.inbox_id` and `dlr_events (at_messa
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from shared import fast_json
 from shared.callbacks import Dlr, parse
 from shared.inbox import InboxItem
 from worker.ingest.batch_sql import driver_cursor, driver_errors, fetch
@@ -110,7 +108,7 @@ def record_and_store(session: Session, items: list[InboxItem]) -> Stored:
                     report = event_values(parse(Dlr, item.data))
                 except Exception as exc:  # raised below if the item is new: the drain parks it then
                     errors[item.id] = exc
-            copy.write_row((seq, item.id, item.kind, _aware(item.received_at), dumps(item.data), *report))
+            copy.write_row((seq, item.id, item.kind, _aware(item.received_at), fast_json.dumps(item.data), *report))
     rows = fetch(session, RECORD_AND_STORE, {"now": datetime.now(UTC)})
     fresh_ids = {row[1] for row in rows if row[0] == "raw"}
     for item in items:
@@ -126,29 +124,6 @@ def record_and_store(session: Session, items: list[InboxItem]) -> Stored:
 
 
 _NO_REPORT = (None,) * 6
-
-
-def _c_encoder() -> Callable[[object, int], Sequence[str]] | None:
-    """The C encoder `json.dumps` builds on every call, with its default options, built once (None without the C
-    accelerator)."""
-    if c_make_encoder is None:
-        return None
-    # markers, default, encoder, indent, key separator, item separator, sort_keys, skipkeys, allow_nan
-    return c_make_encoder(
-        None, json.JSONEncoder().default, encode_basestring_ascii, None, ": ", ", ", False, False, True
-    )  # type: ignore[no-any-return]
-
-
-_ENCODE = _c_encoder()
-
-
-def dumps(value: object) -> str:
-    """`json.dumps(value)`, the same text, at half its cost: it builds its C encoder anew every call (every staged
-    callback's payload: 2 µs of the drain's CPU per report). Without the circular-reference check, which a value
-    decoded from JSON never needs."""
-    if _ENCODE is None:
-        return json.dumps(value)
-    return "".join(_ENCODE(value, 0))
 
 
 def _aware(at: datetime) -> datetime:
