@@ -130,7 +130,7 @@ def test_the_beats_safety_net_drain_never_lingers(clean: None, redis_client: Any
     inbox, so that safety-net drain finds work: had it lingered too, the worker's two processes would both sit
     in drains' waits under steady traffic, and housekeeping (resending an interrupted item) waited 20-40 s
     instead of 9 (tests/test_worker.py, steady callback traffic). It applies what it finds and goes."""
-    from worker import tasks
+    from worker import drain, tasks
 
     lingers: list[float] = []
 
@@ -138,7 +138,7 @@ def test_the_beats_safety_net_drain_never_lingers(clean: None, redis_client: Any
         lingers.append(kwargs.get("linger_seconds", 0.0))
         return drain_inbox(*args, **kwargs)
 
-    monkeypatch.setattr(tasks, "drain_inbox", drain_inbox_noting_its_linger)
+    monkeypatch.setattr(drain, "drain_inbox", drain_inbox_noting_its_linger)  # what beat's sweep_inbox calls
     box = inbox.Inbox(redis_client)
     for report in seed_messages(2):
         push(box, "dlr", report)

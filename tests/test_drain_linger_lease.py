@@ -109,3 +109,23 @@ def test_a_lease_left_by_a_dead_drainer_never_stops_draining_and_lapses(clean: N
     waits, sleep = recording()
     assert drain_inbox(box, batch_size=500, budget_seconds=30, linger_seconds=LINGER, sleep=sleep) == 2
     assert waits, "no drain lingered once the dead drainer's lease had lapsed"
+
+
+def test_the_beats_safety_net_leaves_a_lingering_drain_its_batch(clean: None, redis_client: Any) -> None:
+    """beat's drain every 2 s is for wake-ups that were lost. While a drain lingers none is: that drain claims
+    again within its wait and takes the last look. A safety-net drain that claimed meanwhile split the lingering
+    drain's batch in two (two transactions where one would do, every 2 s under steady traffic) and held a worker
+    process for nothing; it now leaves the inbox to the lingering drain, and sweeps as before once none lingers."""
+    from worker import tasks
+
+    (report,) = seed_messages(1)
+    box = inbox.Inbox(redis_client)
+    assert box.hold_linger("a-drain-lingering-elsewhere", 30)
+    push(box, "dlr", report)
+    beat_entry = tasks.app.conf.beat_schedule["drain-inbox"]
+
+    assert tasks.drain.run(*beat_entry.get("args", ()), **beat_entry.get("kwargs", {})) == 0
+    assert box.depth() == 1 and applied_reports() == 0
+    box.release_linger("a-drain-lingering-elsewhere")
+    assert tasks.drain.run(*beat_entry.get("args", ()), **beat_entry.get("kwargs", {})) == 1
+    assert applied_reports() == 1

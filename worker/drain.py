@@ -78,6 +78,16 @@ def drain_inbox(
         lease.let_go()
 
 
+def sweep_inbox(box: CallbackInbox, batch_size: int, budget_seconds: float) -> int:
+    """beat's safety net, for a wake-up that was lost: drain without lingering, unless a drain lingers. That one
+    claims again within its wait and takes the last look, so no wake-up is lost; claiming meanwhile only split
+    its batch in two (two transactions where one would do) and held a worker process. Its lease lapses by itself
+    if it died, so the next sweep goes ahead."""
+    if box.lingering_elsewhere(_LingerLease(box).token):
+        return 0
+    return drain_inbox(box, batch_size, budget_seconds)
+
+
 def _drain(
     box: CallbackInbox,
     batch_size: int,

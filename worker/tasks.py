@@ -17,7 +17,7 @@ from shared.store import STORE_ERRORS, CallbackInbox, get_store
 from worker import cycles, fallback, ingest, retention, sending, unknown_sends
 from worker.base import reach_task
 from worker.celery import app
-from worker.drain import drain_inbox
+from worker.drain import drain_inbox, sweep_inbox
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,12 @@ def drain(linger: bool = True) -> int:
     """Move queued callbacks from the inbox into the database until the inbox is empty or the budget is spent.
 
     A drain woken by a callback lingers after a batch that was not full (DRAIN_LINGER_MS); beat's safety-net
-    drain (`linger=False`) never does: while a woken drain waits, reports sit in the inbox, so the safety net
-    finds work, and had it waited too both of a worker's processes would sit in drains' waits."""
+    drain (`linger=False`) never does, and leaves the inbox to a drain that lingers (worker/drain.py
+    `sweep_inbox`): had it waited too, both of a worker's processes would sit in drains' waits."""
     settings = get_settings()
-    seconds = settings.drain_linger_ms / 1000 if linger else 0.0
+    if not linger:
+        return sweep_inbox(inbox(), settings.drain_batch_size, DRAIN_BUDGET_SECONDS)
+    seconds = settings.drain_linger_ms / 1000
     return drain_inbox(inbox(), settings.drain_batch_size, DRAIN_BUDGET_SECONDS, linger_seconds=seconds)
 
 
