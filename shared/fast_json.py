@@ -14,7 +14,7 @@ _SCAN = json.JSONDecoder().scan_once
 
 
 def loads(raw: str | bytes) -> Any:
-    """`json.loads(raw)`, the same value or the same error, at half its cost for an item as `encode` writes it
+    """`json.loads(raw)`, the same value or the same error, at half its cost for an item as `inbox.encode` writes it
     (every claimed callback is decoded: 3 µs of the drain's CPU per report). `json.loads` finds the encoding of
     bytes, decodes them, skips white space around the document and then calls this scanner: for UTF-8 that
     starts with `{` and has nothing after the document, the scanner alone does the same. Anything else (white
