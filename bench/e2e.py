@@ -6,7 +6,7 @@ alternately in one process (seed, Reach, seed, Reach, ...), each on a fresh copy
 - seed: the seed prototype's design (bench/seed_app.py): Flask, INSERT + UPDATEs + COMMIT inside each
   request, `gunicorn -k sync -w 4`. Every 200 is applied.
 - reach: Reach as `reach up` runs it (reach_cli/processes.py): the receiver (`python -m web.serve`: granian
-  with the async front, 2 processes; or --receiver) queues on a private Redis with `--appendonly yes
+  with the async front, 1 process; or --receiver) queues on a private Redis with `--appendonly yes
   --appendfsync always`, and `celery -A worker worker --beat` (prefork, 2 processes) applies the inbox.
 
 Postgres runs with `synchronous_commit=on` (set on each run's database): in both systems a 200 means durable.

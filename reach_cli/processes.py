@@ -19,7 +19,7 @@ CONTAINER_BIND = "0.0.0.0:8000"
 ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 
 
-def receiver(bind: str, workers: int = 2, threads: int = 16, header_timeout: float = 5) -> list[str]:
+def receiver(bind: str, workers: int = 1, threads: int = 16, header_timeout: float = 5) -> list[str]:
     """`python -m web.serve`: granian with Reach's async front (web/front.py), `workers` processes of one event
     loop each; the Flask app on `threads` threads per process (views wait on Redis and Postgres, not the CPU).
 
@@ -34,7 +34,14 @@ def receiver(bind: str, workers: int = 2, threads: int = 16, header_timeout: flo
     granian rather than gunicorn's gevent workers (the receiver before issue 15): end to end, in the same
     rounds, 1.9-2.8x the DLRs/s with 0.62-0.76x the receiver's CPU per DLR (bench/RESULTS.md, section 11,
     "Receiver on granian"). granian's own WSGI mode was not enough: it reads a body in Rust without a time
-    limit, so a trickled body would hold a thread."""
+    limit, so a trickled body would hold a thread.
+
+    One process by default: it answers ~11,000 DLRs/s here (`python -m bench.receiver`), more than the worker
+    and Postgres apply on the same cores, and a second one on 2 cores cost 1.4x the receiver's CPU per DLR end to
+    end (half the batch per Redis round trip, two processes' threads contending; bench/RESULTS.md, section 7,
+    "Run 7"). A process that dies is started again by granian while the kernel holds new connections in the
+    listen backlog, and SIGHUP starts the new process before it stops the old one, so one is never none.
+    `--workers N` for a receiver with cores of its own."""
     return [
         "web.serve", "--bind", bind, "--workers", str(workers), "--threads", str(threads),
         "--header-timeout", f"{header_timeout:g}", "--graceful-timeout", "20",

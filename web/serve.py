@@ -36,7 +36,7 @@ log = logging.getLogger("web.serve")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m web.serve", description=__doc__.splitlines()[0])
     parser.add_argument("--bind", required=True, help="HOST:PORT")
-    parser.add_argument("--workers", type=int, default=2, help="processes, one event loop each")
+    parser.add_argument("--workers", type=int, default=1, help="processes, one event loop each")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="Flask threads per process")
     parser.add_argument("--header-timeout", type=float, default=5, help="seconds for a request's line and headers")
     parser.add_argument("--graceful-timeout", type=int, default=20, help="seconds in-flight requests get to finish")
