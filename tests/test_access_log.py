@@ -59,3 +59,61 @@ def test_a_forked_child_writes_its_own_process_id() -> None:
     os.waitpid(child, 0)
     with os.fdopen(read) as pipe:
         assert int(pipe.read()) == child
+
+
+class _CountingStream:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _environ(path: str) -> dict[str, str]:
+    return {"REMOTE_ADDR": "127.0.0.1", "REQUEST_METHOD": "POST", "PATH_INFO": path}
+
+
+def test_the_lines_of_one_loop_turn_are_written_together_in_order_after_it() -> None:
+    """On a loop, a turn's lines reach a plain StreamHandler in one write, at the turn's end; a handler of
+    another kind (here pytest's capture, any subclass) gets each record as `Logger.handle` gives it."""
+    import asyncio
+
+    stream = _CountingStream()
+    plain = logging.StreamHandler(stream)  # type: ignore[arg-type]
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    captured: list[logging.LogRecord] = []
+    other = logging.Handler()
+    other.emit = captured.append  # type: ignore[method-assign]
+    log.addHandler(plain)
+    log.addHandler(other)
+    lines = AccessLog()
+    try:
+
+        async def three_requests() -> list[str]:
+            for n in range(3):
+                lines.write(_environ(f"/dlr{n}"), 200, 30, 0.0)
+            written_during_the_turn = list(stream.writes)
+            await asyncio.sleep(0)  # the turn ends
+            return written_during_the_turn
+
+        assert asyncio.run(three_requests()) == []
+    finally:
+        log.removeHandler(plain)
+        log.removeHandler(other)
+    assert len(stream.writes) == 1
+    assert [line.split('"')[1] for line in stream.writes[0].splitlines()] == [f"POST /dlr{n}" for n in range(3)]
+    assert [record.getMessage().split('"')[1] for record in captured] == [f"POST /dlr{n}" for n in range(3)]
+
+
+def test_off_a_loop_a_line_is_written_at_once() -> None:
+    stream = _CountingStream()
+    plain = logging.StreamHandler(stream)  # type: ignore[arg-type]
+    log.addHandler(plain)
+    try:
+        AccessLog().write(_environ("/dlr"), 200, 30, 0.0)
+    finally:
+        log.removeHandler(plain)
+    assert len(stream.writes) == 1 and '"POST /dlr" 200 30' in stream.writes[0]

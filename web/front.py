@@ -180,6 +180,7 @@ class ReceiverFront:
 
     async def aclose(self) -> None:
         """After the last request, on the loop: close the Redis connection, then `close()`."""
+        access_log.flush()
         if self.push is not None:
             await self.push.aclose()
         self.close()
