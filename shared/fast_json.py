@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 #: The C scanner behind `json.loads`, made once: `loads` calls it directly.
@@ -35,18 +35,22 @@ def _utf8_object(raw: bytes) -> bool:
     return raw[:1] == b"{" and raw[1:2] != b"\x00"
 
 
-def _c_encoder() -> Callable[[object, int], Sequence[str]] | None:
-    """The C encoder `json.dumps` builds on every call, with its default options, built once (None without the C
+def _c_encoder(
+    encode_string: Callable[[str], str], separators: tuple[str, str]
+) -> Callable[[object, int], Sequence[str]] | None:
+    """The C encoder `json.dumps` builds on every call, with these options, built once (None without the C
     accelerator)."""
     if c_make_encoder is None:
         return None
+    item_separator, key_separator = separators
     # markers, default, encoder, indent, key separator, item separator, sort_keys, skipkeys, allow_nan
     return c_make_encoder(
-        None, json.JSONEncoder().default, encode_basestring_ascii, None, ": ", ", ", False, False, True
+        None, json.JSONEncoder().default, encode_string, None, key_separator, item_separator, False, False, True
     )  # type: ignore[no-any-return]
 
 
-_ENCODE = _c_encoder()
+_ENCODE = _c_encoder(encode_basestring_ascii, (", ", ": "))
+_ENCODE_COMPACT = _c_encoder(encode_basestring, (",", ":"))
 
 
 def dumps(value: object) -> str:
@@ -56,3 +60,11 @@ def dumps(value: object) -> str:
     if _ENCODE is None:
         return json.dumps(value)
     return "".join(_ENCODE(value, 0))
+
+
+def compact_dumps(value: object) -> str:
+    """`json.dumps(value, ensure_ascii=False, separators=(",", ":"))`, the same text, its encoder built once: the
+    inbox's spelling of every callback the receiver queues (shared/inbox.py)."""
+    if _ENCODE_COMPACT is None:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return "".join(_ENCODE_COMPACT(value, 0))

@@ -234,13 +234,9 @@ def item_json(item: InboxItem) -> str:
     return _dumps(_item_doc(item))
 
 
-#: `json.dumps(doc, ensure_ascii=False, separators=(",", ":"))`, its encoder made once, not per callback.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def _dumps(doc: dict[str, object]) -> str:
     """The inbox's one JSON spelling: compact, non-ASCII kept as is."""
-    return _ENCODER.encode(doc)
+    return fast_json.compact_dumps(doc)
 
 
 def _iso(when: datetime | None) -> str | None:

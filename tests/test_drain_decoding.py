@@ -1,5 +1,5 @@
 """The drain's cheaper spellings of `json.loads`, `json.dumps` and the integer parse: the same value, or the same
-error, as the plain call for any input (shared/fast_json.py `loads` and `dumps`,
+error, as the plain call for any input (shared/fast_json.py `loads`, `dumps` and `compact_dumps`,
 shared/numbers.py `bounded_int`). A poison item must be parked, and a good one applied, exactly as before."""
 
 from __future__ import annotations
@@ -66,6 +66,20 @@ def test_dumps_writes_what_json_dumps_writes(value: Any) -> None:
 
 def test_dumps_refuses_what_json_dumps_refuses() -> None:
     assert outcome(fast_json.dumps, {"at": object()}) == outcome(json.dumps, {"at": object()})
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@given(json_values)
+@settings(max_examples=300, deadline=None)
+def test_compact_dumps_writes_what_json_dumps_writes_compact(value: Any) -> None:
+    assert outcome(fast_json.compact_dumps, value) == outcome(_compact, value)
+
+
+def test_compact_dumps_refuses_what_json_dumps_refuses() -> None:
+    assert outcome(fast_json.compact_dumps, {"at": object()}) == outcome(_compact, {"at": object()})
 
 
 @given(st.from_regex(r"\A[ +-]?[0-9]{0,12}(\.[0-9]{0,3})?[ ]?\Z") | st.text(max_size=12))

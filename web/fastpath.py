@@ -188,7 +188,7 @@ class CallbackFastPath:
             query = raw.encode("latin1").decode()
         except UnicodeError:
             return False
-        given = _first_values(form_pairs(query))
+        given = form_fields(query)
         if not matches_any(given.get("token", ""), self.tokens):
             return False
         if len(self.good_queries) < MAX_GOOD_QUERIES:  # bounded: a client could vary the rest of it
@@ -204,36 +204,31 @@ class CallbackFastPath:
             text = body.decode()
         except UnicodeDecodeError:
             return None
-        return _first_values(form_pairs(text))
+        return form_fields(text)
 
     def _to_flask(self, environ: dict[str, Any], start_response: Callable[..., Any], body: bytes) -> Iterable[bytes]:
         environ["wsgi.input"] = io.BytesIO(body)
         return self.flask_wsgi(environ, start_response)
 
 
-def form_pairs(text: str) -> list[tuple[str, str]]:
-    """`parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote")`, which Werkzeug parses a form
-    body and `request.args` with, minus its generic argument handling (tests/test_fastpath.py checks they
-    agree)."""
-    pairs = []
+def form_fields(text: str) -> dict[str, str]:
+    """A form body's (or query string's) fields as Werkzeug parses them (`request.form.to_dict()`: each name's
+    first value; tests/test_fastpath.py checks they agree): `parse_qsl(text, keep_blank_values=True,
+    errors="werkzeug.url_quote")` less its generic argument handling, unquoting only the pairs that need it."""
+    fields: dict[str, str] = {}
     for pair in text.split("&"):
         if pair:
             name, _, value = pair.partition("=")
-            pairs.append((_unquote(name), _unquote(value)))
-    return pairs
+            if "%" in pair or "+" in pair:
+                name, value = _unquote(name), _unquote(value)
+            if name not in fields:
+                fields[name] = value
+    return fields
 
 
 def _unquote(text: str) -> str:
     text = text.replace("+", " ")
     return unquote(text, errors="werkzeug.url_quote") if "%" in text else text
-
-
-def _first_values(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    """A repeated field keeps its first value, as Werkzeug's `MultiDict.to_dict()` does."""
-    fields: dict[str, str] = {}
-    for name, value in pairs:
-        fields.setdefault(name, value)
-    return fields
 
 
 def flask_json(doc: dict[str, str]) -> bytes:
