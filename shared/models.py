@@ -223,7 +223,8 @@ class Cycle(Base):
     #: Every item of the cycle has an id in [first_item_id, last_item_id] (others' items may too): planning
     #: inserts them in one statement and records it (worker/cycles/planning.py). A cycle's items are read over
     #: this range of the primary key (shared/cycle_items.py), with no index of their own to fill at planning.
-    #: NULL when not recorded (never planned, or planned by an older release): read by `cycle_id` alone.
+    #: NULL when the cycle has no item (never planned; an older release's plan got its range from its items when
+    #: ranges came, revision c7e3a9d1f5b2): its readers and the delete trigger read none (e5a1c9f3d7b8).
     first_item_id: Mapped[int | None] = mapped_column(BigId)
     last_item_id: Mapped[int | None] = mapped_column(BigId)
     finished_at: Mapped[datetime | None]

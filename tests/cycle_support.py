@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 
 from shared import cycles as shared_cycles
-from shared.models import Contact, CycleItem, ItemState
+from shared.models import Contact, Cycle, CycleItem, ItemState
 from worker import cycles
 
 
@@ -41,3 +41,14 @@ def make_items_due(session: Any, cycle_id: int) -> None:
         .values(next_attempt_at=func.now() - timedelta(seconds=1))
     )
     session.commit()
+
+
+def record_items_range(session: Any, cycle_id: int) -> None:
+    """Record the range of a cycle's item ids, as planning does with the items it inserts (shared/cycle_items.py),
+    for a test that adds a cycle's items by hand: a cycle with no range recorded has no items to its readers."""
+    session.flush()
+    first, last = session.execute(
+        select(func.min(CycleItem.id), func.max(CycleItem.id)).where(CycleItem.cycle_id == cycle_id)
+    ).one()
+    cycle = session.get(Cycle, cycle_id)
+    cycle.first_item_id, cycle.last_item_id = first, last

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from reach_cli.main import cli
 from shared.models import Call, Channel, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState, Message
+from tests.cycle_support import record_items_range
 
 DELIVERED, FAILED, ANSWERED, MISSED = "+254711000061", "+254711000062", "+254711000063", "+254711000064"
 
@@ -52,6 +53,7 @@ def cycle_id(session: Any) -> int:
                 call_id=calls[phone].id if phone in calls else None,
             )
         )
+    record_items_range(session, cycle.id)
     session.commit()
     return cycle.id
 

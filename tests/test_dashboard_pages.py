@@ -29,6 +29,7 @@ from shared.models import (
     UssdSession,
 )
 from tests.conftest import API_TOKEN
+from tests.cycle_support import record_items_range
 from tests.test_dashboard import sign_in
 
 DELIVERED, FAILED, ANSWERED, MISSED, WAITING = (f"+2547110000{n}" for n in range(61, 66))
@@ -106,6 +107,7 @@ def cycle_id(session: Any) -> int:
                 call_id=calls[phone].id if phone in calls else None,
             )
         )
+    record_items_range(session, cycle.id)
     session.commit()
     return cycle.id
 
@@ -168,6 +170,7 @@ def many_failures(session: Any, failed: int, delivered_between: int = 1) -> int:
                 message_id=message.id,
             )
         )
+    record_items_range(session, cycle.id)
     session.commit()
     return cycle.id
 

@@ -23,6 +23,7 @@ from worker.cycles.items import due_statement
 from worker.cycles.recovery import finish_statement, nudge_statement
 
 BEFORE_LIGHTER_PLANNING = "e7b3c1d4a5f6"
+BEFORE_RANGES = "b2d6f9a3c8e1"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -94,12 +95,24 @@ def test_a_plan_records_its_items_range_and_their_readers_keep_to_the_cycle(engi
         assert len(exported) == 1 + 3  # the header, and its own three contacts
 
 
-def test_deleting_a_cycle_whose_range_was_not_recorded_deletes_its_items(engine: Engine) -> None:
-    """A cycle planned before ranges were recorded: its items go by its id alone."""
+def test_cycles_planned_before_ranges_get_theirs_and_the_rest_none(url: str, engine: Engine) -> None:
+    """Upgraded from before ranges were recorded (c7e3a9d1f5b2), each cycle with items gets the range of
+    them and one without items none, which every reader and the delete trigger take for "no item"
+    (e5a1c9f3d7b8)."""
     with Session(engine) as session:
         kept, gone = planned_cycle(session), planned_cycle(session)
-        session.execute(update(Cycle).where(Cycle.id == gone).values(first_item_id=None, last_item_id=None))
-        session.execute(delete(Cycle).where(Cycle.id == gone))
+        session.add(Cycle(message="never planned", state=CycleState.PAUSED))
+        session.commit()
+    command.downgrade(migrate.alembic_config(url), BEFORE_RANGES)
+    migrate.upgrade(url)
+    with Session(engine) as session:
+        ranges = session.execute(select(Cycle.id, Cycle.first_item_id, Cycle.last_item_id).order_by(Cycle.id)).all()
+        spans = session.execute(
+            select(CycleItem.cycle_id, func.min(CycleItem.id), func.max(CycleItem.id)).group_by(CycleItem.cycle_id)
+        ).all()
+        assert ranges == [*sorted(spans), (gone + 1, None, None)]
+        assert cycle_report.report(session, kept)["sms"] == 3
+        session.execute(delete(Cycle).where(Cycle.id.in_([gone, gone + 1])))
         session.commit()
         assert items_of(session, gone) == 0
         assert items_of(session, kept) == 3

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from shared import ussd
 from shared.models import Call, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState, Message, UssdSession
 from tests.conftest import WEBHOOK_TOKEN
+from tests.cycle_support import record_items_range
 
 PHONE = "+254722000001"
 LONG = " ".join(f"Word{i:03d}" for i in range(90))  # 630 characters: four or five screens
@@ -38,6 +39,7 @@ def sent_in_cycle(session, text: str, phone: str = PHONE) -> tuple[Cycle, CycleI
         contact_id=contact.id, cycle_id=cycle.id, cycle_item_id=item.id, phone=phone, text=text, send_state="sent"
     )
     session.add(message)
+    record_items_range(session, cycle.id)
     session.commit()
     return cycle, item
 
@@ -184,5 +186,6 @@ def test_reached_counts_each_contact_once_whatever_reached_them(session) -> None
     for item, row in zip(items, sent, strict=True):
         item.message_id, item.call_id = (row.id, None) if isinstance(row, Message) else (None, row.id)
     items[2].confirmed_at = datetime.now(UTC)
+    record_items_range(session, cycle.id)
     session.commit()
     assert reached_counts(session, cycle.id) == {"contacts": 3, "ussd_confirmed": 1}
