@@ -8,7 +8,7 @@ and line (not in any line Reach writes), and it does not ask the kernel for the 
 (`LogRecord` calls os.getpid(), a system call, each time: 5 % of the front's time per DLR): the record's
 fields are copied from one made on this thread in this process, then its own are set.
 
-On an event loop the lines of one turn of the loop are handed over together, at its end: a plain
+Given the event loop it runs on, the lines of one turn of the loop are handed over together, at its end: a plain
 `logging.StreamHandler` (Reach's own, shared/logs.py) then formats each line as ever and writes them in one
 `write` and one flush, where each line cost a lock, a write and a flush of its own (a system call per
 callback). Any other handler gets each record by `Handler.handle`, as `Logger.handle` would give it.
@@ -33,15 +33,21 @@ class AccessLog:
         self._made: tuple[int, dict[str, Any]] | None = None  # (thread, a record's fields made on it)
         self._waiting: list[logging.LogRecord] = []  # this loop turn's lines, written at its end
 
-    def write(self, environ: dict[str, Any], status: int, size: int, started: float) -> None:
+    def write(
+        self,
+        environ: dict[str, Any],
+        status: int,
+        size: int,
+        started: float,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        """The request's line: at the end of this turn of `loop` (the caller's, running), else at once."""
         if not log.isEnabledFor(logging.INFO):
             return
         elapsed_ms = int((time.perf_counter() - started) * 1000)
         request = (environ["REMOTE_ADDR"] or "-", environ["REQUEST_METHOD"], environ["PATH_INFO"])
         record = self.record((*request, status, size, elapsed_ms))
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # not on a loop: at once
+        if loop is None:
             log.handle(record)
             return
         self._waiting.append(record)

@@ -105,7 +105,8 @@ class ReceiverFront:
                 status, size = await self._send_flask(environ, body.wsgi_input(chunked, self.seconds), proto, body)
         finally:
             body.close()
-        access_log.write(environ, status, size if environ["REQUEST_METHOD"] != "HEAD" else 0, started)
+        size = size if environ["REQUEST_METHOD"] != "HEAD" else 0
+        access_log.write(environ, status, size, started, asyncio.get_running_loop())
 
     async def _send_flask(
         self, environ: dict[str, Any], wsgi_input: Any, proto: Any, body: ReadBody
