@@ -1,6 +1,6 @@
 """SIGHUP to the production receiver (one worker process by default, reach_cli/processes.py): granian starts a
-new worker before it stops the old one, so callbacks posted all through the replacement are each answered
-200 and queued; none is refused or dropped while, for a moment, one process serves them all."""
+new worker before it stops the old one, so callbacks posted all through the replacement are answered and
+queued; none is refused, and none answered 200 is lost."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import signal
 import threading
 from pathlib import Path
 
-import pytest
 import redis as redis_lib
 import requests
 
@@ -42,16 +41,14 @@ class _Poster:
                 answer = self.session.post(self.url, data=_dlr(n), headers=self.headers, timeout=15)
                 self.answers.append(answer.status_code)
             except requests.RequestException as exc:
-                self.answers.append(type(exc).__name__)
+                self.answers.append(f"{type(exc).__name__}: {exc}")
 
     def answered_more_than(self, count: int) -> bool:
         return len(self.answers) > count
 
 
-@pytest.mark.parametrize("keep_alive", [False, True], ids=["a-connection-each", "one-kept-alive"])
-def test_a_sighup_replaces_the_worker_without_refusing_or_losing_a_callback(
-    keep_alive: bool, environment: None, clean: None, redis_client: redis_lib.Redis, tmp_path: Path
-) -> None:
+def _post_through_a_sighup(tmp_path: Path, keep_alive: bool) -> list[int | str]:
+    """Post DLRs before, during and after a SIGHUP's replacement of the receiver's worker; their answers."""
     port = free_port()
     web = ServiceProcess(
         tmp_path, "web", processes.receiver(f"127.0.0.1:{port}"), command_env(), ready=b"Started worker"
@@ -69,5 +66,28 @@ def test_a_sighup_replaces_the_worker_without_refusing_or_losing_a_callback(
         poster.thread.join(timeout=20)
         web.stop()
     assert "Respawning worker-1" in web.log()
-    assert set(poster.answers) == {200}, [a for a in poster.answers if a != 200][:5]
-    assert redis_client.llen(INBOX) == len(poster.answers)
+    return poster.answers
+
+
+def test_a_sighup_replaces_the_worker_refusing_and_losing_no_callback(
+    environment: None, clean: None, redis_client: redis_lib.Redis, tmp_path: Path
+) -> None:
+    """Each post on a connection of its own, as AT's arrive: every one answered 200 and queued."""
+    answers = _post_through_a_sighup(tmp_path, keep_alive=False)
+    assert set(answers) == {200}, [a for a in answers if a != 200][:5]
+    assert redis_client.llen(INBOX) == len(answers)
+
+
+def test_on_a_kept_alive_connection_a_sighup_fails_a_post_at_most_never_answers_one_it_lost(
+    environment: None, clean: None, redis_client: redis_lib.Redis, tmp_path: Path
+) -> None:
+    """All posts on one kept-alive connection: the old worker closes it once idle, and a post sent at that very
+    moment meets the close (HTTP/1.1's own race, RFC 9112 §9.3.1: a client retries only idempotent requests by
+    itself; seen once in a full run under load). That post fails at the client, which knows to post it again;
+    it is never answered 200 unqueued, and never answered anything but 200."""
+    answers = _post_through_a_sighup(tmp_path, keep_alive=True)
+    answered = answers.count(200)
+    failed = [a for a in answers if a != 200]
+    assert all(isinstance(a, str) and a.startswith("ConnectionError") for a in failed), failed
+    assert len(failed) <= 2, failed
+    assert answered <= redis_client.llen(INBOX) <= len(answers)  # every 200 queued; a failed post may be too
