@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import psutil
 
@@ -119,3 +120,25 @@ class CpuSampler:
                 self._last[name][process.pid] = cpu
                 if first:
                     self._first[name][process.pid] = cpu
+
+
+def seconds_used(process: psutil.Process) -> float:
+    """A live process's CPU seconds so far (NaN once it is gone)."""
+    try:
+        times = process.cpu_times()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return float("nan")
+    return times.user + times.system
+
+
+def busy_share(since: Any) -> float:
+    """The share of the machine's cores busy (neither idle nor waiting on I/O) since `since` (an earlier
+    `psutil.cpu_times()`): whatever ran, the benchmark's processes or not."""
+    now = psutil.cpu_times()
+    spent = {name: getattr(now, name) - getattr(since, name) for name in _CPU_STATES if hasattr(now, name)}
+    total = sum(spent.values())
+    return 1 - (spent["idle"] + spent.get("iowait", 0.0)) / total if total > 0 else float("nan")
+
+
+#: /proc/stat's states that add up to the time of all cores (guest time is already inside `user`).
+_CPU_STATES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")

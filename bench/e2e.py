@@ -274,11 +274,14 @@ def run_once(system: str, starter: Starter, round_: int, template_url: str, coun
         }
         sampler = cpu_groups.CpuSampler(groups)
         sampler.start()
+        machine = psutil.cpu_times()
         start = time.monotonic()
         wrk = WrkRun(target.url, count)
         answered_at = wrk.wait_answered()
         applied, applied_at = wait_applied(poller, warm + count, time.monotonic() + max(120, count / 10))
         cpu = sampler.stop()
+        busy = cpu_groups.busy_share(machine)
+        wrk_cpu = cpu_groups.seconds_used(psutil.Process(wrk.process.pid))  # it waits for its SIGINT
         result = wrk.finish()
         contacts = poller.execute("SELECT count(*) FROM contacts WHERE status = 'active'").fetchone()[0]
     if answered_at is None:
@@ -294,6 +297,8 @@ def run_once(system: str, starter: Starter, round_: int, template_url: str, coun
         wrk=result,
         cpu=cpu,
         load=os.getloadavg()[0],
+        wrk_cpu=wrk_cpu,
+        machine_busy=busy,
     )
 
 
@@ -398,7 +403,9 @@ def run_all(args: argparse.Namespace, argv: list[str] | None) -> int:
     print(
         "CPU: user + system from /proc per process group over the run; `pg sessions` are the run database's "
         "server processes (not the benchmark's polling session), `pg background` the postmaster, WAL writer, "
-        "checkpointer and background writer, which also serve other databases on a shared server."
+        "checkpointer and background writer, which also serve other databases on a shared server. Outside the "
+        "total: `wrk`, the load generator's own CPU, and `machine busy`, the share of all cores busy over the run "
+        "(every process): near 100 %, the cores, not the system's latency, set the rate."
     )
     for run in runs:
         if run.wrk.non_2xx or run.wrk.socket_errors:

@@ -24,6 +24,10 @@ class Run:
     wrk: WrkResult
     cpu: dict[str, float] = field(default_factory=dict)
     load: float = 0.0
+    #: Outside the system's total: wrk's own CPU seconds, and the share of the machine's cores busy (every
+    #: process: the system, wrk, the poller and anything else running) over the same window.
+    wrk_cpu: float = float("nan")
+    machine_busy: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -50,6 +54,8 @@ def run_row(run: Run) -> list[object]:
         run.wrk.non_2xx + run.wrk.socket_errors,
         *(run.cpu_us(group) for group in GROUPS),
         run.cpu_total_us,
+        run.wrk_cpu / run.count * 1e6,
+        f"{run.machine_busy:.0%}",
         f"{run.load:.2f}",
     ]
 
@@ -57,7 +63,7 @@ def run_row(run: Run) -> list[object]:
 RUN_HEADERS = [
     "run", "applied", "contacts active", "all answered s", "all applied s", "DLRs/s end to end",
     "answer p50 ms", "answer p99 ms", "errors", *(f"CPU µs/DLR {group}" for group in GROUPS),
-    "CPU µs/DLR total", "load 1 min",
+    "CPU µs/DLR total", "CPU µs/DLR wrk", "machine busy", "load 1 min",
 ]  # fmt: skip
 
 
