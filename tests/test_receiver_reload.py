@@ -91,3 +91,70 @@ def test_on_a_kept_alive_connection_a_sighup_fails_a_post_at_most_never_answers_
     assert all(isinstance(a, str) and a.startswith("ConnectionError") for a in failed), failed
     assert len(failed) <= 2, failed
     assert answered <= redis_client.llen(INBOX) <= len(answers)  # every 200 queued; a failed post may be too
+
+
+ROTATED_TOKEN = "test-rotated-webhook-token-7f3e1a"
+
+
+def test_a_sighup_makes_the_receiver_read_a_rotated_webhook_token(
+    environment: None, clean: None, tmp_path: Path
+) -> None:
+    """The operator rotates AT's callback token: the new one joins WEBHOOK_TOKEN in the project's .env, the
+    receiver gets a SIGHUP, then AT's callback URL changes. Callbacks carrying the new token must be taken from
+    then on, or AT's reports are refused."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".env").write_text(f"WEBHOOK_TOKEN={WEBHOOK_TOKEN}\n")
+    port = free_port()
+    env = {key: value for key, value in command_env(REACH_HOME=str(home)).items() if key != "WEBHOOK_TOKEN"}
+    web = ServiceProcess(tmp_path, "web", processes.receiver(f"127.0.0.1:{port}"), env, ready=b"Started worker")
+    try:
+
+        def post(token: str) -> int:
+            url = f"http://127.0.0.1:{port}/dlr?token={token}"
+            return requests.post(url, data=_dlr(1), timeout=10).status_code
+
+        assert (post(WEBHOOK_TOKEN), post(ROTATED_TOKEN)) == (200, 403)
+        (home / ".env").write_text(f"WEBHOOK_TOKEN={ROTATED_TOKEN},{WEBHOOK_TOKEN}\n")
+        web.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "Stopped old worker-1" in web.log(), timeout=60, what="the old worker stopped")
+        assert (post(ROTATED_TOKEN), post(WEBHOOK_TOKEN)) == (200, 200)
+    finally:
+        web.stop()
+
+
+def test_a_sighup_with_settings_that_do_not_load_is_refused_and_the_worker_serves_on(
+    environment: None, clean: None, tmp_path: Path
+) -> None:
+    """A typo in .env must not take the receiver down at the next SIGHUP: granian would stop the old worker
+    after starting a new one that cannot start."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".env").write_text(f"WEBHOOK_TOKEN={WEBHOOK_TOKEN}\n")
+    port = free_port()
+    env = {key: value for key, value in command_env(REACH_HOME=str(home)).items() if key != "WEBHOOK_TOKEN"}
+    web = ServiceProcess(tmp_path, "web", processes.receiver(f"127.0.0.1:{port}"), env, ready=b"Started worker")
+    url = f"http://127.0.0.1:{port}/dlr?token={WEBHOOK_TOKEN}"
+    try:
+        (home / ".env").write_text(f"WEBHOOK_TOKEN={WEBHOOK_TOKEN}\nDRAIN_BATCH_SIZE=many\n")
+        web.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: _reload_settled(web), timeout=60, what="the SIGHUP refused or carried out")
+        answers = [_answer(url, n) for n in range(20)]
+        running = web.process.poll() is None
+    finally:
+        web.stop()
+    assert (answers, running) == ([200] * 20, True)
+    assert "SIGHUP refused, the workers keep their settings" in web.log() and "DRAIN_BATCH_SIZE" in web.log()
+    assert "Respawning worker-1" not in web.log()
+
+
+def _reload_settled(web: ServiceProcess) -> bool:
+    log = web.log()
+    return "SIGHUP refused" in log or "Stopped old worker-1" in log or web.process.poll() is not None
+
+
+def _answer(url: str, n: int) -> int | str:
+    try:
+        return requests.post(url, data=_dlr(n), timeout=10).status_code
+    except requests.RequestException as exc:
+        return type(exc).__name__

@@ -225,6 +225,9 @@ def create_front() -> ReceiverFront:
     # worker to be killed only after the graceful timeout. Serving nothing yet, it may just end.
     for stop in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop, signal.SIG_DFL)
+    # Read anew: the main process read them before it forked this worker, and a worker a SIGHUP starts must take
+    # the project's .env as it is now (a rotated WEBHOOK_TOKEN; web/serve.py checks they load first).
+    get_settings.cache_clear()
     settings = get_settings()
     app = create_app(settings, fast_path=False)  # the front takes the fast path itself
     configure_logging(settings.log_level)  # the app has read the settings: they are valid

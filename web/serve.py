@@ -15,7 +15,8 @@ Each worker's event loop is uvloop's (a dependency; granian picks it when instal
 Bounds: a request's line and headers must arrive within `--header-timeout` seconds (granian closes the
 connection otherwise); a body within BODY_TIMEOUT_SECONDS plus its pace (web/front_bodies.py). SIGTERM or
 SIGINT stops accepting, lets the requests in flight finish (up to `--graceful-timeout`), then exits; SIGHUP
-replaces the workers one by one (a rotated token is read by the new ones).
+replaces the workers one by one, the new ones reading the settings anew (a rotated token), unless they do not
+load (`receiver_server`).
 """
 
 from __future__ import annotations
@@ -80,8 +81,15 @@ RESIGNAL_SECONDS = 0.5
 granian_log = logging.getLogger("_granian")
 
 
-def stopping_workers_again(server_class: type) -> type:
-    """granian's server class with a stop of its own, for two faults of granian's:
+def receiver_server(server_class: type) -> type:
+    """granian's server class, with a reload that first checks the settings and a stop of its own.
+
+    SIGHUP (a rotated WEBHOOK_TOKEN in the project's .env) starts new workers, which read the settings anew
+    (web/front.py `create_front`). granian stops the old workers whether or not the new ones started: new
+    settings that do not load would leave no worker at all, the receiver down. They are read here first, and a
+    SIGHUP that would fail is refused with the reason; the workers serve on as they were.
+
+    The stop works around two faults of granian's:
 
     - granian signals each worker once. A worker signalled in its first milliseconds, before it set handlers of
       its own (web/front.py `create_front`, then granian's), heard it through the main process's handler it
@@ -93,6 +101,18 @@ def stopping_workers_again(server_class: type) -> type:
       CI). Here a worker has stopped when its sentinel says so: the pipe closes only as the process exits."""
 
     class Receiver(server_class):  # type: ignore[misc, valid-type]
+        def _reload(self, *args: object) -> object:
+            from shared.settings import SettingsError, load_settings
+
+            try:
+                load_settings()
+            except SettingsError as exc:
+                self.reload_signal = False
+                self.main_loop_interrupt.clear()
+                granian_log.error(f"SIGHUP refused, the workers keep their settings: {exc}")
+                return None
+            return super()._reload(*args)
+
         def _stop_workers(self) -> None:
             running = {worker.inner.sentinel: worker for worker in self.wrks}
             for worker in running.values():
@@ -129,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(get_settings().log_level)  # and refuse to start on invalid settings, before any worker
     prepare_metrics_directory(args.workers)
     os.environ[THREADS_VARIABLE] = str(args.threads)  # read by each worker's factory
-    server = stopping_workers_again(Granian)(
+    server = receiver_server(Granian)(
         "web.front:create_front",
         factory=True,
         address=host,
