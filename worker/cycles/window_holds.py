@@ -46,7 +46,8 @@ def windows_of(sms_window: str | None, call_window: str | None) -> dict[Channel,
 
 
 def plan_prefix(phone: ColumnElement[str]) -> ColumnElement[str]:
-    # literal_column, not bound parameters: GROUP BY must repeat the select's expression exactly.
+    """A number's group, as SQL: what the plan's CASE arms list, as the groups were read (shared/cycle_money.py)."""
+    # literal_column, not bound parameters: the statement spells the prefix as the groups' GROUP BY did.
     return func.substr(phone, literal_column("1"), literal_column(str(PLAN_PREFIX_CHARACTERS)))
 
 
