@@ -82,6 +82,10 @@ def prices_by_calling_code(table: Mapping[str, Decimal]) -> dict[str, Decimal]:
     return {**prices, OTHER: table[DEFAULT]}
 
 
+#: How many characters of a number `prefix_expr` keeps.
+PREFIX_CHARACTERS = 4
+
+
 def prefix_expr(phone: ColumnElement[str]) -> ColumnElement[str]:
     """The first four characters of an E.164 number (`+254`) as SQL: they hold its whole calling code.
 
@@ -90,7 +94,7 @@ def prefix_expr(phone: ColumnElement[str]) -> ColumnElement[str]:
     way still prices right after SMS_COST_ESTIMATE changes).
     """
     # literal_column, not bound parameters: GROUP BY must repeat the select's expression exactly.
-    return func.substr(phone, literal_column("1"), literal_column("4"))
+    return func.substr(phone, literal_column("1"), literal_column(str(PREFIX_CHARACTERS)))
 
 
 def calling_code_of(prefix: str) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, func, select, type_coerce
+from sqlalchemy import String, func, literal_column, select, true, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -47,15 +47,38 @@ def sms_bill(session: Session, message: str, sms_contacts: ColumnElement[bool]) 
     """The bill for `message` sent to the contacts `sms_contacts` picks: one statement, and one more per
     country whose SMS carry a promotional sender id's opt-out after the text (shared/sender_rules.py), which
     is billed in its parts like the text."""
+    return sms_bill_and_groups(session, message, sms_contacts, true())[0]
+
+
+def sms_bill_and_groups(
+    session: Session,
+    message: str,
+    audience: ColumnElement[bool],
+    sms: ColumnElement[bool],
+    group_characters: int | None = None,
+) -> tuple[SmsBill, dict[str, str]]:
+    """`sms_bill` for the contacts of `audience` that `sms` picks and, with `group_characters`, the groups of
+    the audience's numbers sharing their first `group_characters` characters, each with its lowest number
+    (planning's send windows go by them, worker/cycles/window_holds.py).
+
+    For a text without placeholders, both come from one pass over the audience: two passes were a tenth of
+    a plan at a million contacts (0.58 s against 0.37 of wall time, issue 15). A text with placeholders is
+    measured per contact in a pass over the SMS contacts alone (in parallel on Postgres), which costs less
+    than measuring them in the pass over the whole audience."""
     settings = get_settings()
     suffixes = sender_rules.suffixes(settings.at_sender_kind, settings.promotional_opt_out_text)
-    bills, rest = [], sms_contacts
+    bills, rest = [], sms
     for prefix, suffix in suffixes.items():
         with_suffix = Contact.phone.startswith(prefix, autoescape=True)
-        bills.append(_bill(session, message, sms_contacts & with_suffix, suffix))
+        bills.append(_bill(session, message, audience & sms & with_suffix, suffix))
         rest = rest & ~with_suffix
-    plain = _bill(session, message, rest, "")
-    return _combined(plain, bills)
+    if group_characters is None:
+        return _combined(_bill(session, message, audience & rest, ""), bills), {}
+    if placeholders.is_personal(message):
+        groups, _counted = _groups(session, audience, None, group_characters)
+        return _combined(_bill(session, message, audience & rest, ""), bills), groups
+    groups, counted = _groups(session, audience, rest, group_characters)
+    return _combined(_same_bill(message, "", counted), bills), groups
 
 
 def _combined(plain: SmsBill, bills: list[SmsBill]) -> SmsBill:
@@ -79,11 +102,9 @@ def _bill(session: Session, message: str, sms_contacts: ColumnElement[bool], suf
     same for everyone and counted exactly here. With no contact at all, `segments` is the text without a name.
     """
     if not placeholders.is_personal(message):
-        same = segments.count(placeholders.render(message) + suffix)
         prefix = cost_estimate.prefix_expr(Contact.phone).label("prefix")
         counted = session.execute(select(prefix, func.count()).where(sms_contacts).group_by(prefix)).all()
-        contacts = {str(p): int(n) for p, n in counted}
-        return SmsBill(contacts, {p: n * same.parts for p, n in contacts.items()}, same)
+        return _same_bill(message, suffix, {str(p): int(n) for p, n in counted})
     measured = personal_parts.per_contact_select(message, sms_contacts, suffix).subquery()
     rows = session.execute(
         select(measured.c.prefix, measured.c.ucs2, measured.c.parts, func.count()).group_by(
@@ -100,6 +121,31 @@ def _bill(session: Session, message: str, sms_contacts: ColumnElement[bool], suf
     # The most parts; between two encodings at as many parts, UCS-2 (it is the one a reader should check).
     most, ucs2 = max((int(each), int(u)) for _p, u, each, _n in rows)
     return SmsBill(contacts, parts, segments.Segments(segments.UCS2 if ucs2 else segments.GSM7, most))
+
+
+def _groups(
+    session: Session, audience: ColumnElement[bool], billed: ColumnElement[bool] | None, characters: int
+) -> tuple[dict[str, str], dict[str, int]]:
+    """The groups of the audience's numbers sharing their first `characters` characters, each with its lowest
+    number, and, with `billed`, how many of the contacts it picks each bill prefix has: one statement."""
+    if characters < cost_estimate.PREFIX_CHARACTERS:
+        raise ValueError(f"groups of {characters} characters cannot give the bill's prefixes")
+    # literal_column, not bound parameters: GROUP BY must repeat the select's expression exactly.
+    group = func.substr(Contact.phone, literal_column("1"), literal_column(str(characters)))
+    counts = [func.count().filter(billed)] if billed is not None else []
+    rows = session.execute(select(group, func.min(Contact.phone), *counts).where(audience).group_by(group)).all()
+    counted: dict[str, int] = {}
+    for row in rows:
+        if billed is not None and row[2]:
+            prefix = str(row[0])[: cost_estimate.PREFIX_CHARACTERS]
+            counted[prefix] = counted.get(prefix, 0) + int(row[2])
+    return {str(row[0]): str(row[1]) for row in rows}, counted
+
+
+def _same_bill(message: str, suffix: str, contacts: dict[str, int]) -> SmsBill:
+    """The bill of a text without placeholders sent to these contacts per prefix."""
+    same = segments.count(placeholders.render(message) + suffix)
+    return SmsBill(contacts, {p: n * same.parts for p, n in contacts.items()}, same)
 
 
 def planned_sms(session: Session, cycle_id: int) -> ColumnElement[bool]:

@@ -50,6 +50,8 @@ def _char_class(chars: frozenset[str], *, negated: bool = False) -> str:
 _NOT_GSM7 = _char_class(segments.GSM7_BASIC | segments.GSM7_EXTENSION, negated=True)
 #: An extension-table character: two septets in GSM-7.
 _EXTENSION = _char_class(segments.GSM7_EXTENSION)
+#: A character outside GSM-7's basic table: an extension-table one, or one outside GSM-7.
+_NOT_BASIC = _char_class(segments.GSM7_BASIC, negated=True)
 #: A character outside the BMP: two UTF-16 units in UCS-2.
 _ASTRAL = r"[\U00010000-\U0010FFFF]"
 
@@ -106,26 +108,40 @@ def _measured_names(where: ColumnElement[bool]) -> Subquery:
     """Each contact's name measured once: its length, its extension-table and astral characters (counted only
     in names that have any: a regex test is cheap, a replace less so) and whether it has one outside GSM-7.
 
-    `OFFSET 0` keeps the database from merging this into the statement around it, which would measure a
+    A name of GSM-7's basic table only (most names) has none of the three, so one test sorts it out first
+    and the three are looked for only in the others: three regex tests of every name were a third of the bill
+    at a million contacts (1.01 s of backend CPU against 0.71, issue 15).
+
+    `OFFSET 0` keeps the database from merging these into the statement around them, which would measure a
     name once for each place the outer expressions use the measure."""
-    name = func.coalesce(Contact.name, "")
-    length = func.length(name)
-
-    def count_of(pattern: str) -> ColumnElement[int]:
-        removed = length - func.length(func.regexp_replace(name, pattern, "", "g"))
-        return case((name.regexp_match(pattern), removed), else_=0)
-
-    return (
+    named = (
         select(
             Contact.id.label("contact_id"),
             cost_estimate.prefix_expr(Contact.phone).label("prefix"),
-            length.label("length"),
-            count_of(_EXTENSION).label("extension"),
-            count_of(_ASTRAL).label("astral"),
-            case((name.regexp_match(_NOT_GSM7), 1), else_=0).label("not_gsm7"),
+            func.coalesce(Contact.name, "").label("name"),
+            func.coalesce(Contact.name, "").regexp_match(_NOT_BASIC).label("special"),
             func.length(Contact.phone).label("phone"),
         )
         .where(where)
+        .offset(0)
+        .subquery()
+    )
+    name, length = named.c.name, func.length(named.c.name)
+
+    def count_of(pattern: str) -> ColumnElement[int]:
+        removed = length - func.length(func.regexp_replace(name, pattern, "", "g"))
+        return case((~named.c.special, 0), (name.regexp_match(pattern), removed), else_=0)
+
+    return (
+        select(
+            named.c.contact_id,
+            named.c.prefix,
+            length.label("length"),
+            count_of(_EXTENSION).label("extension"),
+            count_of(_ASTRAL).label("astral"),
+            case((~named.c.special, 0), (name.regexp_match(_NOT_GSM7), 1), else_=0).label("not_gsm7"),
+            named.c.phone,
+        )
         .offset(0)
         .subquery()
     )

@@ -186,3 +186,36 @@ def test_a_cycle_planned_before_its_plan_counted_prefixes_is_estimated_from_its_
     answer = make_app(sms_cost_estimate=TABLE).test_client().get(f"/api/cycles/{cycle_id}", headers=operator_headers)
 
     assert answer.get_json()["estimated_cost"] == EXPECTED
+
+
+def test_a_plan_reads_the_bill_and_the_windows_number_groups_in_one_pass(audience, session) -> None:
+    """A text without placeholders: one statement groups the audience by number prefix, for the send windows
+    and the bill both (two were a tenth of a plan at a million contacts, issue 15), and the bill is the one
+    counted apart."""
+    from sqlalchemy import event
+
+    from shared import cycle_money
+    from shared.models import Channel, Cycle
+
+    cycle_id = cycles.start_cycle(session, TWO_UCS2_PARTS, sms_window="08:00-20:00")
+    session.commit()
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, _params, _context, _executemany) -> None:
+        statements.append(statement)
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        plan = plan_cycle(session, cycle_id)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    session.commit()
+
+    by_prefix = [s for s in statements if "substr(contacts.phone" in s and not s.lstrip().startswith("INSERT")]
+    assert len(by_prefix) == 1, by_prefix
+    sms = cycles.reachable() & (cycles.channel_expr() == Channel.SMS.value)
+    apart = cycle_money.sms_bill(session, TWO_UCS2_PARTS, sms).as_plan()
+    assert {key: plan[key] for key in apart} == apart
+    assert apart["sms_by_prefix"] == {"+254": 1, "+234": 2, "+256": 1, "+447": 1}
+    assert session.get(Cycle, cycle_id).plan == plan

@@ -43,9 +43,21 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
     held = holds.hold_back_now(session, ignore_dlr_silence=cycle.ignore_dlr_silence)
     tagged = cycles.in_tags(session, cycle.tags)
     audience = holds.audience(cycles.reachable() & tagged, held)
+    # The SMS bill reads the contacts routed to SMS by the INSERT's rule (as the dry run does), not the new
+    # items joined back to them (that join read every earlier cycle's items too), with the number groups the
+    # send windows go by (one pass for both when the text has no placeholder). A contact whose status changes
+    # before the INSERT is billed by its old one: an estimate, as it would be a moment earlier.
+    closed = window_holds.closed_windows(cycle)
+    bill, groups = cycle_money.sms_bill_and_groups(
+        session,
+        cycle.message,
+        audience,
+        cycles.channel_expr() == Channel.SMS.value,
+        window_holds.PLAN_PREFIX_CHARACTERS if closed else None,
+    )
     columns = ["cycle_id", "contact_id", "channel", "state", "attempts", "next_attempt_at", "updated_at"]
     # Items whose send window is closed are due at its opening (design §4.2).
-    due, waiting = window_holds.planned_due(session, cycle, audience, cycles.channel_expr(), now())
+    due, waiting = window_holds.planned_due(closed, groups, cycles.channel_expr(), now())
     columns.append("waiting_for_window")
     rows = select(
         literal(cycle_id),
@@ -76,17 +88,12 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
         ).all()
     )
     skipped.update(holds.count_held(session, cycles.reachable() & tagged, held))
-    # The bill reads the contacts the INSERT routed to SMS by the same rule (as the dry run does), not the
-    # new items joined back to them: that join was a fifth of planning at a million contacts and scanned
-    # every earlier cycle's items too. A contact whose status changes between the two statements is billed
-    # by its new one: an estimate, as it would be a moment later.
-    sms = cycles.channel_expr() == Channel.SMS.value
     cycle.plan = {
         "sms": planned - voice,
         "voice": voice,
         "skipped": {reason: skipped.get(reason, 0) for reason in cycles.skip_reasons(skipped)},
         # SMS parts and estimated cost (shared.cycle_money), counted once here, not at every read.
-        **cycle_money.sms_bill(session, cycle.message, audience & sms).as_plan(),
+        **bill.as_plan(),
     }
     if cycle.state is CycleState.PLANNING:
         cycle.state = CycleState.DISPATCHING

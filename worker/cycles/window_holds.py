@@ -46,7 +46,8 @@ def windows_of(sms_window: str | None, call_window: str | None) -> dict[Channel,
 
 
 def plan_prefix(phone: ColumnElement[str]) -> ColumnElement[str]:
-    # literal_column, not bound parameters: GROUP BY must repeat the select's expression exactly.
+    """A number's group, as SQL: what the plan's CASE arms list, as the groups were read (shared/cycle_money.py)."""
+    # literal_column, not bound parameters: the statement spells the prefix as the groups' GROUP BY did.
     return func.substr(phone, literal_column("1"), literal_column(str(PLAN_PREFIX_CHARACTERS)))
 
 
@@ -63,20 +64,28 @@ def _limited(channel: Channel, window: Window) -> bool:
     return not window.always or (channel is Channel.SMS and sender_rules.applies(get_settings().at_sender_kind))
 
 
+def closed_windows(cycle: Cycle) -> dict[Channel, Callable[[str], list[tuple[Window, ZoneInfo]]]]:
+    """The channels whose items a window may hold in this cycle, with each number's windows (`limits_of`):
+    planning then reads its audience's number groups (`PLAN_PREFIX_CHARACTERS`) for `planned_due`."""
+    windows = windows_of(cycle.sms_window, cycle.call_window)
+    return {ch: limits_of(ch, window) for ch, window in windows.items() if _limited(ch, window)}
+
+
 def planned_due(
-    session: Session, cycle: Cycle, audience: ColumnElement[bool], channel: ColumnElement[str], at: datetime
+    closed: dict[Channel, Callable[[str], list[tuple[Window, ZoneInfo]]]],
+    groups: dict[str, str],
+    channel: ColumnElement[str],
+    at: datetime,
 ) -> tuple[ColumnElement[datetime], ColumnElement[bool]]:
     """For the plan's INSERT … SELECT over the contacts: each item's `next_attempt_at` (now, or its windows'
-    next opening) and `waiting_for_window`, as SQL: one CASE arm per channel and opening, listing prefixes."""
-    windows = windows_of(cycle.sms_window, cycle.call_window)
-    closed = {ch: limits_of(ch, window) for ch, window in windows.items() if _limited(ch, window)}
+    next opening) and `waiting_for_window`, as SQL: one CASE arm per channel and opening, listing prefixes.
+    `groups`: the audience's numbers by their first `PLAN_PREFIX_CHARACTERS` characters, each group's lowest
+    number (its zone is the group's), read with the plan's SMS bill (shared/cycle_money.py)."""
     arms: list[tuple[ColumnElement[bool], datetime]] = []
-    if closed:
-        prefix = plan_prefix(Contact.phone)
-        groups = session.execute(select(prefix, func.min(Contact.phone)).where(audience).group_by(prefix)).all()
-        for ch, limits in closed.items():
-            for opening, prefixes in _openings(limits, groups, at).items():
-                arms.append(((channel == ch.value) & prefix.in_(prefixes), opening))
+    prefix = plan_prefix(Contact.phone)
+    for ch, limits in closed.items():
+        for opening, prefixes in _openings(limits, groups.items(), at).items():
+            arms.append(((channel == ch.value) & prefix.in_(prefixes), opening))
     if not arms:
         return func.now(), false()
     due = case(*[(when, literal(opening, CycleItem.next_attempt_at.type)) for when, opening in arms], else_=func.now())
