@@ -96,18 +96,26 @@ def test_on_a_kept_alive_connection_a_sighup_fails_a_post_at_most_never_answers_
 ROTATED_TOKEN = "test-rotated-webhook-token-7f3e1a"
 
 
+def _receiver_reading_dot_env(tmp_path: Path) -> tuple[ServiceProcess, Path, int]:
+    """The production receiver reading WEBHOOK_TOKEN from a project's .env (REACH_HOME), not its environment:
+    the receiver, that .env and its port."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env_file = home / ".env"
+    env_file.write_text(f"WEBHOOK_TOKEN={WEBHOOK_TOKEN}\n")
+    port = free_port()
+    env = {key: value for key, value in command_env(REACH_HOME=str(home)).items() if key != "WEBHOOK_TOKEN"}
+    web = ServiceProcess(tmp_path, "web", processes.receiver(f"127.0.0.1:{port}"), env, ready=b"Started worker")
+    return web, env_file, port
+
+
 def test_a_sighup_makes_the_receiver_read_a_rotated_webhook_token(
     environment: None, clean: None, tmp_path: Path
 ) -> None:
     """The operator rotates AT's callback token: the new one joins WEBHOOK_TOKEN in the project's .env, the
     receiver gets a SIGHUP, then AT's callback URL changes. Callbacks carrying the new token must be taken from
     then on, or AT's reports are refused."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / ".env").write_text(f"WEBHOOK_TOKEN={WEBHOOK_TOKEN}\n")
-    port = free_port()
-    env = {key: value for key, value in command_env(REACH_HOME=str(home)).items() if key != "WEBHOOK_TOKEN"}
-    web = ServiceProcess(tmp_path, "web", processes.receiver(f"127.0.0.1:{port}"), env, ready=b"Started worker")
+    web, env_file, port = _receiver_reading_dot_env(tmp_path)
     try:
 
         def post(token: str) -> int:
@@ -115,7 +123,7 @@ def test_a_sighup_makes_the_receiver_read_a_rotated_webhook_token(
             return requests.post(url, data=_dlr(1), timeout=10).status_code
 
         assert (post(WEBHOOK_TOKEN), post(ROTATED_TOKEN)) == (200, 403)
-        (home / ".env").write_text(f"WEBHOOK_TOKEN={ROTATED_TOKEN},{WEBHOOK_TOKEN}\n")
+        env_file.write_text(f"WEBHOOK_TOKEN={ROTATED_TOKEN},{WEBHOOK_TOKEN}\n")
         web.process.send_signal(signal.SIGHUP)
         wait_for(lambda: "Stopped old worker-1" in web.log(), timeout=60, what="the old worker stopped")
         assert (post(ROTATED_TOKEN), post(WEBHOOK_TOKEN)) == (200, 200)
@@ -128,15 +136,10 @@ def test_a_sighup_with_settings_that_do_not_load_is_refused_and_the_worker_serve
 ) -> None:
     """A typo in .env must not take the receiver down at the next SIGHUP: granian would stop the old worker
     after starting a new one that cannot start."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / ".env").write_text(f"WEBHOOK_TOKEN={WEBHOOK_TOKEN}\n")
-    port = free_port()
-    env = {key: value for key, value in command_env(REACH_HOME=str(home)).items() if key != "WEBHOOK_TOKEN"}
-    web = ServiceProcess(tmp_path, "web", processes.receiver(f"127.0.0.1:{port}"), env, ready=b"Started worker")
+    web, env_file, port = _receiver_reading_dot_env(tmp_path)
     url = f"http://127.0.0.1:{port}/dlr?token={WEBHOOK_TOKEN}"
     try:
-        (home / ".env").write_text(f"WEBHOOK_TOKEN={WEBHOOK_TOKEN}\nDRAIN_BATCH_SIZE=many\n")
+        env_file.write_text(f"WEBHOOK_TOKEN={WEBHOOK_TOKEN}\nDRAIN_BATCH_SIZE=many\n")
         web.process.send_signal(signal.SIGHUP)
         wait_for(lambda: _reload_settled(web), timeout=60, what="the SIGHUP refused or carried out")
         answers = [_answer(url, n) for n in range(20)]
