@@ -48,13 +48,27 @@ def single(pid: int) -> Group:
 
 
 def postgres_sessions(postmaster: psutil.Process, database: str, exclude: set[int]) -> Group:
-    """The server processes working for `database` (its sessions and autovacuum workers), minus `exclude`
-    (the benchmark's own polling session). Their titles read `postgres: ... <user> <database> <client> ...`."""
+    """The sessions working for `database`, minus `exclude` (the benchmark's own polling session). Their titles
+    read `postgres: ... <user> <database> <client> ...`."""
 
     def processes() -> list[psutil.Process]:
-        return [p for p in _children(postmaster) if p.pid not in exclude and f" {database} " in f"{_title(p)} "]
+        return [p for p in _of_database(postmaster, database) if p.pid not in exclude and not _autovacuum(p)]
 
     return processes
+
+
+def postgres_autovacuum(postmaster: psutil.Process, database: str) -> Group:
+    """The autovacuum workers vacuuming or analysing `database`: whether one runs inside a measured window
+    depends on when the updates cross its thresholds, so they are a group of their own."""
+    return lambda: [p for p in _of_database(postmaster, database) if _autovacuum(p)]
+
+
+def _of_database(postmaster: psutil.Process, database: str) -> list[psutil.Process]:
+    return [p for p in _children(postmaster) if f" {database} " in f"{_title(p)} "]
+
+
+def _autovacuum(process: psutil.Process) -> bool:
+    return "autovacuum worker" in _title(process)
 
 
 def postgres_background(postmaster: psutil.Process) -> Group:

@@ -270,6 +270,7 @@ def run_once(system: str, starter: Starter, round_: int, template_url: str, coun
         groups = {
             **target.groups,
             "pg sessions": cpu_groups.postgres_sessions(postmaster, name, {poller.info.backend_pid}),
+            "pg autovacuum": cpu_groups.postgres_autovacuum(postmaster, name),
             "pg background": cpu_groups.postgres_background(postmaster),
         }
         sampler = cpu_groups.CpuSampler(groups)
@@ -402,7 +403,8 @@ def run_all(args: argparse.Namespace, argv: list[str] | None) -> int:
         table(["round", "system", "seed DLRs/s", "its DLRs/s", "DLRs/s / seed", "p99 / seed", "CPU / seed"], ratios)
     print(
         "CPU: user + system from /proc per process group over the run; `pg sessions` are the run database's "
-        "server processes (not the benchmark's polling session), `pg background` the postmaster, WAL writer, "
+        "sessions (not the benchmark's polling session), `pg autovacuum` its autovacuum workers (they run when the "
+        "updates cross their thresholds, inside a run or not), `pg background` the postmaster, WAL writer, "
         "checkpointer and background writer, which also serve other databases on a shared server. Outside the "
         "total: `wrk`, the load generator's own CPU, and `machine busy`, the share of all cores busy over the run "
         "(every process): near 100 %, the cores, not the system's latency, set the rate."

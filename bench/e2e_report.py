@@ -9,7 +9,7 @@ from bench.common import WrkResult
 
 SYSTEMS = ("seed", "reach")
 #: The process groups whose CPU is reported, in this order (a system has some of them).
-GROUPS = ("server", "redis", "worker", "pg sessions", "pg background")
+GROUPS = ("server", "redis", "worker", "pg sessions", "pg autovacuum", "pg background")
 
 
 @dataclass
