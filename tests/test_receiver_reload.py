@@ -1,6 +1,7 @@
-"""SIGHUP to the production receiver (one worker process by default, reach_cli/processes.py): granian starts a
-new worker before it stops the old one, so callbacks posted all through the replacement are answered and
-queued; none is refused, and none answered 200 is lost."""
+"""The production receiver's worker replaced (one worker process by default, reach_cli/processes.py): at a SIGHUP
+granian starts a new worker before it stops the old one, and when the worker dies, connections wait in the main
+process's listening socket for the next one; callbacks posted meanwhile are answered and queued, none refused, and
+none answered 200 is lost."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import threading
 from pathlib import Path
 
+import psutil
 import redis as redis_lib
 import requests
 
@@ -161,3 +163,25 @@ def _answer(url: str, n: int) -> int | str:
         return requests.post(url, data=_dlr(n), timeout=10).status_code
     except requests.RequestException as exc:
         return type(exc).__name__
+
+
+def test_a_worker_that_dies_leaves_callbacks_waiting_for_the_next_one_not_refused(
+    environment: None, clean: None, redis_client: redis_lib.Redis, tmp_path: Path
+) -> None:
+    """The OOM killer takes the receiver's one worker: a callback posted before granian has started another waits
+    for it, where each worker's own socket (granian's way on Linux) left the port closed, its post refused."""
+    port = free_port()
+    web = ServiceProcess(
+        tmp_path, "web", processes.receiver(f"127.0.0.1:{port}"), command_env(), ready=b"Started worker"
+    )
+    url = f"http://127.0.0.1:{port}/dlr?token={WEBHOOK_TOKEN}"
+    try:
+        assert _answer(url, 0) == 200
+        (worker,) = psutil.Process(web.process.pid).children()
+        worker.kill()
+        answers = [_answer(url, n) for n in range(1, 4)]
+        respawned = "Respawning worker-1" in web.log()
+    finally:
+        web.stop()
+    assert (answers, respawned) == ([200, 200, 200], True)
+    assert redis_client.llen(INBOX) == 4
