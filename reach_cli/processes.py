@@ -37,8 +37,8 @@ def receiver(bind: str, workers: int = 1, threads: int = 16, header_timeout: flo
     limit, so a trickled body would hold a thread.
 
     One process by default: it answers ~11,000 DLRs/s here (`python -m bench.receiver`), more than the worker
-    and Postgres apply on the same cores, and a second one on 2 cores cost 1.4x the receiver's CPU per DLR end to
-    end (half the batch per Redis round trip, two processes' threads contending; bench/RESULTS.md, section 7,
+    and Postgres apply on the same cores, and a second one on 2 cores cost 1.1-1.6x the receiver's CPU per DLR end
+    to end (half the batch per Redis round trip, two processes' threads contending; bench/RESULTS.md, section 7,
     "Run 7"). A process that dies is started again by granian while new connections wait in the listening
     socket the main process holds (web/serve.py), and SIGHUP starts the new process before it stops the old one,
     so one is never none (tests/test_receiver_reload.py).
