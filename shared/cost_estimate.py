@@ -82,19 +82,20 @@ def prices_by_calling_code(table: Mapping[str, Decimal]) -> dict[str, Decimal]:
     return {**prices, OTHER: table[DEFAULT]}
 
 
-#: How many characters of a number `prefix_expr` keeps.
+#: How many characters of a number `prefix_expr` keeps by default.
 PREFIX_CHARACTERS = 4
 
 
-def prefix_expr(phone: ColumnElement[str]) -> ColumnElement[str]:
-    """The first four characters of an E.164 number (`+254`) as SQL: they hold its whole calling code.
+def prefix_expr(phone: ColumnElement[str], characters: int = PREFIX_CHARACTERS) -> ColumnElement[str]:
+    """The first `characters` of an E.164 number as SQL; by default four (`+254`), which hold its whole calling
+    code (planning's send windows group numbers by more: worker/cycles/window_holds.py).
 
     Calling codes are one to three digits and prefix-free (ITU E.164), so grouping by this prefix gives at
     most a thousand groups, each of one country code, whatever the price table says (a plan recorded this
     way still prices right after SMS_COST_ESTIMATE changes).
     """
     # literal_column, not bound parameters: GROUP BY must repeat the select's expression exactly.
-    return func.substr(phone, literal_column("1"), literal_column(str(PREFIX_CHARACTERS)))
+    return func.substr(phone, literal_column("1"), literal_column(str(characters)))
 
 
 def calling_code_of(prefix: str) -> str:

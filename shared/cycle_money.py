@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, func, literal_column, select, true, type_coerce
+from sqlalchemy import String, func, select, true, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -130,8 +130,7 @@ def _groups(
     number, and, with `billed`, how many of the contacts it picks each bill prefix has: one statement."""
     if characters < cost_estimate.PREFIX_CHARACTERS:
         raise ValueError(f"groups of {characters} characters cannot give the bill's prefixes")
-    # literal_column, not bound parameters: GROUP BY must repeat the select's expression exactly.
-    group = func.substr(Contact.phone, literal_column("1"), literal_column(str(characters)))
+    group = cost_estimate.prefix_expr(Contact.phone, characters)
     counts = [func.count().filter(billed)] if billed is not None else []
     rows = session.execute(select(group, func.min(Contact.phone), *counts).where(audience).group_by(group)).all()
     counted: dict[str, int] = {}

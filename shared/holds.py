@@ -12,17 +12,20 @@ from sqlalchemy.sql.elements import ColumnElement
 from shared import dlr_silence, incidents
 from shared.models import Contact
 
-#: The reasons, in the order a contact held twice is counted.
-REASONS = (dlr_silence.DLR_SILENCE, incidents.NETWORK_INCIDENT)
+#: Each guard's account of one contact it holds, by reason, in the order a contact held twice is counted.
+_WHY_HELD = {dlr_silence.DLR_SILENCE: dlr_silence.why_held, incidents.NETWORK_INCIDENT: incidents.why_held}
+#: The reasons, in that order.
+REASONS = tuple(_WHY_HELD)
 
 
 def hold_back_now(session: Session, *, ignore_dlr_silence: bool = False) -> dict[str, ColumnElement[bool]]:
-    """Today's filters by reason; empty when nothing holds anyone (planning's statement is then unchanged)."""
+    """Today's filters by reason, in REASONS' order; empty when nothing holds anyone (planning's statement is
+    then unchanged)."""
     held = {
         dlr_silence.DLR_SILENCE: dlr_silence.hold_back_now(session, ignore=ignore_dlr_silence),
         incidents.NETWORK_INCIDENT: incidents.hold_back_now(session),
     }
-    return {reason: where for reason, where in held.items() if where is not None}
+    return {reason: where for reason in REASONS if (where := held[reason]) is not None}
 
 
 def audience(base: ColumnElement[bool], held: dict[str, ColumnElement[bool]]) -> ColumnElement[bool]:
@@ -43,7 +46,7 @@ def count_held(session: Session, base: ColumnElement[bool], held: dict[str, Colu
 def why_held(session: Session, contact_id: int) -> str | None:
     """Why a guard holds this one contact (the first reason, as planning counts it), or None: a one-off send
     asks before it calls, so it calls no one a cycle would leave out."""
-    for explain in (dlr_silence.why_held, incidents.why_held):
+    for explain in _WHY_HELD.values():
         if reason := explain(session, contact_id):
             return reason
     return None

@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, case, false, func, literal, literal_column, select, true, update
+from sqlalchemy import ColumnElement, case, false, func, literal, select, true, update
 from sqlalchemy.orm import Session
 
-from shared import sender_rules
+from shared import cost_estimate, sender_rules
 from shared.models import Channel, Contact, Cycle, CycleItem
 from shared.settings import get_settings
 from shared.windows import Window, next_common_opening, parse_window, zone_of
@@ -46,9 +46,9 @@ def windows_of(sms_window: str | None, call_window: str | None) -> dict[Channel,
 
 
 def plan_prefix(phone: ColumnElement[str]) -> ColumnElement[str]:
-    """A number's group, as SQL: what the plan's CASE arms list, as the groups were read (shared/cycle_money.py)."""
-    # literal_column, not bound parameters: the statement spells the prefix as the groups' GROUP BY did.
-    return func.substr(phone, literal_column("1"), literal_column(str(PLAN_PREFIX_CHARACTERS)))
+    """A number's group, as SQL: what the plan's CASE arms list, spelled as the groups' GROUP BY read them
+    (shared/cycle_money.py)."""
+    return cost_estimate.prefix_expr(phone, PLAN_PREFIX_CHARACTERS)
 
 
 def limits_of(channel: Channel, window: Window) -> Callable[[str], list[tuple[Window, ZoneInfo]]]:
