@@ -8,6 +8,7 @@ counts from zero. `used()` is then the CPU seconds each group spent between `sta
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -126,11 +127,9 @@ class CpuSampler:
     def _sample(self, first: bool = False) -> None:
         for name, group in self.groups.items():
             for process in group():
-                try:
-                    times = process.cpu_times()
-                except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                cpu = seconds_used(process)
+                if math.isnan(cpu):  # gone since it was listed
                     continue
-                cpu = times.user + times.system
                 self._last[name][process.pid] = cpu
                 if first:
                     self._first[name][process.pid] = cpu
