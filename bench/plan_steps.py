@@ -1,7 +1,8 @@
 """Planning's statements one at a time at scale: where a cycle's plan spends its time (issue 15).
 
 Loads N contacts (bench.cycle's mix) into a database of its own, can plan H earlier cycles first (history:
-the unique (contact_id, cycle_id) index then takes each new entry among a contact's earlier ones), then
+every index then holds their entries too; a key led by the contact took each new entry among that contact's
+earlier ones, until revision f4b7d2e9a6c3 put the cycle first), then
 plans a new cycle R times in-process, each plan in a transaction rolled back and followed by VACUUM, and
 times every statement planning sends (SQLAlchemy cursor events). `--explain` adds EXPLAIN (ANALYZE,
 BUFFERS, WAL) of the plan's INSERT, also rolled back.

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import case, func, or_, update
 from sqlalchemy.orm import Session
 
-from shared.db import ids_in, insert_for
+from shared.cycle_items import pending_of_contacts
+from shared.db import insert_for
 from shared.models import Channel, Contact, ContactStatus, CycleItem, ItemState
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,7 @@ def cancel_pending(session: Session, contact_ids: Sequence[int], why: str, chann
     """Items not yet claimed for these contacts will not be sent (opt-out, invalid number, late delivery)."""
     if not contact_ids:
         return 0
-    stmt = update(CycleItem).where(
-        ids_in(session, CycleItem.contact_id, contact_ids), CycleItem.state == ItemState.PENDING
-    )
+    stmt = update(CycleItem).where(pending_of_contacts(session, contact_ids))
     if channel is not None:
         stmt = stmt.where(CycleItem.channel == channel)
     result = session.execute(stmt.values(state=ItemState.CANCELLED, error=why, updated_at=datetime.now(UTC)))

@@ -43,6 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from shared import erasure_guard, voice_script
 from shared.consent import newer_than_consent
+from shared.cycle_items import of_contacts, pending_of_contacts
 from shared.db import insert_for, is_postgres
 from shared.models import (
     Call,
@@ -226,7 +227,7 @@ def _cancel_work(session: Session, contact_id: int, at: datetime) -> None:
     """Nothing more is sent to the contact: its pending cycle items, its queued one-off SMS and calls."""
     session.execute(
         update(CycleItem)
-        .where(CycleItem.contact_id == contact_id, CycleItem.state == ItemState.PENDING)
+        .where(pending_of_contacts(session, [contact_id]))
         .values(state=ItemState.CANCELLED, error=WHY, updated_at=at)
     )
     for model in (Message, Call):
@@ -250,7 +251,7 @@ def _anonymise(session: Session, contact: Contact, at_ids: list[str]) -> None:
         .execution_options(synchronize_session=False)
     )
     session.execute(
-        update(CycleItem).where(CycleItem.contact_id == contact.id).values(contact_id=None),
+        update(CycleItem).where(of_contacts(session, [contact.id])).values(contact_id=None),
         execution_options={"synchronize_session": False},
     )
     reports = or_(DlrEvent.phone == contact.phone, DlrEvent.at_message_id.in_(at_ids))

@@ -272,7 +272,8 @@ class CycleItem(Base):
     #: NULL once the contact was erased (shared/erasure.py): the item still counts in its cycle's report.
     #: No foreign key either (its per-row check was a third of planning at 1M contacts): planning locks the
     #: contacts it reads FOR KEY SHARE in its one statement; deleting a contact still deletes its items, by
-    #: trigger (migration f2c6a9e3d7b1). Its index is the unique (contact_id, cycle_id) below.
+    #: trigger (migration f2c6a9e3d7b1). Found through the unique (cycle_id, contact_id) below, cycle by cycle
+    #: (shared/cycle_items.py `of_contacts`).
     contact_id: Mapped[int | None] = mapped_column(BigId)
     channel: Mapped[Channel] = _status_column(Channel)
     state: Mapped[ItemState] = _status_column(ItemState, default=ItemState.PENDING)
@@ -295,8 +296,9 @@ class CycleItem(Base):
     # Planning enters every item in each index without a predicate, and in its channel's claim index, and each
     # entry costs about as much as the row (issue 15): three (migrations a8e4c2f7b9d1, b2d6f9a3c8e1, c7e3a9d1f5b2).
     __table_args__ = (
-        # One item per contact in a cycle, and a contact's items (the erasure trigger's lookup): contact first.
-        UniqueConstraint("contact_id", "cycle_id"),
+        # One item per contact in a cycle. The cycle first: a plan appends its entries at the end, whatever the
+        # cycles before it (led by the contact, each went among that contact's earlier ones: issue 15).
+        UniqueConstraint("cycle_id", "contact_id"),
         # A cycle's items are a range of the primary key, recorded on the cycle (shared/cycle_items.py): no
         # (cycle_id, id) index, which cost planning 0.55-0.9 s at a million contacts (issue 15).
         # What dispatchers claim: pending items of a cycle and one channel, oldest due first, in the claim's own

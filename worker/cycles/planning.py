@@ -72,7 +72,7 @@ def plan_cycle(session: Session, cycle_id: int) -> dict[str, Any] | None:
     # No ON CONFLICT: a cycle is planned once (its row locked, its state checked above, both changed in this
     # transaction) and the SELECT names each contact once, so no item can exist yet. ON CONFLICT made each
     # row a speculative insert, checked and confirmed: a fifth of the INSERT at a million contacts (issue
-    # 15). Should an item exist after all, the unique (contact_id, cycle_id) refuses the plan, loudly.
+    # 15). Should an item exist after all, the unique (cycle_id, contact_id) refuses the plan, loudly.
     insert_items = insert(CycleItem).from_select(columns, rows).execution_options(preserve_rowcount=True)
     below = _id_below_next_items(session)
     planned = session.execute(insert_items).rowcount

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.orm import Session
 
-from shared import incidents, metrics
+from shared import cycle_items, incidents, metrics
 from shared.callbacks import (
     Dlr,
     phone_or_raw,
@@ -172,15 +172,18 @@ def apply_pending_events(session: Session, events: list[PendingEvent], unmarked:
 #: `fallback.cancel_fallback_calls` (delivered: its voice items not yet claimed) and `consent.cancel_pending`
 #: (unreachable: all its items not yet claimed) do on SQLite: two ORM statements a batch were a sixth of the
 #: drain's time end to end (py-spy, bench/RESULTS.md "drain batches end to end"). A contact is in one list or
-#: the other, never both, so the two never touch the same row.
+#: the other, never both, so the two never touch the same row. A contact's pending items are looked for only in the
+#: cycles that may still send, through the unique (cycle_id, contact_id) (shared/cycle_items.py): not among every
+#: item the contact ever had.
 UPDATE_CONTACTS = """
     WITH delivered AS (
         UPDATE cycle_items SET state = %(cancelled)s, error = %(delivered_why)s, updated_at = %(now)s
-        WHERE contact_id = ANY(CAST(%(delivered)b AS bigint[])) AND state = %(pending)s AND channel = %(voice)s
+        WHERE {may_send} AND contact_id = ANY(CAST(%(delivered)b AS bigint[]))
+            AND state = %(pending)s AND channel = %(voice)s
     ),
     unreachable AS (
         UPDATE cycle_items SET state = %(cancelled)s, error = %(unreachable_why)s, updated_at = %(now)s
-        WHERE contact_id = ANY(CAST(%(unreachable)b AS bigint[])) AND state = %(pending)s
+        WHERE {may_send} AND contact_id = ANY(CAST(%(unreachable)b AS bigint[])) AND state = %(pending)s
     )
     UPDATE contacts AS c
     SET status = CASE
@@ -196,7 +199,7 @@ UPDATE_CONTACTS = """
                 CAST(%(c_at)b AS timestamptz[]), CAST(%(c_clears)b AS boolean[]))
          AS u(id, message_id, target, status, reason, network, at, clears)
     WHERE c.id = u.id AND c.last_message_id = u.message_id
-    """
+    """.replace("{may_send}", cycle_items.in_cycles_that_may_send_sql())
 
 
 #: On Postgres, the messages' forward-only move, marking the reports applied and reading back what the contacts
