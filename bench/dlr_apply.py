@@ -77,6 +77,34 @@ def load_messages(engine_url: str, n: int) -> None:
     engine.dispose()
 
 
+def load_history(engine_url: str, cycles: int) -> None:
+    """`cycles` finished cycles before the measured messages, each with a sent SMS item for every contact: what a
+    business that has run cycles keeps (cycle_items has no retention), among which a delivery report's contact
+    may be looked for (a `Success` cancels the contact's calls not yet placed)."""
+    engine = create_engine(engine_url)
+    with engine.begin() as connection:
+        for _ in range(cycles):
+            cycle_id = connection.scalar(
+                text(
+                    "INSERT INTO cycles (state, message, created_at, planned_at)"
+                    " VALUES ('done', 'Earlier', now(), now()) RETURNING id"
+                )
+            )
+            connection.execute(
+                text(
+                    "WITH new AS ("
+                    " INSERT INTO cycle_items (cycle_id, contact_id, channel, state, attempts, next_attempt_at,"
+                    " updated_at) SELECT :cycle, id, 'sms', 'sent', 1, now(), now() FROM contacts ORDER BY id"
+                    " RETURNING id)"
+                    " UPDATE cycles SET first_item_id = (SELECT min(id) FROM new),"
+                    " last_item_id = (SELECT max(id) FROM new) WHERE id = :cycle"
+                ),
+                {"cycle": cycle_id},
+            )
+        connection.execute(text("ANALYZE cycles; ANALYZE cycle_items"))
+    engine.dispose()
+
+
 def queue_reports(svc: Services, n: int) -> None:
     """Push N DLRs as the receiver would (same JSON), oldest first, 5,000 per round trip."""
     chunk: list[str] = []

@@ -18,6 +18,7 @@ callback answer's p50/p99 (wrk), and CPU µs per DLR by process group (bench/cpu
     python -m bench.e2e --size small --systems reach --receiver granian
     python -m bench.e2e --receiver-command 'granian --interface wsgi --port {port} ... web:create_app'
     python -m bench.e2e --size full --compare /tmp/before     # also Reach from another checkout, same run
+    python -m bench.e2e --size full --history 10              # the contacts have items in 10 earlier cycles
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from bench.common import (
     table,
     wrk_command,
 )
-from bench.dlr_apply import load_messages
+from bench.dlr_apply import load_history, load_messages
 from bench.e2e_report import RUN_HEADERS, SYSTEMS, Run, ratio_rows, run_row, versions
 from reach_cli import processes
 from tests.services import WorkerProcess, fresh_database, redis_server
@@ -333,6 +334,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Reach's receiver as a command line; {port} and {bind} are filled in (overrides --receiver)",
     )
     parser.add_argument(
+        "--history", type=int, default=0, help="finished cycles before, an item per contact each (Reach reads them)"
+    )
+    parser.add_argument(
         "--compare",
         type=Path,
         metavar="CHECKOUT",
@@ -377,11 +381,13 @@ def run_all(args: argparse.Namespace, argv: list[str] | None) -> int:
     runs: list[Run] = []
     with fresh_database(template) as template_url:
         load_messages(template_url, count + warm_up_count(count))
+        load_history(template_url, args.history)
         shown = _receiver_command(receiver or tree_receiver_command(ROOT), 0)
         reach_receiver = shlex.join(shown).replace(str(BIN) + "/", "").replace(":0 ", ":PORT ")
         print(
             f"{count:,} messages measured (+{warm_up_count(count):,} of their own for a warm-up applied first); "
-            f"wrk -t1 -c{CONNECTIONS} posts one `Success` DLR for each; {rounds} round(s): {', '.join(systems)}  \n"
+            f"wrk -t1 -c{CONNECTIONS} posts one `Success` DLR for each; {rounds} round(s): {', '.join(systems)}; "
+            f"{args.history} finished cycle(s) before, an item per contact each  \n"
             f"postgres: {postgres_durability(template_url)}  \n"
             f"reach: redis-server {' '.join(REDIS_AOF)}; receiver `{reach_receiver}`; "
             f"worker `celery -A worker worker --beat` (prefork -c {processes.ALL_QUEUES.concurrency})  \n"
