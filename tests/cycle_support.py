@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from shared import cycles as shared_cycles
 from shared.models import Contact, Cycle, CycleItem, ItemState
@@ -52,3 +52,13 @@ def record_items_range(session: Any, cycle_id: int) -> None:
     ).one()
     cycle = session.get(Cycle, cycle_id)
     cycle.first_item_id, cycle.last_item_id = first, last
+
+
+def items_read(session: Any) -> int:
+    """Rows of cycle_items read so far by this transaction (Postgres' own count, seq and index scans alike)."""
+    return session.scalar(
+        text(
+            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables"
+            " WHERE relname = 'cycle_items'"
+        )
+    )

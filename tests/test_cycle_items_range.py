@@ -8,21 +8,11 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any
 
-from sqlalchemy import delete, text
+from sqlalchemy import delete
 
 from shared import cycle_export, cycle_failures, cycle_report
 from shared.models import Cycle, CycleState
-from tests.cycle_support import plan_new_cycle
-
-
-def _items_read(session: Any) -> int:
-    """Rows of cycle_items read so far by this transaction (Postgres' own count, seq and index scans alike)."""
-    return session.scalar(
-        text(
-            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables"
-            " WHERE relname = 'cycle_items'"
-        )
-    )
+from tests.cycle_support import items_read, plan_new_cycle
 
 
 def _planned_and_waiting(session: Any) -> int:
@@ -36,17 +26,17 @@ def _planned_and_waiting(session: Any) -> int:
 
 def test_reading_a_cycle_not_planned_yet_reads_none_of_the_items(session: Any) -> None:
     waiting = _planned_and_waiting(session)
-    before = _items_read(session)
+    before = items_read(session)
     report = cycle_report.report(session, waiting)
     page = cycle_failures.failures_page(session, waiting)
     exported = "".join(cycle_export.results_csv(lambda: nullcontext(session), waiting)).splitlines()
-    assert _items_read(session) == before
+    assert items_read(session) == before
     assert report is not None and report["sms"] == 0
     assert page.rows == [] and len(exported) == 1  # the header only
 
 
 def test_deleting_a_cycle_not_planned_yet_reads_none_of_the_items(session: Any) -> None:
     waiting = _planned_and_waiting(session)
-    before = _items_read(session)
+    before = items_read(session)
     session.execute(delete(Cycle).where(Cycle.id == waiting))
-    assert _items_read(session) == before
+    assert items_read(session) == before

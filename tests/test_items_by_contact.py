@@ -20,7 +20,7 @@ from shared.callbacks import Dlr
 from shared.erasure import erase_contact
 from shared.models import Channel, Contact, ContactStatus, Cycle, CycleItem, CycleState, ItemState, Message
 from shared.store import SqlStore
-from tests.cycle_support import record_items_range
+from tests.cycle_support import items_read, record_items_range
 from worker import ingest
 
 PHONE, OTHER = "+254711000061", "+254711000062"
@@ -35,16 +35,6 @@ def _cycle_with_items(session: Session, state: CycleState, items: list[tuple[int
     session.execute(insert(CycleItem), rows)
     record_items_range(session, cycle.id)
     return cycle.id
-
-
-def _items_read(session: Session) -> int:
-    """Rows of cycle_items read so far by this transaction (Postgres' own count, seq and index scans alike)."""
-    return session.scalar(
-        text(
-            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables"
-            " WHERE relname = 'cycle_items'"
-        )
-    )
 
 
 def test_a_delivery_report_reads_no_item_of_a_finished_cycle(session: Session) -> None:
@@ -70,10 +60,10 @@ def test_a_delivery_report_reads_no_item_of_a_finished_cycle(session: Session) -
     session.execute(text("ANALYZE cycles"))
     session.commit()
 
-    before = _items_read(session)
+    before = items_read(session)
     report = Dlr(id=message.at_message_id, status="Success", phone_number=PHONE)
     ingest.apply_dlrs(session, [(datetime.now(UTC), report)])
-    read = _items_read(session) - before
+    read = items_read(session) - before
     session.commit()
 
     call = session.scalars(
