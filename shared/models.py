@@ -270,8 +270,8 @@ class CycleItem(Base):
     #: cycle row FOR UPDATE; deleting a cycle still deletes its items, by trigger (migration b5d2f0c7e913).
     cycle_id: Mapped[int] = mapped_column(BigId)
     #: NULL once the contact was erased (shared/erasure.py): the item still counts in its cycle's report.
-    #: No foreign key either (its per-row check was a third of planning at 1M contacts): planning locks the
-    #: contacts it reads FOR KEY SHARE in its one statement; deleting a contact still deletes its items, by
+    #: No foreign key either (its per-row check was a third of planning at 1M contacts): planning holds erasures
+    #: off until it commits (shared/erasure_guard.py); deleting a contact still deletes its items, by
     #: trigger (migration f2c6a9e3d7b1). Found through the unique (cycle_id, contact_id) below, cycle by cycle
     #: (shared/cycle_items.py `of_contacts`).
     contact_id: Mapped[int | None] = mapped_column(BigId)
