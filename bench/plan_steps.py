@@ -93,7 +93,8 @@ def new_cycle(url: str, message: str) -> int:
 
 
 def plan_history(url: str, history: int, message: str) -> None:
-    """Plan `history` cycles and keep them, finished, so the new plan's items join earlier ones."""
+    """Plan `history` cycles and keep them, finished, so the new plan's items join earlier ones: their items sent,
+    as a finished cycle's are (pending, they would also sit in the claim indexes)."""
     from shared.db import session_scope
     from worker.cycles import plan_cycle
 
@@ -102,7 +103,8 @@ def plan_history(url: str, history: int, message: str) -> None:
         start = time.perf_counter()
         with session_scope() as session:
             plan_cycle(session, cycle_id)
-            session.execute(text("UPDATE cycles SET state = 'finished' WHERE id = :id"), {"id": cycle_id})
+            session.execute(text("UPDATE cycles SET state = 'done' WHERE id = :id"), {"id": cycle_id})
+            session.execute(text("UPDATE cycle_items SET state = 'sent' WHERE cycle_id = :id"), {"id": cycle_id})
         print(f"history cycle {cycle_id} planned in {time.perf_counter() - start:.2f} s", flush=True)
 
 
