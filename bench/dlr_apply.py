@@ -77,32 +77,41 @@ def load_messages(engine_url: str, n: int) -> None:
     engine.dispose()
 
 
-def load_history(engine_url: str, cycles: int) -> None:
+def load_history(engine_url: str, cycles: int, waiting_calls: bool = False) -> None:
     """`cycles` finished cycles before the measured messages, each with a sent SMS item for every contact: what a
     business that has run cycles keeps (cycle_items has no retention), among which a delivery report's contact
-    may be looked for (a `Success` cancels the contact's calls not yet placed)."""
+    may be looked for. With `waiting_calls`, one more cycle, dispatching, holds a call for every contact until its
+    window opens tomorrow: the call a `Success` then cancels (a fallback no longer needed)."""
     engine = create_engine(engine_url)
     with engine.begin() as connection:
         for _ in range(cycles):
-            cycle_id = connection.scalar(
-                text(
-                    "INSERT INTO cycles (state, message, created_at, planned_at)"
-                    " VALUES ('done', 'Earlier', now(), now()) RETURNING id"
-                )
-            )
-            connection.execute(
-                text(
-                    "WITH new AS ("
-                    " INSERT INTO cycle_items (cycle_id, contact_id, channel, state, attempts, next_attempt_at,"
-                    " updated_at) SELECT :cycle, id, 'sms', 'sent', 1, now(), now() FROM contacts ORDER BY id"
-                    " RETURNING id)"
-                    " UPDATE cycles SET first_item_id = (SELECT min(id) FROM new),"
-                    " last_item_id = (SELECT max(id) FROM new) WHERE id = :cycle"
-                ),
-                {"cycle": cycle_id},
-            )
+            _cycle_of_every_contact(connection, "done", "'sms', 'sent', 1, now(), false")
+        if waiting_calls:
+            _cycle_of_every_contact(connection, "dispatching", "'voice', 'pending', 0, now() + interval '1 day', true")
         connection.execute(text("ANALYZE cycles; ANALYZE cycle_items"))
     engine.dispose()
+
+
+def _cycle_of_every_contact(connection: Connection, state: str, item: str) -> None:
+    """A cycle in `state` with an item for every contact: `item` gives its channel, state, attempts,
+    next_attempt_at and waiting_for_window, as SQL."""
+    cycle_id = connection.scalar(
+        text(
+            "INSERT INTO cycles (state, message, created_at, planned_at)"
+            f" VALUES ('{state}', 'Earlier', now(), now()) RETURNING id"
+        )
+    )
+    connection.execute(
+        text(
+            "WITH new AS ("
+            " INSERT INTO cycle_items (cycle_id, contact_id, channel, state, attempts, next_attempt_at,"
+            f" waiting_for_window, updated_at) SELECT :cycle, id, {item}, now() FROM contacts ORDER BY id"
+            " RETURNING id)"
+            " UPDATE cycles SET first_item_id = (SELECT min(id) FROM new),"
+            " last_item_id = (SELECT max(id) FROM new) WHERE id = :cycle"
+        ),
+        {"cycle": cycle_id},
+    )
 
 
 def queue_reports(svc: Services, n: int) -> None:

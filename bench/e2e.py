@@ -19,6 +19,7 @@ callback answer's p50/p99 (wrk), and CPU µs per DLR by process group (bench/cpu
     python -m bench.e2e --receiver-command 'granian --interface wsgi --port {port} ... web:create_app'
     python -m bench.e2e --size full --compare /tmp/before     # also Reach from another checkout, same run
     python -m bench.e2e --size full --history 10              # the contacts have items in 10 earlier cycles
+    python -m bench.e2e --size full --history 10 --waiting-calls   # ... and a call waiting each, which a report cancels
 """
 
 from __future__ import annotations
@@ -337,6 +338,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--history", type=int, default=0, help="finished cycles before, an item per contact each (Reach reads them)"
     )
     parser.add_argument(
+        "--waiting-calls", action="store_true", help="and a dispatching cycle holding a call per contact (cancelled)"
+    )
+    parser.add_argument(
         "--compare",
         type=Path,
         metavar="CHECKOUT",
@@ -381,13 +385,14 @@ def run_all(args: argparse.Namespace, argv: list[str] | None) -> int:
     runs: list[Run] = []
     with fresh_database(template) as template_url:
         load_messages(template_url, count + warm_up_count(count))
-        load_history(template_url, args.history)
+        load_history(template_url, args.history, args.waiting_calls)
+        waiting = "; a dispatching cycle holds a call per contact for its window" if args.waiting_calls else ""
         shown = _receiver_command(receiver or tree_receiver_command(ROOT), 0)
         reach_receiver = shlex.join(shown).replace(str(BIN) + "/", "").replace(":0 ", ":PORT ")
         print(
             f"{count:,} messages measured (+{warm_up_count(count):,} of their own for a warm-up applied first); "
             f"wrk -t1 -c{CONNECTIONS} posts one `Success` DLR for each; {rounds} round(s): {', '.join(systems)}; "
-            f"{args.history} finished cycle(s) before, an item per contact each  \n"
+            f"{args.history} finished cycle(s) before, an item per contact each{waiting}  \n"
             f"postgres: {postgres_durability(template_url)}  \n"
             f"reach: redis-server {' '.join(REDIS_AOF)}; receiver `{reach_receiver}`; "
             f"worker `celery -A worker worker --beat` (prefork -c {processes.ALL_QUEUES.concurrency})  \n"
