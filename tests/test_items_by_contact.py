@@ -70,7 +70,7 @@ def test_a_delivery_report_reads_no_item_of_a_finished_cycle(session: Session) -
         select(CycleItem).where(CycleItem.cycle_id == open_cycle, CycleItem.contact_id == contact.id)
     ).one()
     assert call.state is ItemState.CANCELLED
-    assert read < 10
+    assert read < 10, read
 
 
 def test_a_contacts_items_are_looked_up_through_the_unique_key_in_each_cycle(session: Session) -> None:
