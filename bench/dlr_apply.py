@@ -82,6 +82,8 @@ def load_history(engine_url: str, cycles: int, waiting_calls: bool = False) -> N
     business that has run cycles keeps (cycle_items has no retention), among which a delivery report's contact
     may be looked for. With `waiting_calls`, one more cycle, dispatching, holds a call for every contact until its
     window opens tomorrow: the call a `Success` then cancels (a fallback no longer needed)."""
+    if not cycles and not waiting_calls:
+        return
     engine = create_engine(engine_url)
     with engine.begin() as connection:
         for _ in range(cycles):
