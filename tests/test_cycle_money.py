@@ -22,6 +22,8 @@ from worker.cycles import plan_cycle
 KE, NG, UG, GB = "+254711000201", "+2348031000202", "+256772000203", "+447700900204"
 #: 2 parts of UCS-2 (71 units; the `ж` is outside GSM-7).
 TWO_UCS2_PARTS = "ж" * 71
+#: 2 parts of UCS-2 (two hold 134 units), 3 with a promotional sender id's opt-out (` *456*9*5#`, 10 more).
+JUST_TWO_UCS2_PARTS = "ж" * 130
 TABLE = "KE=0.80,NG=2.50,default=1.00"
 
 
@@ -188,16 +190,26 @@ def test_a_cycle_planned_before_its_plan_counted_prefixes_is_estimated_from_its_
     assert answer.get_json()["estimated_cost"] == EXPECTED
 
 
-def test_a_plan_reads_the_bill_and_the_windows_number_groups_in_one_pass(audience, session) -> None:
+@pytest.fixture(params=["transactional", "promotional"])
+def sender_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """AT_SENDER_KIND, read afresh by the settings for this test and after it."""
+    monkeypatch.setenv("AT_SENDER_KIND", request.param)
+    get_settings.cache_clear()
+    yield request.param
+    get_settings.cache_clear()
+
+
+def test_a_plan_reads_the_bill_and_the_windows_number_groups_in_one_pass(audience, session, sender_kind) -> None:
     """A text without placeholders: one statement groups the audience by number prefix, for the send windows
     and the bill both (two were a tenth of a plan at a million contacts, issue 15), and the bill is the one
-    counted apart."""
+    counted apart. Under a promotional sender id too, whose opt-out lengthens the Kenyan SMS (+254 is in every
+    group's prefix): a pass per country with an opt-out was another tenth of such a plan."""
     from sqlalchemy import event
 
     from shared import cycle_money
     from shared.models import Channel, Cycle
 
-    cycle_id = cycles.start_cycle(session, TWO_UCS2_PARTS, sms_window="08:00-20:00")
+    cycle_id = cycles.start_cycle(session, JUST_TWO_UCS2_PARTS, sms_window="08:00-20:00")
     session.commit()
     statements: list[str] = []
 
@@ -215,7 +227,10 @@ def test_a_plan_reads_the_bill_and_the_windows_number_groups_in_one_pass(audienc
     by_prefix = [s for s in statements if "substr(contacts.phone" in s and not s.lstrip().startswith("INSERT")]
     assert len(by_prefix) == 1, by_prefix
     sms = cycles.reachable() & (cycles.channel_expr() == Channel.SMS.value)
-    apart = cycle_money.sms_bill(session, TWO_UCS2_PARTS, sms).as_plan()
+    apart = cycle_money.sms_bill(session, JUST_TWO_UCS2_PARTS, sms).as_plan()
     assert {key: plan[key] for key in apart} == apart
     assert apart["sms_by_prefix"] == {"+254": 1, "+234": 2, "+256": 1, "+447": 1}
+    # Three parts with the opt-out, which only the Kenyan SMS carries.
+    kenyan_parts = 3 if sender_kind == "promotional" else 2
+    assert apart["sms_parts_by_prefix"] == {"+254": kenyan_parts, "+234": 4, "+256": 2, "+447": 2}
     assert session.get(Cycle, cycle_id).plan == plan
