@@ -202,8 +202,8 @@ def sender_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 def test_a_plan_reads_the_bill_and_the_windows_number_groups_in_one_pass(audience, session, sender_kind) -> None:
     """A text without placeholders: one statement groups the audience by number prefix, for the send windows
     and the bill both (two were a tenth of a plan at a million contacts, issue 15), and the bill is the one
-    counted apart. Under a promotional sender id too, whose opt-out lengthens the Kenyan SMS (+254 is in every
-    group's prefix): a pass per country with an opt-out was another tenth of such a plan."""
+    counted apart. Under a promotional sender id too, whose opt-out lengthens the Kenyan SMS: a group's seven
+    characters hold `+254` whole, and a pass of their own was another 5 % of such a plan."""
     from sqlalchemy import event
 
     from shared import cycle_money
