@@ -50,7 +50,42 @@ def create_simulator_app(
     )
     for blueprint in (faults_bp, sms_bp, user_bp, voice_bp, control_bp):
         app.register_blueprint(blueprint)
+    app.wsgi_app = _closed_once_written(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _closed_once_written(wsgi_app: Any) -> Any:
+    """The app's answers closed (which starts AT's callbacks: simulator/faults.py `deliver`) as soon as
+    werkzeug has written them, or failed to.
+
+    Werkzeug's server closes an answer only after reading whatever else the client sent, and not at all when
+    that read fails: a client killed right after AT answered resets its connection (its kernel does, with
+    the answer unread), and the reports of an SMS AT had sent were never posted. AT's reports do not depend on
+    its client's connection."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        return _ClosedOnce(wsgi_app(environ, start_response))
+
+    return app
+
+
+class _ClosedOnce:
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.closed = False
+
+    def __iter__(self) -> Any:
+        try:
+            yield from self.answer
+        finally:  # written whole, or the write failed (the generator is closed as the server's loop unwinds)
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            close = getattr(self.answer, "close", None)
+            if close is not None:
+                close()
 
 
 def close_simulator_app(app: Flask) -> None:

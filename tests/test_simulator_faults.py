@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import struct
 from collections.abc import Iterator
 
 import pytest
@@ -112,6 +114,28 @@ def test_reset_is_seen_by_a_raw_client_as_a_hang_up(sim) -> None:
     with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
         connection.getresponse()
     connection.close()
+
+
+def test_a_client_that_dies_once_at_has_answered_still_gets_its_reports(sim, hooks) -> None:
+    """A worker killed right after AT wrote its answer: AT acted, and its delivery reports come whatever becomes
+    of the connection afterwards. Werkzeug's server, after writing an answer, reads what else the client sent
+    and skipped closing the answer (what starts the reports) when that read failed on a connection the dead
+    client's kernel reset. The reports were lost, and Reach sent the SMS again once its grace ran out
+    (tests/test_crash.py, under load). Here a stray byte after the request holds the server in that read
+    until the reset comes."""
+    body = b"username=sandbox&to=%2B254711000001&message=hi&bulkSMSMode=1"
+    head = f"POST {SMS} HTTP/1.1\r\nHost: x\r\napiKey: {SIM_KEY}\r\nConnection: close\r\n"
+    head += f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", sim.port), timeout=5) as client:
+        client.sendall(head.encode() + body + b"x")
+        answer = b""
+        while b"SMSMessageData" not in answer or not answer.rstrip().endswith(b"}"):
+            answer += client.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 201")
+        # Killed: its kernel resets the connection (SO_LINGER 0).
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert sim.wait_idle(5)
+    assert [p["form"]["status"] for p in hooks.posts("/dlr")] == ["Sent", "Success"]
 
 
 # -- callbacks ------------------------------------------------------------------------------------------------
