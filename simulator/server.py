@@ -70,6 +70,9 @@ def _closed_once_written(wsgi_app: Any) -> Any:
 
 
 class _ClosedOnce:
+    """An answer closed once: when the server has iterated it whole or given up on it; its own `close()` after
+    that does nothing."""
+
     def __init__(self, answer: Any) -> None:
         self.answer = answer
         self.closed = False
